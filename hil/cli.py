@@ -7,17 +7,30 @@ from __future__ import annotations
 
 import typer
 
+import controller.cli
+import controller.hostlink_cli
+import firmware_sim.cli
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
 sim_app = typer.Typer(no_args_is_help=True, help="Simulated instruments served on a real (pty) serial port.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; each prints one JSON object.")
 train_app = typer.Typer(no_args_is_help=True, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate trained policies against baselines.")
+link_app = typer.Typer(no_args_is_help=True, help="Talk to a running daemon over the authenticated host link.")
 hil_app = typer.Typer(no_args_is_help=True, help="Hardware-in-the-loop scenarios against the simulated instruments.")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(hil_app, name="hil")
+app.add_typer(link_app, name="link")
+
+app.command("daemon")(controller.cli.daemon)
+sim_app.command("mems")(firmware_sim.cli.sim_mems)
+link_app.command("keygen")(controller.hostlink_cli.link_keygen)
+link_app.command("ping")(controller.hostlink_cli.link_ping)
+link_app.command("set-gains")(controller.hostlink_cli.link_set_gains)
+link_app.command("set-target")(controller.hostlink_cli.link_set_target)
 
 
 def main() -> None:

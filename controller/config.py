@@ -1,0 +1,174 @@
+"""Edge daemon configuration: pydantic v2 models loaded from TOML (deploy/edge.toml documents every key).
+
+Every section has defaults, so an empty file is a valid configuration; unknown keys are errors.
+``load_config`` turns validation failures into one ``ConfigError`` whose lines name the file and the
+key path, e.g. ``edge.toml: pid.x.kp: Input should be a valid number``.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from controller.pid import BASELINE_GAINS
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or invalid; the message names file and key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+
+class Range(_Section):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class AxisPair(_Section):
+    x: float = 0.0
+    y: float = 0.0
+
+
+class VoltageLimits(_Section):
+    x: Range = Range(min=-20000.0, max=20000.0)
+    y: Range = Range(min=-20000.0, max=20000.0)
+
+
+class DeviceConfig(_Section):
+    port: str = "/dev/ttyACM0"  # serial device (or a pty from `edgetune sim mems`)
+    baud: int = Field(115200, gt=0)
+    reconnect_backoff_min_s: float = Field(0.1, gt=0)
+    reconnect_backoff_max_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(0.5, gt=0)
+    safe_voltage_v: AxisPair = AxisPair()  # written on faults and for non-finite commands [V]
+    voltage_limits_v: VoltageLimits = VoltageLimits()  # the safety gate's clamp [V]
+
+    @model_validator(mode="after")
+    def _backoff(self) -> DeviceConfig:
+        if self.reconnect_backoff_min_s > self.reconnect_backoff_max_s:
+            raise ValueError("reconnect_backoff_min_s must be <= reconnect_backoff_max_s")
+        return self
+
+
+class LoopConfig(_Section):
+    rate_hz: float = Field(120.0, gt=0)
+    pacing: Literal["frames", "timer"] = "frames"
+    mode: Literal["stabilize", "rl-pid", "angles"] = "stabilize"
+
+
+class PidAxisConfig(_Section):
+    kp: float  # V/px
+    ki: float  # V/(px·s)
+    kd: float  # V·s/px
+    tau_s: float = Field(0.01, ge=0)  # derivative low-pass time constant
+    output_v: Range = Range(min=-20000.0, max=20000.0)
+
+
+# The paper's Table 1 gains are per camera frame; in SI units at 120 Hz (controller.pid.per_frame_to_si):
+_BASELINE = {axis: dict(zip(("kp", "ki", "kd"), map(float, row))) for axis, row in zip("xy", BASELINE_GAINS)}
+
+
+class PidConfig(_Section):
+    """Gains default to the paper baseline (mems-mirror-pid-rl, Table 1, a_baseline), key by key."""
+
+    x: PidAxisConfig = PidAxisConfig(**_BASELINE["x"])
+    y: PidAxisConfig = PidAxisConfig(**_BASELINE["y"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_baseline(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: {**_BASELINE[k], **v} if k in _BASELINE and isinstance(v, dict) else v
+                    for k, v in data.items()}
+        return data
+
+
+class TargetConfig(_Section):
+    x_px: float = 0.0
+    y_px: float = 0.0
+
+
+class AxisEnvelope(_Section):
+    """Gains the host may set on one axis; requests outside are clamped (and the Ack says so)."""
+
+    kp: Range = Range(min=0.0, max=60.0)
+    ki: Range = Range(min=0.0, max=6000.0)
+    kd: Range = Range(min=0.0, max=0.5)
+
+
+class GainEnvelope(_Section):
+    x: AxisEnvelope = AxisEnvelope()
+    y: AxisEnvelope = AxisEnvelope()
+
+
+class HostLinkConfig(_Section):
+    host: str = "127.0.0.1"  # bind address; loopback unless opened on purpose
+    port: int = Field(9750, ge=0, le=65535)  # 0: any free port (tests)
+    telemetry_decimation: int = Field(4, ge=1)  # send every n-th tick
+    silence_timeout_s: float = Field(2.0, gt=0)  # link "lost" (baseline gains) after this silence
+    key_file: Path = Path("/etc/edgetune/hostlink.keys")
+    max_clock_skew_s: float = Field(5.0, gt=0)
+    replay_window: int = Field(128, ge=1, le=4096)
+    state_file: Path = Path("/var/lib/edgetune/hostlink-state.json")
+    mailbox_size: int = Field(64, ge=1)
+    envelope: GainEnvelope = GainEnvelope()
+
+
+class RecorderConfig(_Section):
+    path: Path = Path("/var/lib/edgetune/run.sqlite")
+    batch_rows: int = Field(256, ge=1)
+    flush_ms: float = Field(200.0, gt=0)
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class PolicyConfig(_Section):
+    dir: Path = Path("/var/lib/edgetune/policies")
+    decision_every_n_ticks: int = Field(12, ge=1)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(False, alias="json")
+
+
+class EdgeConfig(_Section):
+    device: DeviceConfig = DeviceConfig()
+    loop: LoopConfig = LoopConfig()
+    pid: PidConfig = PidConfig()
+    target: TargetConfig = TargetConfig()
+    hostlink: HostLinkConfig = HostLinkConfig()
+    recorder: RecorderConfig = RecorderConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    log: LogConfig = LogConfig()
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> EdgeConfig:
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{p.name}: {e}") from None
+    return parse_config(data, p.name)

@@ -1,0 +1,183 @@
+"""The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics.
+
+One tick (read → update → write, ros2_control style):
+  1. apply what the host sent since the last tick (gains, target, link state) — tick boundary only;
+  2. the mode turns the latest camera frame into a command; the safety gate clamps it;
+  3. the command is written to the device (non-blocking);
+  4. telemetry goes to the recorder ring (always) and to the host (decimated, non-blocking).
+Everything slow (connecting, disk, metrics export, sd_notify) runs in other tasks or threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+from controller.config import EdgeConfig
+from controller.driver import SerialDriver
+from controller.hostlink import HostLink, LinkChange, baseline_gains
+from controller.hostlink_wire import Gains, SetDisturbance, SetGains, SetTarget, Telemetry, load_keyring
+from controller.metrics import Metrics
+from controller.modes.stabilize import StabilizeMode
+from controller.pid import Pid
+from controller.protocol import Frame
+from controller.protocol import SetDisturbance as DeviceSetDisturbance
+from controller.recorder import Recorder
+from controller.safety import SafetyGate
+from controller.scheduler import FrameTrigger, Scheduler, Tick
+from controller.sdnotify import Watchdog, notify
+
+log = logging.getLogger("edgetune.daemon")
+
+
+def _gate(cfg: EdgeConfig) -> SafetyGate:
+    lim, safe = cfg.device.voltage_limits_v, cfg.device.safe_voltage_v
+    return SafetyGate(low=np.array([lim.x.min, lim.y.min]), high=np.array([lim.x.max, lim.y.max]),
+                      safe=np.array([safe.x, safe.y]))
+
+
+class Daemon:
+    """Build from a validated config; ``await run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
+
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        self.keyring = load_keyring(cfg.hostlink.key_file)  # refuses a world-readable key file
+        self.baseline = baseline_gains(cfg.pid)
+        gate = _gate(cfg)
+        pid = Pid(np.asarray(self.baseline.rows()), u_min=[cfg.pid.x.output_v.min, cfg.pid.y.output_v.min],
+                  u_max=[cfg.pid.x.output_v.max, cfg.pid.y.output_v.max], tau_d=cfg.pid.x.tau_s)
+        self.mode = StabilizeMode(pid, gate, np.asarray(self.baseline.rows()),
+                                  np.array([cfg.target.x_px, cfg.target.y_px]))
+        self.trigger = FrameTrigger() if cfg.loop.pacing == "frames" else None
+        self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
+        self.driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
+                                   backoff_max_s=cfg.device.reconnect_backoff_max_s,
+                                   on_frame=self._on_frame, on_link=self._on_device_link)
+        self.hostlink = HostLink(cfg.hostlink, self.keyring, self.baseline)
+        self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
+                                      flush_ms=cfg.recorder.flush_ms)
+        self.metrics = Metrics(self.scheduler.stats) if cfg.metrics.enabled else None
+        self.watchdog = Watchdog(self.scheduler.stats)
+        self.frame: Frame | None = None
+        self.frame_t_ns = 0
+        self.faults = 0
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- callbacks from the driver (run on the loop, between ticks) --------------------------------
+
+    def _on_frame(self, frame: Frame, t_ns: int) -> None:
+        self.frame, self.frame_t_ns = frame, t_ns
+        if self.trigger is not None:
+            self.trigger.notify(t_ns)
+
+    def _on_device_link(self, up: bool, reason: str) -> None:
+        self.recorder.record_event("device", {"up": up, "reason": reason})
+        if up:
+            self.driver.write_voltages(*self.mode.gate.safe)  # start from the safe command
+        else:
+            self.faults += 1
+            self.frame = None
+
+    # -- the tick --------------------------------------------------------------------------------
+
+    def _apply_host_commands(self) -> None:
+        mode, mailbox = self.mode, self.hostlink.mailbox
+        while (msg := mailbox.poll()) is not None:
+            if isinstance(msg, SetGains):
+                mode.set_gains(np.asarray(msg.gains.rows()))
+                self.recorder.record_event("gains", {"gains": msg.gains.rows(), "source": "host"})
+            elif isinstance(msg, SetTarget):
+                mode.set_target(msg.x_px, msg.y_px)
+                self.recorder.record_event("target", {"x_px": msg.x_px, "y_px": msg.y_px})
+            elif isinstance(msg, SetDisturbance):
+                self._background(self.driver.command(DeviceSetDisturbance(msg.profile, msg.seed, *msg.p)), "disturbance")
+            elif isinstance(msg, LinkChange):
+                if not msg.up:
+                    mode.restore_baseline()
+                self.recorder.record_event("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"})
+
+    def tick(self, tick: Tick) -> None:
+        self._apply_host_commands()
+        mode, frame = self.mode, self.frame
+        stale = frame is None or tick.t_ns - self.frame_t_ns > self.cfg.device.read_timeout_s * 1e9
+        if stale:
+            cmd = mode.safe()
+            x = y = math.nan
+        else:
+            x, y = (math.nan, math.nan) if frame.lost else (frame.x_px, frame.y_px)
+            cmd = mode.step(x, y, tick.t_ns * 1e-9)
+        if self.driver.connected:
+            self.driver.write_voltages(float(cmd[0]), float(cmd[1]))
+        gains = mode.gains
+        tx, ty, cx, cy = float(mode.target[0]), float(mode.target[1]), float(cmd[0]), float(cmd[1])
+        self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
+                                  gains.ravel().tolist(), int(stale))
+        if self.hostlink.wants_telemetry(tick.index):
+            self.hostlink.send_telemetry(Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains)))
+
+    def _background(self, coro: Any, what: str) -> None:
+        """Run slow work (device round trips) off the tick; failures are logged and recorded."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%s failed: %s", what, t.exception())
+                self.recorder.record_event("fault", {"what": what, "error": str(t.exception())})
+
+        task.add_done_callback(done)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.stop()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await self.hostlink.start()
+        if self.metrics is not None:
+            self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
+        await self.driver.start()
+        side = [loop.create_task(self._housekeeping(), name="housekeeping")]
+        log.info("daemon up: device %s, host link %s:%d, %.0f Hz (%s-paced)", self.cfg.device.port,
+                 *self.hostlink.address, self.cfg.loop.rate_hz, self.cfg.loop.pacing)
+        notify("READY=1", "STATUS=running")
+        try:
+            await self.scheduler.run(self.tick)
+        finally:
+            notify("STOPPING=1")
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            if self.driver.connected:  # actuators safe before anything else goes down
+                self.driver.write_voltages(*map(float, self.mode.gate.safe))
+            await self.driver.close()
+            await self.hostlink.close()
+            if self.metrics is not None:
+                self.metrics.stop()
+            self.recorder.record_event("stop", {"ticks": self.scheduler.stats.ticks})
+            self.recorder.close()
+            log.info("daemon stopped after %d ticks (%d overruns)", self.scheduler.stats.ticks,
+                     self.scheduler.stats.overruns)
+
+    async def _housekeeping(self) -> None:
+        """Once a second, off the tick path: metrics, systemd watchdog, counters into the log."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.metrics is not None:
+                self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains,
+                                    faults={"device": self.faults, **dict(self.hostlink.counters),
+                                            "serial_rejected": self.driver.decoder.rejected,
+                                            "command_clamped": self.mode.gate.clamped,
+                                            "command_non_finite": self.mode.gate.non_finite})
+            self.watchdog.maybe_ping(time.monotonic_ns())

@@ -1,0 +1,197 @@
+"""Serial driver: the instrument firmware behind pyserial, integrated with asyncio.
+
+The port's file descriptor is registered with ``loop.add_reader``: bytes are read and decoded
+only when the kernel has them, so nothing on the loop ever blocks on the device. Writes are
+non-blocking (``write_timeout=0``); a write the UART cannot take is dropped and counted.
+If the port goes away (unplugged, emulator restarted) the driver closes it, tells its owner,
+and reopens it with exponential backoff.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import serial
+
+from controller.protocol import (
+    MEMS, Ack, Frame, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
+    Status, StatusRequest, StreamStart, StreamStop, encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverStats:
+    connects: int = 0
+    disconnects: int = 0
+    write_dropped: int = 0  # writes the port could not take at once
+    naks: int = 0  # commands the device refused
+    last_nak: str = ""
+
+
+@dataclass
+class SerialDriver:
+    """One device on one serial port. ``on_frame(frame, t_ns)`` runs for every data frame received."""
+
+    port: str
+    baud: int = 115200
+    messages: MessageSet = MEMS
+    backoff_min_s: float = 0.1
+    backoff_max_s: float = 5.0
+    on_frame: Callable[[Frame, int], None] | None = None
+    on_link: Callable[[bool, str], None] | None = None  # (connected, reason)
+    stats: DriverStats = field(default_factory=DriverStats)
+    decoder: FrameDecoder = field(init=False)
+    _serial: serial.Serial | None = field(default=None, init=False, repr=False)
+    _seq: int = field(default=0, init=False)
+    _replies: asyncio.Queue[Message] | None = field(default=None, init=False, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _closing: bool = field(default=False, init=False)
+    identity: IdentifyReply | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.decoder = FrameDecoder(self.messages)
+
+    @property
+    def connected(self) -> bool:
+        return self._serial is not None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, connect_timeout_s: float | None = None) -> None:
+        """Start the connect/reconnect task; with a timeout, wait until the device streams."""
+        self._replies = asyncio.Queue(maxsize=64)
+        self._task = asyncio.get_running_loop().create_task(self._keep_connected(), name="serial-driver")
+        if connect_timeout_s is not None:
+            deadline = time.monotonic() + connect_timeout_s
+            while not self.connected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"device on {self.port} did not answer within {connect_timeout_s} s")
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._serial is not None:
+            self.send(StreamStop())
+        self._drop("closed")
+
+    async def _keep_connected(self) -> None:
+        backoff = self.backoff_min_s
+        while not self._closing:
+            if self._serial is None:
+                try:
+                    await self._connect()
+                    backoff = self.backoff_min_s
+                except (OSError, serial.SerialException, TimeoutError) as e:
+                    self._drop(f"connect failed: {e}")
+                    log.warning("device %s: %s; retrying in %.2f s", self.port, e, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    continue
+            await asyncio.sleep(0.05)
+
+    async def _connect(self) -> None:
+        ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
+        ser.reset_input_buffer()
+        self._serial = ser
+        self.decoder.reset_sequence()
+        asyncio.get_running_loop().add_reader(ser.fileno(), self._on_readable)
+        reply = await self.request(Identify(), IdentifyReply, timeout_s=1.0)
+        self.identity = reply
+        self.send(StreamStart())
+        self.stats.connects += 1
+        log.info("device %s: %s fw %s (protocol %d)", self.port, reply.device, reply.fw_version, reply.protocol_version)
+        if self.on_link:
+            self.on_link(True, f"connected to {reply.device}")
+
+    def _drop(self, reason: str) -> None:
+        ser, self._serial = self._serial, None
+        if ser is None:
+            return
+        try:
+            asyncio.get_running_loop().remove_reader(ser.fileno())
+        except (RuntimeError, ValueError, OSError):
+            pass
+        try:
+            ser.close()
+        except (OSError, serial.SerialException):
+            pass
+        self.stats.disconnects += 1
+        log.warning("device %s lost: %s", self.port, reason)
+        if self.on_link:
+            self.on_link(False, reason)
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        ser = self._serial
+        if ser is None:
+            return
+        try:
+            data = ser.read(ser.in_waiting or 1)
+        except (OSError, serial.SerialException) as e:
+            self._drop(f"read failed: {e}")
+            return
+        if not data:  # readable but empty: the other end has gone (pty closed, cable pulled)
+            self._drop("end of stream")
+            return
+        now = time.monotonic_ns()
+        for _, msg in self.decoder.feed(data):
+            if isinstance(msg, Frame):
+                if self.on_frame:
+                    self.on_frame(msg, now)
+            else:
+                if isinstance(msg, Nak):
+                    self.stats.naks += 1
+                    self.stats.last_nak = msg.error.name
+                if self._replies is not None and not self._replies.full():
+                    self._replies.put_nowait(msg)
+
+    def send(self, msg: Message) -> bool:
+        """Write one message without blocking; False (and counted) when it could not be written."""
+        ser = self._serial
+        if ser is None:
+            self.stats.write_dropped += 1
+            return False
+        self._seq = (self._seq + 1) & 0xFFFF
+        try:
+            ser.write(encode(msg, self._seq))
+        except serial.SerialTimeoutException:
+            self.stats.write_dropped += 1
+            return False
+        except (OSError, serial.SerialException) as e:
+            self._drop(f"write failed: {e}")
+            return False
+        return True
+
+    def write_voltages(self, vx: float, vy: float) -> bool:
+        return self.send(SetVoltages(vx, vy))
+
+    async def request(self, msg: Message, reply_type: type[Message], timeout_s: float = 0.5) -> Message:
+        """Send ``msg`` and wait (off the tick path) for the first reply of ``reply_type``."""
+        assert self._replies is not None, "start() first"
+        while not self._replies.empty():
+            self._replies.get_nowait()
+        if not self.send(msg):
+            raise TimeoutError(f"could not send {type(msg).__name__}")
+        async with asyncio.timeout(timeout_s):
+            while True:
+                reply = await self._replies.get()
+                if isinstance(reply, reply_type):
+                    return reply
+                if isinstance(reply, Nak):
+                    raise ValueError(f"device refused {type(msg).__name__}: {reply.error.name}")
+
+    async def status(self) -> Status:
+        return await self.request(StatusRequest(), Status)  # type: ignore[return-value]
+
+    async def command(self, msg: Message, timeout_s: float = 0.5) -> None:
+        """Send a command and wait for its Ack (a Nak raises ValueError)."""
+        await self.request(msg, Ack, timeout_s)

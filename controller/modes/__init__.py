@@ -1,0 +1,1 @@
+"""Control modes: each turns the latest reading into an actuator command, every tick."""

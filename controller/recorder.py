@@ -1,0 +1,291 @@
+"""Tick telemetry and events to SQLite (WAL), written in batches by a thread, off the tick path.
+
+`record_tick` stores one tuple in a preallocated ring slot (O(1), no I/O, no lock); a writer thread
+commits what is pending every `batch_rows` rows or `flush_ms`, whichever first. Each commit also
+updates the session row (rows submitted so far, rows written, last tick), so after a crash
+(SIGKILL, power loss of the process) at most the batch in flight is missing, and the next `open`
+reports it (`Recorder.recovery`) and checks the store's integrity. Every row carries a per-session
+sequence number: rows dropped because the ring was full (the writer fell behind) are gaps in it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TICK_COLUMNS = ("session", "seq", "idx", "t_ns", "lateness_ns", "x", "y", "target_x", "target_y",
+                "cmd_x", "cmd_y", "kp_x", "ki_x", "kd_x", "kp_y", "ki_y", "kd_y", "flags")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    started_wall_ns INTEGER NOT NULL,
+    last_commit_wall_ns INTEGER,
+    ended_wall_ns INTEGER,              -- NULL: the process never closed the recorder
+    submitted INTEGER NOT NULL DEFAULT 0,   -- record_tick calls when the last batch was committed
+    written INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,     -- ring full: the writer fell behind
+    bad INTEGER NOT NULL DEFAULT 0,         -- rows SQLite refused (bad values)
+    last_idx INTEGER
+);
+CREATE TABLE IF NOT EXISTS ticks (
+    session INTEGER NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,        -- per-session record number: gaps are dropped rows
+    idx INTEGER NOT NULL,        -- scheduler tick index (period number)
+    t_ns INTEGER NOT NULL,       -- monotonic wake time
+    lateness_ns INTEGER NOT NULL,
+    x REAL, y REAL,              -- measured spot [px]
+    target_x REAL, target_y REAL,  -- [px]
+    cmd_x REAL, cmd_y REAL,      -- command written [V]
+    kp_x REAL, ki_x REAL, kd_x REAL, kp_y REAL, ki_y REAL, kd_y REAL,
+    flags INTEGER NOT NULL,
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    session INTEGER NOT NULL REFERENCES sessions(id),
+    t_ns INTEGER NOT NULL,
+    tick INTEGER,
+    kind TEXT NOT NULL,          -- gain_change | fault | link_state | model_swap | recovery | ...
+    details TEXT NOT NULL        -- JSON
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+_INSERT_TICK = f"INSERT INTO ticks VALUES ({','.join('?' * len(TICK_COLUMNS))})"
+
+# numpy scalars a mode may hand over; float64 is already a float.
+for _t, _f in ((np.int64, int), (np.int32, int), (np.float32, float), (np.bool_, int)):
+    sqlite3.register_adapter(_t, _f)
+
+
+class RecorderError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """A previous session that ended without `close()`."""
+
+    session: int
+    pid: int
+    written: int  # tick rows in the store
+    last_idx: int | None
+    missing_in_range: int  # sequence gaps among the stored rows (dropped when the ring was full)
+    lost_at_least: int  # rows submitted before the last commit that never reached the store
+    last_commit_wall_ns: int | None  # ticks after this moment are unaccounted for
+    integrity: str  # PRAGMA integrity_check
+
+    def __str__(self) -> str:
+        return (f"session {self.session} (pid {self.pid}) ended without close: {self.written} ticks stored "
+                f"(last idx {self.last_idx}), ≥{self.lost_at_least} lost in the unflushed batch, "
+                f"{self.missing_in_range} dropped earlier, integrity {self.integrity}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses no committed batch
+    return conn
+
+
+class Recorder:
+    """Use `Recorder.open(path)`; `record_tick`/`record_event` from the loop; `close()` flushes all."""
+
+    def __init__(self, conn: sqlite3.Connection, session: int, recovery: list[RecoveryReport],
+                 batch_rows: int, flush_ms: float, capacity: int) -> None:
+        self._conn = conn
+        self.session = session
+        self.recovery = recovery
+        self.batch_rows = batch_rows
+        self.flush_s = flush_ms / 1e3
+        self._cap = capacity
+        self._slots: list[tuple | None] = [None] * capacity  # the preallocated ring
+        self._head = 0  # slots filled (tick path only)
+        self._tail = 0  # slots committed (writer only)
+        self._seq = 0  # record_tick calls
+        self.dropped = 0
+        self.bad = 0
+        self.written = 0
+        self.write_errors = 0
+        self._events: deque[tuple[int, int | None, str, Any]] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._writer.start()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], batch_rows: int = 256, flush_ms: float = 100.0,
+             capacity: int = 16384) -> Recorder:
+        if not 0 < batch_rows <= capacity:
+            raise ValueError(f"need 0 < batch_rows ({batch_rows}) <= capacity ({capacity})")
+        path = Path(path)
+        conn = _connect(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            conn.close()
+            raise RecorderError(f"{path}: schema version {version}, this recorder writes {SCHEMA_VERSION}")
+        conn.executescript(_SCHEMA)
+        recovery = _recover(conn)
+        for r in recovery:
+            log.warning("recorder: %s", r)
+        session = conn.execute("INSERT INTO sessions (pid, started_wall_ns) VALUES (?, ?)",
+                               (os.getpid(), time.time_ns())).lastrowid
+        rec = cls(conn, session, recovery, batch_rows, flush_ms, capacity)
+        for r in recovery:
+            rec.record_event("recovery", r.__dict__)
+        return rec
+
+    # --- tick path ----------------------------------------------------------------------------
+    def record_tick(self, idx: int, t_ns: int, lateness_ns: int, x: float, y: float,
+                    target_x: float, target_y: float, cmd_x: float, cmd_y: float,
+                    gains: Sequence[float], flags: int = 0) -> bool:
+        """O(1): one tuple into a ring slot. `gains` = (kp_x, ki_x, kd_x, kp_y, ki_y, kd_y).
+        Returns False (and counts it) when the ring is full."""
+        h = self._head
+        seq = self._seq
+        self._seq = seq + 1
+        if h - self._tail >= self._cap:
+            self.dropped += 1
+            return False
+        self._slots[h % self._cap] = (self.session, seq, idx, t_ns, lateness_ns, x, y, target_x, target_y,
+                                      cmd_x, cmd_y, *gains, flags)
+        self._head = h = h + 1
+        if h - self._tail == self.batch_rows:
+            self._wake.set()
+        return True
+
+    def record_event(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None,
+                     t_ns: int | None = None) -> None:
+        """Queue an event (gain change, fault, link state, model swap...); details become JSON."""
+        self._events.append((time.monotonic_ns() if t_ns is None else t_ns, tick, kind, details or {}))
+
+    # --- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._closing:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        head, tail, cap = self._head, self._tail, self._cap
+        events = [self._events.popleft() for _ in range(len(self._events))]
+        if head == tail and not events:
+            return
+        a, b = tail % cap, (tail % cap) + (head - tail)
+        rows = self._slots[a:b] if b <= cap else self._slots[a:] + self._slots[:b - cap]
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            self._insert_ticks(conn, rows)
+            conn.executemany("INSERT INTO events (session, t_ns, tick, kind, details) VALUES (?, ?, ?, ?, ?)",
+                             [(self.session, t, k, kind, json.dumps(d, default=str)) for t, k, kind, d in events])
+            conn.execute("UPDATE sessions SET submitted=?, written=?, dropped=?, bad=?, last_idx=?, "
+                         "last_commit_wall_ns=? WHERE id=?",
+                         (self._seq, self.written + len(rows), self.dropped, self.bad,
+                          rows[-1][2] if rows else None, time.time_ns(), self.session))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            self.write_errors += 1
+            log.exception("recorder: batch of %d ticks / %d events not written", len(rows), len(events))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._events.extendleft(reversed(events))
+            return  # the rows stay in the ring; the next flush retries them
+        self.written += len(rows)
+        self._tail = head
+
+    def _insert_ticks(self, conn: sqlite3.Connection, rows: list) -> None:
+        try:
+            conn.executemany(_INSERT_TICK, rows)
+            return
+        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError):
+            pass  # a bad value in the batch: find it row by row, keep the rest
+        for i, row in enumerate(rows):
+            try:
+                conn.execute(_INSERT_TICK, row)
+            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as e:
+                self.bad += 1
+                log.error("recorder: tick row %s refused: %s", row[1:3], e)
+                rows[i] = None
+        rows[:] = [r for r in rows if r is not None]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return self._head - self._tail
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Block until everything submitted so far is committed (tests, shutdown)."""
+        target = self._head
+        deadline = time.monotonic() + timeout_s
+        while self._tail < target or self._events:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"recorder: {self._head - self._tail} rows still pending")
+            self._wake.set()
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._writer.join()
+        self._conn.execute("UPDATE sessions SET ended_wall_ns=? WHERE id=?", (time.time_ns(), self.session))
+        self._conn.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _recover(conn: sqlite3.Connection) -> list[RecoveryReport]:
+    unclean = conn.execute("SELECT id, pid, submitted, dropped, last_idx, last_commit_wall_ns FROM sessions "
+                           "WHERE ended_wall_ns IS NULL").fetchall()
+    if not unclean:
+        return []
+    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    reports = []
+    for sid, pid, submitted, dropped, last_idx, last_commit in unclean:
+        n, max_seq = conn.execute("SELECT count(*), max(seq) FROM ticks WHERE session=?", (sid,)).fetchone()
+        span = 0 if max_seq is None else max_seq + 1
+        reports.append(RecoveryReport(session=sid, pid=pid, written=n, last_idx=last_idx,
+                                      missing_in_range=span - n, lost_at_least=max(0, submitted - span),
+                                      last_commit_wall_ns=last_commit, integrity=integrity))
+        conn.execute("UPDATE sessions SET ended_wall_ns=? WHERE id=?", (-1, sid))  # -1: recovered, not closed
+    return reports
+
+
+def read_ticks(path: str | os.PathLike[str], session: int | None = None) -> list[sqlite3.Row]:
+    """Tick rows of one session (the latest when None), in record order."""
+    with _reader(path) as conn:
+        sid = session or conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
+        return conn.execute("SELECT * FROM ticks WHERE session=? ORDER BY seq", (sid,)).fetchall()
+
+
+def read_events(path: str | os.PathLike[str], session: int | None = None) -> list[dict[str, Any]]:
+    with _reader(path) as conn:
+        sid = session or conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
+        rows = conn.execute("SELECT * FROM events WHERE session=? ORDER BY id", (sid,)).fetchall()
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+
+def _reader(path: str | os.PathLike[str]) -> contextlib.closing[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    return contextlib.closing(conn)

@@ -1,0 +1,304 @@
+"""The edge loop's pacer: ticks at absolute deadlines on the monotonic clock, inside asyncio.
+
+Deadlines are `t0 + k·period` (never `t_prev + period`, so there is no drift). After a tick that
+ran past the next deadline, the missed periods are counted and the deadline moves to the next
+future period — the scheduler never bursts to catch up. Every tick carries its true dt and its
+lateness (wake time − deadline), which is recorded in a preallocated ring.
+
+Pacing sources:
+- `TimerfdTimer` (Linux): a timerfd armed with an absolute CLOCK_MONOTONIC deadline and watched
+  with `loop.add_reader`; wakes the loop tens of µs late instead of the ~0.5 ms of `asyncio.sleep`
+  (the selector's 1 ms timeout granularity). Python 3.11 has no `os.timerfd_create`, so libc via ctypes.
+- `LoopTimer`: `loop.call_at` fallback where timerfd is unavailable.
+- `FrameTrigger`: the device's frame stream; the driver calls `notify()` per received frame and
+  the mode ticks once per frame (frames that arrive during a tick are coalesced and counted missed).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import inspect
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol
+
+from controller.latency import LatencyRing
+
+Clock = Callable[[], int]  # ns, monotonic
+
+
+class Timer(Protocol):
+    async def wait_until(self, deadline_ns: int) -> None: ...
+    def wake(self) -> None: ...  # end a pending wait early (used by `Scheduler.stop`)
+    def close(self) -> None: ...
+
+
+class _FutureTimer:
+    """A timer whose wait is one future, resolved by the subclass's wake-up source."""
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _resolve(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def wake(self) -> None:
+        self._resolve()
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+# --- timerfd through libc (Linux) -------------------------------------------------------------
+_CLOCK_MONOTONIC = 1
+_TFD_TIMER_ABSTIME = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.timerfd_create  # noqa: B018 — raises AttributeError where the symbol is missing
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+def timerfd_available() -> bool:
+    return _LIBC is not None
+
+
+class TimerfdTimer(_FutureTimer):
+    """One-shot absolute CLOCK_MONOTONIC timerfd, re-armed per tick, read by the event loop.
+
+    Deadlines are in `time.monotonic_ns()` units (CLOCK_MONOTONIC on Linux)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        if _LIBC is None:
+            raise OSError("timerfd is not available on this platform")
+        fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._fd = fd
+        self._spec = _Itimerspec()  # reused every tick: no allocation on the tick path
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_readable(self) -> None:
+        try:
+            os.read(self._fd, 8)  # the expiration count; reading clears readiness
+        except BlockingIOError:
+            return
+        self._resolve()
+
+    async def wait_until(self, deadline_ns: int) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._fd, self._on_readable)
+        v = self._spec.it_value
+        v.tv_sec, v.tv_nsec = divmod(deadline_ns, 1_000_000_000)
+        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        await self._wait()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+
+
+class LoopTimer(_FutureTimer):
+    """Portable fallback: `loop.call_at` (≈ 0.5 ms late at the median: selector granularity)."""
+
+    def __init__(self, clock: Clock = time.monotonic_ns) -> None:
+        super().__init__()
+        self._clock = clock
+
+    async def wait_until(self, deadline_ns: int) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0, deadline_ns - self._clock()) / 1e9, self._resolve)
+        try:
+            await self._wait()
+        finally:
+            handle.cancel()
+
+    def close(self) -> None:
+        pass
+
+
+def default_timer(clock: Clock) -> Timer:
+    """timerfd when it shares the clock (the default monotonic clock on Linux), else `LoopTimer`."""
+    if clock is time.monotonic_ns and timerfd_available():
+        return TimerfdTimer()
+    return LoopTimer(clock)
+
+
+class FrameTrigger(_FutureTimer):
+    """Paces ticks by device frames. `notify()` is called (on the loop thread) per received frame."""
+
+    def __init__(self, clock: Clock = time.monotonic_ns) -> None:
+        super().__init__()
+        self._clock = clock
+        self._pending = 0
+        self._last_ns = 0
+
+    def notify(self, t_ns: int | None = None) -> None:
+        self._last_ns = self._clock() if t_ns is None else t_ns
+        self._pending += 1
+        self._resolve()
+
+    async def wait(self) -> tuple[int, int]:
+        """(arrival time of the newest frame, frames since the previous wait); (0, 0) if woken."""
+        if self._pending == 0:
+            await self._wait()
+        n, self._pending = self._pending, 0
+        return self._last_ns, n
+
+    def close(self) -> None:
+        pass
+
+
+# --- the scheduler ----------------------------------------------------------------------------
+@dataclass(slots=True)
+class Tick:
+    """What a tick knows about itself. One instance is reused: do not keep it past the tick."""
+
+    index: int = 0  # period number k (deadline = t0 + k·period), or frame count when frame-paced
+    deadline_ns: int = 0
+    t_ns: int = 0  # wake time
+    lateness_ns: int = 0  # t_ns − deadline_ns
+    dt_s: float = 0.0  # true time since the previous tick's wake (the nominal period on tick 1)
+    missed: int = 0  # periods (frames) skipped just before this tick
+
+
+@dataclass
+class SchedulerStats:
+    ticks: int = 0
+    overruns: int = 0  # ticks after which at least one period (frame) had to be skipped
+    missed_periods: int = 0
+    last_tick_ns: int = 0  # wake time of the latest tick (0 before the first)
+    max_work_ns: int = 0  # longest tick body
+    lateness: LatencyRing = field(default_factory=LatencyRing)
+
+
+TickFn = Callable[[Tick], None] | Callable[[Tick], Awaitable[None]]
+
+
+class Scheduler:
+    """`await Scheduler(period_s).run(tick_fn)` until `stop()`; `stats` is live.
+
+    `trigger` paces by device frames instead of the timer (period_s is then the nominal frame
+    period, used for the first tick's dt). `tick_fn` may be sync or async; its exceptions end `run`.
+    """
+
+    def __init__(self, period_s: float, clock: Clock = time.monotonic_ns, timer: Timer | None = None,
+                 trigger: FrameTrigger | None = None, lateness_capacity: int = 1 << 16,
+                 freeze_gc: bool = True) -> None:
+        if not period_s > 0:
+            raise ValueError(f"period_s must be positive, got {period_s}")
+        self.period_ns = round(period_s * 1e9)
+        self.clock = clock
+        self.timer = trigger if trigger is not None else (timer or default_timer(clock))
+        self.trigger = trigger
+        self.freeze_gc = freeze_gc
+        self.stats = SchedulerStats(lateness=LatencyRing(lateness_capacity))
+        self._running = False
+
+    def stop(self) -> None:
+        self._running = False
+        self.timer.wake()
+
+    async def run(self, tick_fn: TickFn) -> None:
+        is_async = inspect.iscoroutinefunction(tick_fn)
+        if self.freeze_gc:  # start-up garbage is done: keep the collector's old generations off the tick path
+            gc.collect()
+            gc.freeze()
+        self._running = True
+        try:
+            if self.trigger is None:
+                await self._run_timer(tick_fn, is_async)
+            else:
+                await self._run_frames(tick_fn, is_async)
+        finally:
+            self._running = False
+            self.timer.close()
+
+    async def _tick(self, tick: Tick, tick_fn: TickFn, is_async: bool, now: int) -> int:
+        """Account for and run one tick woken at `now`; returns the clock at its end."""
+        st = self.stats
+        tick.dt_s = (now - st.last_tick_ns) / 1e9 if st.ticks else self.period_ns / 1e9
+        tick.t_ns = now
+        tick.lateness_ns = now - tick.deadline_ns
+        st.lateness.add(tick.lateness_ns)
+        st.ticks += 1
+        st.last_tick_ns = now
+        if is_async:
+            await tick_fn(tick)
+        else:
+            tick_fn(tick)
+        end = self.clock()
+        st.max_work_ns = max(st.max_work_ns, end - now)
+        return end
+
+    async def _run_timer(self, tick_fn: TickFn, is_async: bool) -> None:
+        st, period, clock = self.stats, self.period_ns, self.clock
+        t0 = clock()
+        tick = Tick()
+        k = 1
+        while self._running:
+            deadline = t0 + k * period
+            await self.timer.wait_until(deadline)
+            if not self._running:
+                break
+            tick.index, tick.deadline_ns = k, deadline
+            end = await self._tick(tick, tick_fn, is_async, clock())
+            # next deadline: the first period boundary strictly in the future; the skipped ones are counted
+            nxt = max(k + 1, (end - t0) // period + 1)
+            tick.missed = nxt - k - 1
+            if tick.missed:
+                st.overruns += 1
+                st.missed_periods += tick.missed
+            k = nxt
+
+    async def _run_frames(self, tick_fn: TickFn, is_async: bool) -> None:
+        st, trigger = self.stats, self.trigger
+        assert trigger is not None
+        tick = Tick()
+        while self._running:
+            t_frame, n = await trigger.wait()
+            if not self._running or n == 0:
+                continue
+            tick.missed = n - 1
+            if tick.missed:
+                st.overruns += 1
+                st.missed_periods += tick.missed
+            tick.index += n
+            tick.deadline_ns = t_frame
+            await self._tick(tick, tick_fn, is_async, self.clock())
