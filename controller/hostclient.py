@@ -106,6 +106,9 @@ class HostClient:
                 return await asyncio.wait_for(fut, self.timeout_s)
             except TimeoutError:
                 self.counters["timeouts"] += 1
+            except OSError:  # e.g. ICMP port unreachable: the edge is not (yet) listening
+                self.counters["socket_error"] += 1
+                await asyncio.sleep(self.timeout_s)
             finally:
                 self._pending.pop(key, None)
         raise TimeoutError(f"no reply from {self.edge_addr} to {type(msg).__name__} after {self.retries + 1} tries")

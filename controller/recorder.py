@@ -209,11 +209,14 @@ class Recorder:
         self._tail = head
 
     def _insert_ticks(self, conn: sqlite3.Connection, rows: list) -> None:
+        conn.execute("SAVEPOINT batch")
         try:
             conn.executemany(_INSERT_TICK, rows)
+            conn.execute("RELEASE batch")
             return
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError):
-            pass  # a bad value in the batch: find it row by row, keep the rest
+            conn.execute("ROLLBACK TO batch")  # a bad value in the batch: find it row by row, keep the rest
+            conn.execute("RELEASE batch")
         for i, row in enumerate(rows):
             try:
                 conn.execute(_INSERT_TICK, row)

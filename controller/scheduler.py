@@ -185,6 +185,12 @@ class FrameTrigger(_FutureTimer):
         pass
 
 
+def next_period(k: int, now_ns: int, t0_ns: int, period_ns: int) -> int:
+    """The period after k whose deadline t0 + n·period is still in the future at now_ns (n > k):
+    k + 1 on time, later after an overrun (the skipped ones are missed, never run in a burst)."""
+    return max(k + 1, (now_ns - t0_ns) // period_ns + 1)
+
+
 # --- the scheduler ----------------------------------------------------------------------------
 @dataclass(slots=True)
 class Tick:
@@ -279,8 +285,7 @@ class Scheduler:
                 break
             tick.index, tick.deadline_ns = k, deadline
             end = await self._tick(tick, tick_fn, is_async, clock())
-            # next deadline: the first period boundary strictly in the future; the skipped ones are counted
-            nxt = max(k + 1, (end - t0) // period + 1)
+            nxt = next_period(k, end, t0, period)
             tick.missed = nxt - k - 1
             if tick.missed:
                 st.overruns += 1

@@ -80,7 +80,8 @@ class RotationStage:
                        limit_hits=state.limit_hits + hit, rejected=state.rejected + ~ok)
 
     def step(self, state: StageState, dt: float) -> tuple[StageState, StageReading]:
-        """Advance dt [s]: trapezoidal motion (speed and acceleration limited, braking in time)."""
+        """Advance dt [s]: trapezoidal motion (speed and acceleration limited, braking in time);
+        the step that would reach the target snaps onto it and stops."""
         p = self.p
         err = state.target_deg - state.angle_deg
         # Fastest speed from which the stage can still stop at the target: v = sqrt(2·a·|e|).

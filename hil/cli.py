@@ -10,6 +10,7 @@ import typer
 import controller.cli
 import controller.hostlink_cli
 import firmware_sim.cli
+import learner.ct_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
 sim_app = typer.Typer(no_args_is_help=True, help="Simulated instruments served on a real (pty) serial port.")
@@ -27,6 +28,7 @@ app.add_typer(link_app, name="link")
 
 app.command("daemon")(controller.cli.daemon)
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
+bench_app.command("sirt")(learner.ct_cli.bench_sirt)
 link_app.command("keygen")(controller.hostlink_cli.link_keygen)
 link_app.command("ping")(controller.hostlink_cli.link_ping)
 link_app.command("set-gains")(controller.hostlink_cli.link_set_gains)

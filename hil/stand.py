@@ -6,8 +6,6 @@ Used by `edgetune demo`, the end-to-end tests (as a pytest fixture) and the HIL 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +90,7 @@ class SimulatedStand:
         return Path(self.edge_config["recorder"]["path"])
 
     def start_emulator(self) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"sim-{self.device}.log", "ab")
         self.emulator = subprocess.Popen(
             _edgetune("sim", self.device, "--seed", str(self.seed), "--speed", str(self.speed), *self.emulator_args),
@@ -177,7 +176,3 @@ class SimulatedStand:
             except subprocess.TimeoutExpired:
                 self.emulator.kill()
 
-
-def cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path, exist_ok=True)

@@ -16,10 +16,11 @@ def bench_sirt(
     iterations: int = typer.Option(150, min=1),
     astra_episodes: int = typer.Option(2, min=1, help="Episodes timed with ASTRA (slow)."),
     seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
 ) -> None:
     """Reconstructions per second: batched SIRT (ours) vs ASTRA CPU SIRT, with their relative difference."""
     from learner.bench_sirt import run
 
     result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device,
-                 astra_episodes=astra_episodes, seed=seed)
+                 astra_episodes=astra_episodes, seed=seed, threads=threads)
     typer.echo(json.dumps(result))

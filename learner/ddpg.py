@@ -331,6 +331,8 @@ def train(
     checkpoint/checkpoint_every: save the agent, replay buffer and step counter every that many
     transitions (and at the end). resume: continue from such a checkpoint (the env is reset).
     """
+    if checkpoint_every and checkpoint is None:
+        raise ValueError("checkpoint_every needs a checkpoint path")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)

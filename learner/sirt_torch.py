@@ -1,10 +1,10 @@
 """Batched SIRT in torch (CPU or CUDA) for many episodes with different angle sets.
 
 The system matrix is controller.tomo's (Joseph model, all `n_angles` grid angles), converted once per
-geometry to torch CSR (int32 indices). For a batch, each episode's angle mask (B, A) filters the
-entries of W and Wᵀ, and the episodes are stacked into one block-diagonal CSR matrix, so every SIRT
-iteration is one sparse mat-vec forward and one backward for the whole batch — the same work as one
-reconstruction per episode, with no per-episode Python loop. Update (ASTRA's SIRT, as controller.tomo):
+geometry to torch CSR (int32 indices). For a batch, each episode's angle mask (B, A) selects its rows
+of W and columns of Wᵀ (cost ∝ selected entries, once per batch), and the episodes are stacked into
+one block-diagonal CSR matrix, so every SIRT iteration is one sparse mat-vec forward and one backward
+for the whole batch — the work of one ASTRA reconstruction per episode, without a Python loop. Update (ASTRA's SIRT, as controller.tomo):
     x ← clip(x + C_b·W_bᵀ·R·(p − W_b·x), lo, hi)
 """
 from __future__ import annotations
@@ -48,8 +48,7 @@ class BatchSIRT:
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
         self._w = (as_t(w.indptr.astype(np.int64)), as_t(w.indices), as_t(w.data))
         self._angle_off = self._w[0][::size]  # (A+1,) first entry of each angle's rows
-        # Per-angle transposed blocks W_aᵀ (N² × N), concatenated: row pointers (A, N²+1) local to
-        # each block, and per entry its pixel row, bin column and value.
+        # Per-angle transposed blocks W_aᵀ (N² × N): row pointers (A, N²+1) local to each block.
         blocks = [w[a * size:(a + 1) * size].T.tocsr() for a in range(n_angles)]
         self._t_ptr = as_t(np.stack([b.indptr for b in blocks]).astype(np.int64))
         rows = [np.repeat(np.arange(size * size), np.diff(b.indptr)) for b in blocks]

@@ -44,11 +44,11 @@ async def test_binds_loopback_by_default(link):
 
 
 async def test_set_gains_is_clamped_acked_and_posted(link, ring):
-    wanted = Gains(AxisGains(100.0, 5.0, -1.0), AxisGains(16.0, 6.8, 2.5))
+    wanted = Gains(AxisGains(100.0, 600.0, -1.0), AxisGains(16.0, 816.0, 0.02))
     async with HostClient(link.address, ring, key_id=1) as client:
         ack = await client.set_gains(wanted)
         tgt = await client.set_target(3.0, -4.0)
-    expected = Gains(AxisGains(40.0, 5.0, 0.0), AxisGains(16.0, 6.8, 2.5))
+    expected = Gains(AxisGains(60.0, 600.0, 0.0), AxisGains(16.0, 816.0, 0.02))
     assert ack.clamped and ack.gains == expected and ack.ack_seq == client.signer.last_seq - 1
     assert tgt.gains is None and not tgt.clamped
     assert drain(link.mailbox) == [LinkChange(up=True), SetGains(expected), SetTarget(3.0, -4.0)]

@@ -1,0 +1,25 @@
+"""`edgetune bench …` commands. Module top: stdlib + typer only; implementations load inside."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def bench_loop(
+    rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
+    seconds: float = typer.Option(10.0, "--seconds", help="Duration of each of the two loops [s]."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """Our stabilize tick path vs. a bare time.sleep loop at the same absolute deadlines."""
+    from hil.bench_loop import bench
+
+    report = bench(rate, seconds)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{report['ticks']} ticks at {rate:g} Hz, p99 ratio ours/floor {report['p99_ratio']}")
+    for name in ("ours", "floor"):
+        r = report[name]
+        typer.echo(f"  {name:5s} p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs  p99.9 {r['p999_us']:8.1f} µs"
+                   f"  max {r['max_us']:8.1f} µs  overruns {r['overruns']}")

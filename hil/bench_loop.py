@@ -1,0 +1,133 @@
+"""Loop benchmark: our stabilize tick path against the floor, in one run (`edgetune bench loop`).
+
+ours:  the asyncio `Scheduler` (timerfd) running the stabilize tick body — frame → StabilizeMode
+       (PID + safety gate) → command "written" to the in-process simulated stand, which answers
+       with the next frame → recorder ring (SQLite writer thread live) → telemetry sealed on
+       decimated ticks — plus the once-a-second metrics update on the same loop, as in the daemon.
+floor: a loop that does nothing but `time.sleep` to the same absolute deadlines.
+
+Both are measured as wake-up lateness (wake time − deadline) with the same overrun accounting.
+`SimStabilizeTick` is the swap point: any `Callable[[Tick], None]` (e.g. the daemon's tick) fits.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from controller.hostlink_wire import Gains, Keyring, Signer, Telemetry
+from controller.latency import LatencyRing, summarize_ns
+from controller.metrics import Metrics
+from controller.modes.stabilize import StabilizeMode
+from controller.pid import BASELINE_GAINS, Pid
+from controller.recorder import Recorder
+from controller.safety import SafetyGate
+from controller.scheduler import Scheduler, Tick, next_period
+from firmware_sim.mems import MemsStand
+
+
+class SimStabilizeTick:
+    """The stabilize tick against `MemsStand` in process (the stand stands in for driver + firmware)."""
+
+    def __init__(self, rate_hz: float, recorder: Recorder, seed: int = 0, telemetry_decimation: int = 4) -> None:
+        self.stand = MemsStand()
+        self.state = self.stand.reset(seed)
+        v = self.stand.params.v_limit
+        gate = SafetyGate(low=np.array([-v, -v]), high=np.array([v, v]), safe=np.zeros(2))
+        self.mode = StabilizeMode(Pid(BASELINE_GAINS, u_min=-v, u_max=v), gate, BASELINE_GAINS, np.zeros(2))
+        self.recorder = recorder
+        self.dt_s = 1.0 / rate_hz
+        self.decimation = telemetry_decimation
+        self.signer = Signer(Keyring({1: os.urandom(32)}), 1)
+        self.command = np.zeros((1, 2))  # what the driver would write [V]
+        self.x = self.y = 0.0
+        self.telemetry_bytes = 0
+
+    def __call__(self, tick: Tick) -> None:
+        mode, x, y = self.mode, self.x, self.y
+        cmd = mode.step(x, y, tick.t_ns * 1e-9)
+        self.command[0] = cmd
+        self.state, frame = self.stand.step(self.state, self.command, self.dt_s)  # write; the next frame arrives
+        self.x, self.y = (math.nan, math.nan) if frame.lost[0] else (float(frame.x_px[0]), float(frame.y_px[0]))
+        gains = mode.gains
+        tx, ty, cx, cy = float(mode.target[0]), float(mode.target[1]), float(cmd[0]), float(cmd[1])
+        self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
+                                  gains.ravel().tolist(), 0)
+        if tick.index % self.decimation == 0:
+            t = Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains))
+            self.telemetry_bytes += len(self.signer.seal(t))
+
+
+def _result(lateness_ns: np.ndarray, overruns: int) -> dict[str, Any]:
+    s = summarize_ns(lateness_ns)
+    return {"p50_us": round(s["p50_us"], 1), "p99_us": round(s["p99_us"], 1), "p999_us": round(s["p999_us"], 1),
+            "max_us": round(s["max_us"], 1), "overruns": overruns}
+
+
+async def run_ours(rate_hz: float, seconds: float, tick_fn: Callable[[Tick], None],
+                   metrics_gains: Callable[[], Any] | None = None) -> Scheduler:
+    """Tick `tick_fn` for `seconds` on the scheduler, with the daemon's 1 s metrics update beside it."""
+    last = round(rate_hz * seconds)
+    sched = Scheduler(1.0 / rate_hz, lateness_capacity=last)
+    metrics = Metrics(sched.stats)
+
+    def tick(t: Tick) -> None:
+        tick_fn(t)
+        if t.index >= last:
+            sched.stop()
+
+    async def housekeeping() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.update(link_up=False, gains=None if metrics_gains is None else metrics_gains())
+
+    hk = asyncio.get_running_loop().create_task(housekeeping())
+    try:
+        await sched.run(tick)
+    finally:
+        hk.cancel()
+    return sched
+
+
+def run_floor(rate_hz: float, seconds: float) -> tuple[np.ndarray, int]:
+    """`time.sleep` to absolute deadlines, nothing else: (lateness samples [ns], overruns)."""
+    period = round(1e9 / rate_hz)
+    last = round(rate_hz * seconds)
+    ring = LatencyRing(last)
+    overruns, k = 0, 1
+    t0 = time.monotonic_ns()
+    while k <= last:
+        deadline = t0 + k * period
+        delay = deadline - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        now = time.monotonic_ns()
+        ring.add(now - deadline)
+        nxt = next_period(k, now, t0, period)
+        overruns += nxt > k + 1
+        k = nxt
+    return ring.values(), overruns
+
+
+def bench(rate_hz: float, seconds: float, db_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Run ours, then the floor, for `seconds` each; returns the report dict."""
+    if not (rate_hz > 0 and seconds > 0):
+        raise ValueError(f"rate and seconds must be positive, got {rate_hz} Hz, {seconds} s")
+    with tempfile.TemporaryDirectory(dir=db_dir) as tmp:
+        recorder = Recorder.open(Path(tmp) / "bench.sqlite")
+        try:
+            tick = SimStabilizeTick(rate_hz, recorder)
+            sched = asyncio.run(run_ours(rate_hz, seconds, tick, lambda: tick.mode.gains))
+        finally:
+            recorder.close()
+    ours = _result(sched.stats.lateness.values(), sched.stats.overruns)
+    floor = _result(*run_floor(rate_hz, seconds))
+    ratio = ours["p99_us"] / floor["p99_us"] if floor["p99_us"] > 0 else math.inf
+    return {"rate_hz": rate_hz, "ticks": sched.stats.ticks, "ours": ours, "floor": floor,
+            "p99_ratio": round(ratio, 3), "recorder_dropped": recorder.dropped}

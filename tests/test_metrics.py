@@ -1,0 +1,78 @@
+"""Metrics: µs lateness buckets, counters pulled from scheduler stats, served over real HTTP."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from controller.latency import LatencyRing
+from controller.metrics import Metrics
+from controller.scheduler import SchedulerStats
+
+
+def _value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return m.registry.get_sample_value(name, labels or {})
+
+
+def test_update_exports_lateness_histogram_and_counter_deltas() -> None:
+    stats = SchedulerStats(lateness=LatencyRing(16))
+    m = Metrics(stats)
+    for ns in (5_000, 10_000, 40_000, 120_000, 20_000_000):  # 5, 10, 40, 120 µs and 20 ms
+        stats.lateness.add(ns)
+    stats.ticks, stats.overruns, stats.missed_periods = 5, 1, 3
+    m.update()
+    bucket = "edgetune_tick_lateness_seconds_bucket"
+    assert _value(m, bucket, {"le": "1e-05"}) == 2  # 5 µs and exactly 10 µs
+    assert _value(m, bucket, {"le": "5e-05"}) == 3
+    assert _value(m, bucket, {"le": "0.00025"}) == 4
+    assert _value(m, bucket, {"le": "0.01"}) == 4
+    assert _value(m, bucket, {"le": "+Inf"}) == 5
+    assert _value(m, "edgetune_tick_lateness_seconds_sum") == pytest.approx(0.020175)
+    stats.lateness.add(7_000)
+    stats.ticks = 6
+    m.update()  # only the new sample and the deltas
+    assert _value(m, bucket, {"le": "1e-05"}) == 3
+    assert _value(m, "edgetune_tick_lateness_seconds_count") == 6
+    assert (_value(m, "edgetune_ticks_total"), _value(m, "edgetune_overruns_total"),
+            _value(m, "edgetune_missed_periods_total")) == (6, 1, 3)
+    for _ in range(20):  # more than the ring holds between two updates: the loss is counted
+        stats.lateness.add(1)
+    m.update()
+    assert _value(m, "edgetune_lateness_samples_lost_total") == 4
+
+
+def test_faults_are_cumulative_totals_by_kind() -> None:
+    m = Metrics(SchedulerStats())
+    m.update(faults={"device": 2, "bad_tag": 0})
+    m.update(faults={"device": 5, "bad_tag": 1})
+    assert _value(m, "edgetune_faults_total", {"kind": "device"}) == 5
+    m.update(faults={"device": 1})  # the source counter was reset: its new total is new faults
+    assert _value(m, "edgetune_faults_total", {"kind": "device"}) == 6
+    assert _value(m, "edgetune_faults_total", {"kind": "bad_tag"}) == 1
+
+
+def test_http_endpoint_serves_its_own_registry_and_stops() -> None:
+    m = Metrics(SchedulerStats())
+    m.update(link_up=True, gains=np.array([[10.0, 5.0, 0.0], [16.0, 6.8, 2.5]]))
+    m.model_swapped()
+    with pytest.raises(ValueError):
+        m.update(gains=[1.0, 2.0])
+    port = m.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'edgetune_gain{axis="y",term="I"} 6.8' in body
+    assert "edgetune_link_up 1.0" in body and "edgetune_model_swaps_total 1.0" in body
+    assert 'edgetune_tick_lateness_seconds_bucket{le="0.0001"} 0.0' in body
+    assert "python_gc" not in body  # its own registry, not the process-global one
+    m.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_observe_is_vectorised() -> None:
+    m = Metrics(SchedulerStats())
+    m.lateness.observe_ns(np.full(100_000, 30_000, dtype=np.int64))
+    assert _value(m, "edgetune_tick_lateness_seconds_bucket", {"le": "2.5e-05"}) == 0
+    assert _value(m, "edgetune_tick_lateness_seconds_bucket", {"le": "5e-05"}) == 100_000
