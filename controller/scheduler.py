@@ -222,11 +222,13 @@ class Scheduler:
 
     `trigger` paces by device frames instead of the timer (period_s is then the nominal frame
     period, used for the first tick's dt). `tick_fn` may be sync or async; its exceptions end `run`.
+    `run` tunes the process for the loop: `gc.freeze()` after start-up and a short GIL switch
+    interval (both process-wide; pass freeze_gc=False / switch_interval_s=None to leave them).
     """
 
     def __init__(self, period_s: float, clock: Clock = time.monotonic_ns, timer: Timer | None = None,
                  trigger: FrameTrigger | None = None, lateness_capacity: int = 1 << 16,
-                 freeze_gc: bool = True) -> None:
+                 freeze_gc: bool = True, switch_interval_s: float | None = 1e-4) -> None:
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self.period_ns = round(period_s * 1e9)
@@ -234,6 +236,7 @@ class Scheduler:
         self.timer = trigger if trigger is not None else (timer or default_timer(clock))
         self.trigger = trigger
         self.freeze_gc = freeze_gc
+        self.switch_interval_s = switch_interval_s
         self.stats = SchedulerStats(lateness=LatencyRing(lateness_capacity))
         self._running = False
 
@@ -246,6 +249,10 @@ class Scheduler:
         if self.freeze_gc:  # start-up garbage is done: keep the collector's old generations off the tick path
             gc.collect()
             gc.freeze()
+        if self.switch_interval_s is not None:
+            # a helper thread (recorder writer, metrics server) holding the GIL when the timer fires
+            # delays the tick until the interpreter forces a switch: 5 ms by default
+            sys.setswitchinterval(self.switch_interval_s)
         self._running = True
         try:
             if self.trigger is None:

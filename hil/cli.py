@@ -5,6 +5,8 @@ Every command imports its implementation lazily, so that the edge commands
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 import controller.cli
@@ -33,6 +35,17 @@ link_app.command("keygen")(controller.hostlink_cli.link_keygen)
 link_app.command("ping")(controller.hostlink_cli.link_ping)
 link_app.command("set-gains")(controller.hostlink_cli.link_set_gains)
 link_app.command("set-target")(controller.hostlink_cli.link_set_target)
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder (tables, PNGs, stand logs)."),
+         seed: int = typer.Option(1, help="Disturbance seed.")) -> None:
+    """The main job on the simulated instrument: emulator + daemon + host, step and Wiener tests."""
+    import asyncio
+
+    from hil.demo import run_demo
+
+    asyncio.run(run_demo(out, seed))
 
 
 def main() -> None:

@@ -60,10 +60,16 @@ def simulate(
 
 
 def tracking_stats(traj: Trajectory, skip_frames: int = 0) -> dict[str, float]:
-    """Paper Table 2: mean/std of Δ = |pos − target| (Euclidean), Δx, Δy [px] over all stands and
-    frames (after ``skip_frames``), lost frames excluded and reported as ``lost_frac``."""
-    err = (traj.positions - traj.targets)[:, skip_frames:]
-    ok = ~traj.lost[:, skip_frames:]
+    """Paper Table 2 quantities of a simulated trajectory (after ``skip_frames``), see ``deviation_stats``."""
+    pos = np.where(traj.lost[..., None], np.nan, traj.positions)
+    return deviation_stats(pos[:, skip_frames:], traj.targets[:, skip_frames:])
+
+
+def deviation_stats(positions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Paper Table 2: mean/std of Δ = |pos − target| (Euclidean), Δx, Δy [px] over all samples of
+    (..., 2) arrays; samples with a NaN position (spot lost) are excluded and reported as ``lost_frac``."""
+    err = np.asarray(positions, float) - np.asarray(targets, float)
+    ok = np.isfinite(err).all(axis=-1)
     d = np.hypot(err[..., 0], err[..., 1])[ok]
     dx, dy = np.abs(err[..., 0])[ok], np.abs(err[..., 1])[ok]
     out = {"lost_frac": float(1.0 - ok.mean())}
