@@ -28,3 +28,43 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
         typer.echo(f"refusing to start: {e}", err=True)
         raise typer.Exit(2) from None
     asyncio.run(d.run())
+
+
+def _push_client(to: str, key_file: Path, key_id: int | None):
+    from controller.hostlink_wire import load_keyring
+    from controller.push_client import PushClient
+
+    host, _, port = to.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
+    keyring = load_keyring(key_file)
+    return PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id)
+
+
+def _reply(reply: dict) -> None:
+    import json
+
+    typer.echo(json.dumps(reply))
+    if not reply.get("accepted"):
+        raise typer.Exit(1)
+
+
+_TO = typer.Option(..., "--to", help="The daemon's model-push address HOST:PORT ([policy] push_port).")
+_KEY_FILE = typer.Option(..., "--key-file", help="The host-link key file (id:hex lines, mode 600).")
+_KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the newest).")
+
+
+def push(out_dir: Path = typer.Argument(..., help="Folder with model.onnx + manifest.json (learner export)."),
+         to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+    """Push a policy to the edge; it is validated and swapped in at a tick boundary. Prints the JSON reply."""
+    _reply(_push_client(to, key_file, key_id).push(out_dir))
+
+
+def rollback(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+    """Make the edge's previous policy active again at its next tick boundary. Prints the JSON reply."""
+    _reply(_push_client(to, key_file, key_id).rollback())
+
+
+def policy_status(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+    """Active/previous policy versions and the slot's counters. Prints the JSON reply."""
+    _reply(_push_client(to, key_file, key_id).status())

@@ -138,6 +138,13 @@ class MetricsConfig(_Section):
 class PolicyConfig(_Section):
     dir: Path = Path("/var/lib/edgetune/policies")
     decision_every_n_ticks: int = Field(12, ge=1)
+    max_inference_fraction: float = Field(0.25, gt=0, le=1)  # of the tick period, median probe inference
+    max_history: int = Field(64, ge=1, le=4096)  # longest observation history (k) a policy may ask for
+    push_host: str = "127.0.0.1"  # model-push TCP server; loopback unless opened on purpose
+    push_port: int = Field(9751, ge=0, le=65535)  # 0: any free port (tests)
+    max_model_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    io_timeout_s: float = Field(10.0, gt=0)  # a push must arrive within this
+    swap_timeout_s: float = Field(2.0, gt=0)  # a validated model not swapped in by a tick within this is refused
 
 
 class LogConfig(_Section):

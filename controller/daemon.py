@@ -1,7 +1,9 @@
-"""The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics.
+"""The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics,
+and in rl-pid mode the policy slot with its model-push server (controller/policy.py, controller/push.py).
 
 One tick (read → update → write, ros2_control style):
-  1. apply what the host sent since the last tick (gains, target, link state) — tick boundary only;
+  1. apply what the host sent since the last tick (gains, target, link state, a validated policy swap
+     or rollback) — tick boundary only;
   2. the mode turns the latest camera frame into a command; the safety gate clamps it;
   3. the command is written to the device (non-blocking);
   4. telemetry goes to the recorder ring (always) and to the host (decimated, non-blocking).
@@ -23,16 +25,20 @@ from controller.driver import SerialDriver
 from controller.hostlink import HostLink, LinkChange, baseline_gains
 from controller.hostlink_wire import Gains, SetDisturbance, SetGains, SetTarget, Telemetry, load_keyring
 from controller.metrics import Metrics
+from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.modes.stabilize import StabilizeMode
 from controller.pid import Pid
+from controller.policy import PolicySlot
 from controller.protocol import Frame
 from controller.protocol import SetDisturbance as DeviceSetDisturbance
+from controller.push import DRIFT_WARN, PushServer, period_drift
 from controller.recorder import Recorder
 from controller.safety import SafetyGate
 from controller.scheduler import FrameTrigger, Scheduler, Tick
 from controller.sdnotify import Watchdog, notify
 
 log = logging.getLogger("edgetune.daemon")
+DRIFT_REPORT_S = 10  # seconds between decision-period records
 
 
 def _gate(cfg: EdgeConfig) -> SafetyGate:
@@ -51,8 +57,15 @@ class Daemon:
         gate = _gate(cfg)
         pid = Pid(np.asarray(self.baseline.rows()), u_min=[cfg.pid.x.output_v.min, cfg.pid.y.output_v.min],
                   u_max=[cfg.pid.x.output_v.max, cfg.pid.y.output_v.max], tau_d=cfg.pid.x.tau_s)
-        self.mode = StabilizeMode(pid, gate, np.asarray(self.baseline.rows()),
-                                  np.array([cfg.target.x_px, cfg.target.y_px]))
+        baseline, target = np.asarray(self.baseline.rows()), np.array([cfg.target.x_px, cfg.target.y_px])
+        self.slot: PolicySlot | None = None
+        if cfg.loop.mode == "rl-pid":
+            self.slot = PolicySlot(policy_spec(cfg.policy.max_history),
+                                   budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz)
+            self.mode: StabilizeMode = RlPidMode(pid, gate, baseline, target, self.slot, cfg.policy.decision_every_n_ticks,
+                                                 envelope_arrays(cfg.hostlink.envelope))
+        else:
+            self.mode = StabilizeMode(pid, gate, baseline, target)
         self.trigger = FrameTrigger() if cfg.loop.pacing == "frames" else None
         self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
         self.driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
@@ -62,10 +75,15 @@ class Daemon:
         self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
                                       flush_ms=cfg.recorder.flush_ms)
         self.metrics = Metrics(self.scheduler.stats) if cfg.metrics.enabled else None
+        self.push = PushServer(cfg.policy, self.keyring, self.slot,
+                               nominal_period_s=cfg.policy.decision_every_n_ticks / cfg.loop.rate_hz,
+                               max_clock_skew_s=cfg.hostlink.max_clock_skew_s, replay_window=cfg.hostlink.replay_window,
+                               record=self.recorder.record_event)
         self.watchdog = Watchdog(self.scheduler.stats)
         self.frame: Frame | None = None
         self.frame_t_ns = 0
         self.faults = 0
+        self._drift_warned: object = None  # the policy whose decision-period drift was logged
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -104,6 +122,8 @@ class Daemon:
 
     def tick(self, tick: Tick) -> None:
         self._apply_host_commands()
+        if self.slot is not None and self.slot.boundary() and self.metrics is not None:
+            self.metrics.model_swapped()
         mode, frame = self.mode, self.frame
         stale = frame is None or tick.t_ns - self.frame_t_ns > self.cfg.device.read_timeout_s * 1e9
         if stale:
@@ -145,12 +165,14 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         await self.hostlink.start()
+        await self.push.start()
         if self.metrics is not None:
             self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
         await self.driver.start()
         side = [loop.create_task(self._housekeeping(), name="housekeeping")]
-        log.info("daemon up: device %s, host link %s:%d, %.0f Hz (%s-paced)", self.cfg.device.port,
-                 *self.hostlink.address, self.cfg.loop.rate_hz, self.cfg.loop.pacing)
+        log.info("daemon up: device %s, host link %s:%d, model push %s:%d, %.0f Hz (%s-paced), mode %s",
+                 self.cfg.device.port, *self.hostlink.address, *self.push.address, self.cfg.loop.rate_hz,
+                 self.cfg.loop.pacing, self.cfg.loop.mode)
         notify("READY=1", "STATUS=running")
         try:
             await self.scheduler.run(self.tick)
@@ -162,6 +184,7 @@ class Daemon:
             if self.driver.connected:  # actuators safe before anything else goes down
                 self.driver.write_voltages(*map(float, self.mode.gate.safe))
             await self.driver.close()
+            await self.push.close()
             await self.hostlink.close()
             if self.metrics is not None:
                 self.metrics.stop()
@@ -171,13 +194,43 @@ class Daemon:
                      self.scheduler.stats.overruns)
 
     async def _housekeeping(self) -> None:
-        """Once a second, off the tick path: metrics, systemd watchdog, counters into the log."""
+        """Once a second, off the tick path: metrics, systemd watchdog, decision-period drift."""
+        seconds = 0
         while True:
             await asyncio.sleep(1.0)
+            seconds += 1
             if self.metrics is not None:
                 self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains,
                                     faults={"device": self.faults, **dict(self.hostlink.counters),
                                             "serial_rejected": self.driver.decoder.rejected,
                                             "command_clamped": self.mode.gate.clamped,
-                                            "command_non_finite": self.mode.gate.non_finite})
+                                            "command_non_finite": self.mode.gate.non_finite,
+                                            **self._policy_counters()})
+            if isinstance(self.mode, RlPidMode):
+                self._report_decision_period(self.mode, record=seconds % DRIFT_REPORT_S == 0)
             self.watchdog.maybe_ping(time.monotonic_ns())
+
+    def _policy_counters(self) -> dict[str, int]:
+        out = {f"push_{k}": v for k, v in self.push.counters.items()}
+        if self.slot is not None:
+            out.update({f"policy_{k}": v for k, v in self.slot.counters.items() if k.startswith("rejected")
+                        or k == "non_finite_output"})
+        return out
+
+    def _report_decision_period(self, mode: RlPidMode, record: bool) -> None:
+        """The decision period the loop achieves vs. the one the active policy was trained at."""
+        if (period := mode.take_period()) is None:
+            return
+        policy, n, achieved_s = period
+        trained_s = policy.manifest.decision_period_s
+        drift = period_drift(achieved_s, trained_s)
+        if self.metrics is not None:
+            self.metrics.policy_period(achieved_s, drift)
+        if record:
+            self.recorder.record_event("decision_period", {"version": policy.version, "decisions": n,
+                                                           "achieved_s": achieved_s, "manifest_s": trained_s,
+                                                           "drift": drift})
+        if abs(drift) > DRIFT_WARN and self._drift_warned is not policy:
+            self._drift_warned = policy
+            log.warning("policy %s decides every %.4g s, trained at %.4g s (drift %+.1f%%)", policy.version,
+                        achieved_s, trained_s, 100 * drift)

@@ -4,7 +4,9 @@ The port's file descriptor is registered with ``loop.add_reader``: bytes are rea
 only when the kernel has them, so nothing on the loop ever blocks on the device. Writes are
 non-blocking (``write_timeout=0``); a write the UART cannot take is dropped and counted.
 If the port goes away (unplugged, emulator restarted) the driver closes it, tells its owner,
-and reopens it with exponential backoff.
+and reopens it with exponential backoff. A streaming device that sends no data message for ``silence_timeout_s``
+(rebooted mid-stream, firmware hung) is treated the same way: dropped and reconnected (off by default:
+a request-driven device such as the CT stage is silent between acquisitions).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import serial
 
 from controller.protocol import (
-    MEMS, Ack, Frame, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
+    MEMS, Ack, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
     Status, StatusRequest, StreamStart, StreamStop, encode,
 )
 
@@ -35,14 +37,16 @@ class DriverStats:
 
 @dataclass
 class SerialDriver:
-    """One device on one serial port. ``on_frame(frame, t_ns)`` runs for every data frame received."""
+    """One device on one serial port. ``on_frame(msg, t_ns)`` runs for every data message received
+    (``msg.IS_DATA``: MEMS ``Frame``, CT ``Projection``); everything else is a reply to a command."""
 
     port: str
     baud: int = 115200
     messages: MessageSet = MEMS
     backoff_min_s: float = 0.1
     backoff_max_s: float = 5.0
-    on_frame: Callable[[Frame, int], None] | None = None
+    silence_timeout_s: float | None = None  # no data message for this long while connected: reconnect
+    on_frame: Callable[[Message, int], None] | None = None
     on_link: Callable[[bool, str], None] | None = None  # (connected, reason)
     stats: DriverStats = field(default_factory=DriverStats)
     decoder: FrameDecoder = field(init=False)
@@ -51,6 +55,7 @@ class SerialDriver:
     _replies: asyncio.Queue[Message] | None = field(default=None, init=False, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _closing: bool = field(default=False, init=False)
+    _last_rx_ns: int = field(default=0, init=False)
     identity: IdentifyReply | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -95,12 +100,17 @@ class SerialDriver:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)
                     continue
+            elif (self.silence_timeout_s is not None
+                  and time.monotonic_ns() - self._last_rx_ns > self.silence_timeout_s * 1e9):
+                self._drop(f"silent for {self.silence_timeout_s:g} s")
+                continue
             await asyncio.sleep(0.05)
 
     async def _connect(self) -> None:
         ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
         ser.reset_input_buffer()
         self._serial = ser
+        self._last_rx_ns = time.monotonic_ns()
         self.decoder.reset_sequence()
         asyncio.get_running_loop().add_reader(ser.fileno(), self._on_readable)
         reply = await self.request(Identify(), IdentifyReply, timeout_s=1.0)
@@ -144,7 +154,8 @@ class SerialDriver:
             return
         now = time.monotonic_ns()
         for _, msg in self.decoder.feed(data):
-            if isinstance(msg, Frame):
+            if msg.IS_DATA:
+                self._last_rx_ns = now
                 if self.on_frame:
                     self.on_frame(msg, now)
             else:
@@ -179,11 +190,14 @@ class SerialDriver:
         assert self._replies is not None, "start() first"
         while not self._replies.empty():
             self._replies.get_nowait()
+        seq = (self._seq + 1) & 0xFFFF  # the number send() will use
         if not self.send(msg):
             raise TimeoutError(f"could not send {type(msg).__name__}")
         async with asyncio.timeout(timeout_s):
             while True:
                 reply = await self._replies.get()
+                if getattr(reply, "seq_acked", seq) != seq:  # a late Ack/Nak of an earlier command
+                    continue
                 if isinstance(reply, reply_type):
                     return reply
                 if isinstance(reply, Nak):

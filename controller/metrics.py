@@ -68,6 +68,10 @@ class Metrics:
         self.gains = Gauge("edgetune_gain", "Active PID gains.", ["axis", "term"], registry=r)
         self.faults = Counter("edgetune_faults", "Faults by kind.", ["kind"], registry=r)
         self.model_swaps = Counter("edgetune_model_swaps", "Policy models swapped in.", registry=r)
+        self.decision_period = Gauge("edgetune_policy_decision_period_seconds",
+                                     "Achieved policy decision period (mean since the last update).", registry=r)
+        self.decision_drift = Gauge("edgetune_policy_decision_period_drift",
+                                    "Achieved / manifest decision period − 1.", registry=r)
         self._seen = SchedulerStats()  # scheduler counters already exported
         self._seen_lateness = 0
         self._seen_faults: dict[str, int] = {}
@@ -101,6 +105,10 @@ class Metrics:
 
     def model_swapped(self) -> None:
         self.model_swaps.inc()
+
+    def policy_period(self, achieved_s: float, drift: float) -> None:
+        self.decision_period.set(achieved_s)
+        self.decision_drift.set(drift)
 
     def _pull_scheduler(self) -> None:
         st, seen = self.stats, self._seen

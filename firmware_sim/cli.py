@@ -13,6 +13,9 @@ def sim_mems(
     tx_buffer: int = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped."),
     rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
     disturbance_csv: Optional[Path] = typer.Option(None, help="M1 trace (t_s,x_px,y_px) played from power-on."),
+    link: Optional[Path] = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug)."),
+    control_stdin: bool = typer.Option(False, help="Read fault commands from stdin, one a line: "
+                                                    "garbage N | stall S | reboot | unplug S | drop N | truncate N."),
 ) -> None:
     """Serve the MEMS stand on a new pty; the first stdout line is the device path. Stops on SIGINT/SIGTERM."""
     import signal
@@ -34,6 +37,63 @@ def sim_mems(
                            disturbance_px=trace)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    emu.link = link
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(emu.open(), flush=True)
+    if control_stdin:
+        threading.Thread(target=_control_loop, args=(emu,), daemon=True, name="control").start()
+    try:
+        emu.run(stop)
+    finally:
+        emu.close()
+
+
+def sim_ct(
+    seed: int = typer.Option(0, help="Stage power-up angle and noise RNG seed."),
+    speed: float = typer.Option(1.0, help="Run this many times faster than real time."),
+    tick_hz: float = typer.Option(200.0, help="Stage physics rate in device time (wall rate = tick_hz × speed)."),
+    sample: str = typer.Option("any", help="Phantom on the stage: parallelogram, triangle, pentagon or any."),
+    sample_seed: int = typer.Option(0, help="Phantom seed."),
+    split: str = typer.Option("train", help="Phantom rotations from the train or val bins."),
+    size: int = typer.Option(63, help="Phantom size = detector bins (odd, 15..505)."),
+    noise: str = typer.Option("gaussian", help="Detector noise: none, gaussian or poisson."),
+    noise_level: float = typer.Option(0.05, help="Gaussian σ as a fraction of the projection's std."),
+    flux: float = typer.Option(2.0e5, help="Poisson photons per bin per second."),
+    tx_buffer: int = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped."),
+    rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
+) -> None:
+    """Serve the CT rotation stage + detector on a new pty; the first stdout line is the device path.
+    Stops on SIGINT/SIGTERM."""
+    from dataclasses import replace
+
+    from controller import protocol as p
+    from firmware_sim.ct import DetectorParams
+    from firmware_sim.ct_emulator import CtEmulator
+
+    def choice(enum, value: str, hint: str):
+        try:
+            return enum[value.upper()]
+        except KeyError:
+            names = ", ".join(m.name.lower() for m in enum)
+            raise typer.BadParameter(f"{value!r} is not one of {names}", param_hint=hint) from None
+
+    msg = p.SetSample(choice(p.SampleKind, sample, "--sample"), sample_seed, choice(p.Split, split, "--split"), size)
+    try:
+        det = replace(DetectorParams(), noise=noise, noise_frac=noise_level, flux_per_s=flux)
+        emu = CtEmulator(detector=det, sample=msg, seed=seed, speed=speed, tick_hz=tick_hz,
+                         tx_buffer=tx_buffer, rx_buffer=rx_buffer)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    _serve(emu)
+
+
+def _serve(emu) -> None:
+    """Print the emulator's device path first, serve until SIGINT/SIGTERM, close the pty."""
+    import signal
+    import threading
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -42,6 +102,18 @@ def sim_mems(
         emu.run(stop)
     finally:
         emu.close()
+
+
+def _control_loop(emu) -> None:
+    """Fault commands from stdin; a bad line is reported on stderr and skipped."""
+    import sys
+
+    for line in sys.stdin:
+        if line.strip():
+            try:
+                emu.control(line)
+            except ValueError as e:
+                print(f"control: {e}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,14 @@ class RotationStage:
         return replace(state, target_deg=new, settled_s=np.where(ok, 0.0, state.settled_s),
                        limit_hits=state.limit_hits + hit, rejected=state.rejected + ~ok)
 
+    def halt(self, state: StageState) -> StageState:
+        """Brake at the acceleration limit and hold where the stage comes to rest (v·|v|/2a ahead,
+        within the soft limits once homed); cancels homing."""
+        v = state.velocity_dps
+        rest = state.angle_deg + v * np.abs(v) / (2.0 * self.p.accel_dps2)
+        rest = np.where(state.homed, np.clip(rest, self.p.soft_min_deg, self.p.soft_max_deg), rest)
+        return replace(state, target_deg=rest, homing=np.zeros_like(state.homing))
+
     def step(self, state: StageState, dt: float) -> tuple[StageState, StageReading]:
         """Advance dt [s]: trapezoidal motion (speed and acceleration limited, braking in time);
         the step that would reach the target snaps onto it and stops."""
@@ -152,7 +160,10 @@ class Detector:
 
     def acquire(self, phantoms: Phantoms, angle_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One projection per phantom at its actual angle (B,) -> (B, size) float32."""
-        clean = line_integrals(phantoms.vertices, angle_deg, phantoms.size, self.p.subrays)
+        return self.add_noise(line_integrals(phantoms.vertices, angle_deg, phantoms.size, self.p.subrays), rng)
+
+    def add_noise(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The noise model applied to clean projections (B, bins) -> (B, bins) float32."""
         if self.p.noise == "gaussian":
             sigma = self.p.noise_frac * clean.std(axis=1, keepdims=True)
             return (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)

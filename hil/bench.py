@@ -10,11 +10,12 @@ def bench_loop(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     seconds: float = typer.Option(10.0, "--seconds", help="Duration of each of the two loops [s]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE)."),
 ) -> None:
     """Our stabilize tick path vs. a bare time.sleep loop at the same absolute deadlines."""
     from hil.bench_loop import bench
 
-    report = bench(rate, seconds)
+    report = bench(rate, seconds, realtime=realtime)
     if json_out:
         typer.echo(json.dumps(report))
         return

@@ -11,8 +11,12 @@ import typer
 
 import controller.cli
 import controller.hostlink_cli
+import hil.bench
+import hil.commands
 import firmware_sim.cli
 import learner.ct_cli
+import learner.cli
+import learner.mems_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
 sim_app = typer.Typer(no_args_is_help=True, help="Simulated instruments served on a real (pty) serial port.")
@@ -31,6 +35,16 @@ app.add_typer(link_app, name="link")
 app.command("daemon")(controller.cli.daemon)
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
 bench_app.command("sirt")(learner.ct_cli.bench_sirt)
+train_app.command("mems")(learner.mems_cli.train_mems)
+eval_app.command("mems")(learner.mems_cli.eval_mems)
+app.command("export")(learner.mems_cli.export)
+hil_app.command("run")(hil.commands.hil_run)
+hil_app.command("list")(hil.commands.hil_list)
+hil_app.command("soak")(hil.commands.hil_soak)
+bench_app.command("fuzz")(hil.commands.bench_fuzz)
+bench_app.command("loop")(hil.bench.bench_loop)
+bench_app.command("ddpg")(learner.cli.bench_ddpg)
+bench_app.command("policy")(learner.cli.bench_policy)
 link_app.command("keygen")(controller.hostlink_cli.link_keygen)
 link_app.command("ping")(controller.hostlink_cli.link_ping)
 link_app.command("set-gains")(controller.hostlink_cli.link_set_gains)

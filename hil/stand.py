@@ -70,6 +70,8 @@ class SimulatedStand:
     seed: int = 0
     config: dict[str, Any] = field(default_factory=dict)  # overrides merged into the edge config
     emulator_args: tuple[str, ...] = ()
+    serial_faults: bool = False  # emulator takes fault lines on stdin; the port is a stable symlink
+    client_addr: tuple[str, int] | None = None  # where the host client sends (a fault proxy); None: the edge
     emulator: subprocess.Popen | None = None
     daemon: subprocess.Popen | None = None
     client: HostClient | None = None
@@ -89,17 +91,33 @@ class SimulatedStand:
     def recorder_path(self) -> Path:
         return Path(self.edge_config["recorder"]["path"])
 
+    @property
+    def device_link(self) -> Path:
+        return self.workdir / "dev" / self.device
+
     def start_emulator(self) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"sim-{self.device}.log", "ab")
+        extra: tuple[str, ...] = ()
+        if self.serial_faults:
+            self.device_link.parent.mkdir(exist_ok=True)
+            extra = ("--control-stdin", "--link", str(self.device_link))
         self.emulator = subprocess.Popen(
-            _edgetune("sim", self.device, "--seed", str(self.seed), "--speed", str(self.speed), *self.emulator_args),
-            stdout=subprocess.PIPE, stderr=log, text=True)
+            _edgetune("sim", self.device, "--seed", str(self.seed), "--speed", str(self.speed),
+                      *self.emulator_args, *extra),
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            stdin=subprocess.PIPE if self.serial_faults else None)
         line = self.emulator.stdout.readline().strip()  # the first line is the device path
         if not line.startswith("/dev/"):
             raise RuntimeError(f"emulator did not print a device path (got {line!r}); see {log.name}")
-        self.port = line
-        return line
+        self.port = str(self.device_link) if self.serial_faults else line
+        return self.port
+
+    def emulator_control(self, line: str) -> None:
+        """Send one fault line to the emulator (``serial_faults=True``; firmware_sim.emulator.CONTROL_HELP)."""
+        assert self.emulator is not None and self.emulator.stdin is not None, "start with serial_faults=True"
+        self.emulator.stdin.write(line.rstrip("\n") + "\n")
+        self.emulator.stdin.flush()
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +130,7 @@ class SimulatedStand:
                          "state_file": str(self.workdir / "hostlink-state.json"), "telemetry_decimation": 1},
             "recorder": {"path": str(self.workdir / "run.sqlite")},
             "metrics": {"port": free_tcp_port()},
-            "policy": {"dir": str(self.workdir / "policies")},
+            "policy": {"dir": str(self.workdir / "policies"), "push_port": free_tcp_port()},
         }
         self.edge_config = deep_merge(base, self.config)
         self.config_file.write_text(to_toml(self.edge_config))
@@ -128,10 +146,14 @@ class SimulatedStand:
     def edge_addr(self) -> tuple[str, int]:
         return ("127.0.0.1", int(self.edge_config["hostlink"]["port"]))
 
+    @property
+    def push_addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", int(self.edge_config["policy"]["push_port"]))
+
     async def connect(self, timeout_s: float = 20.0) -> HostClient:
         """Open the host client and wait until the daemon answers a ping."""
         assert self.keyring is not None
-        self.client = await HostClient(self.edge_addr, self.keyring, key_id=self.keyring.newest).open()
+        self.client = await HostClient(self.client_addr or self.edge_addr, self.keyring, key_id=self.keyring.newest).open()
         deadline = time.monotonic() + timeout_s
         while True:
             if self.daemon is not None and self.daemon.poll() is not None:

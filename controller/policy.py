@@ -1,0 +1,297 @@
+"""The policy slot: validated ONNX policies, swapped only at tick boundaries (ARCHITECTURE "Policy swap").
+
+Off the tick path (a worker thread): manifest (controller.manifest) and sha256 → task and shapes
+against the mode's `PolicySpec` → onnxruntime session (one intra-op thread, sequential, so it never
+competes with the loop) → the graph's I/O names and shapes → probes on fixed inputs: finite, inside
+the manifest's action bounds, median inference time under the budget. On the tick path: `boundary()`
+applies a requested swap or rollback, `infer()` runs the active policy on a preallocated binding.
+The previous policy stays loaded, so a rollback is a reference swap.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+
+from controller.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
+
+log = logging.getLogger(__name__)
+
+# Why a model was refused (the slot's counters are `rejected:<reason>`; the pusher gets the reason).
+Reason = Literal["bad_manifest", "sha256_mismatch", "wrong_task", "wrong_shape", "corrupt_model", "non_finite",
+                 "out_of_bounds", "too_slow", "no_previous", "install_failed"]
+T = TypeVar("T")
+PROBES = 64  # fixed probe inputs per validation
+TIMED_RUNS = 21  # single-sample runs timed for the latency check
+BOUNDS_RTOL = 1e-5  # float32 slack on the manifest's action bounds
+
+
+class PolicyRejected(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a mode accepts: its task, observations as k steps of `obs_step` values, `act_dim` actions."""
+
+    task: str
+    obs_step: int
+    act_dim: int
+    max_steps: int  # the longest history (k) the mode keeps
+
+
+def session_options() -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return so
+
+
+class LoadedPolicy:
+    """A validated session with a preallocated input/output binding (one sample)."""
+
+    def __init__(self, manifest: Manifest, path: Path, session: ort.InferenceSession) -> None:
+        self.manifest, self.path, self.session = manifest, path, session
+        self.steps = manifest.observation.shape[0]
+        self.input = np.zeros((1, manifest.observation.shape[0]), dtype=np.float32)
+        self.output = np.zeros((1, manifest.action.shape[0]), dtype=np.float32)
+        self._binding = session.io_binding()
+        self._binding.bind_cpu_input("obs", self.input)
+        self._binding.bind_output("action", "cpu", 0, np.float32, list(self.output.shape), self.output.ctypes.data)
+        self.latency_us = 0.0
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def run(self, obs: np.ndarray) -> np.ndarray:
+        """One inference on raw observations (obs_dim,); returns a view of the output buffer (act_dim,)."""
+        self.input[0] = obs
+        self.session.run_with_iobinding(self._binding)
+        return self.output[0]
+
+
+def _probe_inputs(m: Manifest, seed: int = 0) -> np.ndarray:
+    """Fixed probes in raw units: the normalisation mean, ±3σ corners and seeded draws within 3σ."""
+    mean = np.asarray(m.observation.normalisation.mean)
+    std = np.asarray(m.observation.normalisation.std)
+    z = np.random.default_rng(seed).uniform(-3.0, 3.0, (PROBES, mean.size))
+    z[0], z[1], z[2] = 0.0, 3.0, -3.0
+    return (mean + z * std).astype(np.float32)
+
+
+def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy:
+    """Check an installed artifact and build its session; raises PolicyRejected (blocking: call off the loop)."""
+    try:
+        manifest, model = load_artifact(directory)
+    except ManifestError as e:
+        reason: Reason = "sha256_mismatch" if "sha256" in str(e) and "does not match" in str(e) else "bad_manifest"
+        raise PolicyRejected(reason, str(e)) from None
+    if manifest.task != spec.task:
+        raise PolicyRejected("wrong_task", f"model is for task {manifest.task!r}, this mode drives {spec.task!r}")
+    (obs_dim,), (act_dim,) = manifest.observation.shape, manifest.action.shape
+    if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
+        raise PolicyRejected("wrong_shape", f"manifest says obs ({obs_dim},) action ({act_dim},); this mode takes "
+                                            f"obs (k·{spec.obs_step},) with 1 ≤ k ≤ {spec.max_steps}, action ({spec.act_dim},)")
+    try:
+        session = ort.InferenceSession(str(model), session_options(), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types for a bad file
+        raise PolicyRejected("corrupt_model", f"onnxruntime cannot load {model.name}: {str(e)[:300]}") from None
+    _check_io(session, obs_dim, act_dim)
+    policy = LoadedPolicy(manifest, directory, session)
+    policy.steps = obs_dim // spec.obs_step
+    probes = _probe_inputs(manifest)
+    policy.latency_us = _median_latency_us(policy, probes[0], budget_s)  # first: a slow model is refused quickly
+    _probe(policy, manifest, probes)
+    return policy
+
+
+def _check_io(session: ort.InferenceSession, obs_dim: int, act_dim: int) -> None:
+    def ok(args: list, name: str, dim: int) -> bool:
+        if len(args) != 1 or args[0].name != name or args[0].type != "tensor(float)" or len(args[0].shape) != 2:
+            return False
+        batch, n = args[0].shape
+        return n == dim and (batch == 1 or not isinstance(batch, int))
+
+    ins, outs = session.get_inputs(), session.get_outputs()
+    if not (ok(ins, "obs", obs_dim) and ok(outs, "action", act_dim)):
+        got = ", ".join(f"{a.name}{a.shape}:{a.type}" for a in (*ins, *outs))
+        raise PolicyRejected("wrong_shape", f"graph has {got}; expected obs[batch, {obs_dim}] → action[batch, {act_dim}] float")
+
+
+def _run_probe(policy: LoadedPolicy, obs: np.ndarray) -> np.ndarray:
+    try:
+        return policy.run(obs)
+    except Exception as e:  # a graph that fails at run time (inconsistent shapes inside, ...)
+        raise PolicyRejected("corrupt_model", f"inference failed on a probe: {str(e)[:300]}") from None
+
+
+def _probe(policy: LoadedPolicy, m: Manifest, probes: np.ndarray) -> None:
+    low, high = np.asarray(m.action.low), np.asarray(m.action.high)
+    slack = BOUNDS_RTOL * np.maximum(np.abs(low), np.abs(high)) + 1e-6
+    for obs in probes:
+        a = _run_probe(policy, obs).astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            raise PolicyRejected("non_finite", f"output {a.tolist()} on probe input {obs.tolist()[:6]}…")
+        if np.any(a < low - slack) or np.any(a > high + slack):
+            raise PolicyRejected("out_of_bounds", f"output {a.tolist()} outside the manifest's bounds [{m.action.low}, {m.action.high}]")
+
+
+def _median_latency_us(policy: LoadedPolicy, obs: np.ndarray, budget_s: float) -> float:
+    """Median single-sample inference time; gives up early on a model that is clearly too slow."""
+    _run_probe(policy, obs)  # warm-up (first-run allocations)
+    times: list[float] = []
+    for _ in range(TIMED_RUNS):
+        t = time.perf_counter()
+        policy.run(obs)
+        times.append(time.perf_counter() - t)
+        if len(times) >= 3 and min(times) > budget_s:
+            break
+    median = statistics.median(times)
+    if median > budget_s:
+        raise PolicyRejected("too_slow", f"median inference {median * 1e6:.0f} µs > budget {budget_s * 1e6:.0f} µs")
+    return median * 1e6
+
+
+def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
+    """Write an artifact atomically into `directory/<version>-<sha12>/` (temp dir, fsync, rename);
+    existing versions are kept, and an identical one already there is reused. Raises PolicyRejected."""
+    try:
+        m = parse_manifest(manifest_bytes)
+    except ManifestError as e:
+        raise PolicyRejected("bad_manifest", str(e)) from None
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in m.version)[:64] + "-" + m.sha256[:12]
+    dest = directory / name
+    if dest.is_dir():
+        return dest
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".incoming-"))
+        for fname, data in ((MODEL_NAME, model_bytes), (MANIFEST_NAME, manifest_bytes)):
+            with open(tmp / fname, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            os.rename(tmp, dest)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # else: a concurrent install won the race
+                raise
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise PolicyRejected("install_failed", f"cannot install into {directory}: {e}") from None
+    return dest
+
+
+def _lowest_priority() -> None:
+    """Worker-thread initializer: nice 19, so validation (inference probes) yields the CPU to the loop."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
+    except OSError:
+        pass
+
+
+@dataclass
+class _Request:
+    kind: Literal["swap", "rollback"]
+    policy: LoadedPolicy | None
+    done: asyncio.Future[tuple[LoadedPolicy, int]]
+
+
+@dataclass
+class PolicySlot:
+    """Active + previous policy for one mode; requests are applied by `boundary()` at the next tick."""
+
+    spec: PolicySpec
+    budget_s: float  # the inference-time budget (a fraction of the tick period)
+    active: LoadedPolicy | None = None
+    previous: LoadedPolicy | None = None
+    counters: Counter[str] = field(default_factory=Counter)
+    _request: _Request | None = None
+    _worker: ThreadPoolExecutor | None = None
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (install, validation) in the slot's low-priority worker thread."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=_lowest_priority)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
+
+    async def load(self, directory: Path) -> LoadedPolicy:
+        """Validate an installed artifact off the loop; counts attempts and rejections."""
+        self.counters["attempted"] += 1
+        try:
+            return await self.off_loop(validate, directory, self.spec, self.budget_s)
+        except PolicyRejected as e:
+            self.reject(e)
+            raise
+
+    def reject(self, e: PolicyRejected) -> None:
+        self.counters[f"rejected:{e.reason}"] += 1
+        log.warning("policy rejected (%s): %s", e.reason, e.detail)
+
+    def request_swap(self, policy: LoadedPolicy) -> asyncio.Future[tuple[LoadedPolicy, int]]:
+        """The next `boundary()` makes `policy` active; the future resolves to (it, monotonic ns) then."""
+        return self._post("swap", policy)
+
+    def request_rollback(self) -> asyncio.Future[tuple[LoadedPolicy, int]]:
+        """The next `boundary()` swaps active and previous (raises PolicyRejected when there is none)."""
+        if self.previous is None:
+            e = PolicyRejected("no_previous", "no previous policy is loaded")
+            self.reject(e)
+            raise e
+        return self._post("rollback", None)
+
+    def _post(self, kind: Literal["swap", "rollback"], policy: LoadedPolicy | None) -> asyncio.Future[tuple[LoadedPolicy, int]]:
+        if self._request is not None:  # superseded before a tick applied it
+            self._request.done.cancel()
+        self._request = _Request(kind, policy, asyncio.get_running_loop().create_future())
+        return self._request.done
+
+    def boundary(self) -> bool:
+        """At a tick boundary: apply a pending swap/rollback. True when the active policy changed."""
+        req = self._request
+        if req is None:
+            return False
+        self._request = None
+        if req.done.cancelled():
+            return False
+        if req.kind == "swap":
+            self.previous, self.active = self.active, req.policy
+            self.counters["accepted"] += 1
+        else:
+            self.active, self.previous = self.previous, self.active
+            self.counters["rolled_back"] += 1
+        req.done.set_result((self.active, time.monotonic_ns()))
+        return True
+
+    def infer(self, obs: np.ndarray) -> np.ndarray | None:
+        """The active policy's action for raw `obs`, or None (no policy, or a non-finite output: counted)."""
+        p = self.active
+        if p is None:
+            return None
+        out = p.run(obs)
+        if not np.isfinite(out).all():
+            self.counters["non_finite_output"] += 1
+            return None
+        return out

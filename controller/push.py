@@ -1,0 +1,156 @@
+"""The daemon's model-push server: authenticated TCP (controller/pushwire.py) into the policy slot.
+
+Per connection, one request: head → authenticate the header (before reading the model) → replay
+check → push: sha256, atomic install, validation (worker threads), swap at the next tick boundary;
+rollback: previous policy at the next tick boundary; status. Requests are served one at a time.
+The reply always says why a model was refused; refusals are logged, counted and recorded.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from controller.config import PolicyConfig
+from controller.hostlink_wire import HostLinkError, Keyring, ReplayGuard
+from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install
+from controller.pushwire import HEAD, NO_TAG, REPLY_LEN, PushHeader, PushRefused, encode_reply, parse_head, verify_header
+
+log = logging.getLogger(__name__)
+
+DRIFT_WARN = 0.05  # relative decision-period mismatch that is logged as a warning
+
+
+def period_drift(achieved_s: float, manifest_s: float) -> float:
+    """Relative decision-period drift: achieved / trained − 1 (a policy trained at 20 ms run at 16 ms: −0.2)."""
+    return achieved_s / manifest_s - 1.0
+
+
+class PushServer:
+    """``await start()``; ``address``; ``await close()``. ``slot`` is None in modes that run no policy."""
+
+    def __init__(self, cfg: PolicyConfig, keyring: Keyring, slot: PolicySlot | None, *,
+                 nominal_period_s: float, max_clock_skew_s: float, replay_window: int,
+                 record: Callable[[str, dict[str, Any]], None]) -> None:
+        self.cfg, self.keyring, self.slot, self.record = cfg, keyring, slot, record
+        self.nominal_period_s = nominal_period_s  # the decision period this daemon is configured for
+        self.guard = ReplayGuard(replay_window, max_clock_skew_s)
+        self.counters: Counter[str] = Counter()
+        self._lock = asyncio.Lock()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.cfg.push_host, self.cfg.push_port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None, "start() first"
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t0 = time.monotonic_ns()
+        key, tag = None, NO_TAG
+        try:
+            async with asyncio.timeout(self.cfg.io_timeout_s):
+                head = await reader.readexactly(HEAD.size)
+                key_id, header_len, model_len, tag = parse_head(head, self.cfg.max_model_bytes)
+                header = verify_header(self.keyring, head, await reader.readexactly(header_len))
+                key = self.keyring.keys[key_id]
+                try:
+                    self.guard.check(key_id, header.seq, header.timestamp_us, peer="push")
+                except HostLinkError as e:
+                    raise PushRefused(e.kind, str(e)) from None
+                model = await reader.readexactly(model_len)
+            async with self._lock:
+                reply = await self._dispatch(header, model, t0)
+        except PushRefused as e:
+            reply = self._refuse(e.reason, e.detail)
+        except PolicyRejected as e:  # already counted by the slot
+            reply = self._refuse(e.reason, e.detail, count=False)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError) as e:
+            self.counters["rejected:bad_frame"] += 1
+            log.warning("model push: connection dropped: %r", e)
+            writer.close()
+            return
+        try:
+            writer.write(encode_reply(reply, key, tag))
+            await writer.drain()
+            if not reply["accepted"]:  # maybe refused early: drain what the pusher still sends, so the reply is not reset
+                async with asyncio.timeout(self.cfg.io_timeout_s):
+                    while await reader.read(1 << 16):
+                        pass
+        except ConnectionError:
+            self.counters["reply_lost"] += 1
+        except TimeoutError:
+            pass
+        finally:
+            writer.close()
+
+    def _refuse(self, reason: str, detail: str, count: bool = True) -> dict[str, Any]:
+        if count:
+            self.counters[f"rejected:{reason}"] += 1
+        log.warning("model push refused (%s): %s", reason, detail)
+        self.record("policy", {"action": "rejected", "reason": reason, "detail": detail[:500]})
+        return {"accepted": False, "reason": reason, "detail": detail}
+
+    async def _dispatch(self, header: PushHeader, model: bytes, t0_ns: int) -> dict[str, Any]:
+        slot = self.slot
+        if slot is None:
+            raise PushRefused("no_policy_mode", "this daemon's mode runs no policy")
+        if header.op == "status":
+            return {"accepted": True, "reason": "ok", **self.status()}
+        if header.op == "rollback":
+            policy, t_ns = await self._at_boundary(slot.request_rollback())
+            return self._done("rolled_back", policy, t0_ns, t_ns)
+        if header.manifest is None or header.model_sha256 is None:
+            raise PushRefused("bad_frame", "a push needs manifest and model_sha256")
+        if hashlib.sha256(model).hexdigest() != header.model_sha256:
+            raise PushRefused("sha256_mismatch", "model bytes do not match the signed sha256")
+        try:
+            directory = await slot.off_loop(install, self.cfg.dir, header.manifest.encode(), model)
+        except PolicyRejected as e:
+            slot.counters["attempted"] += 1
+            slot.reject(e)
+            raise
+        policy = await slot.load(directory)
+        policy, t_ns = await self._at_boundary(slot.request_swap(policy))
+        return self._done("swapped", policy, t0_ns, t_ns)
+
+    async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy, int]]) -> tuple[LoadedPolicy, int]:
+        try:
+            return await asyncio.wait_for(done, self.cfg.swap_timeout_s)
+        except TimeoutError:  # wait_for cancelled the request: no later tick applies it
+            raise PushRefused("swap_timeout", f"no tick boundary within {self.cfg.swap_timeout_s} s") from None
+
+    def _done(self, action: str, policy: LoadedPolicy, t0_ns: int, t_ns: int) -> dict[str, Any]:
+        m = policy.manifest
+        drift = period_drift(self.nominal_period_s, m.decision_period_s)
+        reply = {"accepted": True, "reason": action, "version": m.version, "sha256": m.sha256,
+                 "swap_latency_ms": round((t_ns - t0_ns) / 1e6, 3), "inference_us": round(policy.latency_us, 1),
+                 "decision_period_s": {"manifest": m.decision_period_s, "nominal": self.nominal_period_s,
+                                       "drift": round(drift, 4)}}
+        log.info("policy %s: version %s (%s), %.1f ms after the request", action, m.version, policy.path,
+                 reply["swap_latency_ms"])
+        if abs(drift) > DRIFT_WARN:
+            log.warning("policy %s was trained at a decision period of %.4g s; this daemon decides every %.4g s "
+                        "(drift %+.1f%%)", m.version, m.decision_period_s, self.nominal_period_s, 100 * drift)
+        self.record("policy", {"action": action, "version": m.version, "sha256": m.sha256,
+                               "swap_latency_ms": reply["swap_latency_ms"], "nominal_drift": reply["decision_period_s"]["drift"]})
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        slot = self.slot
+        assert slot is not None
+        return {"active": slot.active.version if slot.active else None,
+                "previous": slot.previous.version if slot.previous else None,
+                "counters": dict(slot.counters), "push_counters": dict(self.counters)}

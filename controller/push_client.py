@@ -1,0 +1,72 @@
+"""The pusher's end of the model-push channel (controller/pushwire.py): plain blocking sockets, no torch.
+
+    client = PushClient(("edge", 9751), load_keyring("hostlink.keys"), key_id=1)
+    reply = client.push("runs/ddpg/policy")   # {"accepted", "reason", "swap_latency_ms", "version", ...}
+    client.rollback(); client.status()
+
+Every reply is a dict; ``accepted`` False carries ``reason`` (and ``detail``). Network failures raise OSError.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from controller.hostlink_wire import TAG_LEN, Keyring, KeyringError, wall_us
+from controller.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
+from controller.pushwire import HEAD, MAX_REPLY, REPLY_LEN, Op, PushHeader, decode_reply, encode_request
+
+
+class PushClient:
+    def __init__(self, edge_addr: tuple[str, int], keyring: Keyring, key_id: int, timeout_s: float = 30.0) -> None:
+        if key_id not in keyring.keys:
+            raise KeyringError(f"key id {key_id} is not in the keyring (have {sorted(keyring.keys)})")
+        self.edge_addr, self.key_id, self.key, self.timeout_s = edge_addr, key_id, keyring.keys[key_id], timeout_s
+        self._seq = 0
+
+    def push(self, out_dir: str | Path) -> dict[str, Any]:
+        """Send `out_dir`'s model.onnx + manifest.json (as exported by learner/export.py)."""
+        return self.send(self.push_frame(out_dir))
+
+    def rollback(self) -> dict[str, Any]:
+        return self.send(self.frame("rollback"))
+
+    def status(self) -> dict[str, Any]:
+        return self.send(self.frame("status"))
+
+    def push_frame(self, out_dir: str | Path) -> bytes:
+        d = Path(out_dir)
+        return self.frame("push", (d / MODEL_NAME).read_bytes(), manifest=(d / MANIFEST_NAME).read_text("utf-8"),
+                          model_sha256=file_sha256(d / MODEL_NAME))
+
+    def frame(self, op: Op, model: bytes = b"", **fields: Any) -> bytes:
+        """One signed request, fresh seq and timestamp (``send`` it; public for fault injection)."""
+        now = wall_us()
+        self._seq = max(self._seq + 1, now)  # strictly increasing: the edge's replay guard
+        header = PushHeader(op=op, seq=self._seq, timestamp_us=now, **fields)
+        return encode_request(header, model, self.key_id, self.key)
+
+    def send(self, frame: bytes) -> dict[str, Any]:
+        """Send one encoded request and read the reply (public for fault injection)."""
+        request_tag = frame[HEAD.size - TAG_LEN:HEAD.size]
+        with socket.create_connection(self.edge_addr, timeout=self.timeout_s) as s:
+            try:
+                s.sendall(frame)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before the model was read: the reply says why
+            (n,) = REPLY_LEN.unpack(_recv_exactly(s, REPLY_LEN.size))
+            if n > MAX_REPLY:
+                raise ValueError(f"reply of {n} bytes (max {MAX_REPLY})")
+            body = _recv_exactly(s, n)
+            tag = _recv_exactly(s, TAG_LEN)
+        return decode_reply(body, tag, self.key, request_tag)
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)

@@ -1,0 +1,99 @@
+"""Swap benchmark (`edgetune bench swap`): the rl-pid loop at `rate` Hz while models are pushed and
+swapped, against the same loop without pushes, in one run.
+
+The loop is in process: the asyncio `Scheduler` (timerfd) running hil.bench_loop's simulated stabilize
+tick (firmware_sim.mems.MemsStand physics, PID, safety gate, recorder, telemetry sealing) with the
+rl-pid mode (the active ONNX actor re-tunes the gains every `decision_every` ticks) and the policy
+slot's tick-boundary swap. The daemon's real `PushServer` runs on the same event loop on a loopback TCP
+port; the pusher (controller.push_client, blocking sockets) runs in another thread and pushes distinct
+signed models, each installed, validated, and swapped in. Quiet and pushing chunks alternate so both
+see the same background load. swap_latency_ms: request received → swapped at a tick boundary.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.config import GainEnvelope, PolicyConfig
+from controller.hostlink_wire import Keyring
+from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
+from controller.policy import PolicySlot
+from controller.push import PushServer
+from controller.push_client import PushClient
+from controller.recorder import Recorder
+from controller.scheduler import Tick
+from hil.bench_loop import SimStabilizeTick, _result, run_ours
+from hil.model_faults import make_artifact
+
+KEY_ID = 1
+
+
+async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decision_every: int,
+                  work: Path) -> dict[str, Any]:
+    arts = [make_artifact("good", work / f"m{i}", version=f"v{i}", seed=i, steps=4,
+                          decision_period_s=decision_every / rate_hz) for i in range(swaps)]
+    recorder = Recorder.open(work / "bench.sqlite")
+    slot = PolicySlot(policy_spec(64), budget_s=0.25 / rate_hz)
+    sim = SimStabilizeTick(rate_hz, recorder)
+    m = sim.mode
+    sim.mode = RlPidMode(m.pid, m.gate, m.baseline_gains, m.target, slot, decision_every, envelope_arrays(GainEnvelope()))
+    keyring = Keyring({KEY_ID: os.urandom(32)})
+    server = PushServer(PolicyConfig(dir=work / "policies", push_port=0), keyring, slot,
+                        nominal_period_s=decision_every / rate_hz, max_clock_skew_s=5.0, replay_window=128,
+                        record=recorder.record_event)
+    await server.start()
+    client = PushClient(server.address, keyring, KEY_ID)
+
+    def tick(t: Tick) -> None:
+        slot.boundary()
+        sim(t)
+
+    lat: dict[str, list[np.ndarray]] = {"baseline": [], "with_swaps": []}
+    over = {"baseline": 0, "with_swaps": 0}
+    replies: list[dict[str, Any]] = []
+    per_chunk = -(-swaps // chunks)
+
+    async def pusher(batch: list[Path]) -> None:
+        gap = chunk_s / (len(batch) + 1)
+        for art in batch:
+            await asyncio.sleep(gap)
+            replies.append(await asyncio.to_thread(client.push, art))
+
+    try:
+        for c in range(chunks):
+            sched = await run_ours(rate_hz, chunk_s, tick)
+            lat["baseline"].append(sched.stats.lateness.values())
+            over["baseline"] += sched.stats.overruns
+            push = asyncio.create_task(pusher(arts[c * per_chunk:(c + 1) * per_chunk]))
+            sched = await run_ours(rate_hz, chunk_s, tick)
+            await push  # normally done within the chunk
+            lat["with_swaps"].append(sched.stats.lateness.values())
+            over["with_swaps"] += sched.stats.overruns
+    finally:
+        await server.close()
+        recorder.close()
+    res = {k: _result(np.concatenate(v), over[k]) for k, v in lat.items()}
+    ms = np.array([r["swap_latency_ms"] for r in replies if r["accepted"]] or [np.nan])
+    return {
+        "rate_hz": rate_hz, "swaps": len(replies), "accepted": sum(bool(r["accepted"]) for r in replies),
+        "baseline": {k: res["baseline"][k] for k in ("overruns", "p99_us", "max_us")},
+        "with_swaps": {k: res["with_swaps"][k] for k in ("overruns", "p99_us", "max_us")},
+        "extra_overruns": res["with_swaps"]["overruns"] - res["baseline"]["overruns"],
+        "swap_latency_ms": {"p50": round(float(np.median(ms)), 3), "max": round(float(ms.max()), 3)},
+        "rejected": sorted({r["reason"] for r in replies if not r["accepted"]}),
+        "decisions": sim.mode.decisions, "non_finite_outputs": slot.counters["non_finite_output"],
+    }
+
+
+def bench(rate_hz: float = 1000.0, swaps: int = 100, chunks: int = 10, chunk_s: float = 1.0,
+          decision_every: int = 10) -> dict[str, Any]:
+    """`chunks` × (quiet chunk, pushing chunk) of `chunk_s` each; `swaps` pushes spread over the pushing chunks."""
+    if not (rate_hz > 0 and swaps > 0 and chunks > 0 and chunk_s > 0 and decision_every > 0):
+        raise ValueError("rate, swaps, chunks, chunk_s and decision_every must be positive")
+    with tempfile.TemporaryDirectory() as tmp:
+        return asyncio.run(_chunks(rate_hz, swaps, chunks, chunk_s, decision_every, Path(tmp)))

@@ -1,0 +1,80 @@
+"""`edgetune hil …` and `edgetune bench fuzz` commands. Module top: stdlib + typer only."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def hil_list() -> None:
+    """The bundled scenarios (hil/scenarios/*.toml), one a line: name and what it checks."""
+    from hil.scenario import bundled, load_scenario
+
+    for path in bundled():
+        sc = load_scenario(path)
+        typer.echo(f"{path.stem:18s} {' '.join(sc.description.split())}")
+
+
+def hil_run(
+    scenario: str = typer.Argument(..., help="A scenario file, or the name of a bundled one (see `hil list`)."),
+    out: Path = typer.Option(Path("runs/hil"), help="Reports go to OUT/<scenario>/ (JSON, markdown, PNG)."),
+) -> None:
+    """Run a scenario against real processes, write its report; exit status 1 if a check failed."""
+    import asyncio
+
+    from hil.scenario import SCENARIO_DIR, ScenarioError, load_scenario, run_scenario
+
+    path = Path(scenario)
+    if not path.exists():
+        path = SCENARIO_DIR / f"{scenario}.toml"
+    try:
+        sc = load_scenario(path)
+    except ScenarioError as e:
+        typer.echo(f"invalid scenario:\n{e}", err=True)
+        raise typer.Exit(2) from None
+    rep = asyncio.run(run_scenario(sc, out / sc.name))
+    for r in rep["checks"]:
+        typer.echo(f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}: {r['detail']}")
+    typer.echo(f"{sc.name}: {'PASS' if rep['passed'] else 'FAIL'} (report in {rep['dir']})")
+    if not rep["passed"]:
+        raise typer.Exit(1)
+
+
+def hil_soak(
+    rate: float = typer.Option(1000.0, "--rate", help="Loop rate [Hz] (timer pacing)."),
+    minutes: float = typer.Option(1.0, "--minutes", help="How long to run."),
+    fault_every_s: float = typer.Option(3.0, help="Seconds between injected faults."),
+    seed: int = typer.Option(0, help="Seed of the fault schedule and the network faults."),
+    out: Path = typer.Option(Path("runs/soak"), help="Work directory (config, recorder, logs)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """The daemon at RATE with faults injected every few seconds; records_lost must be 0."""
+    from hil.soak import soak
+
+    rep = soak(rate, minutes * 60.0, out, fault_every_s=fault_every_s, seed=seed)
+    if json_out:
+        typer.echo(json.dumps(rep))
+    else:
+        typer.echo(json.dumps(rep, indent=2))
+    ok = rep["records_lost"] == 0 and rep["max_command_ratio"] <= 1.0 and rep["faults_handled"] == rep["faults_injected"]
+    if not ok:
+        raise typer.Exit(1)
+
+
+def bench_fuzz(
+    cases: int = typer.Option(10_000, "--cases", help="Hypothesis examples per decoder."),
+    seed: int = typer.Option(0, help="Hypothesis seed."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """Property-based fuzzing of every decoder: no exception escapes a decoder's own error type."""
+    from hil.fuzz import run_all
+
+    rep = run_all(cases, seed)
+    if json_out:
+        typer.echo(json.dumps(rep))
+    else:
+        for name, r in rep["decoders"].items():
+            typer.echo(f"{name:10s} {r['cases']:7d} cases  {r['seconds']:6.1f} s  {r['status']}")
+    if not rep["passed"]:
+        raise typer.Exit(1)

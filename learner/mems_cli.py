@@ -1,0 +1,49 @@
+"""`edgetune train mems`, `eval mems`, `export`. Module top: stdlib + typer only (torch loads inside)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def train_mems(
+    out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
+    steps: int = typer.Option(24_000, help="decisions in total, over all simulated stands"),
+    num_envs: int = typer.Option(16, help="stands simulated in one numpy batch"),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="continue from RUN/checkpoint.pt"),
+    device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
+) -> None:
+    """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
+    from learner.mems_train import MemsTrainConfig, train_mems as run
+
+    cfg = MemsTrainConfig(num_envs=num_envs)
+    cfg.ddpg.total_steps, cfg.ddpg.seed, cfg.ddpg.device = steps, seed, device
+    summary = run(out, cfg, resume=resume)
+    typer.echo(json.dumps(summary))
+
+
+def eval_mems(
+    run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
+    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (t_s,x_px,y_px)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    out: Path = typer.Option(None, help="where to write the markdown table and PNG (default: the run directory)"),
+) -> None:
+    """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s) and π(s) retrained."""
+    from learner.mems_eval import evaluate_mems, markdown
+
+    if run is not None and not (run / "checkpoint.pt").exists():
+        raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
+    if disturbance not in ("wiener", "steps", "sine", "bursts") and not Path(disturbance).is_file():
+        raise typer.BadParameter(f"{disturbance!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
+    result = evaluate_mems(run, disturbance, out=out or run)
+    typer.echo(json.dumps(result) if as_json else markdown(result))
+
+
+def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory")) -> None:
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json (normalisation and bounds in the graph)."""
+    from learner.mems_export import export_mems
+
+    manifest = export_mems(run, out)
+    typer.echo(f"wrote {out / 'model.onnx'} (sha256 {manifest.sha256[:12]}…) and {out / 'manifest.json'}")

@@ -1,0 +1,165 @@
+"""`edgetune eval mems`: the paper's test (Table 2) on the simulator, for every tuning method.
+
+Each method drives the same stands through the same test disturbance (several fixed seeds, 1000
+frames each, target at the sensor centre): the paper's baseline gains, Ziegler–Nichols gains found
+on the simulator, a_test (mean action over the last 20 % of training), the policy π(s) choosing gains
+from the last k frames at every decision, and π(s) retrained online during the test (DDPG updates
+on the test's own transitions, as the paper's π(s)_retrain). Reductions vs the baseline are
+per-seed means with a 95 % confidence interval (t distribution over seeds).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+from firmware_sim import disturbance as dist
+from learner.closed_loop import deviation_stats
+from learner.ddpg import DDPG, ReplayBuffer
+from learner.mems_env import FEATURES, MemsTuningSim, action_bounds, baseline_action
+from learner.mems_train import load_agent, load_run_config
+from learner.ziegler_nichols import ziegler_nichols_gains
+
+EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ...)
+FRAMES = 1000
+Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
+
+
+def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES) -> np.ndarray:
+    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts | PATH.csv (one trace for every seed)."""
+    b = len(seeds)
+    one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
+    match kind:
+        case "wiener":
+            return one(lambda s: dist.wiener(1, frames, s))
+        case "steps":
+            return one(lambda s: dist.steps(1, frames, s))
+        case "sine":
+            return one(lambda s: dist.sinusoids(1, frames, s))
+        case "bursts":
+            return one(lambda s: dist.drift_bursts(1, frames, s))
+    trace = dist.from_csv(kind)
+    if trace.shape[1] < frames:
+        trace = np.concatenate([trace, np.repeat(trace[:, -1:], frames - trace.shape[1], axis=1)], axis=1)
+    return np.repeat(trace[:, :frames], b, axis=0)
+
+
+def fixed(action: np.ndarray) -> Controller:
+    return lambda obs, sim: np.broadcast_to(np.asarray(action, np.float32), (sim.b, 4))
+
+
+def to_physical(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return lo + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (hi - lo)
+
+
+def from_physical(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return 2.0 * (a - lo) / (hi - lo) - 1.0
+
+
+def policy(agent: DDPG, lo: np.ndarray, hi: np.ndarray) -> Controller:
+    return lambda obs, sim: to_physical(agent.act(obs), lo, hi)
+
+
+def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarray, seed: int,
+               learn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None] | None = None) -> np.ndarray:
+    """Run the test; returns the trace (B, FRAMES, 4): x, y, target x, target y."""
+    obs = sim.reset(seed, disturbance)
+    while sim.frame < disturbance.shape[1]:
+        action = controller(obs, sim)
+        nxt, reward, _, info = sim.step(action)
+        if learn is not None:
+            learn(obs, action, reward, nxt, info)
+        obs = nxt
+    return np.stack(sim.trace, axis=1)[:, :disturbance.shape[1]]
+
+
+def online_learner(agent: DDPG, buffer: ReplayBuffer, lo, hi, gradient_steps: int = 4):
+    """DDPG keeps learning from the test's transitions (π(s)_retrain)."""
+
+    def learn(obs, action, reward, nxt, info) -> None:
+        n = len(reward)
+        buffer.add(obs, from_physical(action, lo, hi), reward, nxt, np.zeros(n), info["dt"])
+        for _ in range(gradient_steps):
+            agent.update(*buffer.sample(agent.cfg.batch_size))
+
+    return learn
+
+
+def summarize(traces: dict[str, np.ndarray]) -> dict:
+    methods, per_seed = {}, {}
+    for name, tr in traces.items():
+        s = deviation_stats(tr[..., :2], tr[..., 2:])
+        methods[name] = {"mean_px": s["delta_mean"], "std_px": s["delta_std"], "mean_x_px": s["delta_x_mean"],
+                         "std_x_px": s["delta_x_std"], "mean_y_px": s["delta_y_mean"], "std_y_px": s["delta_y_std"]}
+        per_seed[name] = np.array([deviation_stats(t[:, :2], t[:, 2:])["delta_mean"] for t in tr])
+    base = per_seed["baseline"]
+    reductions = {}
+    for name, m in per_seed.items():
+        if name == "baseline":
+            continue
+        red = 100.0 * (base - m) / base
+        half = float(sps.t.ppf(0.975, len(red) - 1) * red.std(ddof=1) / np.sqrt(len(red))) if len(red) > 1 else float("nan")
+        reductions[name] = {"mean": float(red.mean()), "ci95": half}
+    return {"methods": methods, "reduction_vs_baseline_pct": reductions}
+
+
+def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[int, ...] = EVAL_SEEDS,
+                  out: Path | None = None) -> dict:
+    d = test_disturbance(disturbance, seeds)
+    cfg = load_run_config(run) if run else None
+    sim = MemsTuningSim(len(seeds), cfg.env) if cfg else MemsTuningSim(len(seeds))
+    controllers: dict[str, Controller] = {"baseline": fixed(baseline_action()),
+                                          "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
+    learners = {}
+    if run is not None:
+        lo, hi = (b.astype(np.float64) for b in action_bounds(cfg.env))
+        controllers["a_test"] = fixed(np.array(json.loads((run / "a_test.json").read_text())["action"]))
+        controllers["policy"] = policy(load_agent(run, cfg), lo, hi)
+        retrained = load_agent(run, cfg)
+        buffer = ReplayBuffer(cfg.ddpg.buffer_size, cfg.env.k * len(FEATURES), 4, retrained.device)
+        buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
+        controllers["policy_retrained"] = policy(retrained, lo, hi)
+        learners["policy_retrained"] = online_learner(retrained, buffer, lo, hi)
+    traces = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
+    result = {"disturbance": disturbance, "seeds": list(seeds), "frames": FRAMES, **summarize(traces)}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"eval_{Path(disturbance).stem}.md").write_text(markdown(result))
+        plot_traces(traces, out / f"eval_{Path(disturbance).stem}.png", disturbance)
+    return result
+
+
+def markdown(result: dict) -> str:
+    red = result["reduction_vs_baseline_pct"]
+    lines = [f"Test disturbance: {result['disturbance']}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
+             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | vs baseline |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        r = red.get(name)
+        vs = f"{-r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
+                                                                         "mean_y_px", "std_y_px")) + f" | {vs} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_traces(traces: dict[str, np.ndarray], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for name, tr in traces.items():
+        t = np.arange(tr.shape[1]) / 120.0
+        err = np.hypot(tr[0, :, 0] - tr[0, :, 2], tr[0, :, 1] - tr[0, :, 3])
+        axes[0].plot(t, err, lw=0.8, label=name)
+        axes[1].plot(t, tr[0, :, 0] - tr[0, :, 2], lw=0.8, label=name)
+    axes[0].set(ylabel="Δ [px]", title=f"tracking error, first seed ({title})")
+    axes[1].set(ylabel="Δx [px]", xlabel="time [s]")
+    axes[0].legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,26 @@
+"""`edgetune bench loop`: a short real run prints the documented JSON object."""
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from hil.bench import bench_loop
+
+
+def test_bench_loop_json_short_run() -> None:
+    app = typer.Typer()
+    app.command()(bench_loop)
+    app.command("unused")(lambda: None)  # two commands: typer keeps the subcommand name
+    res = CliRunner().invoke(app, ["bench-loop", "--rate", "500", "--seconds", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["rate_hz"] == 500 and set(r) >= {"ticks", "ours", "floor", "p99_ratio"}
+    assert 0 < r["ticks"] <= 500  # overruns skip periods, never add ticks
+    for side in ("ours", "floor"):
+        s = r[side]
+        assert set(s) == {"p50_us", "p99_us", "p999_us", "max_us", "overruns"}
+        assert s["p50_us"] <= s["p99_us"] <= s["p999_us"] <= s["max_us"]
+    assert r["recorder"]["written"] + r["recorder"]["dropped"] == r["ticks"]
+    assert r["recorder"]["dropped"] == 0

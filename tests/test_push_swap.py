@@ -1,0 +1,100 @@
+"""End to end: emulator on a pty + daemon (rl-pid mode) + pusher over authenticated TCP.
+
+Push → validated → swapped at a tick boundary (the policy's gains drive the loop); every bad model
+and every bad request is refused with its reason while the active policy stays; rollback; the loop
+keeps ticking without extra overruns throughout."""
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.hostlink_wire import Keyring
+from controller.pushwire import HEAD, TAG_LEN
+from controller.push_client import PushClient
+from controller.recorder import read_events
+from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
+from hil.stand import SimulatedStand
+
+
+@pytest.fixture
+async def rl_stand(tmp_path):
+    async with SimulatedStand(tmp_path / "stand", config={"loop": {"mode": "rl-pid"}}) as stand:
+        yield stand
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{v}" for v in s.labels.values())
+            out[s.name + (f"[{labels}]" if labels else "")] = s.value
+    return out
+
+
+async def metrics_after_update(stand: SimulatedStand) -> dict[str, float]:
+    await asyncio.sleep(1.2)  # the daemon exports once a second
+    return await asyncio.to_thread(scrape, int(stand.edge_config["metrics"]["port"]))
+
+
+async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path):
+    stand = rl_stand
+    pusher = PushClient(stand.push_addr, stand.keyring, stand.keyring.newest, timeout_s=10)
+    call = lambda f, *a: asyncio.to_thread(f, *a)  # noqa: E731  (blocking client off the test's loop)
+    good1 = make_artifact("good", tmp_path / "v1", version="1", bias=0.5, decision_period_s=0.1)
+    good2 = make_artifact("good", tmp_path / "v2", version="2", bias=-0.5, steps=2, decision_period_s=0.1)
+    assert (await call(pusher.status))["active"] is None
+    before = await metrics_after_update(stand)
+
+    r = await call(pusher.push, good1)
+    assert r["accepted"] and r["reason"] == "swapped" and r["version"] == "1", r
+    assert 0 < r["swap_latency_ms"] < 1000
+    assert r["decision_period_s"] == {"manifest": 0.1, "nominal": 0.1, "drift": 0.0}  # 12 ticks at 120 Hz
+    m = await metrics_after_update(stand)
+    px, iy = m["edgetune_gain[x,P]"], m["edgetune_gain[y,I]"]
+    assert px > 10.5 and LOW[0] <= px <= HIGH[0] and LOW[3] <= iy <= HIGH[3]  # the policy's gains (bias +0.5)
+    assert m["edgetune_model_swaps_total"] == 1
+
+    # every bad model: refused with its reason, the active one stays
+    for fault in FAULTS:
+        r = await call(pusher.push, make_artifact(fault, tmp_path / fault, version=f"bad-{fault}"))
+        assert not r["accepted"] and r["reason"] == EXPECTED_REASON[fault], (fault, r)
+    # bad requests: unsigned, signed with another key, an unknown key id, replayed
+    frame = bytearray(pusher.push_frame(good2))
+    assert (await call(pusher.send, bytes(frame)))["accepted"]  # the original goes through ...
+    assert (await call(pusher.send, bytes(frame)))["reason"] == "replayed"  # ... once
+    frame[HEAD.size - TAG_LEN:HEAD.size] = bytes(TAG_LEN)
+    assert (await call(pusher.send, bytes(frame)))["reason"] == "bad_signature"
+    forger = PushClient(stand.push_addr, Keyring({stand.keyring.newest: os.urandom(32)}), stand.keyring.newest)
+    assert (await call(forger.push, good1))["reason"] == "bad_signature"
+    stranger = PushClient(stand.push_addr, Keyring({200: os.urandom(32)}), 200)
+    assert (await call(stranger.push, good1))["reason"] == "unknown_key"
+
+    status = await call(pusher.status)
+    assert (status["active"], status["previous"]) == ("2", "1")
+    r = await call(pusher.rollback)
+    assert r["accepted"] and r["reason"] == "rolled_back" and r["version"] == "1"
+    status = await call(pusher.status)
+    assert (status["active"], status["previous"]) == ("1", "2")
+    assert status["counters"]["accepted"] == 2 and status["counters"]["rolled_back"] == 1
+    assert {k: v for k, v in status["counters"].items() if k.startswith("rejected:")} == \
+        {f"rejected:{EXPECTED_REASON[f]}": 1 for f in FAULTS}
+    assert status["push_counters"] == {"rejected:replayed": 1, "rejected:bad_signature": 2, "rejected:unknown_key": 1}
+
+    after = await metrics_after_update(stand)
+    assert after["edgetune_ticks_total"] - before["edgetune_ticks_total"] > 120  # the loop kept ticking
+    assert after["edgetune_overruns_total"] == before["edgetune_overruns_total"]
+    assert stand.terminate_daemon() == 0
+    events = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "policy"]
+    assert [e["action"] for e in events if e["action"] != "rejected"] == ["swapped", "swapped", "rolled_back"]
+    assert {e["reason"] for e in events if e["action"] == "rejected"} >= set(EXPECTED_REASON.values())
+
+
+async def test_a_stabilize_daemon_refuses_pushes(mems_stand, tmp_path):
+    pusher = PushClient(mems_stand.push_addr, mems_stand.keyring, mems_stand.keyring.newest, timeout_s=10)
+    r = await asyncio.to_thread(pusher.push, make_artifact("good", tmp_path / "v1"))
+    assert not r["accepted"] and r["reason"] == "no_policy_mode"
