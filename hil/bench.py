@@ -24,3 +24,24 @@ def bench_loop(
         r = report[name]
         typer.echo(f"  {name:5s} p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs  p99.9 {r['p999_us']:8.1f} µs"
                    f"  max {r['max_us']:8.1f} µs  overruns {r['overruns']}")
+
+
+def bench_swap(
+    rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
+    swaps: int = typer.Option(100, "--swaps", help="Models pushed and swapped in."),
+    chunks: int = typer.Option(10, "--chunks", help="Quiet/pushing phase pairs (1 s each)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+) -> None:
+    """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""
+    from hil.bench_swap import bench
+
+    report = bench(rate, swaps, chunks)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(f"{report['accepted']}/{report['swaps']} swaps accepted at {rate:g} Hz; extra overruns "
+               f"{report['extra_overruns']}; swap latency p50 {report['swap_latency_ms']['p50']} ms, "
+               f"max {report['swap_latency_ms']['max']} ms")
+    for name in ("baseline", "with_swaps"):
+        r = report[name]
+        typer.echo(f"  {name:10s} p99 {r['p99_us']:8.1f} µs  max {r['max_us']:8.1f} µs  overruns {r['overruns']}")

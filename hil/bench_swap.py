@@ -26,8 +26,9 @@ from controller.policy import PolicySlot
 from controller.push import PushServer
 from controller.push_client import PushClient
 from controller.recorder import Recorder
-from controller.scheduler import Tick
-from hil.bench_loop import SimStabilizeTick, _result, run_ours
+from controller.latency import LatencyRing
+from controller.scheduler import Scheduler, Tick
+from hil.bench_loop import SimStabilizeTick, _result
 from hil.model_faults import make_artifact
 
 KEY_ID = 1
@@ -49,35 +50,45 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
     await server.start()
     client = PushClient(server.address, keyring, KEY_ID)
 
+    # one loop throughout; each tick's lateness and overrun goes to the phase it ran in
+    phase = "baseline"
+    lat = {k: LatencyRing(round(rate_hz * chunk_s * chunks) + 16) for k in ("baseline", "with_swaps")}
+    over = {"baseline": 0, "with_swaps": 0}
+
     def tick(t: Tick) -> None:
+        lat[phase].add(t.lateness_ns)
+        over[phase] += t.missed > 0
         slot.boundary()
         sim(t)
 
-    lat: dict[str, list[np.ndarray]] = {"baseline": [], "with_swaps": []}
-    over = {"baseline": 0, "with_swaps": 0}
     replies: list[dict[str, Any]] = []
     per_chunk = -(-swaps // chunks)
 
-    async def pusher(batch: list[Path]) -> None:
-        gap = chunk_s / (len(batch) + 1)
-        for art in batch:
-            await asyncio.sleep(gap)
-            replies.append(await asyncio.to_thread(client.push, art))
+    async def driver(sched_done: asyncio.Future) -> None:
+        nonlocal phase
+        for c in range(chunks):
+            phase = "baseline"
+            await asyncio.sleep(chunk_s)
+            phase = "with_swaps"
+            t_end = asyncio.get_running_loop().time() + chunk_s
+            batch = arts[c * per_chunk:(c + 1) * per_chunk]
+            for art in batch:  # evenly spread; a push in flight keeps the phase
+                replies.append(await asyncio.to_thread(client.push, art))
+                await asyncio.sleep(max(0.0, (t_end - asyncio.get_running_loop().time()) / (len(batch) + 1)))
+            await asyncio.sleep(max(0.0, t_end - asyncio.get_running_loop().time()))
+        sched_done.set_result(None)
 
     try:
-        for c in range(chunks):
-            sched = await run_ours(rate_hz, chunk_s, tick)
-            lat["baseline"].append(sched.stats.lateness.values())
-            over["baseline"] += sched.stats.overruns
-            push = asyncio.create_task(pusher(arts[c * per_chunk:(c + 1) * per_chunk]))
-            sched = await run_ours(rate_hz, chunk_s, tick)
-            await push  # normally done within the chunk
-            lat["with_swaps"].append(sched.stats.lateness.values())
-            over["with_swaps"] += sched.stats.overruns
+        done = asyncio.get_running_loop().create_future()
+        drive = asyncio.create_task(driver(done))
+        sched = Scheduler(1.0 / rate_hz)
+        stopper = asyncio.create_task(_stop_when(done, sched))
+        await sched.run(tick)
+        await asyncio.gather(drive, stopper)
     finally:
         await server.close()
         recorder.close()
-    res = {k: _result(np.concatenate(v), over[k]) for k, v in lat.items()}
+    res = {k: _result(v.values(), over[k]) for k, v in lat.items()}
     ms = np.array([r["swap_latency_ms"] for r in replies if r["accepted"]] or [np.nan])
     return {
         "rate_hz": rate_hz, "swaps": len(replies), "accepted": sum(bool(r["accepted"]) for r in replies),
@@ -90,9 +101,14 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
     }
 
 
+async def _stop_when(done: asyncio.Future, sched: Scheduler) -> None:
+    await done
+    sched.stop()
+
+
 def bench(rate_hz: float = 1000.0, swaps: int = 100, chunks: int = 10, chunk_s: float = 1.0,
           decision_every: int = 10) -> dict[str, Any]:
-    """`chunks` × (quiet chunk, pushing chunk) of `chunk_s` each; `swaps` pushes spread over the pushing chunks."""
+    """One loop of `chunks` × (quiet, pushing) phases of `chunk_s` each; `swaps` pushes spread over the pushing phases."""
     if not (rate_hz > 0 and swaps > 0 and chunks > 0 and chunk_s > 0 and decision_every > 0):
         raise ValueError("rate, swaps, chunks, chunk_s and decision_every must be positive")
     with tempfile.TemporaryDirectory() as tmp:

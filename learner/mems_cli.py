@@ -27,17 +27,18 @@ def train_mems(
 def eval_mems(
     run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
     disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (t_s,x_px,y_px)"),
+    seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Path = typer.Option(None, help="where to write the markdown table and PNG (default: the run directory)"),
 ) -> None:
     """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s) and π(s) retrained."""
-    from learner.mems_eval import evaluate_mems, markdown
+    from learner.mems_eval import EVAL_SEEDS, evaluate_mems, markdown
 
     if run is not None and not (run / "checkpoint.pt").exists():
         raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
     if disturbance not in ("wiener", "steps", "sine", "bursts") and not Path(disturbance).is_file():
         raise typer.BadParameter(f"{disturbance!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
-    result = evaluate_mems(run, disturbance, out=out or run)
+    result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run)
     typer.echo(json.dumps(result) if as_json else markdown(result))
 
 

@@ -12,7 +12,7 @@ normalisation to raw readings on the edge). Targets jump by ±100 px at random (
 Reward (eq. 2): r = −c_r · Σ_i |pos_i − target_i| over the frames of the decision, with
 c_r = 1 / (100 px · n_frames), minus ``r_out_baseline`` when the reward is markedly worse than the
 baseline gains' reward over the same frames (a shadow copy of each stand runs the baseline from the
-same state, so the comparison is exact).
+same state with the same targets and disturbance; only the camera noise samples differ).
 """
 from __future__ import annotations
 

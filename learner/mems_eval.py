@@ -24,7 +24,7 @@ from learner.mems_env import FEATURES, MemsTuningSim, action_bounds, baseline_ac
 from learner.mems_train import load_agent, load_run_config
 from learner.ziegler_nichols import ziegler_nichols_gains
 
-EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ...)
+EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ... per episode)
 FRAMES = 1000
 Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
 

@@ -118,11 +118,11 @@ async def test_move_follows_slew_accel_and_settle(ct) -> None:
 async def test_busy_and_out_of_range_commands_are_refused_and_counted(ct) -> None:
     dev = await ct(seed=3, speed=4.0)
     await dev.home()
-    await dev.driver.command(p.MoveTo(120.0))
+    await dev.driver.command(p.MoveTo(300.0))  # ≈ 0.9 s of wall time to be refused in
     await dev.wait(lambda s: s.moving and s.angle_deg > 1.0)
     assert [await dev.refused(m) for m in (p.MoveTo(30.0), p.Acquire(0.08), p.Home())] == ["BUSY"] * 3
     st = await dev.wait(lambda s: s.in_position)
-    assert st.angle_deg == pytest.approx(120.0, abs=0.003) and st.busy_refused == 3
+    assert st.angle_deg == pytest.approx(300.0, abs=0.003) and st.busy_refused == 3
     for msg, why in ((p.MoveTo(365.5), "OUT_OF_RANGE"), (p.MoveTo(-5.5), "OUT_OF_RANGE"),
                      (p.MoveTo(math.nan), "NOT_FINITE"), (p.Acquire(0.0), "OUT_OF_RANGE"),
                      (p.Acquire(math.inf), "NOT_FINITE"), (p.SetSample(7, 0, 0, 63), "BAD_PARAM"),
@@ -130,7 +130,7 @@ async def test_busy_and_out_of_range_commands_are_refused_and_counted(ct) -> Non
                      (p.SetNoise(1, 1.5), "OUT_OF_RANGE"), (p.Projection(0.0, 0, 0.1, ()), "UNSUPPORTED")):
         assert await dev.refused(msg) == why, msg
     st = await dev.status()
-    assert st.target_deg == pytest.approx(120.0) and not st.moving and st.busy_refused == 3
+    assert st.target_deg == pytest.approx(300.0) and not st.moving and st.busy_refused == 3
     await dev.driver.command(p.MoveTo(365.0))  # the soft limit itself is allowed and flagged
     assert (await dev.wait(lambda s: s.in_position, timeout=10.0)).at_max
 
@@ -141,11 +141,11 @@ async def test_exposure_takes_its_time_blocks_motion_and_halt_cancels_it(ct) -> 
     t0 = (await dev.status()).t_us
     proj = await dev.projection(0.2)
     assert (proj.t_us - t0) / 1e6 == pytest.approx(0.2, abs=0.03) and proj.exposure_s == pytest.approx(0.2)
-    await dev.driver.command(p.Acquire(0.5))
+    await dev.driver.command(p.Acquire(1.0))  # 0.5 s of wall time
     assert (await dev.status()).exposing
     assert await dev.refused(p.MoveTo(10.0)) == "BUSY"
     await dev.driver.command(p.Halt())
-    await asyncio.sleep(0.4)  # past the exposure's end: its projection never comes
+    await asyncio.sleep(0.6)  # past the exposure's end: its projection never comes
     assert len(dev.data) == 1 and not (await dev.status()).exposing
 
 

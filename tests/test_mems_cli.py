@@ -1,0 +1,73 @@
+"""The MEMS learning commands as a user runs them: train → export → eval (short budget)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from controller.manifest import load_artifact
+from hil.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("mems") / "run"
+    res = runner.invoke(app, ["train", "mems", "--out", str(run), "--steps", "2400", "--num-envs", "8"])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_train_writes_run_artifacts(run_dir):
+    for name in ("config.json", "checkpoint.pt", "log.csv", "a_test.json", "reward.png", "summary.json"):
+        assert (run_dir / name).exists(), name
+    a_test = json.loads((run_dir / "a_test.json").read_text())["action"]
+    assert len(a_test) == 4 and 2.0 <= a_test[0] <= 40.0 and 120.0 <= a_test[1] <= 4800.0
+
+
+def test_resume_continues_from_the_checkpoint(run_dir):
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--num-envs", "8", "--resume"])
+    assert res.exit_code == 0, res.output
+    rows = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert rows[:, 0].max() > 2400  # episodes after the resume point were logged and np.all(np.diff(rows[:, 0]) >= 0)
+
+
+def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
+    res = runner.invoke(app, ["export", str(run_dir), str(tmp_path / "policy")])
+    assert res.exit_code == 0, res.output
+    manifest, model = load_artifact(tmp_path / "policy")
+    assert manifest.task == "mems-pid-gains" and manifest.observation.shape == (48,)
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    raw = np.random.default_rng(0).normal(0, 150, (5, 48)).astype(np.float32)  # px and V, not normalised
+    (gains,) = sess.run(["action"], {"obs": raw})
+    assert np.all(gains >= np.array(manifest.action.low, np.float32) - 1e-4)
+    assert np.all(gains <= np.array(manifest.action.high, np.float32) + 1e-4)
+
+
+def test_eval_prints_the_table_json(run_dir):
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "a_test", "policy", "policy_retrained"}
+    for m in out["methods"].values():
+        assert {"mean_px", "std_px", "mean_x_px", "std_x_px", "mean_y_px", "std_y_px"} <= set(m)
+    assert set(out["reduction_vs_baseline_pct"]) == set(out["methods"]) - {"baseline"}
+    assert (run_dir / "eval_wiener.md").exists() and (run_dir / "eval_wiener.png").exists()
+
+
+def test_eval_rejects_a_bad_disturbance(run_dir):
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", "nope"])
+    assert res.exit_code != 0 and "nope" in res.output
+
+
+def test_eval_replays_a_users_csv(run_dir, tmp_path):
+    t = np.arange(0, 3, 0.02)
+    csv = tmp_path / "stand.csv"
+    csv.write_text("t_s,x_px,y_px\n" + "\n".join(f"{a:.3f},{10 * np.sin(3 * a):.3f},{5 * np.cos(2 * a):.3f}" for a in t))
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", str(csv), "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["methods"]["baseline"]["mean_px"] > 0

@@ -1,0 +1,79 @@
+"""The MEMS tuning environments: gymnasium contract, reward (eq. 2), Δt, scenarios, live stand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from controller.hostclient import HostClient
+from controller.pid import BASELINE_GAINS
+from firmware_sim.disturbance import wiener
+from learner.mems_env import MemsTuningConfig, MemsTuningEnv, MemsTuningSim, MemsTuningVecEnv, baseline_action
+from learner.mems_live_env import MemsLiveEnv
+
+
+def test_sim_env_passes_gymnasium_check():
+    check_env(MemsTuningEnv(), skip_render_check=True)
+
+
+def test_vec_env_is_deterministic_and_reports_dt():
+    def roll(seed):
+        env = MemsTuningVecEnv(4)
+        env.reset(seed=seed)
+        out = [env.step(np.tile(baseline_action(), (4, 1))) for _ in range(3)]
+        return np.stack([o[0] for o in out]), out[-1][4]["dt"]
+
+    (a, dt), (b, _) = roll(3), roll(3)
+    np.testing.assert_array_equal(a, b)
+    lo, hi = MemsTuningConfig().frames_per_decision
+    assert np.all(dt >= lo / 12) and np.all(dt <= hi / 12)
+
+
+def test_baseline_action_matches_its_shadow_and_bad_gains_are_penalised():
+    sim = MemsTuningSim(2)
+    sim.reset(0)
+    for _ in range(5):
+        _, r, _, info = sim.step(np.tile(baseline_action(), (2, 1)))
+    # the agent's stands run the same gains as their baseline shadows: the same errors up to camera noise
+    np.testing.assert_allclose(info["mean_error_px"], info["baseline_error_px"], rtol=0.2)
+    assert np.all(r == pytest.approx(-info["mean_error_px"] / 100.0))
+    sim.reset(0)
+    unstable = np.array([[40.0, 4800.0, 40.0, 4800.0]] * 2, dtype=np.float32)
+    for _ in range(10):
+        _, r, _, info = sim.step(unstable)
+    assert np.all(info["mean_error_px"] > 1.5 * info["baseline_error_px"])
+    assert np.all(r <= -1.0)  # eq. 2's extra penalty
+
+
+def test_scenario_replay_records_the_frames():
+    sim = MemsTuningSim(2)
+    d = wiener(2, 100, seed=5)
+    sim.reset(1, d)
+    while sim.frame < 100:
+        sim.step(np.tile(baseline_action(), (2, 1)))
+    trace = np.stack(sim.trace, axis=1)
+    assert trace.shape[0] == 2 and trace.shape[1] >= 100 and trace.shape[2] == 4
+    assert np.all(trace[:, :, 2:] == 0.0)  # the target stays at the centre; M1 moves
+
+
+async def test_live_env_steps_the_running_daemon(mems_stand):
+    await mems_stand.client.close()  # one sender per key id (docs/hostlink.md)
+    mems_stand.client = None
+    addr, ring = mems_stand.edge_addr, mems_stand.keyring
+
+    async def factory():
+        return await HostClient(addr, ring, key_id=ring.newest).open()
+
+    import asyncio
+
+    env = await asyncio.to_thread(MemsLiveEnv, factory, MemsTuningConfig(decisions_per_episode=3))
+    try:
+        obs, _ = await asyncio.to_thread(env.reset, seed=0)
+        assert env.observation_space.contains(obs)
+        obs, r, term, trunc, info = await asyncio.to_thread(env.step, baseline_action())
+        assert info["frames"] >= 6 and 0.5 < info["dt"] < 3.0  # ~12 frames of telemetry per 100 ms
+        assert np.isfinite(r) and not term
+        gains = BASELINE_GAINS  # the daemon applied what the env sent
+        assert env.observation_space.contains(obs) and gains.shape == (2, 3)
+    finally:
+        await asyncio.to_thread(env.close)
