@@ -34,6 +34,7 @@ app.add_typer(link_app, name="link")
 
 app.command("daemon")(controller.cli.daemon)
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
+sim_app.command("ct")(firmware_sim.cli.sim_ct)
 bench_app.command("sirt")(learner.ct_cli.bench_sirt)
 train_app.command("mems")(learner.mems_cli.train_mems)
 eval_app.command("mems")(learner.mems_cli.eval_mems)
@@ -42,6 +43,10 @@ hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)
 hil_app.command("soak")(hil.commands.hil_soak)
 bench_app.command("fuzz")(hil.commands.bench_fuzz)
+app.command("push")(controller.cli.push)
+app.command("rollback")(controller.cli.rollback)
+link_app.command("policy-status")(controller.cli.policy_status)
+bench_app.command("swap")(hil.bench.bench_swap)
 bench_app.command("loop")(hil.bench.bench_loop)
 bench_app.command("ddpg")(learner.cli.bench_ddpg)
 bench_app.command("policy")(learner.cli.bench_policy)
@@ -53,13 +58,15 @@ link_app.command("set-target")(controller.hostlink_cli.link_set_target)
 
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder (tables, PNGs, stand logs)."),
-         seed: int = typer.Option(1, help="Disturbance seed.")) -> None:
-    """The main job on the simulated instrument: emulator + daemon + host, step and Wiener tests."""
+         seed: int = typer.Option(1, help="Disturbance seed."),
+         steps: int = typer.Option(24_000, help="DDPG training decisions (all simulated stands)."),
+         run: Path = typer.Option(None, help="Use this trained run instead of training.")) -> None:
+    """The main job: train DDPG, push the policy to the daemon on the simulated stand, Wiener test vs baselines."""
     import asyncio
 
     from hil.demo import run_demo
 
-    asyncio.run(run_demo(out, seed))
+    asyncio.run(run_demo(out, seed, steps, run))
 
 
 def main() -> None:

@@ -1,10 +1,12 @@
 """`make demo`: the main job on the simulated MEMS stand, end to end over the real interfaces.
 
-Emulator on a pty + edge daemon (baseline PID) + this host over UDP:
-  1. a 100 px target step (settling time);
-  2. the paper's test: a Wiener disturbance on M1 for 1000 frames, tracking error table
-     (mean and σ of Δ, Δx, Δy in px) next to the same gains in the in-process simulator;
-  3. PNGs of the spot trajectory against the target.
+  1. train DDPG on the fast simulator (paper settings) and export the actor to ONNX;
+  2. emulator on a pty + edge daemon in rl-pid mode (baseline PID until a policy arrives) + this
+     host over UDP: a 100 px target step (settling time);
+  3. the paper's test, a Wiener disturbance on M1 for 1000 frames, with the baseline gains, with
+     Ziegler–Nichols gains (set over the host link), then with the RL policy pushed to the edge
+     (validated and hot-swapped at a tick boundary; it re-tunes the PID on the edge);
+  4. the same methods on the simulator over 8 test seeds; tables and PNGs.
 """
 from __future__ import annotations
 
@@ -17,12 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.protocol import Disturbance
-from firmware_sim.disturbance import WIENER_SIGMA_PX_SQRT_S, wiener
-from firmware_sim.mems import MemsStand
+from firmware_sim.disturbance import WIENER_SIGMA_PX_SQRT_S
 from hil.stand import SimulatedStand
 from hil.telemetry import collect, settling_time_s
-from learner.closed_loop import deviation_stats, simulate, tracking_stats
-from controller.pid import BASELINE_GAINS
+from learner.closed_loop import deviation_stats
 
 PAPER_BASELINE = {"delta_mean": 7.83, "delta_std": 5.48, "delta_x_mean": 4.96, "delta_x_std": 5.16,
                   "delta_y_mean": 4.97, "delta_y_std": 3.9}
@@ -48,7 +48,7 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_trajectory(step: np.ndarray, test: np.ndarray, path: Path) -> None:
+def plot_trajectory(step: np.ndarray, tests: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,13 +61,13 @@ def plot_trajectory(step: np.ndarray, test: np.ndarray, path: Path) -> None:
     axes[0].axhspan(step[-1, 3] - 2, step[-1, 3] + 2, color="g", alpha=0.2, label="±2 px")
     axes[0].set(title="100 px target step (baseline PID)", xlabel="time [s]", ylabel="x [px]")
     axes[0].legend()
-    t = test[:, 0] - test[0, 0]
-    axes[1].plot(t, test[:, 1] - test[:, 3], label="Δx")
-    axes[1].plot(t, test[:, 2] - test[:, 4], label="Δy")
-    axes[1].set(title="Wiener disturbance: spot − target", xlabel="time [s]", ylabel="error [px]")
+    for name, test in tests.items():
+        t = test[:, 0] - test[0, 0]
+        axes[1].plot(t, np.hypot(test[:, 1] - test[:, 3], test[:, 2] - test[:, 4]), lw=0.7, label=name)
+        axes[2].plot(test[:, 1], test[:, 2], lw=0.5, label=name)
+    axes[1].set(title="Wiener disturbance: |spot − target| (HIL)", xlabel="time [s]", ylabel="Δ [px]")
     axes[1].legend()
-    axes[2].plot(test[:, 1], test[:, 2], lw=0.6)
-    axes[2].plot(test[:, 3], test[:, 4], "r+", ms=12, label="target")
+    axes[2].plot(0, 0, "k+", ms=14, label="target")
     axes[2].set(title="spot on the sensor", xlabel="x [px]", ylabel="y [px]", aspect="equal")
     axes[2].legend()
     fig.tight_layout()
@@ -75,30 +75,81 @@ def plot_trajectory(step: np.ndarray, test: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-async def run_demo(out: Path, seed: int = 1) -> dict:
+async def wiener_run(client, seed: int) -> np.ndarray:
+    """One HIL Wiener test: disturbance off and settle, then WIENER_FRAMES frames of telemetry."""
+    await client.set_disturbance(Disturbance.NONE)
+    await collect(client, 1.0)
+    seconds = WIENER_FRAMES / FRAME_RATE_HZ
+    await client.set_disturbance(Disturbance.WIENER, seed, seconds + 1.0, WIENER_SIGMA_PX_SQRT_S)
+    return (await collect(client, seconds + 0.2))[:WIENER_FRAMES]
+
+
+def train_policy(out: Path, steps: int, console: Console) -> Path:
+    """Train DDPG on the fast simulator and export it; returns the artifact directory."""
+    from learner.mems_export import export_mems
+    from learner.mems_train import MemsTrainConfig, train_mems
+
+    run = out / "run"
+    cfg = MemsTrainConfig()
+    cfg.ddpg.total_steps = steps
+    console.rule("1. train DDPG on the simulator")
+    train_mems(run, cfg)
+    manifest = export_mems(run, out / "policy")
+    console.print(f"exported {out / 'policy' / 'model.onnx'} (sha256 {manifest.sha256[:12]}…)")
+    return run
+
+
+async def run_demo(out: Path, seed: int = 1, steps: int = 24_000, run: Path | None = None) -> dict:
+    from controller.push_client import PushClient
+    from learner.mems_eval import evaluate_mems
+    from learner.ziegler_nichols import ziegler_nichols_gains
+    from controller.hostlink_wire import Gains
+
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
-    async with SimulatedStand(out / "stand", seed=seed) as stand:
+    if run is None:
+        run = train_policy(out, steps, console)
+    else:
+        from learner.mems_export import export_mems
+
+        export_mems(run, out / "policy")
+    console.rule("2. emulator + daemon (rl-pid mode, no policy yet: baseline PID)")
+    async with SimulatedStand(out / "stand", seed=seed, config={"loop": {"mode": "rl-pid"}}) as stand:
         client = stand.client
-        console.print(f"emulator on [bold]{stand.port}[/], daemon host link {stand.edge_addr}")
+        console.print(f"emulator on [bold]{stand.port}[/], host link {stand.edge_addr}, model push {stand.push_addr}")
         await collect(client, 0.5)
         await client.set_target(100.0, 0.0)
         step = await collect(client, 2.0)
         settle = settling_time_s(step, 2.0)
         console.print(f"100 px step settled within 2 px in [bold]{settle * 1e3:.0f} ms[/]")
         await client.set_target(0.0, 0.0)
-        await collect(client, 1.0)
-        seconds = WIENER_FRAMES / FRAME_RATE_HZ
-        await client.set_disturbance(Disturbance.WIENER, seed, seconds + 1.0, WIENER_SIGMA_PX_SQRT_S)
-        test = (await collect(client, seconds + 0.2))[:WIENER_FRAMES]
-    hil = deviation_stats(test[:, 1:3], test[:, 3:5])
-    sim = tracking_stats(simulate(MemsStand(), BASELINE_GAINS, wiener(16, WIENER_FRAMES, seed)))
-    rows = {"paper Table 2, a_baseline": PAPER_BASELINE, "baseline PID, HIL (1 run)": hil,
-            "baseline PID, simulator (16 seeds)": sim}
+        console.rule("3. Wiener test: baseline, Ziegler–Nichols, then the pushed RL policy")
+        tests = {"baseline": await wiener_run(client, seed)}
+        await client.set_gains(Gains.from_rows(ziegler_nichols_gains()))
+        tests["ziegler_nichols"] = await wiener_run(client, seed)
+        reply = await asyncio.to_thread(PushClient(stand.push_addr, stand.keyring, stand.keyring.newest).push,
+                                        out / "policy")
+        console.print(f"push: accepted={reply['accepted']} swap latency {reply.get('swap_latency_ms', float('nan')):.1f} ms "
+                      f"({reply.get('reason') or 'validated, swapped at a tick boundary'})")
+        if not reply["accepted"]:
+            raise RuntimeError(f"the edge refused the policy: {reply}")
+        tests["rl_pid"] = await wiener_run(client, seed)
+    hil = {f"{name}, HIL": deviation_stats(t[:, 1:3], t[:, 3:5]) for name, t in tests.items()}
+    console.rule("4. the same methods on the simulator, 8 test seeds")
+    sim = evaluate_mems(run, "wiener", out=out)
+    sim_rows = {f"{name}, simulator": {"delta_mean": m["mean_px"], "delta_std": m["std_px"],
+                                       "delta_x_mean": m["mean_x_px"], "delta_x_std": m["std_x_px"],
+                                       "delta_y_mean": m["mean_y_px"], "delta_y_std": m["std_y_px"]}
+                for name, m in sim["methods"].items()}
+    rows = {"paper Table 2, a_baseline": PAPER_BASELINE, **hil, **sim_rows}
     console.print(stats_table(f"Wiener test, {WIENER_FRAMES} frames [px]", rows))
-    plot_trajectory(step, test, out / "trajectory.png")
+    base = hil["baseline, HIL"]["delta_mean"]
+    hil_red = {k: 100 * (base - v["delta_mean"]) / base for k, v in hil.items() if not k.startswith("baseline")}
+    console.print("reduction vs baseline on the HIL stand: " + ", ".join(f"{k} {v:+.1f} %" for k, v in hil_red.items()))
+    plot_trajectory(step, tests, out / "trajectory.png")
     (out / "table.md").write_text(markdown_table(rows))
-    result = {"step_settling_s": settle, "wiener": rows}
+    result = {"step_settling_s": settle, "wiener": rows, "hil_reduction_pct": hil_red,
+              "simulator_reduction_pct": sim["reduction_vs_baseline_pct"], "push": reply}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
-    console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}")
+    console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}, {run / 'reward.png'}")
     return result
