@@ -66,11 +66,14 @@ class Daemon:
                                                  envelope_arrays(cfg.hostlink.envelope))
         else:
             self.mode = StabilizeMode(pid, gate, baseline, target)
-        self.trigger = FrameTrigger() if cfg.loop.pacing == "frames" else None
+        # frame-paced: without frames (device away) tick on at a slower pace, commanding the safe value
+        self.trigger = (FrameTrigger(fallback_s=2.0 / cfg.loop.rate_hz + cfg.device.read_timeout_s)
+                        if cfg.loop.pacing == "frames" else None)
         self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
         self.driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
                                    backoff_max_s=cfg.device.reconnect_backoff_max_s,
-                                   on_frame=self._on_frame, on_link=self._on_device_link)
+                                   on_frame=self._on_frame, on_link=self._on_device_link,
+                                   silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
         self.hostlink = HostLink(cfg.hostlink, self.keyring, self.baseline)
         self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
                                       flush_ms=cfg.recorder.flush_ms)
@@ -203,6 +206,7 @@ class Daemon:
                 self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains,
                                     faults={"device": self.faults, **dict(self.hostlink.counters),
                                             "serial_rejected": self.driver.decoder.rejected,
+                                            "serial_frames_missed": self.driver.decoder.seq_gaps,
                                             "command_clamped": self.mode.gate.clamped,
                                             "command_non_finite": self.mode.gate.non_finite,
                                             **self._policy_counters()})

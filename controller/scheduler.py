@@ -161,13 +161,19 @@ def default_timer(clock: Clock) -> Timer:
 
 
 class FrameTrigger(_FutureTimer):
-    """Paces ticks by device frames. `notify()` is called (on the loop thread) per received frame."""
+    """Paces ticks by device frames. `notify()` is called (on the loop thread) per received frame.
 
-    def __init__(self, clock: Clock = time.monotonic_ns) -> None:
+    With ``fallback_s``, a wait that sees no frame for that long returns anyway (as one tick at the
+    current time, counted in ``fallback_ticks``): the loop keeps ticking — and commanding the safe
+    value — while the device is away, instead of stopping with its frame stream."""
+
+    def __init__(self, clock: Clock = time.monotonic_ns, fallback_s: float | None = None) -> None:
         super().__init__()
         self._clock = clock
         self._pending = 0
         self._last_ns = 0
+        self.fallback_s = fallback_s
+        self.fallback_ticks = 0
 
     def notify(self, t_ns: int | None = None) -> None:
         self._last_ns = self._clock() if t_ns is None else t_ns
@@ -177,7 +183,11 @@ class FrameTrigger(_FutureTimer):
     async def wait(self) -> tuple[int, int]:
         """(arrival time of the newest frame, frames since the previous wait); (0, 0) if woken."""
         if self._pending == 0:
-            await self._wait()
+            try:
+                await asyncio.wait_for(self._wait(), self.fallback_s)
+            except TimeoutError:
+                self.fallback_ticks += 1
+                return self._clock(), 1
         n, self._pending = self._pending, 0
         return self._last_ns, n
 

@@ -103,24 +103,28 @@ class UdpProxy:
         if rng.random() < f.loss:
             c[f"{direction}.loss"] += 1
             return
+        damaged = False
         if data and rng.random() < f.corrupt:
             i = rng.randrange(len(data) * 8)
             data = data[:i // 8] + bytes([data[i // 8] ^ (1 << (i % 8))]) + data[i // 8 + 1:]
             c[f"{direction}.corrupt"] += 1
+            damaged = True
         elif len(data) > 1 and rng.random() < f.truncate:
             data = data[:rng.randrange(1, len(data))]
             c[f"{direction}.truncate"] += 1
+            damaged = True
         copies = 2 if rng.random() < f.duplicate else 1
         c[f"{direction}.duplicate"] += copies - 1
-        for _ in range(copies):
+        for copy in range(copies):
             delay = self._delay_s()
             if rng.random() < f.reorder:  # held back behind the datagrams that follow
                 delay += max(f.delay_ms, 5.0) * 2e-3
                 c[f"{direction}.reorder"] += 1
+            bad = damaged or copy > 0  # a duplicate is a replay: the edge must drop it too
             if delay > 0:
-                asyncio.get_running_loop().call_later(delay, self._send, data, direction)
+                asyncio.get_running_loop().call_later(delay, self._send, data, direction, bad)
             else:
-                self._send(data, direction)
+                self._send(data, direction, bad)
 
     def _delay_s(self) -> float:
         f = self.faults
@@ -130,10 +134,12 @@ class UdpProxy:
             jitter = self.rng.uniform(-f.jitter_ms, f.jitter_ms)
         return max(0.0, f.delay_ms + jitter) * 1e-3
 
-    def _send(self, data: bytes, direction: Direction) -> None:
+    def _send(self, data: bytes, direction: Direction, damaged: bool = False) -> None:
         if self.partitioned:  # still in flight when the partition began
             self.counters[f"{direction}.partitioned"] += 1
             return
+        if damaged:  # counted when it is actually delivered (a delayed one may never be)
+            self.counters[f"{direction}.delivered_damaged"] += 1
         if direction == "to_edge" and self._back is not None:
             self._back.sendto(data)
         elif direction == "to_host" and self._front is not None and self._host_addr is not None:

@@ -397,6 +397,13 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
                                       "at_s": item.at_s, "seconds": item.seconds, "count": item.count,
                                       "details": details or {}})
         await asyncio.sleep(max(0.0, scenario.duration_s - ctx.t()))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if ctx.proxy is not None:  # no more traffic; the edge exports its counters once a second
+            ctx.proxy.close()
+            ctx.probes["proxy_damaged_to_edge"] = float(ctx.proxy.counters["to_edge.delivered_damaged"])
+            await asyncio.sleep(1.2)
         alive = stand.daemon is not None and stand.daemon.poll() is None
         if alive:
             edge = await asyncio.to_thread(_scrape, int(stand.edge_config["metrics"]["port"]))
@@ -407,8 +414,6 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
         if ctx.proxy is not None:
             ctx.proxy.close()
-            ctx.probes["proxy_damaged_to_edge"] = float(sum(
-                ctx.proxy.counters[f"to_edge.{k}"] for k in ("corrupt", "truncate", "duplicate")))
         await stand.close()
     data = RunData.collect(ctx, end_ns, {**edge, **ctx.probes}, alive)
     results = evaluate(data)

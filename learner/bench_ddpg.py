@@ -43,6 +43,7 @@ def _sb3(steps: int, seed: int, eval_episodes: int) -> dict:
     import numpy as np
     from stable_baselines3 import DDPG
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.noise import NormalActionNoise
 
     z = ZOO_PENDULUM
@@ -56,7 +57,7 @@ def _sb3(steps: int, seed: int, eval_episodes: int) -> dict:
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - t0
-    eval_env = gym.make("Pendulum-v1")
+    eval_env = Monitor(gym.make("Pendulum-v1"))
     eval_env.reset(seed=10_000 + seed)
     returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True, return_episode_rewards=True)
     return {"steps_per_s": steps / wall, "final_return": float(np.mean(returns)), "final_return_std": float(np.std(returns))}
