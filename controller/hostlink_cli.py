@@ -5,8 +5,8 @@ from pathlib import Path
 
 import typer
 
-_KEYS = typer.Option(..., "--keys", "-k", help="key file (`id:hex` lines, mode 600)")
-_EDGE = typer.Option("127.0.0.1:9750", "--edge", help="edge host:port")
+_KEYS = typer.Option(..., "--key-file", "-k", help="key file (`id:hex` lines, mode 600)")
+_EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link address HOST:PORT")
 
 
 def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, ANN202

@@ -5,16 +5,18 @@ The loop is in process: the asyncio `Scheduler` (timerfd) running hil.bench_loop
 tick (firmware_sim.mems.MemsStand physics, PID, safety gate, recorder, telemetry sealing) with the
 rl-pid mode (the active ONNX actor re-tunes the gains every `decision_every` ticks) and the policy
 slot's tick-boundary swap. The daemon's real `PushServer` runs on the same event loop on a loopback TCP
-port; the pusher (controller.push_client, blocking sockets) runs in another thread and pushes distinct
-signed models, each installed, validated, and swapped in. Quiet and pushing chunks alternate so both
+port; the pusher (controller.push_client) runs in another process, as the host would, and pushes
+distinct signed models, each installed, validated, and swapped in. Quiet and pushing chunks alternate so both
 see the same background load. swap_latency_ms: request received → swapped at a tick boundary.
 """
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import tempfile
 from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,17 @@ from hil.bench_loop import SimStabilizeTick, _result
 from hil.model_faults import make_artifact
 
 KEY_ID = 1
+_pusher: PushClient | None = None  # the pusher process's client (its sequence numbers persist across pushes)
+
+
+def _start_pusher(addr: tuple[str, int], key: bytes) -> None:
+    global _pusher
+    _pusher = PushClient(addr, Keyring({KEY_ID: key}), KEY_ID)
+
+
+def _push(art: Path) -> dict[str, Any]:
+    assert _pusher is not None
+    return _pusher.push(art)
 
 
 async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decision_every: int,
@@ -48,7 +61,9 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
                         nominal_period_s=decision_every / rate_hz, max_clock_skew_s=5.0, replay_window=128,
                         record=recorder.record_event)
     await server.start()
-    client = PushClient(server.address, keyring, KEY_ID)
+    pusher = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _start_pusher,
+                                 (server.address, keyring.keys[KEY_ID]))
+    pusher.submit(int).result()  # the process is up before the first quiet phase
 
     # one loop throughout; each tick's lateness and overrun goes to the phase it ran in
     phase = "baseline"
@@ -73,7 +88,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
             t_end = asyncio.get_running_loop().time() + chunk_s
             batch = arts[c * per_chunk:(c + 1) * per_chunk]
             for art in batch:  # evenly spread; a push in flight keeps the phase
-                replies.append(await asyncio.to_thread(client.push, art))
+                replies.append(await asyncio.get_running_loop().run_in_executor(pusher, _push, art))
                 await asyncio.sleep(max(0.0, (t_end - asyncio.get_running_loop().time()) / (len(batch) + 1)))
             await asyncio.sleep(max(0.0, t_end - asyncio.get_running_loop().time()))
         sched_done.set_result(None)
@@ -86,6 +101,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
         await sched.run(tick)
         await asyncio.gather(drive, stopper)
     finally:
+        pusher.shutdown()
         await server.close()
         recorder.close()
     res = {k: _result(v.values(), over[k]) for k, v in lat.items()}

@@ -308,3 +308,62 @@ def recorder_sigkill_recovery(d: RunData, c: Check) -> tuple[bool, str]:
     bad = [r for r in rec if r["lost_at_least"] > batch or r["missing_in_range"] != 0 or r["integrity"] != "ok"]
     return not bad, "; ".join(f"session {r['session']}: {r['written']} stored, ≥{r['lost_at_least']} lost "
                               f"(batch {batch}), {r['missing_in_range']} gaps, integrity {r['integrity']}" for r in rec)
+
+
+def _models(d: RunData, *kinds: str) -> list[dict[str, Any]]:
+    """Recorded model requests (hil/faults_model.py) of the given kinds, all when none given."""
+    return [f["details"] for f in d.faults_of("model.") if not kinds or f["details"]["model"] in kinds]
+
+
+@check("models_rejected_with_reason")
+def models_rejected_with_reason(d: RunData, c: Check) -> tuple[bool, str]:
+    """Every bad push refused with its expected reason, the active policy (edge status) unchanged after
+    each; every good push accepted and active afterwards."""
+    from hil.faults_model import handled
+
+    recs = [r for r in _models(d) if r["model"] != "rollback"]
+    bad = [r for r in recs if r["expect"] is not None]
+    wrong = [w for r in recs if (w := handled(r))]
+    return bool(bad) and not wrong, (f"{len(bad)} bad pushes ({', '.join(sorted({r['reason'] for r in bad}))}), "
+                                     f"{len(recs) - len(bad)} good; " + ("; ".join(wrong) or "all as expected"))
+
+
+@check("rollback_restores_previous")
+def rollback_restores_previous(d: RunData, c: Check) -> tuple[bool, str]:
+    """Each rollback was accepted and swapped active and previous (edge status before and after)."""
+    from hil.faults_model import handled
+
+    recs = _models(d, "rollback")
+    notes = [handled(r) or f"{r['active_before']} → {r['active_after']}" for r in recs]
+    return bool(recs) and not any(handled(r) for r in recs), "; ".join(notes) or "no rollback in the scenario"
+
+
+@check("nan_output_falls_back")
+def nan_output_falls_back(d: RunData, c: Check) -> tuple[bool, str]:
+    """While a policy that outputs NaN above an x threshold is active: every decision whose observation window
+    saw x above it left the baseline gains, every one that saw only finite x below it the policy's gains;
+    the daemon counted the non-finite outputs; commands stayed finite and within limits."""
+    swaps = [f for f in d.faults_of("model.nan_runtime") if f["details"]["accepted"]]
+    if not swaps:
+        return False, "no accepted model.nan_runtime push in the scenario"
+    f = swaps[0]
+    rec, later = f["details"], [g["t_ns"] for g in d.faults_of("model.") if g["t_ns"] > f["t_ns"]]
+    m = d.window(rec["done_ns"], min(later, default=float("inf")))
+    thr = float(rec["params"].get("x_threshold_px", 200.0))
+    # gains at tick i come from the last decision (≤ every_n ticks back) over the k readings before it
+    w = d.cfg.policy.decision_every_n_ticks + int(rec["params"].get("steps", 4)) - 1
+    x = d.ticks["x"][m]
+    if x.size < w:
+        return False, f"{x.size} ticks with the policy active"
+    win = np.lib.stride_tricks.sliding_window_view(x, w)
+    above, below = np.all(win > thr, axis=1), np.all(win <= thr, axis=1)  # NaN x is neither
+    at_base = np.all(d.gains(m)[w - 1:] == d.baseline(), axis=1)
+    lim, cmd = d.cfg.device.voltage_limits_v, np.stack([d.ticks["cmd_x"][m], d.ticks["cmd_y"][m]], axis=1)
+    cmd_ok = bool(np.all(np.isfinite(cmd)) and np.all(cmd >= [lim.x.min, lim.y.min]) and np.all(cmd <= [lim.x.max, lim.y.max]))
+    counted = d.edge.get("policy_non_finite_output", 0.0)
+    n_up, n_down = int(above.sum()), int(below.sum())
+    fell_back, tuned = int(np.sum(above & at_base)), int(np.sum(below & ~at_base))
+    ok = n_up >= 10 and n_down >= 10 and fell_back == n_up and tuned == n_down and counted > 0 and cmd_ok
+    return ok, (f"x > {thr:g} px: {fell_back} of {n_up} ticks at the baseline gains; x ≤ {thr:g} px: {tuned} of "
+                f"{n_down} at the policy's gains; daemon counted {counted:g} non-finite outputs; commands finite "
+                f"and within limits {cmd_ok}")

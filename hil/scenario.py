@@ -10,9 +10,9 @@ pty, daemon, host client over loopback UDP, optionally through the fault proxy) 
     [[faults]]         at_s + kind (see FAULTS) + seconds / count / net / config / expect_error / params
     [[assert]]         check (see hil.checks.CHECKS) + its thresholds
 
-Fault kinds are a registry: ``@fault("kind")`` adds one. Model faults (``model.*``: corrupt artifact, NaN
-policy, slow policy, swap storm) register here the same way once the policy slot lands; their knobs go
-in ``Fault.params``.
+Fault kinds are a registry: ``@fault("kind")`` adds one. Model faults (``model.*``: good, corrupt, wrong
+shape, other task, NaN/inf, slow, unsigned, bad signature, rollback, NaN at run time) live in
+hil/faults_model.py and register the same way; their knobs go in ``Fault.params``.
 """
 from __future__ import annotations
 
@@ -281,6 +281,10 @@ async def _bad_key(ctx: RunContext, f: Fault) -> dict[str, Any]:
     shutil.copyfile(ctx.stand.key_file, key)
     key.chmod(0o644)
     return await _refused(ctx, f, deep_merge(ctx.stand.edge_config, {"hostlink": {"key_file": str(key)}}), "key")
+
+
+# models (pushes and rollbacks over the authenticated push channel)
+from hil import faults_model  # noqa: E402,F401  (registers model.*; imports this module's registry)
 
 
 # --- host side -------------------------------------------------------------------------------

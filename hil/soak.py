@@ -5,8 +5,11 @@ Each fault is checked off as *handled* by the symptom the edge must show (`edget
 serial.garbage / serial.truncate → the frame decoder rejected more; serial.drop → sequence gaps seen;
 serial.stall → ticks went on and fresh frames came back; serial.unplug / serial.reboot → the driver
 reconnected; net.partition → link lost, baseline gains, link back; net.chaos → every damaged datagram
-dropped and counted; command.nan → the safety gate replaced a non-finite command.
-Model faults (swaps) join once the policy slot lands: ``swaps`` counts them (zeros until then).
+dropped and counted; command.nan → the safety gate replaced a non-finite command; model.swap → over the
+authenticated push channel, a good policy is accepted and active, a bad one (a random kind from
+hil/faults_model.py: corrupt, wrong shape, other task, NaN/inf, slow, tampered, unsigned, forged) is refused
+with its reason and the active policy kept, a second good one is accepted, and a rollback restores the
+first (``swaps`` counts each request). The daemon runs in rl-pid mode, so an accepted policy re-tunes the gains every few ticks.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from controller.config import parse_config
 from controller.daemon import Daemon
 from controller.hostlink_wire import DROP_KINDS
 from controller.recorder import read_ticks
+from controller.push_client import PushClient
+from hil import faults_model
 from hil.faults_net import NetFaults, UdpProxy
 from hil.faults_serial import SerialFaults
 from hil.stand import SimulatedStand
@@ -41,10 +46,12 @@ class Soak:
         self.serial = SerialFaults(stand.emulator_control)
         self.injected: Counter[str] = Counter()
         self.handled: Counter[str] = Counter()
+        self.swaps: Counter[str] = Counter()
         self.kinds: dict[str, Callable[[], Awaitable[bool]]] = {
             "serial.garbage": self._garbage, "serial.truncate": self._truncate, "serial.drop": self._drop,
             "serial.stall": self._stall, "serial.unplug": self._unplug, "serial.reboot": self._reboot,
             "net.partition": self._partition, "net.chaos": self._chaos, "command.nan": self._nan,
+            "model.swap": self._swap,
         }
 
     async def inject(self, kind: str) -> None:
@@ -106,7 +113,9 @@ class Soak:
         self.proxy.partition(SILENCE_S + 0.6)
         went = await self._until(lambda: hl.counters["link_lost"] > lost, SILENCE_S + 0.6)
         await asyncio.sleep(0.05)  # the LinkChange is applied at the next tick boundary
-        baseline = bool(np.array_equal(mode.gains, mode.baseline_gains))
+        # an active rl-pid policy owns the gains (it needs no host); otherwise they are back at baseline
+        policy = self.d.slot is not None and self.d.slot.active is not None
+        baseline = policy or bool(np.array_equal(mode.gains, mode.baseline_gains))
         back = await self._until(lambda: hl.state == "up", SILENCE_S + 2.0)
         return went and baseline and back
 
@@ -124,7 +133,22 @@ class Soak:
         await asyncio.sleep(0.3)  # delayed datagrams land
         return self._edge_drops() - drops >= self._damaged() - damaged
 
-    # the command path (stands in for a policy that emits NaN until model faults land)
+    # models: good push, bad push, another good push, rollback to the first
+    async def _swap(self) -> bool:
+        assert self.stand.keyring is not None
+        client = PushClient(self.stand.push_addr, self.stand.keyring, self.stand.keyring.newest, timeout_s=10.0)
+        n = sum(self.swaps.values())
+        recs = []
+        for i, kind in enumerate(("good", self.rng.choice(faults_model.BAD_KINDS), "good", "rollback")):
+            rec = await asyncio.to_thread(faults_model.attempt, client, kind, self.stand.workdir / "models",
+                                          f"soak-{n + i}-{kind}", {"seed": n + i})
+            self.swaps["accepted" if rec["accepted"] else "rejected"] += 1
+            if why := faults_model.handled(rec):
+                log.warning("soak: %s", why)
+            recs.append(why)
+        return not any(recs)
+
+    # the command path: a controller that outputs NaN
     async def _nan(self) -> bool:
         pid, before = self.d.mode.pid, self.d.mode.gate.non_finite
         update = pid.update
@@ -156,7 +180,7 @@ async def _host(stand: SimulatedStand, stop: asyncio.Event) -> None:
 
 async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: float, seed: int) -> dict[str, Any]:
     stand = SimulatedStand(workdir, seed=seed, serial_faults=True, config={
-        "loop": {"pacing": "timer", "rate_hz": rate_hz},
+        "loop": {"mode": "rl-pid", "pacing": "timer", "rate_hz": rate_hz},
         "hostlink": {"silence_timeout_s": SILENCE_S, "telemetry_decimation": 10},
         "device": {"reconnect_backoff_min_s": 0.05, "reconnect_backoff_max_s": 0.5},
         "metrics": {"enabled": False}})
@@ -175,12 +199,14 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
         await stand.connect()
         host = asyncio.create_task(_host(stand, stop))
         end = time.monotonic() + seconds
-        kinds = list(soak.kinds)
+        kinds: list[str] = []
         while time.monotonic() + fault_every_s < end:
             await asyncio.sleep(fault_every_s * rng.uniform(0.5, 1.0))
             if run.done():
                 break
-            await soak.inject(rng.choice(kinds))
+            if not kinds:  # every kind once per round, in a random order
+                kinds = rng.sample(list(soak.kinds), len(soak.kinds))
+            await soak.inject(kinds.pop())
         await asyncio.sleep(max(0.0, end - time.monotonic()))
     finally:
         stop.set()
@@ -202,7 +228,8 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
         "faults_injected": dict(sorted(soak.injected.items())), "faults_handled": dict(sorted(soak.handled.items())),
         "records_expected": expected, "records_written": len(ticks), "records_lost": expected - len(ticks),
         "recorder_dropped": daemon.recorder.dropped,
-        "swaps": {"attempted": 0, "accepted": 0, "rejected": 0},
+        "swaps": {"attempted": sum(soak.swaps.values()), "accepted": soak.swaps["accepted"],
+                  "rejected": soak.swaps["rejected"]},
         "max_command_ratio": round(daemon.mode.gate.ratio(cmd), 6) if len(cmd) else 0.0,
     }
 

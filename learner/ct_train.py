@@ -175,7 +175,7 @@ def plot_reconstructions(agent, cfg: TrainConfig, png: Path, seed: int = 123) ->
             th = np.deg2rad(env.grid[a])  # projection direction d = (sinθ, cosθ) in (col, row)
             ax.plot([c - c * np.sin(th), c + c * np.sin(th)], [c - c * np.cos(th), c + c * np.cos(th)],
                     color=colours[i], lw=1.2)
-        ax.set_title(f"{shape}: {k} angles, PSNR {env.psnr[0]:.1f} dB")
+        ax.set_title(f"{shape}: {k} angles, PSNR {env.psnr[0]:.1f} dB", fontsize=10)
         ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(png, dpi=100)

@@ -10,7 +10,7 @@ import pytest
 from hil.faults_net import NetFaults, UdpProxy
 from hil.scenario import ScenarioError, bundled, load_scenario, run_scenario
 
-BUNDLED = {"bad_config", "link_loss", "network_chaos", "recorder_sigkill", "replay_attack", "serial_garbage",
+BUNDLED = {"bad_config", "bad_models", "link_loss", "network_chaos", "recorder_sigkill", "replay_attack", "serial_garbage",
            "serial_unplug"}
 
 
