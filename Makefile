@@ -1,10 +1,12 @@
 # The two commands a newcomer needs:  make demo   and   make test
 PYTHON ?= python3.11
+SHELL  := bash
+.SHELLFLAGS := -eo pipefail -c
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The benchmarks quoted in the README (about 15 minutes); each prints one JSON object, kept in runs/bench/.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench]'
+	mkdir -p runs/bench
+	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --json | tee runs/bench/loop_1khz.json
+	$(BIN)/edgetune bench loop --rate 120 --seconds 60 --json | tee runs/bench/loop_120hz.json
+	$(BIN)/edgetune bench swap --rate 1000 --swaps 100 --json | tee runs/bench/swap.json
+	$(BIN)/edgetune bench policy --json | tee runs/bench/policy.json
+	$(BIN)/edgetune bench ddpg --json | tee runs/bench/ddpg.json
+	$(BIN)/edgetune bench sirt --json | tee runs/bench/sirt.json
+	$(BIN)/edgetune bench fuzz --cases 10000 --json | tee runs/bench/fuzz.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

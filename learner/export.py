@@ -2,6 +2,8 @@
 
 The graph is self-contained: raw observation -> (obs − mean)/std -> actor (ends in tanh, [-1, 1])
 -> affine map to [low, high] -> clamp. The edge feeds raw readings and gets physical actions.
+`write_artifact` and `check_outputs` are the task-independent steps (ONNX export, onnxruntime-vs-torch
+parity, manifest), shared with other graphs (learner/ct_export.py).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import platform
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from controller.manifest import (
     write_manifest,
 )
 
-PARITY_ATOL = 1e-5  # in units of each action's range (high − low): float32 cannot do better on 4800 V/(px·s)
+PARITY_ATOL = 1e-5  # in units of the output's scale (MEMS: each action's range, high − low): float32 cannot do better on 4800 V/(px·s)
 
 
 class ExportError(RuntimeError):
@@ -62,25 +64,73 @@ def _producer() -> dict[str, str]:
     return out
 
 
-def check_parity(graph: nn.Module, model_path: Path, obs_dim: int, mean, std, seed: int = 0) -> float:
-    """Max |onnxruntime − torch| / (high − low) over random raw observations; raises ExportError above PARITY_ATOL."""
+def check_outputs(graph: nn.Module, model_path: Path, feeds: Iterable[dict[str, np.ndarray]],
+                  scale: Callable[[list[np.ndarray]], float | np.ndarray], atol: float = PARITY_ATOL) -> float:
+    """Max |onnxruntime − torch| / scale(torch outputs) over `feeds` (input name -> array, in the order of
+    graph.forward's arguments; every graph output compared); raises ExportError above `atol`."""
     import onnxruntime as ort
 
-    rng = np.random.default_rng(seed)
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for batch in (1, 7, 256):
-        obs = (np.asarray(mean) + 3.0 * np.asarray(std) * rng.standard_normal((batch, obs_dim))).astype(np.float32)
-        (got,) = sess.run(["action"], {"obs": obs})
+    for feed in feeds:
+        got = sess.run(None, feed)
         with torch.inference_mode():
-            want = graph(torch.from_numpy(obs)).numpy()
-        if got.shape != want.shape:
-            raise ExportError(f"onnxruntime output shape {got.shape} != torch {want.shape}")
-        span = (graph.high - graph.low).numpy()
-        worst = max(worst, float(np.max(np.abs(got - want) / span)))
-    if not worst <= PARITY_ATOL:
-        raise ExportError(f"onnxruntime and torch differ by {worst:.3g} > {PARITY_ATOL:g}")
+            out = graph(*(torch.from_numpy(x) for x in feed.values()))
+        want = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        if [g.shape for g in got] != [w.shape for w in want]:
+            raise ExportError(f"onnxruntime output shapes {[g.shape for g in got]} != torch {[w.shape for w in want]}")
+        s = scale(want)
+        worst = max(worst, *(float(np.max(np.abs(g - w) / s)) for g, w in zip(got, want)))
+    if not worst <= atol:
+        raise ExportError(f"onnxruntime and torch differ by {worst:.3g} > {atol:g}")
     return worst
+
+
+def check_parity(graph: PolicyGraph, model_path: Path, obs_dim: int, mean, std, seed: int = 0) -> float:
+    """Max |onnxruntime − torch| / (high − low) over random raw observations; raises ExportError above PARITY_ATOL."""
+    rng = np.random.default_rng(seed)
+    feeds = [{"obs": (np.asarray(mean) + 3.0 * np.asarray(std) * rng.standard_normal((batch, obs_dim))).astype(np.float32)}
+             for batch in (1, 7, 256)]
+    span = (graph.high - graph.low).numpy()
+    return check_outputs(graph, model_path, feeds, lambda _: span)
+
+
+def write_artifact(
+    graph: nn.Module,
+    out_dir: str | Path,
+    inputs: dict[str, torch.Tensor],
+    outputs: Sequence[str],
+    parity: Callable[[Path], float],
+    *,
+    task: str,
+    version: str,
+    observation: ObservationSpec,
+    action: ActionSpec,
+    decision_period_s: float,
+    training_run: str,
+    opset: int,
+) -> Manifest:
+    """Export `graph` (CPU, eval mode) to `out_dir/model.onnx` with example `inputs` (name -> tensor) and a
+    dynamic batch axis on every input and output, run `parity(model_path)`, then write and return the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / MODEL_NAME
+    torch.onnx.export(
+        graph,
+        tuple(inputs.values()),
+        str(model_path),
+        dynamo=False,  # the TorchScript exporter; the dynamo one needs onnxscript (not an edgetune dependency)
+        input_names=list(inputs),
+        output_names=list(outputs),
+        dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
+        opset_version=opset,
+    )
+    parity(model_path)
+    manifest = Manifest(task=task, version=version, observation=observation, action=action,
+                        decision_period_s=decision_period_s, training_run=training_run, producer=_producer(),
+                        opset=opset, sha256=file_sha256(model_path), created=datetime.now(timezone.utc))
+    write_manifest(manifest, out)
+    return manifest
 
 
 def export_policy(
@@ -105,32 +155,12 @@ def export_policy(
     validated (controller.manifest) before anything is written; parity with onnxruntime is checked.
     """
     obs_dim, act_dim = len(obs_mean), len(low)
-    manifest_fields = dict(
-        task=task,
-        version=version,
-        observation=ObservationSpec(shape=(obs_dim,), units=list(obs_units), normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std)))),
-        action=ActionSpec(shape=(act_dim,), units=list(act_units), low=list(map(float, low)), high=list(map(float, high))),
-        decision_period_s=decision_period_s,
-        training_run=training_run or uuid.uuid4().hex,
-        producer=_producer(),
-        opset=opset,
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    observation = ObservationSpec(shape=(obs_dim,), units=list(obs_units), normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std))))
+    action = ActionSpec(shape=(act_dim,), units=list(act_units), low=list(map(float, low)), high=list(map(float, high)))
     graph = PolicyGraph(copy.deepcopy(actor).cpu(), obs_mean, obs_std, low, high).eval()  # leave the caller's actor where it is
-    model_path = out / MODEL_NAME
-    example = torch.zeros(1, obs_dim)
-    torch.onnx.export(
-        graph,
-        (example,),
-        str(model_path),
-        dynamo=False,  # the TorchScript exporter; the dynamo one needs onnxscript (not an edgetune dependency)
-        input_names=["obs"],
-        output_names=["action"],
-        dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
-        opset_version=opset,
+    return write_artifact(
+        graph, out_dir, {"obs": torch.zeros(1, obs_dim)}, ["action"],
+        lambda model_path: check_parity(graph, model_path, obs_dim, obs_mean, obs_std),
+        task=task, version=version, observation=observation, action=action, decision_period_s=decision_period_s,
+        training_run=training_run or uuid.uuid4().hex, opset=opset,
     )
-    check_parity(graph, model_path, obs_dim, obs_mean, obs_std)
-    manifest = Manifest(**manifest_fields, sha256=file_sha256(model_path), created=datetime.now(timezone.utc))
-    write_manifest(manifest, out)
-    return manifest

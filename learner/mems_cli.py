@@ -1,4 +1,4 @@
-"""`edgetune train mems`, `eval mems`, `export`. Module top: stdlib + typer only (torch loads inside)."""
+"""`edgetune train mems`, `eval mems`, `export` (MEMS and CT runs). Module top: stdlib + typer only (torch loads inside)."""
 from __future__ import annotations
 
 import json
@@ -43,8 +43,14 @@ def eval_mems(
 
 
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory")) -> None:
-    """Export the trained actor to OUT/model.onnx + OUT/manifest.json (normalisation and bounds in the graph)."""
-    from learner.mems_export import export_mems
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a CT run (policy.pt, `train ct`) as an
+    angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    if (run / "policy.pt").exists():
+        from learner.ct_export import export_ct
 
-    manifest = export_mems(run, out)
+        manifest = export_ct(run, out)
+    else:
+        from learner.mems_export import export_mems
+
+        manifest = export_mems(run, out)
     typer.echo(f"wrote {out / 'model.onnx'} (sha256 {manifest.sha256[:12]}…) and {out / 'manifest.json'}")

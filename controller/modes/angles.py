@@ -13,6 +13,9 @@ it rests. The reconstruction uses the encoder angle each projection was measured
 
 The ONNX contract (docs/design.md, "Angle policy"): input "obs" (1, 1, N, N) float32, optional input
 "acquired" (1, A) float32 (1 = acquired); outputs "angle_logits" (1, A) and "stop_logit" (1, 1).
+Acquired angles are masked here, whatever the graph does. A policy artifact (model.onnx + manifest.json,
+learner/ct_export.py) has task `TASK`; its manifest's flat specs are observation = obs.ravel() ‖ acquired
+(N·N + A values) and action = angle_logits ‖ stop_logit (A + 1 values). `AnglePolicy.from_artifact` loads one.
 """
 from __future__ import annotations
 
@@ -31,11 +34,13 @@ import scipy.sparse as sp
 from controller import protocol as p
 from controller import tomo
 from controller.driver import SerialDriver
+from controller.manifest import ManifestError, load_artifact
 from controller.policy import session_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 StopReason = Literal["policy", "max_angles", "aborted"]
+TASK = "ct-angles"  # the manifest task of angle policies
 
 
 class PolicyError(ValueError):
@@ -67,6 +72,27 @@ class AnglePolicy:
         self._acquired = np.zeros(want_in["acquired"], np.float32)
         self._feeds = {"obs": self._obs} | ({"acquired": self._acquired} if "acquired" in inputs else {})
         self.faults = 0  # decisions whose outputs were not finite
+
+    @classmethod
+    def from_artifact(cls, directory: str | Path, size: int, n_angles: int = 180) -> AnglePolicy:
+        """Load an artifact directory: manifest and sha256, task, the manifest's shapes, the graph's I/O, and
+        finite outputs on probes at the observation's bounds (x̂_1 = 0 with nothing acquired; all ones, half acquired)."""
+        try:
+            manifest, model = load_artifact(directory)
+        except ManifestError as e:
+            raise PolicyError(str(e)) from None
+        if manifest.task != TASK:
+            raise PolicyError(f"model is for task {manifest.task!r}, the angles mode drives {TASK!r}")
+        shapes = manifest.observation.shape, manifest.action.shape
+        if shapes != ((size * size + n_angles,), (n_angles + 1,)):
+            raise PolicyError(f"manifest says obs {shapes[0]} action {shapes[1]}; this mode takes obs "
+                              f"({size}·{size} + {n_angles},) action ({n_angles} + 1,)")
+        policy = cls(model, size, n_angles)
+        probes = [(np.zeros((size, size), np.float32), np.zeros(n_angles, bool)),
+                  (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)]
+        if any(policy.decide(image, acquired) is None for image, acquired in probes):
+            raise PolicyError("angle policy outputs are not finite on the probe inputs")
+        return policy
 
     def decide(self, image: np.ndarray, acquired: np.ndarray) -> tuple[int, bool] | None:
         """Greedy (grid index, stop) for the reconstruction (N, N) and the acquired mask (A,) bool;
