@@ -20,7 +20,10 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
         typer.echo(f"invalid configuration:\n{e}", err=True)
         raise typer.Exit(2) from None
     setup_logging(cfg.log.level, cfg.log.json_lines)
-    from controller.daemon import Daemon
+    if cfg.loop.mode == "angles":
+        from controller.ct_daemon import CtDaemon as Daemon
+    else:
+        from controller.daemon import Daemon
 
     try:
         d = Daemon(cfg)
@@ -30,7 +33,7 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
     asyncio.run(d.run())
 
 
-def _push_client(to: str, key_file: Path, key_id: int | None):
+def _push_client(to: str, key_file: Path, key_id: int | None, timeout_s: float = 30.0):
     from controller.hostlink_wire import load_keyring
     from controller.push_client import PushClient
 
@@ -38,7 +41,7 @@ def _push_client(to: str, key_file: Path, key_id: int | None):
     if not host or not port.isdigit():
         raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
     keyring = load_keyring(key_file)
-    return PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id)
+    return PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id, timeout_s)
 
 
 def _reply(reply: dict) -> None:
@@ -68,3 +71,28 @@ def rollback(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -
 def policy_status(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
     """Active/previous policy versions and the slot's counters. Prints the JSON reply."""
     _reply(_push_client(to, key_file, key_id).status())
+
+
+def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID,
+         sample: str = typer.Option(None, help="Put this phantom on the stage first: any, parallelogram, triangle "
+                                                "or pentagon (default: keep the current one)."),
+         sample_seed: int = typer.Option(0, help="Phantom seed (with --sample)."),
+         split: str = typer.Option("val", help="Phantom rotations from the train or val bins (with --sample)."),
+         timeout: float = typer.Option(300.0, help="Seconds to wait for the scan's reply.")) -> None:
+    """Run one adaptive CT scan on an angles-mode daemon. Prints the JSON summary (angles, stop reason,
+    reconstruction path)."""
+    from pydantic import ValidationError
+
+    from controller.pushwire import SampleSpec
+
+    try:
+        spec = None if sample is None else SampleSpec(kind=sample, seed=sample_seed, split=split)
+    except ValidationError as e:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()),
+                                 param_hint="--sample/--sample-seed/--split") from None
+    _reply(_push_client(to, key_file, key_id, timeout).scan(spec))
+
+
+def abort(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+    """Halt the scan in flight on an angles-mode daemon; replies once the stage rests. Prints the JSON reply."""
+    _reply(_push_client(to, key_file, key_id).abort())

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from controller.modes.angles import AnglesConfig
 from controller.pid import BASELINE_GAINS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -161,6 +162,7 @@ class EdgeConfig(_Section):
     recorder: RecorderConfig = RecorderConfig()
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
+    angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/ct_daemon.py)
     log: LogConfig = LogConfig()
 
 

@@ -97,15 +97,21 @@ def _probe_inputs(m: Manifest, seed: int = 0) -> np.ndarray:
     return (mean + z * std).astype(np.float32)
 
 
-def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy:
-    """Check an installed artifact and build its session; raises PolicyRejected (blocking: call off the loop)."""
+def load_for_task(directory: Path, task: str) -> tuple[Manifest, Path]:
+    """The artifact's manifest and model path, checked (manifest, sha256) and of `task`; raises PolicyRejected."""
     try:
         manifest, model = load_artifact(directory)
     except ManifestError as e:
         reason: Reason = "sha256_mismatch" if "sha256" in str(e) and "does not match" in str(e) else "bad_manifest"
         raise PolicyRejected(reason, str(e)) from None
-    if manifest.task != spec.task:
-        raise PolicyRejected("wrong_task", f"model is for task {manifest.task!r}, this mode drives {spec.task!r}")
+    if manifest.task != task:
+        raise PolicyRejected("wrong_task", f"model is for task {manifest.task!r}, this mode drives {task!r}")
+    return manifest, model
+
+
+def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy:
+    """Check an installed artifact and build its session; raises PolicyRejected (blocking: call off the loop)."""
+    manifest, model = load_for_task(directory, spec.task)
     (obs_dim,), (act_dim,) = manifest.observation.shape, manifest.action.shape
     if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
         raise PolicyRejected("wrong_shape", f"manifest says obs ({obs_dim},) action ({act_dim},); this mode takes "
@@ -227,6 +233,9 @@ class PolicySlot:
     budget_s: float  # the inference-time budget (a fraction of the tick period)
     active: LoadedPolicy | None = None
     previous: LoadedPolicy | None = None
+    # validates an installed artifact (blocking; raises PolicyRejected) into a policy with manifest, path,
+    # version and latency_us (LoadedPolicy, modes.angles.AnglePolicy); default `validate(directory, spec, budget_s)`
+    loader: Callable[[Path], Any] | None = None
     counters: Counter[str] = field(default_factory=Counter)
     _request: _Request | None = None
     _worker: ThreadPoolExecutor | None = None
@@ -241,6 +250,8 @@ class PolicySlot:
         """Validate an installed artifact off the loop; counts attempts and rejections."""
         self.counters["attempted"] += 1
         try:
+            if self.loader is not None:
+                return await self.off_loop(self.loader, directory)
             return await self.off_loop(validate, directory, self.spec, self.budget_s)
         except PolicyRejected as e:
             self.reject(e)

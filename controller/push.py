@@ -2,7 +2,8 @@
 
 Per connection, one request: head → authenticate the header (before reading the model) → replay
 check → push: sha256, atomic install, validation (worker threads), swap at the next tick boundary;
-rollback: previous policy at the next tick boundary; status. Requests are served one at a time.
+rollback: previous policy at the next tick boundary; status. Requests are served one at a time, except
+the mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them.
 The reply always says why a model was refused; refusals are logged, counted and recorded.
 """
 from __future__ import annotations
@@ -13,12 +14,12 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.hostlink_wire import HostLinkError, Keyring, ReplayGuard
 from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install
-from controller.pushwire import HEAD, NO_TAG, REPLY_LEN, PushHeader, PushRefused, encode_reply, parse_head, verify_header
+from controller.pushwire import HEAD, NO_TAG, PushHeader, PushRefused, encode_reply, parse_head, verify_header
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ class PushServer:
 
     def __init__(self, cfg: PolicyConfig, keyring: Keyring, slot: PolicySlot | None, *,
                  nominal_period_s: float, max_clock_skew_s: float, replay_window: int,
-                 record: Callable[[str, dict[str, Any]], None]) -> None:
+                 record: Callable[[str, dict[str, Any]], None],
+                 ops: dict[str, Callable[[PushHeader], Awaitable[dict[str, Any]]]] | None = None) -> None:
         self.cfg, self.keyring, self.slot, self.record = cfg, keyring, slot, record
+        self.ops = ops or {}  # op → handler, served outside the one-at-a-time lock; raise PushRefused to refuse
         self.nominal_period_s = nominal_period_s  # the decision period this daemon is configured for
         self.guard = ReplayGuard(replay_window, max_clock_skew_s)
         self.counters: Counter[str] = Counter()
@@ -71,8 +74,11 @@ class PushServer:
                 except HostLinkError as e:
                     raise PushRefused(e.kind, str(e)) from None
                 model = await reader.readexactly(model_len)
-            async with self._lock:
-                reply = await self._dispatch(header, model, t0)
+            if (handler := self.ops.get(header.op)) is not None:
+                reply = await handler(header)
+            else:
+                async with self._lock:
+                    reply = await self._dispatch(header, model, t0)
         except PushRefused as e:
             reply = self._refuse(e.reason, e.detail)
         except PolicyRejected as e:  # already counted by the slot
@@ -112,6 +118,8 @@ class PushServer:
         if header.op == "rollback":
             policy, t_ns = await self._at_boundary(slot.request_rollback())
             return self._done("rolled_back", policy, t0_ns, t_ns)
+        if header.op != "push":
+            raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
         if header.manifest is None or header.model_sha256 is None:
             raise PushRefused("bad_frame", "a push needs manifest and model_sha256")
         if hashlib.sha256(model).hexdigest() != header.model_sha256:

@@ -3,6 +3,7 @@
     client = PushClient(("edge", 9751), load_keyring("hostlink.keys"), key_id=1)
     reply = client.push("runs/ddpg/policy")   # {"accepted", "reason", "swap_latency_ms", "version", ...}
     client.rollback(); client.status()
+    client.scan(SampleSpec(seed=7)); client.abort()   # angles mode (controller/ct_daemon.py)
 
 Every reply is a dict; ``accepted`` False carries ``reason`` (and ``detail``). Network failures raise OSError.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from controller.hostlink_wire import TAG_LEN, Keyring, KeyringError, wall_us
 from controller.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
-from controller.pushwire import HEAD, MAX_REPLY, REPLY_LEN, Op, PushHeader, decode_reply, encode_request
+from controller.pushwire import HEAD, MAX_REPLY, REPLY_LEN, Op, PushHeader, SampleSpec, decode_reply, encode_request
 
 
 class PushClient:
@@ -33,6 +34,15 @@ class PushClient:
 
     def status(self) -> dict[str, Any]:
         return self.send(self.frame("status"))
+
+    def scan(self, sample: SampleSpec | None = None) -> dict[str, Any]:
+        """Run one scan (after putting `sample` on the stage); the reply is its summary. The client's
+        timeout_s must cover a whole scan."""
+        return self.send(self.frame("scan", sample=sample))
+
+    def abort(self) -> dict[str, Any]:
+        """Halt the scan in flight; replies once the stage rests (reason "aborted", or "idle")."""
+        return self.send(self.frame("abort"))
 
     def push_frame(self, out_dir: str | Path) -> bytes:
         d = Path(out_dir)

@@ -3,7 +3,8 @@ host-link keyring (controller/hostlink_wire.py).
 
     request = head | header | model
       head    magic "ETP1" | key_id u8 | header_len u32 | model_len u32 | tag[32]   (little endian, 45 bytes)
-      header  compact UTF-8 JSON (`PushHeader`): op, seq, timestamp_us, manifest text, model_sha256
+      header  compact UTF-8 JSON (`PushHeader`): op, seq, timestamp_us, manifest text, model_sha256,
+              sample (scan; angles mode)
       model   model.onnx bytes (push only)
       tag     HMAC-SHA256(key[key_id], head without tag | header)
     reply   = reply_len u32 | JSON | tag[32]
@@ -29,11 +30,11 @@ from controller.hostlink_wire import TAG_LEN, Keyring
 MAGIC = b"ETP1"
 HEAD = struct.Struct("<4sBII32s")
 REPLY_LEN = struct.Struct("<I")
-MAX_HEADER = 64 * 1024
+MAX_HEADER = 1024 * 1024  # the manifest rides in the header: a 63-px angle policy's is ≈ 190 kB (per-pixel specs)
 MAX_REPLY = 64 * 1024
 NO_TAG = bytes(TAG_LEN)
 
-Op = Literal["push", "rollback", "status"]
+Op = Literal["push", "rollback", "status", "scan", "abort"]  # scan, abort: angles mode (controller/ct_daemon.py)
 
 
 class PushRefused(Exception):
@@ -44,6 +45,16 @@ class PushRefused(Exception):
         self.reason, self.detail, self.key_id = reason, detail, key_id
 
 
+class SampleSpec(BaseModel):
+    """The phantom a scan images (firmware_sim.ct_emulator.make_sample); its size is the daemon's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    kind: Literal["any", "parallelogram", "triangle", "pentagon"] = "any"
+    seed: int = Field(0, ge=0, lt=2**32)
+    split: Literal["train", "val"] = "val"
+
+
 class PushHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -52,6 +63,7 @@ class PushHeader(BaseModel):
     timestamp_us: int = Field(ge=0)
     manifest: str | None = None  # manifest.json text (push)
     model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the model bytes that follow (push)
+    sample: SampleSpec | None = None  # scan: the phantom to put on the stage first (None: keep the current one)
 
 
 def _mac(key: bytes, *parts: bytes) -> bytes:

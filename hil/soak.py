@@ -138,10 +138,11 @@ class Soak:
         assert self.stand.keyring is not None
         client = PushClient(self.stand.push_addr, self.stand.keyring, self.stand.keyring.newest, timeout_s=10.0)
         n = sum(self.swaps.values())
+        period_s = self.d.cfg.policy.decision_every_n_ticks / self.d.cfg.loop.rate_hz  # trained where it runs
         recs = []
         for i, kind in enumerate(("good", self.rng.choice(faults_model.BAD_KINDS), "good", "rollback")):
             rec = await asyncio.to_thread(faults_model.attempt, client, kind, self.stand.workdir / "models",
-                                          f"soak-{n + i}-{kind}", {"seed": n + i})
+                                          f"soak-{n + i}-{kind}", {"seed": n + i, "decision_period_s": period_s})
             self.swaps["accepted" if rec["accepted"] else "rejected"] += 1
             if why := faults_model.handled(rec):
                 log.warning("soak: %s", why)

@@ -44,6 +44,8 @@ def test_example_file_loads_and_matches_defaults():
     ("[device.voltage_limits_v]\nx = { min = -1.0, max = 1.0, typo = 0 }\n",
      "edge.toml: device.voltage_limits_v.x.typo: Extra inputs are not permitted"),
     ("[surprise]\n", "edge.toml: surprise: Extra inputs are not permitted"),
+    ("[angles]\nsize = 64\n", "edge.toml: angles: Value error, need an odd size"),
+    ("[angles]\nexposure = 0.1\n", "edge.toml: angles.exposure: Unexpected keyword argument"),
     ("[pid.x]\nkp = nan\n", "edge.toml: pid.x.kp: Input should be a finite number"),
 ])
 def test_errors_name_the_key_path(tmp_path, text, message):

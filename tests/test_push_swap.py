@@ -48,6 +48,8 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     good1 = make_artifact("good", tmp_path / "v1", version="1", bias=0.5, decision_period_s=0.1)
     good2 = make_artifact("good", tmp_path / "v2", version="2", bias=-0.5, steps=2, decision_period_s=0.1)
     assert (await call(pusher.status))["active"] is None
+    for op in (pusher.scan, pusher.abort):  # angles-mode ops (controller/ct_daemon.py)
+        assert (await call(op))["reason"] == "unsupported_op"
     quiet0 = await metrics_after_update(stand)
     before = await metrics_after_update(stand)
     t_before = asyncio.get_running_loop().time()
@@ -86,7 +88,8 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     assert status["counters"]["accepted"] == 2 and status["counters"]["rolled_back"] == 1
     assert {k: v for k, v in status["counters"].items() if k.startswith("rejected:")} == \
         {f"rejected:{EXPECTED_REASON[f]}": 1 for f in FAULTS}
-    assert status["push_counters"] == {"rejected:replayed": 1, "rejected:bad_signature": 2, "rejected:unknown_key": 1}
+    assert status["push_counters"] == {"rejected:replayed": 1, "rejected:bad_signature": 2, "rejected:unknown_key": 1,
+                                     "rejected:unsupported_op": 2}
 
     after = await metrics_after_update(stand)
     assert after["edgetune_ticks_total"] - before["edgetune_ticks_total"] > 120  # the loop kept ticking

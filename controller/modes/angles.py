@@ -30,12 +30,13 @@ from typing import Literal, TypeVar
 import numpy as np
 import onnxruntime as ort
 import scipy.sparse as sp
+from pydantic import ConfigDict
 
 from controller import protocol as p
 from controller import tomo
 from controller.driver import SerialDriver
-from controller.manifest import ManifestError, load_artifact
-from controller.policy import session_options
+from controller.manifest import Manifest
+from controller.policy import PolicyRejected, load_for_task, session_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +44,8 @@ StopReason = Literal["policy", "max_angles", "aborted"]
 TASK = "ct-angles"  # the manifest task of angle policies
 
 
-class PolicyError(ValueError):
-    """An ONNX model that does not fit the angle-policy contract."""
+class PolicyError(PolicyRejected, ValueError):
+    """An ONNX model that does not fit the angle-policy contract (``reason``: the policy slot's refusal code)."""
 
 
 class AnglePolicy:
@@ -55,43 +56,54 @@ class AnglePolicy:
         try:
             self.session = ort.InferenceSession(model_arg, session_options(), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for corrupt models
-            raise PolicyError(f"cannot load the angle policy: {e}") from None
+            raise PolicyError("corrupt_model", f"cannot load the angle policy: {str(e)[:300]}") from None
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         want_in = {"obs": [1, 1, size, size], "acquired": [1, n_angles]}
         want_out = {"angle_logits": [1, n_angles], "stop_logit": [1, 1]}
         if "obs" not in inputs or not set(inputs) <= set(want_in) or not set(want_out) <= set(outputs):
-            raise PolicyError(f"angle policy I/O must be obs[, acquired] -> angle_logits, stop_logit; "
+            raise PolicyError("wrong_shape", f"angle policy I/O must be obs[, acquired] -> angle_logits, stop_logit; "
                               f"got {sorted(inputs)} -> {sorted(outputs)}")
         for name, shape in [*inputs.items(), *((n, outputs[n]) for n in want_out)]:
             want = {**want_in, **want_out}[name]
             if len(shape) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(shape, want)):
-                raise PolicyError(f"angle policy {name!r} has shape {shape}, expected {want}")
+                raise PolicyError("wrong_shape", f"angle policy {name!r} has shape {shape}, expected {want}")
         self.n_angles = n_angles
         self._obs = np.zeros(want_in["obs"], np.float32)
         self._acquired = np.zeros(want_in["acquired"], np.float32)
         self._feeds = {"obs": self._obs} | ({"acquired": self._acquired} if "acquired" in inputs else {})
         self.faults = 0  # decisions whose outputs were not finite
+        self.manifest: Manifest | None = None  # set by from_artifact
+        self.path: Path | None = None
+        self.latency_us = 0.0  # median decision time on the probes (from_artifact)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version if self.manifest is not None else "unversioned"
 
     @classmethod
     def from_artifact(cls, directory: str | Path, size: int, n_angles: int = 180) -> AnglePolicy:
         """Load an artifact directory: manifest and sha256, task, the manifest's shapes, the graph's I/O, and
         finite outputs on probes at the observation's bounds (x̂_1 = 0 with nothing acquired; all ones, half acquired)."""
         try:
-            manifest, model = load_artifact(directory)
-        except ManifestError as e:
-            raise PolicyError(str(e)) from None
-        if manifest.task != TASK:
-            raise PolicyError(f"model is for task {manifest.task!r}, the angles mode drives {TASK!r}")
+            manifest, model = load_for_task(Path(directory), TASK)
+        except PolicyRejected as e:
+            raise PolicyError(e.reason, e.detail) from None
         shapes = manifest.observation.shape, manifest.action.shape
         if shapes != ((size * size + n_angles,), (n_angles + 1,)):
-            raise PolicyError(f"manifest says obs {shapes[0]} action {shapes[1]}; this mode takes obs "
+            raise PolicyError("wrong_shape", f"manifest says obs {shapes[0]} action {shapes[1]}; this mode takes obs "
                               f"({size}·{size} + {n_angles},) action ({n_angles} + 1,)")
         policy = cls(model, size, n_angles)
+        policy.manifest, policy.path = manifest, Path(directory)
         probes = [(np.zeros((size, size), np.float32), np.zeros(n_angles, bool)),
                   (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)]
-        if any(policy.decide(image, acquired) is None for image, acquired in probes):
-            raise PolicyError("angle policy outputs are not finite on the probe inputs")
+        times = []
+        for image, acquired in probes:
+            t = time.perf_counter()
+            if policy.decide(image, acquired) is None:
+                raise PolicyError("non_finite", "angle policy outputs are not finite on the probe inputs")
+            times.append(time.perf_counter() - t)
+        policy.latency_us = 1e6 * float(np.median(times))
         return policy
 
     def decide(self, image: np.ndarray, acquired: np.ndarray) -> tuple[int, bool] | None:
@@ -109,6 +121,9 @@ class AnglePolicy:
 
 @dataclass(frozen=True)
 class AnglesConfig:
+    """Also the daemon config's [angles] section (controller/config.py): unknown keys and inf/nan are errors."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
     size: int = 63  # reconstruction N = detector bins (odd)
     n_angles: int = 180  # candidate grid over [0°, 180°) (tomo.angle_grid)
     max_angles: int = 20  # M
@@ -126,6 +141,8 @@ class AnglesConfig:
             raise ValueError(f"need an odd size ≥ 3 and 1 ≤ max_angles ≤ n_angles: {self}")
         if not 0.0 < self.exposure_s <= 10.0 or self.min_deg > self.max_deg:
             raise ValueError(f"bad exposure or angle limits: {self}")
+        if self.sirt_iterations < 1 or min(self.poll_s, self.move_timeout_s, self.request_timeout_s) <= 0.0:
+            raise ValueError(f"need sirt_iterations ≥ 1 and positive poll_s and timeouts: {self}")
 
 
 @dataclass

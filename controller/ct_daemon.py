@@ -1,0 +1,181 @@
+"""The angles-mode daemon (`loop.mode = "angles"`): adaptive CT scans on the rotation stage + detector
+(`edgetune sim ct` or the instrument) driven by `AnglesMode`, one scan per request.
+
+  CT serial driver → AnglesMode (policy from the slot) → recorder (one "scan" event per scan, the
+  reconstruction saved as <recorder dir>/scans/scan-<session>-<n>.npy)
+  PushServer (authenticated, controller/pushwire.py): push / rollback (the angle policy, validated by
+  `AnglePolicy.from_artifact` + an exposure-time budget, installed atomically), status, scan, abort.
+
+Policy swaps apply between scans, never inside one: a push or rollback during a scan is applied when the
+scan ends (it waits up to [policy] swap_timeout_s, else it is refused and the active policy kept).
+`scan` runs one scan (optionally after putting a phantom on the stage) and replies with its summary;
+a second scan while one runs is refused ("busy"). `abort` halts the scan in flight and replies once the
+stage rests; send it with another key than the scan's (the replay guard keeps one sequence window per key,
+so a request overtaken on the same key is refused as replayed). Without a policy a scan takes
+golden-ratio angles.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller import protocol as p
+from controller.config import EdgeConfig
+from controller.driver import SerialDriver
+from controller.hostlink_wire import load_keyring
+from controller.modes.angles import TASK, AnglePolicy, AnglesMode, ScanResult
+from controller.policy import PolicyRejected, PolicySlot, PolicySpec
+from controller.push import PushServer
+from controller.pushwire import PushHeader, SampleSpec
+from controller.recorder import Recorder
+from controller.sdnotify import notify
+
+log = logging.getLogger("edgetune.ct_daemon")
+
+
+def sample_message(spec: SampleSpec, size: int) -> p.SetSample:
+    return p.SetSample(p.SampleKind[spec.kind.upper()], spec.seed, p.Split[spec.split.upper()], size)
+
+
+class CtDaemon:
+    """Build from a validated config (``loop.mode == "angles"``); ``await run()`` until ``stop()`` or SIGTERM/SIGINT."""
+
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        keyring = load_keyring(cfg.hostlink.key_file)  # refuses a world-readable key file
+        a = self.angles = cfg.angles
+        dev = cfg.device
+        self.driver = SerialDriver(dev.port, dev.baud, messages=p.CT, backoff_min_s=dev.reconnect_backoff_min_s,
+                                   backoff_max_s=dev.reconnect_backoff_max_s, on_link=self._on_device_link)
+        self.mode = AnglesMode(self.driver, a)
+        # one "step" of the flat observation is the whole x̂ ‖ acquired vector
+        self.slot = PolicySlot(PolicySpec(TASK, a.size * a.size + a.n_angles, a.n_angles + 1, 1),
+                               budget_s=a.exposure_s, loader=self._load_policy)
+        self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
+                                      flush_ms=cfg.recorder.flush_ms)
+        self.scans_dir = Path(cfg.recorder.path).parent / "scans"
+        self.push = PushServer(cfg.policy, keyring, self.slot, nominal_period_s=a.exposure_s,
+                               max_clock_skew_s=cfg.hostlink.max_clock_skew_s, replay_window=cfg.hostlink.replay_window,
+                               record=self.recorder.record_event,
+                               ops={"scan": self._scan_op, "abort": self._abort_op, "status": self._status_op})
+        self.scans = 0
+        self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
+        self._stop = asyncio.Event()
+
+    def _load_policy(self, directory: Path) -> AnglePolicy:
+        """The slot's validator (worker thread): the angle-policy contract, and a decision within one exposure."""
+        policy = AnglePolicy.from_artifact(directory, self.angles.size, self.angles.n_angles)
+        if policy.latency_us > self.slot.budget_s * 1e6:
+            raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > one exposure "
+                                             f"({self.slot.budget_s * 1e6:.0f} µs)")
+        return policy
+
+    def _on_device_link(self, up: bool, reason: str) -> None:
+        self.recorder.record_event("device", {"up": up, "reason": reason})
+
+    def _boundary(self) -> None:
+        """Between scans only: apply a requested swap or rollback to the mode."""
+        if not self._scan_lock.locked() and self.slot.boundary():
+            self.mode.policy = self.slot.active
+
+    async def _boundaries(self) -> None:
+        while True:
+            self._boundary()
+            await asyncio.sleep(self.angles.poll_s)
+
+    # -- push-channel ops ---------------------------------------------------------------------------
+
+    async def _scan_op(self, header: PushHeader) -> dict[str, Any]:
+        if self._scan_lock.locked():
+            return {"accepted": False, "reason": "busy", "detail": "a scan is running"}
+        self._boundary()
+        async with self._scan_lock:
+            if not self.driver.connected:
+                return {"accepted": False, "reason": "device_down", "detail": f"no device on {self.cfg.device.port}"}
+            try:
+                if header.sample is not None:
+                    await self.driver.command(sample_message(header.sample, self.angles.size),
+                                              self.angles.request_timeout_s)
+                res = await self.mode.run()
+                stage: p.StageStatus = await self.driver.request(  # type: ignore[assignment]
+                    p.StageStatusRequest(), p.StageStatus, self.angles.request_timeout_s)
+                status = await self.driver.status()
+            except (TimeoutError, ValueError) as e:  # Nak, lost device, angle outside the limits
+                log.warning("scan failed: %s", e)
+                self.recorder.record_event("scan", {"error": str(e)})
+                return {"accepted": False, "reason": "device_error", "detail": str(e)}
+            self.scans += 1
+            path = await asyncio.to_thread(self._save, res)
+            summary = self._summary(res, path, stage, status)
+            self.recorder.record_event("scan", {**summary, "timings": res.timings})
+            log.info("scan %d: %d angles, stopped by %s, %.2f s", self.scans, len(res.angles_deg), res.stopped_by,
+                     res.total_s)
+            return {"accepted": True, "reason": "scanned", **summary}
+
+    def _save(self, res: ScanResult) -> str | None:
+        if res.reconstruction is None:
+            return None
+        self.scans_dir.mkdir(parents=True, exist_ok=True)
+        path = self.scans_dir / f"scan-{self.recorder.session}-{self.scans:04d}.npy"
+        np.save(path, res.reconstruction)
+        return str(path)
+
+    def _summary(self, res: ScanResult, path: str | None, stage: p.StageStatus, status: p.Status) -> dict[str, Any]:
+        policy = self.mode.policy
+        return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
+                "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
+                "policy": policy.version if policy is not None else None, "policy_faults": res.policy_faults,
+                "total_s": round(res.total_s, 4),
+                "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
+                "stage": {"angle_deg": stage.angle_deg, "moving": stage.moving, "at_min": stage.at_min,
+                          "at_max": stage.at_max},
+                "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
+                           "naks": self.driver.stats.naks}}
+
+    async def _abort_op(self, header: PushHeader) -> dict[str, Any]:
+        while self._scan_lock.locked() and not self.mode.running:  # a scan op before or after its scan (ms)
+            await asyncio.sleep(self.angles.poll_s)
+        running = self.mode.running
+        await self.mode.abort()
+        if running:
+            self.recorder.record_event("abort", {"scan": self.scans + 1})
+        return {"accepted": True, "reason": "aborted" if running else "idle"}
+
+    async def _status_op(self, header: PushHeader) -> dict[str, Any]:
+        return {"accepted": True, "reason": "ok", **self.push.status(), "scanning": self._scan_lock.locked(),
+                "scans": self.scans, "device_up": self.driver.connected}
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await self.push.start()
+        await self.driver.start()
+        boundaries = loop.create_task(self._boundaries(), name="policy-boundaries")
+        log.info("angles daemon up: device %s, model push %s:%d, N=%d, ≤ %d angles", self.cfg.device.port,
+                 *self.push.address, self.angles.size, self.angles.max_angles)
+        notify("READY=1", "STATUS=running")
+        try:
+            await self._stop.wait()
+        finally:
+            notify("STOPPING=1")
+            boundaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await boundaries
+            await self.mode.abort()  # the stage rests before anything goes down
+            await self.push.close()
+            await self.driver.close()
+            self.recorder.record_event("stop", {"scans": self.scans})
+            self.recorder.close()
+            log.info("angles daemon stopped after %d scans", self.scans)
