@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -42,15 +43,26 @@ def eval_mems(
     typer.echo(json.dumps(result) if as_json else markdown(result))
 
 
-def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory")) -> None:
+def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
+           version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
     """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a CT run (policy.pt, `train ct`) as an
     angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    from datetime import datetime, timezone
+
     if (run / "policy.pt").exists():
+        kind = "ct"
+    elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
+        kind = "mems"
+    else:
+        raise typer.BadParameter(f"{run} is not a run directory: no policy.pt (`train ct`) or config.json + "
+                                 "checkpoint.pt (`train mems`)", param_hint="RUN")
+    version = version or f"{run.resolve().name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if kind == "ct":
         from learner.ct_export import export_ct
 
-        manifest = export_ct(run, out)
+        manifest = export_ct(run, out, version=version)
     else:
         from learner.mems_export import export_mems
 
-        manifest = export_mems(run, out)
+        manifest = export_mems(run, out, version=version)
     typer.echo(f"wrote {out / 'model.onnx'} (sha256 {manifest.sha256[:12]}…) and {out / 'manifest.json'}")

@@ -37,9 +37,9 @@ class MemsTrainConfig:
 class ActionLog(gym.vector.VectorWrapper):
     """Keeps the (physical) actions the agent executed after ``start_step`` transitions (for a_test)."""
 
-    def __init__(self, env: gym.vector.VectorEnv, start_step: int) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, start_step: int, seen: int = 0) -> None:
         super().__init__(env)
-        self.start_step, self.seen, self.actions = start_step, 0, []
+        self.start_step, self.seen, self.actions = start_step, seen, []
 
     def step(self, actions):
         if self.seen >= self.start_step:
@@ -69,8 +69,11 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
     (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
                                                 "num_envs": cfg.num_envs}, indent=2))
     total = cfg.ddpg.total_steps
-    env = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)))
     ckpt = out / "checkpoint.pt"
+    resume_from = ckpt if resume and ckpt.exists() else None
+    done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]) if resume_from else 0
+    # a run resumed inside the a_test window averages the part of the window after the resume
+    env = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
     log_path = out / "log.csv"
     mode = "a" if resume and log_path.exists() else "w"
     with open(log_path, mode, newline="") as f, progress_bar("train mems (DDPG)", total) as bar:
@@ -83,10 +86,9 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
                 writer.writerow([ev.step, ev.updates, f"{r:.5f}"])
             bar.update(ev.step, ev.episode_returns)
 
-        train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1),
-              resume=ckpt if resume and ckpt.exists() else None)
+        train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1), resume=resume_from)
     a_test = np.concatenate(env.actions).mean(axis=0) if env.actions else None  # physical units
-    if a_test is None:  # resumed past the a_test window: keep what the first run found
+    if a_test is None:  # resumed at or past the end: keep what the finished run found
         a_test = np.asarray(json.loads((out / "a_test.json").read_text())["action"])
     (out / "a_test.json").write_text(json.dumps({"action": a_test.tolist(), "units": ["V/px", "V/(px*s)"] * 2,
                                                  "layout": ["Px", "Ix", "Py", "Iy"]}, indent=2))

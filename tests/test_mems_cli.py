@@ -30,10 +30,13 @@ def test_train_writes_run_artifacts(run_dir):
 
 
 def test_resume_continues_from_the_checkpoint(run_dir):
+    before = json.loads((run_dir / "a_test.json").read_text())["action"]
     res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--num-envs", "8", "--resume"])
     assert res.exit_code == 0, res.output
     rows = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)
     assert rows[:, 0].max() > 2400  # episodes after the resume point were logged and np.all(np.diff(rows[:, 0]) >= 0)
+    # the new a_test window (steps 2560–3200) lies after the resume point: a_test is recomputed from it
+    assert json.loads((run_dir / "a_test.json").read_text())["action"] != before
 
 
 def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
@@ -41,11 +44,18 @@ def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
     assert res.exit_code == 0, res.output
     manifest, model = load_artifact(tmp_path / "policy")
     assert manifest.task == "mems-pid-gains" and manifest.observation.shape == (48,)
+    assert manifest.version.startswith("run-")  # the run's name + export time: versions on the edge differ
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     raw = np.random.default_rng(0).normal(0, 150, (5, 48)).astype(np.float32)  # px and V, not normalised
     (gains,) = sess.run(["action"], {"obs": raw})
     assert np.all(gains >= np.array(manifest.action.low, np.float32) - 1e-4)
     assert np.all(gains <= np.array(manifest.action.high, np.float32) + 1e-4)
+
+
+def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
+    res = runner.invoke(app, ["export", str(tmp_path / "nowhere"), str(tmp_path / "policy")])
+    text = " ".join(res.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert res.exit_code == 2 and "is not a run directory" in text, res.output
 
 
 def test_eval_prints_the_table_json(run_dir):
