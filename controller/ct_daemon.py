@@ -6,8 +6,9 @@
   PushServer (authenticated, controller/pushwire.py): push / rollback (the angle policy, validated by
   `AnglePolicy.from_artifact` + an exposure-time budget, installed atomically), status, scan, abort.
 
-Policy swaps apply between scans, never inside one: a push or rollback during a scan is applied when the
-scan ends (it waits up to [policy] swap_timeout_s, else it is refused and the active policy kept).
+A swap or rollback applies at the next decision boundary, as the rl-pid loop's does at the next tick:
+between scans, or inside one before the next angle is chosen (the angle in flight finishes with the
+policy that chose it). Each acquired angle records the version of the policy that chose it.
 `scan` runs one scan (optionally after putting a phantom on the stage) and replies with its summary;
 a second scan while one runs is refused ("busy"). `abort` halts the scan in flight and replies once the
 stage rests; send it with another key than the scan's (the replay guard keeps one sequence window per key,
@@ -80,8 +81,8 @@ class CtDaemon:
         self.recorder.record_event("device", {"up": up, "reason": reason})
 
     def _boundary(self) -> None:
-        """Between scans only: apply a requested swap or rollback to the mode."""
-        if not self._scan_lock.locked() and self.slot.boundary():
+        """Apply a requested swap or rollback to the mode (its next decision uses the new policy)."""
+        if self.slot.boundary():
             self.mode.policy = self.slot.active
 
     async def _boundaries(self) -> None:
@@ -94,7 +95,6 @@ class CtDaemon:
     async def _scan_op(self, header: PushHeader) -> dict[str, Any]:
         if self._scan_lock.locked():
             return {"accepted": False, "reason": "busy", "detail": "a scan is running"}
-        self._boundary()
         async with self._scan_lock:
             if not self.driver.connected:
                 return {"accepted": False, "reason": "device_down", "detail": f"no device on {self.cfg.device.port}"}
@@ -127,10 +127,10 @@ class CtDaemon:
         return str(path)
 
     def _summary(self, res: ScanResult, path: str | None, stage: p.StageStatus, status: p.Status) -> dict[str, Any]:
-        policy = self.mode.policy
         return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
                 "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
-                "policy": policy.version if policy is not None else None, "policy_faults": res.policy_faults,
+                "policy": res.policy_versions[-1] if res.policy_versions else None,  # the one that chose the last angle
+                "policy_versions": res.policy_versions, "policy_faults": res.policy_faults,
                 "total_s": round(res.total_s, 4),
                 "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
                 "stage": {"angle_deg": stage.angle_deg, "moving": stage.moving, "at_min": stage.at_min,
@@ -149,6 +149,7 @@ class CtDaemon:
 
     async def _status_op(self, header: PushHeader) -> dict[str, Any]:
         return {"accepted": True, "reason": "ok", **self.push.status(), "scanning": self._scan_lock.locked(),
+                "angles_acquired": len(self.mode.result.angles_deg) if self.mode.running else 0,
                 "scans": self.scans, "device_up": self.driver.connected}
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -175,6 +176,7 @@ class CtDaemon:
                 await boundaries
             await self.mode.abort()  # the stage rests before anything goes down
             await self.push.close()
+            self.slot.close()
             await self.driver.close()
             self.recorder.record_event("stop", {"scans": self.scans})
             self.recorder.close()

@@ -188,6 +188,8 @@ class Daemon:
                 self.driver.write_voltages(*map(float, self.mode.gate.safe))
             await self.driver.close()
             await self.push.close()
+            if self.slot is not None:
+                self.slot.close()
             await self.hostlink.close()
             if self.metrics is not None:
                 self.metrics.stop()

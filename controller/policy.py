@@ -1,11 +1,14 @@
 """The policy slot: validated ONNX policies, swapped only at tick boundaries (ARCHITECTURE "Policy swap").
 
-Off the tick path (a worker thread): manifest (controller.manifest) and sha256 → task and shapes
-against the mode's `PolicySpec` → onnxruntime session (one intra-op thread, sequential, so it never
-competes with the loop) → the graph's I/O names and shapes → probes on fixed inputs: finite, inside
-the manifest's action bounds, median inference time under the budget. On the tick path: `boundary()`
-applies a requested swap or rollback, `infer()` runs the active policy on a preallocated binding.
-The previous policy stays loaded, so a rollback is a reference swap.
+Off the tick path, in a validator process (spawned, nice 19): manifest (controller.manifest) and
+sha256 → task and shapes against the mode's `PolicySpec` → onnxruntime session (one intra-op thread,
+sequential, so it never competes with the loop) → the graph's I/O names and shapes → probes on fixed
+inputs: finite, inside the manifest's action bounds, median inference time under the budget. A process,
+not a thread: the probes are Python work that would hold the loop's GIL for milliseconds, and a model
+that crashes onnxruntime kills the validator, not the daemon. Only then does a worker thread open the
+model in the daemon. On the tick path: `boundary()` applies a requested swap or rollback, `infer()` runs
+the active policy on a preallocated binding. The previous policy stays loaded, so a rollback is a
+reference swap.
 """
 from __future__ import annotations
 
@@ -13,13 +16,15 @@ import asyncio
 import errno
 import functools
 import logging
+import multiprocessing
 import os
 import statistics
 import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
@@ -44,6 +49,9 @@ class PolicyRejected(Exception):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses the validator process boundary
+        return type(self), (self.reason, self.detail)
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,8 @@ def load_for_task(directory: Path, task: str) -> tuple[Manifest, Path]:
     return manifest, model
 
 
-def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy:
-    """Check an installed artifact and build its session; raises PolicyRejected (blocking: call off the loop)."""
+def _open(directory: Path, spec: PolicySpec) -> LoadedPolicy:
+    """The artifact's session, with manifest, shapes and graph I/O checked against `spec`; raises PolicyRejected."""
     manifest, model = load_for_task(directory, spec.task)
     (obs_dim,), (act_dim,) = manifest.observation.shape, manifest.action.shape
     if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
@@ -123,9 +131,27 @@ def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy
     _check_io(session, obs_dim, act_dim)
     policy = LoadedPolicy(manifest, directory, session)
     policy.steps = obs_dim // spec.obs_step
-    probes = _probe_inputs(manifest)
+    return policy
+
+
+def validate(directory: Path, spec: PolicySpec, budget_s: float) -> LoadedPolicy:
+    """Check an installed artifact and build its session; raises PolicyRejected (blocking: call off the loop)."""
+    policy = _open(directory, spec)
+    probes = _probe_inputs(policy.manifest)
     policy.latency_us = _median_latency_us(policy, probes[0], budget_s)  # first: a slow model is refused quickly
-    _probe(policy, manifest, probes)
+    _probe(policy, policy.manifest, probes)
+    return policy
+
+
+def validated_latency_us(directory: Path, spec: PolicySpec, budget_s: float) -> float:
+    """`validate` for the validator process: what comes back is the inference time (sessions do not pickle)."""
+    return validate(directory, spec, budget_s).latency_us
+
+
+def open_validated(directory: Path, spec: PolicySpec, latency_us: float) -> LoadedPolicy:
+    """Open an artifact the validator process accepted (installs are immutable; manifest and sha256 re-checked)."""
+    policy = _open(directory, spec)
+    policy.latency_us = latency_us
     return policy
 
 
@@ -211,7 +237,7 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
 
 
 def _lowest_priority() -> None:
-    """Worker-thread initializer: nice 19, so validation (inference probes) yields the CPU to the loop."""
+    """Worker thread / validator process initializer: nice 19, so off-loop work yields the CPU to the loop."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
     except OSError:
@@ -233,18 +259,34 @@ class PolicySlot:
     budget_s: float  # the inference-time budget (a fraction of the tick period)
     active: LoadedPolicy | None = None
     previous: LoadedPolicy | None = None
-    # validates an installed artifact (blocking; raises PolicyRejected) into a policy with manifest, path,
-    # version and latency_us (LoadedPolicy, modes.angles.AnglePolicy); default `validate(directory, spec, budget_s)`
+    # validates an installed artifact (blocking, in the worker thread; raises PolicyRejected) into a policy with
+    # manifest, path, version and latency_us (modes.angles.AnglePolicy); default: `validate` in the validator process
     loader: Callable[[Path], Any] | None = None
     counters: Counter[str] = field(default_factory=Counter)
     _request: _Request | None = None
     _worker: ThreadPoolExecutor | None = None
+    _validator: ProcessPoolExecutor | None = None
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work (install, validation) in the slot's low-priority worker thread."""
+        """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=_lowest_priority)
-        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
+        return await self._run(self._worker, fn, *args)
+
+    async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model."""
+        if self._validator is None:
+            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _lowest_priority)
+        try:
+            return await self._run(self._validator, fn, *args)
+        except BrokenProcessPool:
+            self._validator.shutdown(wait=False)
+            self._validator = None  # the next model gets a fresh process
+            raise PolicyRejected("corrupt_model", "the validator process died on this model") from None
+
+    @staticmethod
+    async def _run(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
 
     async def load(self, directory: Path) -> LoadedPolicy:
         """Validate an installed artifact off the loop; counts attempts and rejections."""
@@ -252,10 +294,18 @@ class PolicySlot:
         try:
             if self.loader is not None:
                 return await self.off_loop(self.loader, directory)
-            return await self.off_loop(validate, directory, self.spec, self.budget_s)
+            latency_us = await self.in_validator(validated_latency_us, directory, self.spec, self.budget_s)
+            return await self.off_loop(open_validated, directory, self.spec, latency_us)
         except PolicyRejected as e:
             self.reject(e)
             raise
+
+    def close(self) -> None:
+        """Stop the worker thread and the validator process (daemon shutdown)."""
+        for executor in (self._worker, self._validator):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._worker = self._validator = None
 
     def reject(self, e: PolicyRejected) -> None:
         self.counters[f"rejected:{e.reason}"] += 1

@@ -95,7 +95,7 @@ async def wait_ready(stand: SimulatedStand, client: PushClient, timeout_s: float
 
 async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artifacts, tmp_path) -> None:
     stand = SimulatedStand(tmp_path, device="ct", speed=20.0, seed=EMU_SEED, emulator_args=("--tick-hz", "100"),
-                           config={"loop": {"mode": "angles"}, "angles": ANGLES, "policy": {"swap_timeout_s": 30.0}})
+                           config={"loop": {"mode": "angles"}, "angles": ANGLES})
     stand.start_emulator()
     tmp_path.mkdir(exist_ok=True)
     write_keyfile(stand.key_file, (1, 2))  # key 2: the console that aborts (replay windows are per key)
@@ -120,6 +120,7 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         policy = AnglePolicy.from_artifact(artifacts["ct"], SIZE)
         angles, image, stopped_by = reference_scan(policy, SAMPLE, EMU_SEED)
         assert res["angles_deg"] == angles and res["stopped_by"] == stopped_by
+        assert res["policy_versions"] == [pushed["version"]] * len(angles)
         assert res["n_angles"] == len(angles) <= MAX_ANGLES
         # never commanded while moving or exposing, never refused, every angle within the edge's limits
         assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
@@ -151,16 +152,18 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         assert cli.exit_code == 0, cli.output
         assert json.loads(cli.output)["stopped_by"] in ("policy", "max_angles")
 
-        # a push during a scan waits for its end: the whole scan ran version 1, the next one runs version 2
+        # a push during a scan applies at its next decision: version 1 chose the first angles, version 2 the rest
         again: dict = {}
         worker = threading.Thread(target=lambda: again.update(client.scan()))
         worker.start()
-        while not (await asyncio.to_thread(console.status))["scanning"]:
+        while (await asyncio.to_thread(console.status))["angles_acquired"] < 1:
             await asyncio.sleep(0.005)
         swapped = await asyncio.to_thread(console.push, artifacts["ct2"])
         await asyncio.to_thread(worker.join, 10.0)
         assert swapped["accepted"] and swapped["version"] == "2", swapped
-        assert again["accepted"] and again["policy"] == "1" and again["stopped_by"] in ("policy", "max_angles")
+        versions = again["policy_versions"]
+        assert again["accepted"] and again["stopped_by"] in ("policy", "max_angles")
+        assert versions[0] == "1" and "2" in versions and versions == sorted(versions), versions  # 1s, then 2s
         assert again["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
         status = await asyncio.to_thread(console.status)
         assert (status["active"], status["previous"], status["scanning"]) == ("2", "1", False)
@@ -172,4 +175,3 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
                                                 again["stopped_by"]]
     assert scans[0]["angles_deg"] == angles and len(scans[0]["timings"]["sirt"]) == len(angles)
     assert [e["details"]["action"] for e in events if e["kind"] == "policy"] == ["swapped", "rejected", "swapped"]
-    assert [e["kind"] for e in events][-2:] == ["scan", "policy"]  # the swap to version 2 after the scan

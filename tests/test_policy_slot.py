@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -97,6 +98,16 @@ async def test_rejected_load_is_counted_and_leaves_the_active_policy(artifacts):
     assert slot.active is active and not slot.boundary()
     assert {k: v for k, v in slot.counters.items() if k.startswith("rejected:")} == \
         {f"rejected:{EXPECTED_REASON[f]}": 1 for f in FAULTS}
+
+
+async def test_a_model_that_kills_the_validator_process_is_refused_and_the_daemon_goes_on(artifacts):
+    slot = PolicySlot(SPEC, BUDGET_S)
+    try:
+        with pytest.raises(PolicyRejected, match="corrupt_model: the validator process died"):
+            await slot.in_validator(os._exit, 3)  # what a model that crashes onnxruntime does to its process
+        assert (await slot.load(artifacts["v1"])).version == "1"  # a fresh validator process
+    finally:
+        slot.close()
 
 
 def _mode(slot: PolicySlot, every_n: int = 3) -> RlPidMode:

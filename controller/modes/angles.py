@@ -156,6 +156,7 @@ class ScanResult:
                                                                      ("policy", "move", "acquire", "sirt")})
     total_s: float = 0.0
     policy_faults: int = 0  # steps where the policy's output was not finite (golden-ratio angle used)
+    policy_versions: list[str | None] = field(default_factory=list)  # per angle: the policy that chose it (None: golden ratio)
 
     @property
     def sinogram(self) -> np.ndarray:
@@ -240,11 +241,12 @@ class AnglesMode:
         for k in range(cfg.max_angles):
             stop = k + 1 == cfg.max_angles  # d_M ≡ 1
             decision = None
-            if self.policy is not None:
+            policy = self.policy  # a swap (ct_daemon) takes effect at the next decision
+            if policy is not None:
                 if update is not None:
                     image, update = await self._guard(update), None
                 t = time.perf_counter()
-                decision = await self._guard(asyncio.to_thread(self.policy.decide, image, acquired))
+                decision = await self._guard(asyncio.to_thread(policy.decide, image, acquired))
                 res.timings["policy"].append(time.perf_counter() - t)
                 if decision is None:
                     res.policy_faults += 1
@@ -266,6 +268,7 @@ class AnglesMode:
                 raise ValueError(f"detector sent {data.size} bins, the mode reconstructs {cfg.size}")
             acquired[tomo.to_grid_index(angle, cfg.n_angles)] = True
             res.angles_deg.append(angle)
+            res.policy_versions.append(policy.version if decision is not None else None)
             res.measured_deg.append(proj.angle_deg)
             res.projections.append(data)
             blocks.append(tomo.system_matrix(cfg.size, [proj.angle_deg]))
