@@ -13,6 +13,7 @@ reference swap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -236,12 +237,13 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
     return dest
 
 
-def _lowest_priority() -> None:
-    """Worker thread / validator process initializer: nice 19, so off-loop work yields the CPU to the loop."""
-    try:
+def lowest_priority() -> None:
+    """Worker thread / validator process initializer: the normal scheduling class (not a real-time one
+    inherited from a loop run under chrt or --rt) at nice 19, so off-loop work yields the CPU to the loop."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no sched_* outside Linux
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # 0: this thread
+    with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
-    except OSError:
-        pass
 
 
 @dataclass
@@ -270,13 +272,13 @@ class PolicySlot:
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=_lowest_priority)
+            self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=lowest_priority)
         return await self._run(self._worker, fn, *args)
 
     async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model."""
         if self._validator is None:
-            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _lowest_priority)
+            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), lowest_priority)
         try:
             return await self._run(self._validator, fn, *args)
         except BrokenProcessPool:

@@ -29,13 +29,14 @@ def bench_loop(
 def bench_swap(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     swaps: int = typer.Option(100, "--swaps", help="Models pushed and swapped in."),
-    chunks: int = typer.Option(10, "--chunks", help="Quiet/pushing phase pairs (1 s each)."),
+    chunks: int = typer.Option(20, "--chunks", help="Quiet/pushing phase pairs (0.5 s each)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
+    realtime: bool = typer.Option(False, "--rt", help="Run the loop thread under SCHED_FIFO (needs CAP_SYS_NICE)."),
 ) -> None:
     """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""
     from hil.bench_swap import bench
 
-    report = bench(rate, swaps, chunks)
+    report = bench(rate, swaps, chunks, realtime=realtime)
     if json_out:
         typer.echo(json.dumps(report))
         return

@@ -1,4 +1,4 @@
-"""`edgetune bench loop`: a short real run prints the documented JSON object."""
+"""`edgetune bench loop` and `bench swap`: short real runs give the documented JSON fields."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 from hil.bench import bench_loop
+from hil.bench_swap import bench as bench_swap
 
 
 def test_bench_loop_json_short_run() -> None:
@@ -24,3 +25,10 @@ def test_bench_loop_json_short_run() -> None:
         assert s["p50_us"] <= s["p99_us"] <= s["p999_us"] <= s["max_us"]
     assert r["recorder"]["written"] + r["recorder"]["dropped"] == r["ticks"]
     assert r["recorder"]["dropped"] == 0
+
+
+def test_bench_swap_short_run_swaps_every_model() -> None:
+    r = bench_swap(rate_hz=500.0, swaps=4, chunks=2, chunk_s=0.3)
+    assert (r["swaps"], r["accepted"], r["rejected"], r["non_finite_outputs"]) == (4, 4, [], 0)
+    assert r["extra_overruns"] == r["with_swaps"]["overruns"] - r["baseline"]["overruns"]
+    assert 0 < r["swap_latency_ms"]["p50"] <= r["swap_latency_ms"]["max"] and r["decisions"] > 0
