@@ -18,7 +18,6 @@ golden-ratio angles.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -57,7 +56,7 @@ class CtDaemon:
         self.mode = AnglesMode(self.driver, a)
         # one "step" of the flat observation is the whole x̂ ‖ acquired vector
         self.slot = PolicySlot(PolicySpec(TASK, a.size * a.size + a.n_angles, a.n_angles + 1, 1),
-                               budget_s=a.exposure_s, loader=self._load_policy)
+                               budget_s=a.exposure_s, loader=self._load_policy, on_request=self._boundary)
         self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
                                       flush_ms=cfg.recorder.flush_ms)
         self.scans_dir = Path(cfg.recorder.path).parent / "scans"
@@ -84,11 +83,6 @@ class CtDaemon:
         """Apply a requested swap or rollback to the mode (its next decision uses the new policy)."""
         if self.slot.boundary():
             self.mode.policy = self.slot.active
-
-    async def _boundaries(self) -> None:
-        while True:
-            self._boundary()
-            await asyncio.sleep(self.angles.poll_s)
 
     # -- push-channel ops ---------------------------------------------------------------------------
 
@@ -163,7 +157,6 @@ class CtDaemon:
             loop.add_signal_handler(sig, self.stop)
         await self.push.start()
         await self.driver.start()
-        boundaries = loop.create_task(self._boundaries(), name="policy-boundaries")
         log.info("angles daemon up: device %s, model push %s:%d, N=%d, ≤ %d angles", self.cfg.device.port,
                  *self.push.address, self.angles.size, self.angles.max_angles)
         notify("READY=1", "STATUS=running")
@@ -171,9 +164,6 @@ class CtDaemon:
             await self._stop.wait()
         finally:
             notify("STOPPING=1")
-            boundaries.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await boundaries
             await self.mode.abort()  # the stage rests before anything goes down
             await self.push.close()
             self.slot.close()

@@ -264,6 +264,8 @@ class PolicySlot:
     # validates an installed artifact (blocking, in the worker thread; raises PolicyRejected) into a policy with
     # manifest, path, version and latency_us (modes.angles.AnglePolicy); default: `validate` in the validator process
     loader: Callable[[Path], Any] | None = None
+    # called (soon, on the loop) when a swap or rollback is requested: a mode without ticks applies it from here
+    on_request: Callable[[], None] | None = None
     counters: Counter[str] = field(default_factory=Counter)
     _request: _Request | None = None
     _worker: ThreadPoolExecutor | None = None
@@ -328,7 +330,10 @@ class PolicySlot:
     def _post(self, kind: Literal["swap", "rollback"], policy: LoadedPolicy | None) -> asyncio.Future[tuple[LoadedPolicy, int]]:
         if self._request is not None:  # superseded before a tick applied it
             self._request.done.cancel()
-        self._request = _Request(kind, policy, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        self._request = _Request(kind, policy, loop.create_future())
+        if self.on_request is not None:
+            loop.call_soon(self.on_request)
         return self._request.done
 
     def boundary(self) -> bool:
