@@ -2,20 +2,35 @@
 
 The system matrix is controller.tomo's (Joseph model, all `n_angles` grid angles), converted once per
 geometry to torch CSR (int32 indices). For a batch, each episode's angle mask (B, A) selects its rows
-of W and columns of Wᵀ (cost ∝ selected entries, once per batch), and the episodes are stacked into
-one block-diagonal CSR matrix, so every SIRT iteration is one sparse mat-vec forward and one backward
-for the whole batch — the work of one ASTRA reconstruction per episode, without a Python loop. Update (ASTRA's SIRT, as controller.tomo):
-    x ← clip(x + C_b·W_bᵀ·R·(p − W_b·x), lo, hi)
+of W; the selected rows of consecutive episodes are stacked into one block-diagonal CSR matrix W_b
+(unselected angles' rows left out; cost ∝ selected entries, once per batch), with W_bᵀ its CSR
+transpose. Every SIRT iteration is then one sparse mat-vec forward and one backward per block of
+episodes, in place in preallocated buffers — the work of one ASTRA reconstruction per episode,
+without a Python loop over episodes. Update (ASTRA's SIRT, van der Sluis & van der Vorst; as
+controller.tomo):
+    x ← clip(x + C_b·W_bᵀ·R·(p − W_b·x), lo, hi),  R = 1/row sums, C_b = 1/column sums of W_b (0 where 0)
+
+On CPU the batch is split into one block per torch thread, each iterated in its own Python thread
+with single-threaded ops: no OpenMP barrier per op, which on a busy machine (another process on a
+core) cuts the time per iteration from ~75 to ~47 ms at 239², 20 angles, batch 32 (~30 ms when idle
+either way). On CUDA the whole batch is one block.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from controller import tomo
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -29,14 +44,49 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[
         return torch.sparse_csr_tensor(crow.int(), col.int(), val, size=shape, check_invariants=False)
 
 
+def _transpose(w: torch.Tensor) -> torch.Tensor:
+    """Wᵀ in CSR (= W in CSC). On CPU scipy's counting sort (~0.3 s for 60M entries; torch's CPU
+    conversion takes ~7 s); elsewhere torch's own conversion."""
+    rows, cols = w.shape
+    if w.device.type == "cpu":
+        csc = sp.csr_matrix((w.values().numpy(), w.col_indices().numpy(), w.crow_indices().numpy()),
+                            shape=(rows, cols)).tocsc()
+        return _csr(*(torch.from_numpy(a) for a in (csc.indptr, csc.indices, csc.data)), (cols, rows))
+    csc = w.to_sparse_csc()
+    return _csr(csc.ccol_indices(), csc.row_indices(), csc.values(), (cols, rows))
+
+
+def _parallel(fn: Callable[[T], U], items: Sequence[T]) -> list[U]:
+    """fn over items, each in its own Python thread, with torch's (process-wide) thread count at 1
+    meanwhile so that every op runs single-threaded; a single item runs inline."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(items)) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class OperatorBlock:
+    """W_b, W_bᵀ, R, C_b of the consecutive episodes `episodes`. Rows: the selected angles' bins,
+    episode by episode, angles in grid order (the order of `sinograms[mask]`)."""
+
+    episodes: slice
+    w: torch.Tensor  # (K·N, b·N²) CSR, K selected (episode, angle) pairs, b episodes
+    wt: torch.Tensor  # (b·N², K·N) CSR
+    r: torch.Tensor  # (K·N,) inverse row sums
+    c: torch.Tensor  # (b·N²,) inverse column sums over the selected angles
+
+
 @dataclass(frozen=True)
 class BatchOperators:
-    """Block-diagonal operators for one batch of angle masks."""
+    """Operators for one batch of angle masks, as blocks of consecutive episodes."""
 
-    w: torch.Tensor  # (B·A·N, B·N²) CSR
-    wt: torch.Tensor  # (B·N², B·A·N) CSR
-    r: torch.Tensor  # (B·A·N,) inverse row sums (0 for unselected angles)
-    c: torch.Tensor  # (B·N²,) inverse column sums over the selected angles
+    blocks: tuple[OperatorBlock, ...]
     mask: torch.Tensor  # (B, A) bool
 
 
@@ -47,15 +97,9 @@ class BatchSIRT:
         w = tomo.system_matrix(size, tomo.angle_grid(n_angles))  # float32 CSR, cached per geometry
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
         self._w = (as_t(w.indptr.astype(np.int64)), as_t(w.indices), as_t(w.data))
-        self._angle_off = self._w[0][::size]  # (A+1,) first entry of each angle's rows
-        # Per-angle transposed blocks W_aᵀ (N² × N): row pointers (A, N²+1) local to each block.
-        blocks = [w[a * size:(a + 1) * size].T.tocsr() for a in range(n_angles)]
-        self._t_ptr = as_t(np.stack([b.indptr for b in blocks]).astype(np.int64))
-        rows = [np.repeat(np.arange(size * size), np.diff(b.indptr)) for b in blocks]
-        # Per block: entry arrays (pixel row, position within that row's segment, bin, value).
-        self._t = [(as_t(r.astype(np.int32)), as_t((np.arange(b.nnz) - b.indptr[r]).astype(np.int32)),
-                    as_t(b.indices), as_t(b.data)) for r, b in zip(rows, blocks)]
-        self._r = as_t(tomo.sirt_weights(w)[0])
+        self._angle_off = w.indptr[::size].tolist()  # (A+1,) first entry of each angle's rows
+        self._row_len = self._w[0].diff().reshape(n_angles, size)  # entries per (angle, bin)
+        self._r = as_t(tomo.sirt_weights(w)[0]).reshape(n_angles, size)
         self._full = _csr(*self._w, w.shape)
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
@@ -64,56 +108,37 @@ class BatchSIRT:
         return (self._full @ x.T).T.reshape(len(images), self.n_angles, self.size)
 
     def operators(self, mask: torch.Tensor) -> BatchOperators:
-        """Build the block-diagonal W_b, W_bᵀ, R, C_b for angle masks (B, A) (bool); cost ∝ selected entries."""
+        """Build W_b, W_bᵀ, R, C_b for angle masks (B, A) (bool); cost ∝ selected entries."""
         mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
         if mask.ndim != 2 or mask.shape[1] != self.n_angles or not bool(mask.any(1).all()):
             raise ValueError(f"mask must have shape (B, {self.n_angles}) with an angle per episode")
-        npix, nrow = self.size**2, self.n_angles * self.size
-        parts = [(self._rows(sel, b * npix), self._cols(sel, b * nrow))
-                 for b, sel in enumerate(torch.nonzero(m).ravel() for m in mask)]
-        nb = len(mask)
-        if sum(len(p[0][1]) for p in parts) >= 2**31:
+        n = min(torch.get_num_threads(), len(mask)) if self.device.type == "cpu" else 1
+        # n blocks of about equal work (selected angles): each episode goes where its midpoint falls.
+        k = mask.sum(1).cpu()
+        block = ((k.cumsum(0) - k / 2) * n / k.sum()).long()
+        edges = [0, *torch.bincount(block, minlength=n).cumsum(0).tolist()]
+        blocks = [slice(i, j) for i, j in zip(edges[:-1], edges[1:]) if j > i]
+        return BatchOperators(tuple(_parallel(lambda s: self._block(s, mask[s]), blocks)), mask)
+
+    def _block(self, episodes: slice, mask: torch.Tensor) -> OperatorBlock:
+        """The operators of `episodes`, whose masks are `mask`."""
+        nb, npix = len(mask), self.size**2
+        episode, angle = torch.nonzero(mask).T  # selected (episode, angle) pairs, episode-major
+        crow = torch.cat([self._w[0][:1], torch.cumsum(self._row_len[angle].reshape(-1), 0)])
+        if int(crow[-1]) >= 2**31 or nb * npix >= 2**31:
             raise ValueError("batch too large for int32 sparse indices; split it")
-        w = _csr(*self._stack([p[0] for p in parts]), (nb * nrow, nb * npix))
-        wt = _csr(*self._stack([p[1] for p in parts]), (nb * npix, nb * nrow))
-        colsum = torch.mv(wt, torch.ones(nb * nrow, device=self.device))
+        col, val = self._w[1:]
+        spans = [(self._angle_off[a], self._angle_off[a + 1]) for a in angle.tolist()]
+        cols = torch.cat([col[i:j] for i, j in spans])
+        vals = torch.cat([val[i:j] for i, j in spans])
+        ends = crow[self.size * torch.cumsum(torch.bincount(episode, minlength=nb), 0)].tolist()
+        for b, (i, j) in enumerate(zip([0] + ends[:-1], ends)):
+            cols[i:j] += b * npix  # episode b's columns: its image block
+        w = _csr(crow, cols, vals, (len(angle) * self.size, nb * npix))
+        wt = _transpose(w)
+        colsum = torch.mv(wt, torch.ones(w.shape[0], device=self.device))
         c = torch.where(colsum > 0, 1.0 / colsum.clamp_min(1e-30), torch.zeros_like(colsum))
-        r = (self._r.reshape(1, self.n_angles, self.size) * mask[:, :, None]).reshape(-1)
-        return BatchOperators(w, wt, r, c, mask)
-
-    def _rows(self, sel: torch.Tensor, col_offset: int):
-        """W restricted to the rows of angles `sel` (other rows empty), columns shifted by col_offset."""
-        crow, col, val = self._w
-        spans = [(int(self._angle_off[a]), int(self._angle_off[a + 1])) for a in sel.tolist()]
-        counts = crow.diff().reshape(self.n_angles, self.size)
-        keep = torch.zeros(self.n_angles, 1, dtype=counts.dtype, device=self.device)
-        keep[sel] = 1
-        new_crow = torch.cat([crow[:1], torch.cumsum((counts * keep).reshape(-1), 0)])
-        return new_crow, torch.cat([col[i:j] for i, j in spans]) + col_offset, torch.cat([val[i:j] for i, j in spans])
-
-    def _cols(self, sel: torch.Tensor, col_offset: int):
-        """Wᵀ restricted to the columns of angles `sel`: the blocks W_aᵀ merged row by row."""
-        cnt = self._t_ptr[sel].diff(dim=1)  # (k, N²) entries per pixel row in each block
-        before = (torch.cumsum(cnt, 0) - cnt).reshape(-1)  # entries of earlier blocks in the same row
-        crow = torch.cat([cnt.new_zeros(1), torch.cumsum(cnt.sum(0), 0)])
-        npix = self.size**2
-        row, pos, col, val = (torch.cat(x) for x in zip(*(self._t[a] for a in sel.tolist())))
-        lengths = torch.tensor([len(self._t[a][0]) for a in sel.tolist()], device=self.device)
-        j = torch.repeat_interleave(torch.arange(len(sel), device=self.device), lengths, output_size=len(row))
-        rowl = row.long()
-        dest = crow[rowl] + before[j * npix + rowl] + pos
-        out_col = torch.empty_like(col)
-        out_val = torch.empty_like(val)
-        out_col[dest] = col + (sel[j] * self.size + col_offset).to(col.dtype)
-        out_val[dest] = val
-        return crow, out_col, out_val
-
-    @staticmethod
-    def _stack(parts):
-        crows, cols, vals = zip(*parts)
-        offsets = torch.tensor([0] + [int(c[-1]) for c in crows[:-1]], device=crows[0].device).cumsum(0)
-        crow = torch.cat([crows[0][:1]] + [c[1:] + o for c, o in zip(crows, offsets)])
-        return crow, torch.cat(cols), torch.cat(vals)
+        return OperatorBlock(episodes, w, wt, self._r[angle].reshape(-1), c)
 
     def reconstruct(
         self,
@@ -126,13 +151,19 @@ class BatchSIRT:
         """SIRT for a batch: sinograms (B, A, N) (rows of unselected angles ignored), mask (B, A)
         or prebuilt operators; x0 (B, N, N) warm start (default 0). Returns (B, N, N)."""
         ops = mask if isinstance(mask, BatchOperators) else self.operators(mask)
-        nb = len(ops.mask)
-        p = sinograms.to(self.device, torch.float32).reshape(-1)
-        x = (torch.zeros(nb * self.size**2, device=self.device) if x0 is None
-             else x0.to(self.device, torch.float32).reshape(-1).clone())
-        rp = ops.r * p  # R·p, zero on unselected rows
-        for _ in range(iterations):
-            resid = rp - ops.r * torch.mv(ops.w, x)
-            x += ops.c * torch.mv(ops.wt, resid)
-            x.clamp_(bounds[0], bounds[1])
+        nb, npix = len(ops.mask), self.size**2
+        sino = sinograms.to(self.device, torch.float32)
+        x = (torch.zeros(nb, npix, device=self.device) if x0 is None
+             else x0.to(self.device, torch.float32).reshape(nb, npix).clone())
+
+        def run(block: OperatorBlock) -> None:
+            p = sino[block.episodes][ops.mask[block.episodes]].reshape(-1)  # selected rows, W_b's order
+            xb = x[block.episodes].view(-1)  # this block's images, updated in place
+            resid, back = torch.empty_like(p), torch.empty_like(xb)
+            for _ in range(iterations):
+                torch.addmv(p, block.w, xb, alpha=-1.0, out=resid).mul_(block.r)  # R·(p − W_b·x)
+                torch.mv(block.wt, resid, out=back)  # W_bᵀ·R·(p − W_b·x)
+                xb.addcmul_(block.c, back).clamp_(bounds[0], bounds[1])
+
+        _parallel(run, ops.blocks)
         return x.reshape(nb, self.size, self.size)
