@@ -64,6 +64,7 @@ class LoopConfig(_Section):
     rate_hz: float = Field(120.0, gt=0)
     pacing: Literal["frames", "timer"] = "frames"
     mode: Literal["stabilize", "rl-pid", "angles"] = "stabilize"
+    realtime_priority: int = Field(0, ge=0, le=99)  # SCHED_FIFO priority of the tick loop's thread; 0: normal
 
 
 class PidAxisConfig(_Section):

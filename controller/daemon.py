@@ -12,10 +12,12 @@ Everything slow (connecting, disk, metrics export, sd_notify) runs in other task
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,13 +30,13 @@ from controller.metrics import Metrics
 from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.modes.stabilize import StabilizeMode
 from controller.pid import Pid
-from controller.policy import PolicySlot
+from controller.policy import PolicySlot, lowest_priority
 from controller.protocol import Frame
 from controller.protocol import SetDisturbance as DeviceSetDisturbance
 from controller.push import DRIFT_WARN, PushServer, period_drift
 from controller.recorder import Recorder
 from controller.safety import SafetyGate
-from controller.scheduler import FrameTrigger, Scheduler, Tick
+from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
 from controller.sdnotify import Watchdog, notify
 
 log = logging.getLogger("edgetune.daemon")
@@ -177,8 +179,13 @@ class Daemon:
                  self.cfg.device.port, *self.hostlink.address, *self.push.address, self.cfg.loop.rate_hz,
                  self.cfg.loop.pacing, self.cfg.loop.mode)
         notify("READY=1", "STATUS=running")
+        prio = self.cfg.loop.realtime_priority
+        if prio:  # threads started from here on (asyncio.to_thread) leave the real-time class
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="off-loop", initializer=lowest_priority))
         try:
-            await self.scheduler.run(self.tick)
+            with realtime(prio) if prio else contextlib.nullcontext(False) as rt:
+                self.recorder.record_event("loop", {"sched": "fifo" if rt else "other", "priority": prio if rt else 0})
+                await self.scheduler.run(self.tick)
         finally:
             notify("STOPPING=1")
             for t in side:

@@ -16,19 +16,40 @@ Pacing sources:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import inspect
+import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Iterator, Protocol
 
 from controller.latency import LatencyRing
 
 Clock = Callable[[], int]  # ns, monotonic
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def realtime(priority: int) -> Iterator[bool]:
+    """SCHED_FIFO at `priority` for the calling thread while inside (threads it starts inherit it: off-loop
+    workers drop it, controller.policy.lowest_priority); yields whether it took effect. Without the right
+    (CAP_SYS_NICE, or RLIMIT_RTPRIO ≥ priority: systemd's LimitRTPRIO) the thread stays as it was (logged)."""
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:  # AttributeError: no sched_* outside Linux
+        log.warning("real-time priority %d refused (%s): the loop runs at normal priority", priority, e)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setscheduler(0, *before)
 
 
 class Timer(Protocol):

@@ -15,7 +15,7 @@ def bench_loop(
     """Our stabilize tick path vs. a bare time.sleep loop at the same absolute deadlines."""
     from hil.bench_loop import bench
 
-    report = bench(rate, seconds, realtime=realtime)
+    report = bench(rate, seconds, rt=realtime)
     if json_out:
         typer.echo(json.dumps(report))
         return
@@ -36,7 +36,7 @@ def bench_swap(
     """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""
     from hil.bench_swap import bench
 
-    report = bench(rate, swaps, chunks, realtime=realtime)
+    report = bench(rate, swaps, chunks, rt=realtime)
     if json_out:
         typer.echo(json.dumps(report))
         return

@@ -12,6 +12,7 @@ They run in alternating chunks (default 2 s), so both see the same background lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import tempfile
@@ -28,8 +29,10 @@ from controller.modes.stabilize import StabilizeMode
 from controller.pid import BASELINE_GAINS, Pid
 from controller.recorder import Recorder
 from controller.safety import SafetyGate
-from controller.scheduler import Scheduler, Tick, next_period
+from controller.scheduler import Scheduler, Tick, next_period, realtime
 from firmware_sim.mems import MemsStand
+
+RT_PRIORITY = 50  # SCHED_FIFO priority under --rt (the daemon: [loop] realtime_priority)
 
 
 class SimStabilizeTick:
@@ -143,23 +146,20 @@ async def _alternate(rate_hz: float, seconds: float, tick: SimStabilizeTick, chu
     return {"rate_hz": rate_hz, "ticks": ticks, **res, "p99_ratio": round(ratio, 3)}
 
 
-def bench(rate_hz: float, seconds: float, chunk_s: float = 2.0, realtime: bool = False) -> dict[str, Any]:
+def bench(rate_hz: float, seconds: float, chunk_s: float = 2.0, rt: bool = False) -> dict[str, Any]:
     """`seconds` of ours and `seconds` of the floor (alternating `chunk_s` chunks); the report dict.
 
-    realtime: run both loops under SCHED_FIFO (needs CAP_SYS_NICE; the recorder's writer thread,
-    started before, stays in the normal class)."""
+    rt: run both loops under SCHED_FIFO (controller.scheduler.realtime; the recorder's writer
+    thread, started before, stays in the normal class)."""
     if not (rate_hz > 0 and seconds > 0 and chunk_s > 0):
         raise ValueError(f"rate, seconds and chunk must be positive, got {rate_hz} Hz, {seconds} s, {chunk_s} s")
     with tempfile.TemporaryDirectory() as tmp:
         recorder = Recorder.open(Path(tmp) / "bench.sqlite")
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
         try:
-            if realtime:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-            report = asyncio.run(_alternate(rate_hz, seconds, SimStabilizeTick(rate_hz, recorder), chunk_s))
+            with realtime(RT_PRIORITY) if rt else contextlib.nullcontext(False) as fifo:
+                report = asyncio.run(_alternate(rate_hz, seconds, SimStabilizeTick(rate_hz, recorder), chunk_s))
         finally:
-            os.sched_setscheduler(0, policy, param)
             recorder.close()
-    report["sched"] = "fifo" if realtime else "other"
+    report["sched"] = "fifo" if fifo else "other"
     report["recorder"] = {"written": recorder.written, "dropped": recorder.dropped}
     return report

@@ -12,6 +12,7 @@ quiet and pushing chunks alternate so both see the same background load (this VM
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import tempfile
@@ -29,8 +30,8 @@ from controller.push import PushServer
 from controller.push_client import PushClient
 from controller.recorder import Recorder
 from controller.latency import LatencyRing
-from controller.scheduler import Scheduler, Tick
-from hil.bench_loop import SimStabilizeTick, _result
+from controller.scheduler import Scheduler, Tick, realtime
+from hil.bench_loop import RT_PRIORITY, SimStabilizeTick, _result
 from hil.model_faults import make_artifact
 
 KEY_ID = 1
@@ -50,7 +51,7 @@ def _push(art: Path) -> dict[str, Any]:
 
 
 async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decision_every: int,
-                  work: Path, realtime: bool) -> dict[str, Any]:
+                  work: Path, rt: bool) -> dict[str, Any]:
     arts = [make_artifact("good", work / f"m{i}", version=f"v{i}", seed=i, steps=4,
                           decision_period_s=decision_every / rate_hz) for i in range(swaps)]
     recorder = Recorder.open(work / "bench.sqlite")
@@ -96,18 +97,15 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
             await asyncio.sleep(max(0.0, t_end - asyncio.get_running_loop().time()))
         sched_done.set_result(None)
 
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    try:
-        if realtime:  # the loop thread only: the threads and processes started above keep the normal class
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-        done = asyncio.get_running_loop().create_future()
-        drive = asyncio.create_task(driver(done))
-        sched = Scheduler(1.0 / rate_hz)
-        stopper = asyncio.create_task(_stop_when(done, sched))
-        await sched.run(tick)
-        await asyncio.gather(drive, stopper)
+    try:  # under rt the loop thread only: the threads and processes started above keep the normal class
+        with realtime(RT_PRIORITY) if rt else contextlib.nullcontext(False) as fifo:
+            done = asyncio.get_running_loop().create_future()
+            drive = asyncio.create_task(driver(done))
+            sched = Scheduler(1.0 / rate_hz)
+            stopper = asyncio.create_task(_stop_when(done, sched))
+            await sched.run(tick)
+            await asyncio.gather(drive, stopper)
     finally:
-        os.sched_setscheduler(0, policy, param)
         pusher.shutdown()
         slot.close()
         await server.close()
@@ -122,7 +120,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
         "swap_latency_ms": {"p50": round(float(np.median(ms)), 3), "max": round(float(ms.max()), 3)},
         "rejected": sorted({r["reason"] for r in replies if not r["accepted"]}),
         "decisions": sim.mode.decisions, "non_finite_outputs": slot.counters["non_finite_output"],
-        "sched": "fifo" if realtime else "other",
+        "sched": "fifo" if fifo else "other",
     }
 
 
@@ -132,10 +130,10 @@ async def _stop_when(done: asyncio.Future, sched: Scheduler) -> None:
 
 
 def bench(rate_hz: float = 1000.0, swaps: int = 100, chunks: int = 20, chunk_s: float = 0.5,
-          decision_every: int = 10, realtime: bool = False) -> dict[str, Any]:
+          decision_every: int = 10, rt: bool = False) -> dict[str, Any]:
     """One loop of `chunks` × (quiet, pushing) phases of `chunk_s` each; `swaps` pushes spread over the pushing
-    phases. realtime: the loop thread under SCHED_FIFO (needs CAP_SYS_NICE), as a daemon run under chrt."""
+    phases. rt: the loop thread under SCHED_FIFO, as the daemon's with [loop] realtime_priority."""
     if not (rate_hz > 0 and swaps > 0 and chunks > 0 and chunk_s > 0 and decision_every > 0):
         raise ValueError("rate, swaps, chunks, chunk_s and decision_every must be positive")
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_chunks(rate_hz, swaps, chunks, chunk_s, decision_every, Path(tmp), realtime))
+        return asyncio.run(_chunks(rate_hz, swaps, chunks, chunk_s, decision_every, Path(tmp), rt))

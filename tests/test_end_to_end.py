@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from controller.recorder import read_events, read_ticks
+from controller.scheduler import realtime
+from hil.stand import SimulatedStand
 from hil.telemetry import collect, settling_time_s
 
 
@@ -28,3 +30,14 @@ async def test_sigterm_flushes_recorder_and_leaves_actuators_safe(mems_stand):
     idx = [r["idx"] for r in ticks]
     assert idx == sorted(idx) and len(set(idx)) == len(idx)
     assert "stop" in kinds  # the last event, written after the final flush began
+
+
+async def test_realtime_priority_puts_the_loop_under_sched_fifo_where_allowed(tmp_path):
+    with realtime(1) as allowed:  # this user's right, which the daemon (same user) shares
+        pass
+    async with SimulatedStand(tmp_path / "stand", config={"loop": {"realtime_priority": 20}}) as stand:
+        await collect(stand.client, 0.5)
+        assert stand.terminate_daemon() == 0
+    loop = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "loop"]
+    assert loop == [{"sched": "fifo", "priority": 20} if allowed else {"sched": "other", "priority": 0}]
+    assert len(read_ticks(stand.recorder_path)) >= 50

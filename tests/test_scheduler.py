@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from controller.latency import LatencyRing, summarize_ns
-from controller.scheduler import FrameTrigger, LoopTimer, Scheduler, Tick, TimerfdTimer, timerfd_available
+from controller.policy import lowest_priority
+from controller.scheduler import FrameTrigger, LoopTimer, Scheduler, Tick, TimerfdTimer, realtime, timerfd_available
 
 
 class FakeClock:
@@ -165,3 +169,17 @@ def test_latency_ring_wraps_and_reports_lost_samples() -> None:
     s = summarize_ns(np.arange(1, 1001) * 1000)
     assert s["max_us"] == 1000 and s["p50_us"] == pytest.approx(500.5) and s["n"] == 1000
     assert summarize_ns(np.array([]))["p99_us"] == 0.0
+
+
+def test_realtime_is_for_the_loop_thread_and_off_loop_workers_leave_it() -> None:
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    with realtime(10) as fifo:
+        now = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+        if fifo:
+            assert now == (os.SCHED_FIFO, 10)
+            with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
+                assert worker.submit(os.sched_getscheduler, 0).result() == os.SCHED_OTHER
+                assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
+        else:  # no CAP_SYS_NICE / RLIMIT_RTPRIO here: refused, logged, nothing changed
+            assert now == before
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
