@@ -150,8 +150,10 @@ def validated_latency_us(directory: Path, spec: PolicySpec, budget_s: float) -> 
 
 
 def open_validated(directory: Path, spec: PolicySpec, latency_us: float) -> LoadedPolicy:
-    """Open an artifact the validator process accepted (installs are immutable; manifest and sha256 re-checked)."""
+    """Open an artifact the validator process accepted (installs are immutable; manifest and sha256 re-checked),
+    warmed up here so that its first-run allocations do not land on a tick."""
     policy = _open(directory, spec)
+    _run_probe(policy, _probe_inputs(policy.manifest)[0])
     policy.latency_us = latency_us
     return policy
 
