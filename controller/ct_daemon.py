@@ -123,7 +123,8 @@ class CtDaemon:
     def _summary(self, res: ScanResult, path: str | None, stage: p.StageStatus, status: p.Status) -> dict[str, Any]:
         return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
                 "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
-                "policy": res.policy_versions[-1] if res.policy_versions else None,  # the one that chose the last angle
+                # the policy that chose the last angle (golden-ratio fallbacks skipped)
+                "policy": next((v for v in reversed(res.policy_versions) if v is not None), None),
                 "policy_versions": res.policy_versions, "policy_faults": res.policy_faults,
                 "total_s": round(res.total_s, 4),
                 "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},

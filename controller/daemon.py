@@ -12,12 +12,10 @@ Everything slow (connecting, disk, metrics export, sd_notify) runs in other task
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ from controller.metrics import Metrics
 from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.modes.stabilize import StabilizeMode
 from controller.pid import Pid
-from controller.policy import PolicySlot, lowest_priority
+from controller.policy import PolicySlot
 from controller.protocol import Frame
 from controller.protocol import SetDisturbance as DeviceSetDisturbance
 from controller.push import DRIFT_WARN, PushServer, period_drift
@@ -171,6 +169,8 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         await self.hostlink.start()
         await self.push.start()
+        if self.slot is not None:
+            self.slot.start_validator()
         if self.metrics is not None:
             self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
         await self.driver.start()
@@ -180,10 +180,8 @@ class Daemon:
                  self.cfg.loop.pacing, self.cfg.loop.mode)
         notify("READY=1", "STATUS=running")
         prio = self.cfg.loop.realtime_priority
-        if prio:  # threads started from here on (asyncio.to_thread) leave the real-time class
-            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="off-loop", initializer=lowest_priority))
         try:
-            with realtime(prio) if prio else contextlib.nullcontext(False) as rt:
+            with realtime(prio) as rt:
                 self.recorder.record_event("loop", {"sched": "fifo" if rt else "other", "priority": prio if rt else 0})
                 await self.scheduler.run(self.tick)
         finally:

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,22 +277,35 @@ class PolicySlot:
         """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=lowest_priority)
-        return await self._run(self._worker, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
+
+    def start_validator(self) -> None:
+        """Start the validator process now (daemon start-up) rather than on the first push."""
+        if self._validator is None:
+            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), lowest_priority)
+            self._validator.submit(int)  # spawns the process; it imports in its own time
 
     async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model."""
-        if self._validator is None:
-            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), lowest_priority)
+        self.start_validator()
+        pool = self._validator
+        assert pool is not None
         try:
-            return await self._run(self._validator, fn, *args)
+            future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+        except BrokenProcessPool:  # it had died while idle (killed, out of memory): not this model's doing
+            pool.shutdown(wait=False)
+            self._validator = None
+            self.start_validator()
+            pool = self._validator
+            assert pool is not None
+            future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+        try:
+            return await future
         except BrokenProcessPool:
-            self._validator.shutdown(wait=False)
-            self._validator = None  # the next model gets a fresh process
+            pool.shutdown(wait=False)
+            if self._validator is pool:
+                self._validator = None  # the next model gets a fresh process
             raise PolicyRejected("corrupt_model", "the validator process died on this model") from None
-
-    @staticmethod
-    async def _run(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
 
     async def load(self, directory: Path) -> LoadedPolicy:
         """Validate an installed artifact off the loop; counts attempts and rejections."""

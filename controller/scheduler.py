@@ -36,12 +36,15 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def realtime(priority: int) -> Iterator[bool]:
-    """SCHED_FIFO at `priority` for the calling thread while inside (threads it starts inherit it: off-loop
-    workers drop it, controller.policy.lowest_priority); yields whether it took effect. Without the right
-    (CAP_SYS_NICE, or RLIMIT_RTPRIO ≥ priority: systemd's LimitRTPRIO) the thread stays as it was (logged)."""
-    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    """SCHED_FIFO at `priority` (> 0; 0: no change) for the calling thread while inside; yields whether it
+    took effect. Threads and processes it starts begin in the normal class (SCHED_RESET_ON_FORK). Without
+    the right (CAP_SYS_NICE, or RLIMIT_RTPRIO ≥ priority: systemd's LimitRTPRIO) nothing changes (logged)."""
+    if priority <= 0:
+        yield False
+        return
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        before = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
     except (OSError, AttributeError) as e:  # AttributeError: no sched_* outside Linux
         log.warning("real-time priority %d refused (%s): the loop runs at normal priority", priority, e)
         yield False

@@ -12,7 +12,6 @@ They run in alternating chunks (default 2 s), so both see the same background lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import tempfile
@@ -156,7 +155,7 @@ def bench(rate_hz: float, seconds: float, chunk_s: float = 2.0, rt: bool = False
     with tempfile.TemporaryDirectory() as tmp:
         recorder = Recorder.open(Path(tmp) / "bench.sqlite")
         try:
-            with realtime(RT_PRIORITY) if rt else contextlib.nullcontext(False) as fifo:
+            with realtime(RT_PRIORITY if rt else 0) as fifo:
                 report = asyncio.run(_alternate(rate_hz, seconds, SimStabilizeTick(rate_hz, recorder), chunk_s))
         finally:
             recorder.close()

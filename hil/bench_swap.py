@@ -12,7 +12,6 @@ quiet and pushing chunks alternate so both see the same background load (this VM
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import tempfile
@@ -98,7 +97,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
         sched_done.set_result(None)
 
     try:  # under rt the loop thread only: the threads and processes started above keep the normal class
-        with realtime(RT_PRIORITY) if rt else contextlib.nullcontext(False) as fifo:
+        with realtime(RT_PRIORITY if rt else 0) as fifo:
             done = asyncio.get_running_loop().create_future()
             drive = asyncio.create_task(driver(done))
             sched = Scheduler(1.0 / rate_hz)

@@ -38,10 +38,12 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+# torch: "Sparse CSR tensor support is in beta state" (a filter set once: catch_warnings is not thread-safe)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow.int(), col.int(), val, size=shape, check_invariants=False)
+    return torch.sparse_csr_tensor(crow.int(), col.int(), val, size=shape, check_invariants=False)
 
 
 def _transpose(w: torch.Tensor) -> torch.Tensor:

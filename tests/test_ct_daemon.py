@@ -156,7 +156,9 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         again: dict = {}
         worker = threading.Thread(target=lambda: again.update(client.scan()))
         worker.start()
+        deadline = time.monotonic() + 10.0
         while (await asyncio.to_thread(console.status))["angles_acquired"] < 1:
+            assert time.monotonic() < deadline, "the scan did not start"
             await asyncio.sleep(0.005)
         swapped = await asyncio.to_thread(console.push, artifacts["ct2"])
         await asyncio.to_thread(worker.join, 10.0)

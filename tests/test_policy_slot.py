@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 
 import numpy as np
 import onnxruntime as ort
@@ -106,6 +107,10 @@ async def test_a_model_that_kills_the_validator_process_is_refused_and_the_daemo
         with pytest.raises(PolicyRejected, match="corrupt_model: the validator process died"):
             await slot.in_validator(os._exit, 3)  # what a model that crashes onnxruntime does to its process
         assert (await slot.load(artifacts["v1"])).version == "1"  # a fresh validator process
+        os.kill(await slot.in_validator(os.getpid), signal.SIGKILL)  # dies while idle (OOM killer, operator)
+        await asyncio.sleep(0.5)
+        assert (await slot.load(artifacts["v2"])).version == "2"  # not the next model's fault
+        assert slot.counters["rejected:corrupt_model"] == 0
     finally:
         slot.close()
 

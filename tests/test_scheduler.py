@@ -171,15 +171,25 @@ def test_latency_ring_wraps_and_reports_lost_samples() -> None:
     assert summarize_ns(np.array([]))["p99_us"] == 0.0
 
 
-def test_realtime_is_for_the_loop_thread_and_off_loop_workers_leave_it() -> None:
-    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+def _sched() -> tuple[int, int]:
+    return os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK, os.sched_getparam(0).sched_priority
+
+
+def test_realtime_is_for_the_loop_thread_and_threads_it_starts_leave_it() -> None:
+    before = _sched()
     with realtime(10) as fifo:
-        now = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
         if fifo:
-            assert now == (os.SCHED_FIFO, 10)
-            with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
-                assert worker.submit(os.sched_getscheduler, 0).result() == os.SCHED_OTHER
-                assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
+            assert _sched() == (os.SCHED_FIFO, 10)
+            with ThreadPoolExecutor(1) as plain:  # SCHED_RESET_ON_FORK: a new thread starts in the normal class
+                assert plain.submit(_sched).result() == (os.SCHED_OTHER, 0)
         else:  # no CAP_SYS_NICE / RLIMIT_RTPRIO here: refused, logged, nothing changed
-            assert now == before
-    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+            assert _sched() == before
+    assert _sched() == before
+    with realtime(0) as fifo:
+        assert not fifo and _sched() == before
+
+
+def test_off_loop_workers_run_in_the_normal_class_at_nice_19() -> None:
+    with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
+        assert worker.submit(_sched).result() == (os.SCHED_OTHER, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
