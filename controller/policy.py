@@ -5,8 +5,9 @@ sha256 → task and shapes against the mode's `PolicySpec` → onnxruntime sessi
 sequential, so it never competes with the loop) → the graph's I/O names and shapes → probes on fixed
 inputs: finite, inside the manifest's action bounds, median inference time under the budget. A process,
 not a thread: the probes are Python work that would hold the loop's GIL for milliseconds, and a model
-that crashes onnxruntime kills the validator, not the daemon. Only then does a worker thread open the
-model in the daemon. On the tick path: `boundary()` applies a requested swap or rollback, `infer()` runs
+that crashes onnxruntime kills the validator, not the daemon. Only then does a worker thread open (and
+warm up) the model in the daemon. A mode may bring its own `loader` instead (angles mode: run in the
+worker thread; its policy is checked once per exposure, not per tick). On the tick path: `boundary()` applies a requested swap or rollback, `infer()` runs
 the active policy on a preallocated binding. The previous policy stays loaded, so a rollback is a
 reference swap.
 """
