@@ -61,7 +61,8 @@ class Daemon:
         self.slot: PolicySlot | None = None
         if cfg.loop.mode == "rl-pid":
             self.slot = PolicySlot(policy_spec(cfg.policy.max_history),
-                                   budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz)
+                                   budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz,
+                                   validate_timeout_s=cfg.policy.validate_timeout_s)
             self.mode: StabilizeMode = RlPidMode(pid, gate, baseline, target, self.slot, cfg.policy.decision_every_n_ticks,
                                                  envelope_arrays(cfg.hostlink.envelope))
         else:

@@ -269,6 +269,7 @@ class PolicySlot:
     loader: Callable[[Path], Any] | None = None
     # called (soon, on the loop) when a swap or rollback is requested: a mode without ticks applies it from here
     on_request: Callable[[], None] | None = None
+    validate_timeout_s: float = 10.0  # a validation that hangs (onnxruntime stuck on a model) is refused after this
     counters: Counter[str] = field(default_factory=Counter)
     _request: _Request | None = None
     _worker: ThreadPoolExecutor | None = None
@@ -294,19 +295,27 @@ class PolicySlot:
         try:
             future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
         except BrokenProcessPool:  # it had died while idle (killed, out of memory): not this model's doing
-            pool.shutdown(wait=False)
-            self._validator = None
+            self._drop_validator(pool)
             self.start_validator()
             pool = self._validator
             assert pool is not None
             future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
         try:
-            return await future
+            return await asyncio.wait_for(future, self.validate_timeout_s)
         except BrokenProcessPool:
-            pool.shutdown(wait=False)
-            if self._validator is pool:
-                self._validator = None  # the next model gets a fresh process
+            self._drop_validator(pool)
             raise PolicyRejected("corrupt_model", "the validator process died on this model") from None
+        except TimeoutError:
+            for process in list(getattr(pool, "_processes", {}).values()):  # no public terminate before Python 3.14
+                process.kill()
+            self._drop_validator(pool)
+            raise PolicyRejected("too_slow", f"validation did not finish within {self.validate_timeout_s} s "
+                                             "(the validator process was killed)") from None
+
+    def _drop_validator(self, pool: ProcessPoolExecutor) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._validator is pool:
+            self._validator = None  # the next model gets a fresh process
 
     async def load(self, directory: Path) -> LoadedPolicy:
         """Validate an installed artifact off the loop; counts attempts and rejections."""

@@ -6,6 +6,7 @@ import asyncio
 import math
 import os
 import signal
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -111,6 +112,22 @@ async def test_a_model_that_kills_the_validator_process_is_refused_and_the_daemo
         await asyncio.sleep(0.5)
         assert (await slot.load(artifacts["v2"])).version == "2"  # not the next model's fault
         assert slot.counters["rejected:corrupt_model"] == 0
+    finally:
+        slot.close()
+
+
+async def test_a_validation_that_hangs_is_refused_and_its_process_killed(artifacts):
+    slot = PolicySlot(SPEC, BUDGET_S, validate_timeout_s=1.0)
+    try:
+        pid = await slot.in_validator(os.getpid)
+        with pytest.raises(PolicyRejected, match="too_slow: validation did not finish within 1.0 s"):
+            await slot.in_validator(time.sleep, 60.0)  # what onnxruntime stuck on a model looks like
+        deadline = time.monotonic() + 5.0
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                await asyncio.sleep(0.05)
+        assert (await slot.load(artifacts["v1"])).version == "1"
     finally:
         slot.close()
 
