@@ -7,9 +7,9 @@ inputs: finite, inside the manifest's action bounds, median inference time under
 not a thread: the probes are Python work that would hold the loop's GIL for milliseconds, and a model
 that crashes onnxruntime kills the validator, not the daemon. Only then does a worker thread open (and
 warm up) the model in the daemon. A mode may bring its own `loader` instead (angles mode: run in the
-worker thread; its policy is checked once per exposure, not per tick). On the tick path: `boundary()` applies a requested swap or rollback, `infer()` runs
-the active policy on a preallocated binding. The previous policy stays loaded, so a rollback is a
-reference swap.
+worker thread; its policy decides once per exposure, not per tick). On the tick path: `boundary()`
+applies a requested swap or rollback, `infer()` runs the active policy on a preallocated binding. The
+previous policy stays loaded, so a rollback is a reference swap.
 """
 from __future__ import annotations
 
@@ -281,25 +281,23 @@ class PolicySlot:
             self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=lowest_priority)
         return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
-    def start_validator(self) -> None:
-        """Start the validator process now (daemon start-up) rather than on the first push."""
+    def start_validator(self) -> ProcessPoolExecutor:
+        """The validator process, started now if need be (the daemon: at start-up, not on the first push)."""
         if self._validator is None:
             self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), lowest_priority)
             self._validator.submit(int)  # spawns the process; it imports in its own time
+        return self._validator
 
     async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model."""
-        self.start_validator()
-        pool = self._validator
-        assert pool is not None
+        loop, call = asyncio.get_running_loop(), functools.partial(fn, *args)
+        pool = self.start_validator()
         try:
-            future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+            future = loop.run_in_executor(pool, call)
         except BrokenProcessPool:  # it had died while idle (killed, out of memory): not this model's doing
             self._drop_validator(pool)
-            self.start_validator()
-            pool = self._validator
-            assert pool is not None
-            future = asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+            pool = self.start_validator()
+            future = loop.run_in_executor(pool, call)
         try:
             return await asyncio.wait_for(future, self.validate_timeout_s)
         except BrokenProcessPool:
