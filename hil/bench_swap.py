@@ -6,8 +6,9 @@ tick (firmware_sim.mems.MemsStand physics, PID, safety gate, recorder, telemetry
 rl-pid mode (the active ONNX actor re-tunes the gains every `decision_every` ticks) and the policy
 slot's tick-boundary swap. The daemon's real `PushServer` runs on the same event loop on a loopback TCP
 port; the pusher (controller.push_client) runs in another process, as the host would, and pushes
-distinct signed models, each installed, validated (in the slot's validator process) and swapped in. Short
-quiet and pushing chunks alternate so both see the same background load (this VM's stalls come in bursts). swap_latency_ms: request received → swapped at a tick boundary.
+distinct signed models, each installed, validated (in the slot's validator process) and swapped in.
+Short quiet and pushing chunks alternate so both see the same background load (this VM's stalls come in
+bursts). swap_latency_ms: request received → swapped at a tick boundary.
 """
 from __future__ import annotations
 
