@@ -97,7 +97,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
             await asyncio.sleep(max(0.0, t_end - asyncio.get_running_loop().time()))
         sched_done.set_result(None)
 
-    try:  # under rt the loop thread only: the threads and processes started above keep the normal class
+    try:  # under rt the loop thread only: other threads and processes stay in the normal class
         with realtime(RT_PRIORITY if rt else 0) as fifo:
             done = asyncio.get_running_loop().create_future()
             drive = asyncio.create_task(driver(done))
