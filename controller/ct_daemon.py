@@ -3,8 +3,9 @@
 
   CT serial driver → AnglesMode (policy from the slot) → recorder (one "scan" event per scan, the
   reconstruction saved as <recorder dir>/scans/scan-<session>-<n>.npy)
-  PushServer (authenticated, controller/pushwire.py): push / rollback (the angle policy, validated by
-  `AnglePolicy.from_artifact` + an exposure-time budget, installed atomically), status, scan, abort.
+  PushServer (authenticated, controller/pushwire.py): push / rollback (the angle policy, installed atomically,
+  validated in the slot's validator process: `AnglePolicy.from_artifact` + an exposure-time budget), status,
+  scan, abort.
 
 A swap or rollback applies at the next decision boundary, as the rl-pid loop's does at the next tick:
 between scans, or inside one before the next angle is chosen (the angle in flight finishes with the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,8 @@ from controller import protocol as p
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
 from controller.hostlink_wire import load_keyring
-from controller.modes.angles import TASK, AnglePolicy, AnglesMode, ScanResult
-from controller.policy import PolicyRejected, PolicySlot, PolicySpec
+from controller.modes.angles import TASK, AnglesMode, ScanResult, open_validated_policy, validated_decision_us
+from controller.policy import PolicySlot, PolicySpec
 from controller.push import PushServer
 from controller.pushwire import PushHeader, SampleSpec
 from controller.recorder import Recorder
@@ -56,7 +58,10 @@ class CtDaemon:
         self.mode = AnglesMode(self.driver, a)
         # one "step" of the flat observation is the whole x̂ ‖ acquired vector
         self.slot = PolicySlot(PolicySpec(TASK, a.size * a.size + a.n_angles, a.n_angles + 1, 1),
-                               budget_s=a.exposure_s, loader=self._load_policy, on_request=self._boundary)
+                               budget_s=a.exposure_s, on_request=self._boundary,
+                               validator=partial(validated_decision_us, size=a.size, n_angles=a.n_angles,
+                                                 budget_s=a.exposure_s),
+                               opener=partial(open_validated_policy, size=a.size, n_angles=a.n_angles))
         self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
                                       flush_ms=cfg.recorder.flush_ms)
         self.scans_dir = Path(cfg.recorder.path).parent / "scans"
@@ -67,14 +72,6 @@ class CtDaemon:
         self.scans = 0
         self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
         self._stop = asyncio.Event()
-
-    def _load_policy(self, directory: Path) -> AnglePolicy:
-        """The slot's validator (worker thread): the angle-policy contract, and a decision within one exposure."""
-        policy = AnglePolicy.from_artifact(directory, self.angles.size, self.angles.n_angles)
-        if policy.latency_us > self.slot.budget_s * 1e6:
-            raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > one exposure "
-                                             f"({self.slot.budget_s * 1e6:.0f} µs)")
-        return policy
 
     def _on_device_link(self, up: bool, reason: str) -> None:
         self.recorder.record_event("device", {"up": up, "reason": reason})
@@ -157,6 +154,7 @@ class CtDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         await self.push.start()
+        self.slot.start_validator()
         await self.driver.start()
         log.info("angles daemon up: device %s, model push %s:%d, N=%d, ≤ %d angles", self.cfg.device.port,
                  *self.push.address, self.angles.size, self.angles.max_angles)

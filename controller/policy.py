@@ -6,8 +6,8 @@ sequential, so it never competes with the loop) → the graph's I/O names and sh
 inputs: finite, inside the manifest's action bounds, median inference time under the budget. A process,
 not a thread: the probes are Python work that would hold the loop's GIL for milliseconds, and a model
 that crashes onnxruntime kills the validator, not the daemon. Only then does a worker thread open (and
-warm up) the model in the daemon. A mode may bring its own `loader` instead (angles mode: run in the
-worker thread; its policy decides once per exposure, not per tick). On the tick path: `boundary()`
+warm up) the model in the daemon. A mode may bring its own `validator` and `opener` (angles mode: its
+policy's contract and a decision within one exposure). On the tick path: `boundary()`
 applies a requested swap or rollback, `infer()` runs the active policy on a preallocated binding. The
 previous policy stays loaded, so a rollback is a reference swap.
 """
@@ -150,7 +150,7 @@ def validated_latency_us(directory: Path, spec: PolicySpec, budget_s: float) -> 
     return validate(directory, spec, budget_s).latency_us
 
 
-def open_validated(directory: Path, spec: PolicySpec, latency_us: float) -> LoadedPolicy:
+def open_validated(directory: Path, latency_us: float, spec: PolicySpec) -> LoadedPolicy:
     """Open an artifact the validator process accepted (installs are immutable; manifest and sha256 re-checked),
     warmed up here so that its first-run allocations do not land on a tick."""
     policy = _open(directory, spec)
@@ -264,9 +264,11 @@ class PolicySlot:
     budget_s: float  # the inference-time budget (a fraction of the tick period)
     active: LoadedPolicy | None = None
     previous: LoadedPolicy | None = None
-    # validates an installed artifact (blocking, in the worker thread; raises PolicyRejected) into a policy with
-    # manifest, path, version and latency_us (modes.angles.AnglePolicy); default: `validate` in the validator process
-    loader: Callable[[Path], Any] | None = None
+    # checks an installed artifact in the validator process (picklable, module level; raises PolicyRejected) and
+    # returns its inference time [µs]; then `opener` builds the policy in the worker thread from (directory, µs).
+    # Default: `validated_latency_us` and `open_validated` against `spec` and `budget_s`.
+    validator: Callable[[Path], float] | None = None
+    opener: Callable[[Path, float], Any] | None = None
     # called (soon, on the loop) when a swap or rollback is requested: a mode without ticks applies it from here
     on_request: Callable[[], None] | None = None
     validate_timeout_s: float = 10.0  # a validation that hangs (onnxruntime stuck on a model) is refused after this
@@ -319,10 +321,10 @@ class PolicySlot:
         """Validate an installed artifact off the loop; counts attempts and rejections."""
         self.counters["attempted"] += 1
         try:
-            if self.loader is not None:
-                return await self.off_loop(self.loader, directory)
-            latency_us = await self.in_validator(validated_latency_us, directory, self.spec, self.budget_s)
-            return await self.off_loop(open_validated, directory, self.spec, latency_us)
+            validator = self.validator or functools.partial(validated_latency_us, spec=self.spec, budget_s=self.budget_s)
+            opener = self.opener or functools.partial(open_validated, spec=self.spec)
+            latency_us = await self.in_validator(validator, directory)
+            return await self.off_loop(opener, directory, latency_us)
         except PolicyRejected as e:
             self.reject(e)
             raise

@@ -1,6 +1,7 @@
 """learner/ct_export.py + AnglePolicy.from_artifact: the bundled ct_63 policy exported, validated and run on the edge."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ from typer.testing import CliRunner
 
 from controller import tomo
 from controller.manifest import file_sha256, load_artifact
-from controller.modes.angles import TASK, AnglePolicy, PolicyError
+from controller.modes.angles import TASK, AnglePolicy, PolicyError, open_validated_policy, validated_decision_us
 from controller.modes.rl_pid import TASK as MEMS_TASK
+from controller.policy import PolicyRejected, PolicySlot, PolicySpec
 from firmware_sim.phantoms import make_phantoms
 from hil.cli import app
 from learner.ct_env import CTObs
@@ -88,6 +90,26 @@ def test_edge_accepts_the_artifact_and_refuses_mismatches(artifact, tmp_path) ->
     with pytest.raises(PolicyError, match="sha256"):
         AnglePolicy.from_artifact(tampered, SIZE)
 
+
+
+async def test_the_angles_slot_validates_in_its_validator_process(artifact) -> None:
+    """As the CT daemon wires it: contract and decision time checked in the validator process, refusals
+    (pickled back with their reason) counted, the accepted policy opened in the daemon."""
+    def slot(budget_s: float) -> PolicySlot:
+        return PolicySlot(PolicySpec(TASK, SIZE * SIZE + A, A + 1, 1), budget_s,
+                          validator=partial(validated_decision_us, size=SIZE, n_angles=A, budget_s=budget_s),
+                          opener=partial(open_validated_policy, size=SIZE, n_angles=A))
+    fast, slow = slot(1.0), slot(1e-7)
+    try:
+        policy = await fast.load(artifact)
+        assert isinstance(policy, AnglePolicy) and policy.version == policy.manifest.version
+        assert 0.0 < policy.latency_us < 1e6 and fast.counters == {"attempted": 1}
+        with pytest.raises(PolicyRejected, match="too_slow: median decision"):
+            await slow.load(artifact)
+        assert slow.counters["rejected:too_slow"] == 1
+    finally:
+        fast.close()
+        slow.close()
 
 def test_algorithm_1_run_is_refused(tmp_path) -> None:
     with pytest.raises(ExportError, match="only 'terminal'"):

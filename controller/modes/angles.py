@@ -119,6 +119,23 @@ class AnglePolicy:
         return int(np.argmax(np.where(acquired, -np.inf, logits))), stop > 0.0
 
 
+
+def validated_decision_us(directory: Path, size: int, n_angles: int, budget_s: float) -> float:
+    """The policy slot's validator (in its validator process): the angle-policy contract and a median decision
+    within `budget_s` (one exposure); returns the decision time [µs]."""
+    policy = AnglePolicy.from_artifact(directory, size, n_angles)
+    if policy.latency_us > budget_s * 1e6:
+        raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > one exposure "
+                                         f"({budget_s * 1e6:.0f} µs)")
+    return policy.latency_us
+
+
+def open_validated_policy(directory: Path, latency_us: float, size: int, n_angles: int) -> AnglePolicy:
+    """The policy slot's opener (worker thread): the artifact the validator accepted, loaded in the daemon."""
+    policy = AnglePolicy.from_artifact(directory, size, n_angles)
+    policy.latency_us = latency_us
+    return policy
+
 @dataclass(frozen=True)
 class AnglesConfig:
     """Also the daemon config's [angles] section (controller/config.py): unknown keys and inf/nan are errors."""
