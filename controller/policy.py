@@ -321,7 +321,8 @@ class PolicySlot:
         """Validate an installed artifact off the loop; counts attempts and rejections."""
         self.counters["attempted"] += 1
         try:
-            validator = self.validator or functools.partial(validated_latency_us, spec=self.spec, budget_s=self.budget_s)
+            validator = self.validator or functools.partial(validated_latency_us, spec=self.spec,
+                                                            budget_s=self.budget_s)
             opener = self.opener or functools.partial(open_validated, spec=self.spec)
             latency_us = await self.in_validator(validator, directory)
             return await self.off_loop(opener, directory, latency_us)
