@@ -2,8 +2,9 @@
 
 Per connection, one request: head → authenticate the header (before reading the model) → replay
 check → push: sha256, atomic install, validation (the slot's validator process, then its worker thread),
-swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. Requests are served one at a time, except
-the mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them.
+swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. Requests
+are served one at a time, except the mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py),
+served beside them.
 The reply always says why a model was refused; refusals are logged, counted and recorded.
 """
 from __future__ import annotations
