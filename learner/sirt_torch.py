@@ -17,6 +17,7 @@ either way). On CUDA the whole batch is one block.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,18 +59,37 @@ def _transpose(w: torch.Tensor) -> torch.Tensor:
     return _csr(csc.ccol_indices(), csc.row_indices(), csc.values(), (cols, rows))
 
 
+class _SingleThreadedTorch:
+    """While any `_parallel` call runs, torch's process-wide intra-op thread count is 1; the count
+    saved by the first call is restored when the last one ends (calls may overlap from several threads)."""
+
+    def __init__(self) -> None:
+        self._lock, self._users, self._saved = threading.Lock(), 0, 1
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                torch.set_num_threads(self._saved)
+
+
+_single_threaded_torch = _SingleThreadedTorch()
+
+
 def _parallel(fn: Callable[[T], U], items: Sequence[T]) -> list[U]:
-    """fn over items, each in its own Python thread, with torch's (process-wide) thread count at 1
-    meanwhile so that every op runs single-threaded; a single item runs inline."""
+    """fn over items, each in its own Python thread, every torch op single-threaded meanwhile; a
+    single item runs inline."""
     if len(items) == 1:
         return [fn(items[0])]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(len(items)) as pool:
-            return list(pool.map(fn, items))
-    finally:
-        torch.set_num_threads(threads)
+    with _single_threaded_torch, ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(fn, items))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
 """Projector, SIRT (numpy edge + batched torch learner), golden-ratio angles."""
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from skimage.transform import radon
 
 from controller import tomo
 from firmware_sim.phantoms import make_phantoms
-from learner.sirt_torch import BatchSIRT
+from learner.sirt_torch import BatchSIRT, _parallel
 
 N = 63
 
@@ -87,3 +89,38 @@ def test_psnr():
     ref = np.zeros((5, 5))
     assert tomo.psnr(ref + 0.062, ref) == pytest.approx(20.0)
     assert tomo.psnr(ref, ref) == float("inf")
+
+
+def test_overlapping_parallel_calls_restore_torch_threads():
+    """Two `_parallel` calls from two threads, the later one ending last: torch runs single-threaded
+    while either runs, and the thread count from before the first is restored after the last."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a(_: int) -> None:
+        a_in.set()
+        assert b_in.wait(5.0)
+
+    def b(_: int) -> None:
+        b_in.set()
+        assert a_done.wait(5.0)
+
+    def run_a() -> None:
+        _parallel(a, [0, 1])
+        seen["after_a"] = torch.get_num_threads()
+        a_done.set()
+
+    try:
+        ta = threading.Thread(target=run_a)
+        ta.start()
+        assert a_in.wait(5.0)
+        tb = threading.Thread(target=_parallel, args=(b, [0, 1]))
+        tb.start()
+        ta.join(5.0)
+        tb.join(5.0)
+        assert seen["after_a"] == 1  # b still running
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
