@@ -43,6 +43,8 @@ def si_to_per_frame(gains: np.ndarray, frame_rate_hz: float = PAPER_FRAME_RATE_H
     return per_frame_to_si(gains, 1.0 / frame_rate_hz)
 
 
+DEFAULT_TAU_D_S = 0.01  # derivative filter time constant [s]
+
 # The baseline in the SI units of this module: X: P=10, I=600, D=0; Y: P=16, I=816, D=0.02083.
 BASELINE_GAINS = per_frame_to_si(BASELINE_GAINS_PER_FRAME)
 
@@ -56,7 +58,7 @@ class Pid:
         *,
         u_min: float | np.ndarray,
         u_max: float | np.ndarray,
-        tau_d: float = 0.01,
+        tau_d: float = DEFAULT_TAU_D_S,
         shape: tuple[int, ...] | None = None,
     ) -> None:
         g = np.asarray(gains, dtype=np.float64)

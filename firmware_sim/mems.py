@@ -119,7 +119,7 @@ def _expm(a: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _m2_discrete(fn_hz: float, zeta: float, dt: float) -> tuple[np.ndarray, np.ndarray]:
+def m2_discrete(fn_hz: float, zeta: float, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact ZOH discretisation of x'' + 2ζω x' + ω² x = ω² g·u for state (x, x'), unit gain g.
 
     Returns (Φ, Γ): [x, v]_{k+1} = Φ [x, v]_k + Γ·(g·u_k).
@@ -184,7 +184,7 @@ class MemsStand:
         drive = (u @ self._mix) * self._gain  # static deflection the command asks for [px]
         x, v = np.empty((b, 2)), np.empty((b, 2))
         for ax in range(2):
-            phi, gam = _m2_discrete(p.m2_fn_hz[ax], p.m2_zeta[ax], float(dt))
+            phi, gam = m2_discrete(p.m2_fn_hz[ax], p.m2_zeta[ax], float(dt))
             x0, v0 = state.m2_px[:, ax], state.m2_vel_px_s[:, ax]
             x[:, ax] = phi[0, 0] * x0 + phi[0, 1] * v0 + gam[0] * drive[:, ax]
             v[:, ax] = phi[1, 0] * x0 + phi[1, 1] * v0 + gam[1] * drive[:, ax]

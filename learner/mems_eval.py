@@ -5,7 +5,9 @@ frames each, target at the sensor centre): the paper's baseline gains, Ziegler�
 on the simulator, a_test (mean action over the last 20 % of training), the policy π(s) choosing gains
 from the last k frames at every decision, and π(s) retrained online during the test (DDPG updates
 on the test's own transitions, as the paper's π(s)_retrain). Reductions vs the baseline are
-per-seed means with a 95 % confidence interval (t distribution over seeds).
+per-seed means with a 95 % confidence interval (t distribution over seeds). Per method it also reports
+where its gains (mean over the test) amplify M1 vibration, |S(f)| > 1 (learner/loop_sensitivity.py), as
+JSON ("sensitivity"), in the markdown table and in sensitivity.png.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import torch
 from scipy import stats as sps
 
 from firmware_sim import disturbance as dist
+from learner import loop_sensitivity
 from learner.closed_loop import deviation_stats
 from learner.ddpg import DDPG, ReplayBuffer
-from learner.mems_env import FEATURES, MemsTuningSim, action_bounds, baseline_action
+from learner.mems_env import FEATURES, MemsTuningSim, action_bounds, baseline_action, gains_from_action
 from learner.mems_train import load_agent, load_run_config
 from learner.ziegler_nichols import ziegler_nichols_gains
 
@@ -65,16 +68,19 @@ def policy(agent: DDPG, lo: np.ndarray, hi: np.ndarray) -> Controller:
 
 
 def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarray, seed: int,
-               learn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None] | None = None) -> np.ndarray:
-    """Run the test; returns the trace (B, FRAMES, 4): x, y, target x, target y."""
+               learn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the test; returns the trace (B, FRAMES, 4): x, y, target x, target y, and the mean action (4,)."""
     obs = sim.reset(seed, disturbance)
+    actions = []
     while sim.frame < disturbance.shape[1]:
         action = controller(obs, sim)
+        actions.append(action)
         nxt, reward, _, info = sim.step(action)
         if learn is not None:
             learn(obs, action, reward, nxt, info)
         obs = nxt
-    return np.stack(sim.trace, axis=1)[:, :disturbance.shape[1]]
+    return np.stack(sim.trace, axis=1)[:, :disturbance.shape[1]], np.mean(actions, axis=(0, 1))
 
 
 def online_learner(agent: DDPG, buffer: ReplayBuffer, lo, hi, gradient_steps: int = 4):
@@ -124,12 +130,17 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
         buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
         controllers["policy_retrained"] = policy(retrained, lo, hi)
         learners["policy_retrained"] = online_learner(retrained, buffer, lo, hi)
-    traces = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
-    result = {"disturbance": disturbance, "seeds": list(seeds), "frames": FRAMES, **summarize(traces)}
+    runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
+    traces = {name: trace for name, (trace, _) in runs.items()}
+    gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}
+    result = {"disturbance": disturbance, "seeds": list(seeds), "frames": FRAMES, **summarize(traces),
+              "sensitivity": {name: loop_sensitivity.summary(g) for name, g in gains.items()}}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"eval_{Path(disturbance).stem}.md").write_text(markdown(result))
-        plot_traces(traces, out / f"eval_{Path(disturbance).stem}.png", disturbance)
+        stem = Path(disturbance).stem
+        (out / f"eval_{stem}.md").write_text(markdown(result))
+        plot_traces(traces, out / f"eval_{stem}.png", disturbance)
+        plot_sensitivity(gains, out / "sensitivity.png")
     return result
 
 
@@ -142,7 +153,37 @@ def markdown(result: dict) -> str:
         vs = f"{-r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
                                                                          "mean_y_px", "std_y_px")) + f" | {vs} |")
+    lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration (|S| > 1; learner/loop_sensitivity.py):",
+              "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
+    for name, axes in result["sensitivity"].items():
+        cells = [f"{a['amplifies_from_hz']:.1f}–{a['amplifies_to_hz']:.1f}, {a['peak']:.2f} at {a['peak_hz']:.1f}"
+                 if a["peak"] is not None and a["amplifies_from_hz"] is not None
+                 else ("unstable" if a["peak"] is None else "none") for a in axes.values()]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:
+    """|S(f)| per axis for each method's gains: above 1, M1 vibration at f is amplified."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = loop_sensitivity.frequency_grid()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, g in gains.items():
+        s = loop_sensitivity.sensitivity(g, f)
+        for ax, curve in zip(axes, s):
+            ax.loglog(f, curve, lw=1.0, label=name)
+    for ax, axis in zip(axes, "xy"):
+        ax.axhline(1.0, color="k", lw=0.6, ls="--")
+        ax.set(xlabel="M1 disturbance frequency [Hz]", title=f"{axis} axis: sensitivity |S|")
+    axes[0].set(ylabel="|deviation| / |disturbance|")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def plot_traces(traces: dict[str, np.ndarray], png: Path, title: str) -> None:
