@@ -59,6 +59,7 @@ class CtDaemon:
         # one "step" of the flat observation is the whole x̂ ‖ acquired vector
         self.slot = PolicySlot(PolicySpec(TASK, a.size * a.size + a.n_angles, a.n_angles + 1, 1),
                                budget_s=a.exposure_s, on_request=self._boundary,
+                               validate_timeout_s=cfg.policy.validate_timeout_s,
                                validator=partial(validated_decision_us, size=a.size, n_angles=a.n_angles,
                                                  budget_s=a.exposure_s),
                                opener=partial(open_validated_policy, size=a.size, n_angles=a.n_angles))
