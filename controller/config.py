@@ -147,7 +147,7 @@ class PolicyConfig(_Section):
     max_model_bytes: int = Field(16 * 1024 * 1024, ge=1)
     io_timeout_s: float = Field(10.0, gt=0)  # a push must arrive within this
     swap_timeout_s: float = Field(2.0, gt=0)  # a validated model not swapped in by a tick within this is refused
-    validate_timeout_s: float = Field(10.0, gt=0)  # validation (rl-pid: its process) longer than this is refused
+    validate_timeout_s: float = Field(10.0, gt=0)  # a validation longer than this is refused (its process killed)
 
 
 class LogConfig(_Section):
