@@ -149,7 +149,9 @@ async def run_demo(out: Path, seed: int = 1, steps: int = 24_000, run: Path | No
     plot_trajectory(step, tests, out / "trajectory.png")
     (out / "table.md").write_text(markdown_table(rows))
     result = {"step_settling_s": settle, "wiener": rows, "hil_reduction_pct": hil_red,
-              "simulator_reduction_pct": sim["reduction_vs_baseline_pct"], "push": reply}
+              "simulator_reduction_pct": sim["reduction_vs_baseline_pct"], "sensitivity": sim["sensitivity"],
+              "push": reply}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
-    console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}, {run / 'reward.png'}")
+    console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}, {run / 'reward.png'}, "
+                  f"{out / 'sensitivity.png'} (where each method's gains amplify vibration)")
     return result
