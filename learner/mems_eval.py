@@ -153,8 +153,8 @@ def markdown(result: dict) -> str:
         vs = f"{-r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
                                                                          "mean_y_px", "std_y_px")) + f" | {vs} |")
-    lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration (|S| > 1; learner/loop_sensitivity.py):",
-              "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
+    lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration "
+                  "(|S| > 1; learner/loop_sensitivity.py):", "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
     for name, axes in result["sensitivity"].items():
         cells = [f"{a['amplifies_from_hz']:.1f}–{a['amplifies_to_hz']:.1f}, {a['peak']:.2f} at {a['peak_hz']:.1f}"
                  if a["peak"] is not None and a["amplifies_from_hz"] is not None

@@ -119,7 +119,6 @@ class AnglePolicy:
         return int(np.argmax(np.where(acquired, -np.inf, logits))), stop > 0.0
 
 
-
 def validated_decision_us(directory: Path, size: int, n_angles: int, budget_s: float) -> float:
     """The policy slot's validator (in its validator process): the angle-policy contract and a median decision
     within `budget_s` (one exposure); returns the decision time [µs]."""
@@ -135,6 +134,7 @@ def open_validated_policy(directory: Path, latency_us: float, size: int, n_angle
     policy = AnglePolicy.from_artifact(directory, size, n_angles)
     policy.latency_us = latency_us
     return policy
+
 
 @dataclass(frozen=True)
 class AnglesConfig:
