@@ -1,5 +1,4 @@
 """controller.pid against analytic responses."""
-import time
 
 import numpy as np
 import pytest
@@ -104,16 +103,3 @@ def test_bad_gains_rejected():
 def test_per_frame_conversion():
     np.testing.assert_allclose(BASELINE_GAINS[1], [16.0, 6.8 * 120, 2.5 / 120])
     np.testing.assert_allclose(si_to_per_frame(BASELINE_GAINS), BASELINE_GAINS_PER_FRAME)
-
-
-def test_update_is_cheap():
-    pid = Pid(BASELINE_GAINS, u_min=-1e4, u_max=1e4)
-    m, tgt = np.array([0.5, -0.25]), np.zeros(2)
-    best = np.inf
-    for rep in range(5):
-        t0 = time.perf_counter()
-        for k in range(2000):
-            pid.update(m, tgt, (rep * 2000 + k) * DT)
-        best = min(best, (time.perf_counter() - t0) / 2000)
-    print(f"Pid.update shape (2,): {best * 1e6:.1f} µs")
-    assert best < 60e-6  # ~15 µs on an idle dev core; loose bound for loaded CI
