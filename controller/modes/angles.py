@@ -130,7 +130,8 @@ def validated_decision_us(directory: Path, size: int, n_angles: int, budget_s: f
 
 
 def open_validated_policy(directory: Path, latency_us: float, size: int, n_angles: int) -> AnglePolicy:
-    """The policy slot's opener (worker thread): the artifact the validator accepted, loaded in the daemon."""
+    """The policy slot's opener (worker thread): the artifact the validator accepted, loaded in the daemon. As
+    `controller.policy.open_validated`: the cheap checks run again, and the two probe decisions warm it up."""
     policy = AnglePolicy.from_artifact(directory, size, n_angles)
     policy.latency_us = latency_us
     return policy
