@@ -99,7 +99,7 @@ def train_policy(out: Path, steps: int, console: Console) -> Path:
     return run
 
 
-async def run_demo(out: Path, seed: int = 1, steps: int = 24_000, run: Path | None = None) -> dict:
+async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) -> dict:
     from controller.push_client import PushClient
     from learner.mems_eval import evaluate_mems
     from learner.ziegler_nichols import ziegler_nichols_gains

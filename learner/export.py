@@ -1,7 +1,7 @@
 """Export an actor to the edge's policy artifact: `model.onnx` + `manifest.json` (controller/manifest.py).
 
 The graph is self-contained: raw observation -> (obs − mean)/std -> actor (ends in tanh, [-1, 1])
--> affine map to [low, high] -> clamp. The edge feeds raw readings and gets physical actions.
+-> action map (default: affine to [low, high]; MEMS: into the robust gains, learner/robust_gains.py) -> clamp. The edge feeds raw readings and gets physical actions.
 `write_artifact` and `check_outputs` are the task-independent steps (ONNX export, onnxruntime-vs-torch
 parity, manifest), shared with other graphs (learner/ct_export.py).
 """
@@ -39,9 +39,9 @@ class ExportError(RuntimeError):
 class PolicyGraph(nn.Module):
     """Wraps a [-1, 1]-valued actor with observation normalisation and action rescaling/clipping."""
 
-    def __init__(self, actor: nn.Module, obs_mean, obs_std, low, high):
+    def __init__(self, actor: nn.Module, obs_mean, obs_std, low, high, action_map: nn.Module | None = None):
         super().__init__()
-        self.actor = actor
+        self.actor, self.action_map = actor, action_map
         f32 = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         self.register_buffer("mean", f32(obs_mean))
         self.register_buffer("std", f32(obs_std))
@@ -50,7 +50,10 @@ class PolicyGraph(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         a = self.actor((obs - self.mean) / self.std)
-        a = self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        if self.action_map is not None:
+            a = self.action_map(a)
+        else:
+            a = self.low + (a + 1.0) * 0.5 * (self.high - self.low)
         return torch.minimum(torch.maximum(a, self.low), self.high)
 
 
@@ -148,16 +151,19 @@ def export_policy(
     training_run: str | None = None,
     version: str = "1",
     opset: int = 17,
+    action_map: nn.Module | None = None,
 ) -> Manifest:
     """Write `out_dir/model.onnx` and `out_dir/manifest.json`; return the manifest.
 
-    `actor` maps normalised observations (batch, obs_dim) to actions in [-1, 1]. The manifest is
+    `actor` maps normalised observations (batch, obs_dim) to actions in [-1, 1]; `action_map` (default:
+    affine) takes those to physical actions, which are then clamped to [low, high]. The manifest is
     validated (controller.manifest) before anything is written; parity with onnxruntime is checked.
     """
     obs_dim, act_dim = len(obs_mean), len(low)
     observation = ObservationSpec(shape=(obs_dim,), units=list(obs_units), normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std))))
     action = ActionSpec(shape=(act_dim,), units=list(act_units), low=list(map(float, low)), high=list(map(float, high)))
-    graph = PolicyGraph(copy.deepcopy(actor).cpu(), obs_mean, obs_std, low, high).eval()  # leave the caller's actor where it is
+    graph = PolicyGraph(copy.deepcopy(actor).cpu(), obs_mean, obs_std, low, high,
+                        None if action_map is None else copy.deepcopy(action_map).cpu()).eval()  # leave the caller's actor where it is
     return write_artifact(
         graph, out_dir, {"obs": torch.zeros(1, obs_dim)}, ["action"],
         lambda model_path: check_parity(graph, model_path, obs_dim, obs_mean, obs_std),

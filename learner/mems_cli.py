@@ -10,16 +10,18 @@ import typer
 
 def train_mems(
     out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
-    steps: int = typer.Option(24_000, help="decisions in total, over all simulated stands"),
+    steps: int = typer.Option(96_000, help="decisions in total, over all simulated stands"),
     num_envs: int = typer.Option(16, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue from RUN/checkpoint.pt"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
+    robust: bool = typer.Option(True, help="only gains that amplify no vibration the baseline rejects "
+                                           "(learner/robust_gains.py); --no-robust: the whole box"),
 ) -> None:
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
     from learner.mems_train import MemsTrainConfig, train_mems as run
 
-    cfg = MemsTrainConfig(num_envs=num_envs)
+    cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
     cfg.ddpg.total_steps, cfg.ddpg.seed, cfg.ddpg.device = steps, seed, device
     summary = run(out, cfg, resume=resume)
     typer.echo(json.dumps(summary))

@@ -23,8 +23,9 @@ from firmware_sim import disturbance as dist
 from learner import loop_sensitivity
 from learner.closed_loop import deviation_stats
 from learner.ddpg import DDPG, ReplayBuffer
-from learner.mems_env import FEATURES, MemsTuningSim, action_bounds, baseline_action, gains_from_action
-from learner.mems_train import load_agent, load_run_config
+from learner.mems_env import FEATURES, MemsTuningSim, baseline_action, gains_from_action
+from learner.mems_train import gain_map, load_agent, load_run_config
+from learner.robust_gains import GainMap
 from learner.ziegler_nichols import ziegler_nichols_gains
 
 EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ... per episode)
@@ -55,16 +56,8 @@ def fixed(action: np.ndarray) -> Controller:
     return lambda obs, sim: np.broadcast_to(np.asarray(action, np.float32), (sim.b, 4))
 
 
-def to_physical(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return lo + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (hi - lo)
-
-
-def from_physical(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return 2.0 * (a - lo) / (hi - lo) - 1.0
-
-
-def policy(agent: DDPG, lo: np.ndarray, hi: np.ndarray) -> Controller:
-    return lambda obs, sim: to_physical(agent.act(obs), lo, hi)
+def policy(agent: DDPG, gains: GainMap) -> Controller:
+    return lambda obs, sim: gains.gains(agent.act(obs))
 
 
 def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarray, seed: int,
@@ -83,12 +76,12 @@ def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarr
     return np.stack(sim.trace, axis=1)[:, :disturbance.shape[1]], np.mean(actions, axis=(0, 1))
 
 
-def online_learner(agent: DDPG, buffer: ReplayBuffer, lo, hi, gradient_steps: int = 4):
+def online_learner(agent: DDPG, buffer: ReplayBuffer, gains: GainMap, gradient_steps: int = 4):
     """DDPG keeps learning from the test's transitions (π(s)_retrain)."""
 
     def learn(obs, action, reward, nxt, info) -> None:
         n = len(reward)
-        buffer.add(obs, from_physical(action, lo, hi), reward, nxt, np.zeros(n), info["dt"])
+        buffer.add(obs, gains.actions(action), reward, nxt, np.zeros(n), info["dt"])
         for _ in range(gradient_steps):
             agent.update(*buffer.sample(agent.cfg.batch_size))
 
@@ -122,14 +115,14 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
                                           "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
     learners = {}
     if run is not None:
-        lo, hi = (b.astype(np.float64) for b in action_bounds(cfg.env))
+        gmap = gain_map(cfg)
         controllers["a_test"] = fixed(np.array(json.loads((run / "a_test.json").read_text())["action"]))
-        controllers["policy"] = policy(load_agent(run, cfg), lo, hi)
+        controllers["policy"] = policy(load_agent(run, cfg), gmap)
         retrained = load_agent(run, cfg)
         buffer = ReplayBuffer(cfg.ddpg.buffer_size, cfg.env.k * len(FEATURES), 4, retrained.device)
         buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
-        controllers["policy_retrained"] = policy(retrained, lo, hi)
-        learners["policy_retrained"] = online_learner(retrained, buffer, lo, hi)
+        controllers["policy_retrained"] = policy(retrained, gmap)
+        learners["policy_retrained"] = online_learner(retrained, buffer, gmap)
     runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
     traces = {name: trace for name, (trace, _) in runs.items()}
     gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}

@@ -8,7 +8,7 @@ import numpy as np
 from controller.manifest import Manifest
 from learner.export import export_policy
 from learner.mems_env import FEATURES, MemsTuningSim, action_bounds
-from learner.mems_train import TASK, load_agent, load_run_config
+from learner.mems_train import TASK, gain_map, load_agent, load_run_config
 
 FEATURE_UNITS = {"x_px": "px", "y_px": "px", "ux_v": "V", "uy_v": "V", "x_target_px": "px", "y_target_px": "px"}
 
@@ -24,5 +24,5 @@ def export_mems(run: Path, out: Path, version: str = "1") -> Manifest:
         obs_units=[FEATURE_UNITS[f] for f in FEATURES] * cfg.env.k,
         low=lo.astype(np.float64), high=hi.astype(np.float64), act_units=["V/px", "V/(px*s)"] * 2,
         decision_period_s=cfg.env.nominal_frames / sim.stand.params.frame_rate_hz,
-        training_run=run.resolve().name, version=version,
+        training_run=run.resolve().name, version=version, action_map=gain_map(cfg),
     )

@@ -2,7 +2,9 @@
 
 Paper settings: actor and critic 100 → 60, OU exploration (θ = 0.15, σ 0.2 → 1e-4, eq. 5), the
 semi-Markov TD target (eq. 3) with Δt from the environment, ±100 px target steps (eq. 6).
-A run directory holds: config.json, checkpoint.pt (resume), log.csv, a_test.json (the mean action
+The actor's output reaches the stands through a gain map (learner/robust_gains.py): by default
+into the robust gains only (``robust``), else onto the whole box of the environment's bounds.
+A run directory holds: config.json, checkpoint.pt (resume), log.csv, a_test.json (the mean gains
 over the last 20 % of training, the paper's a_test), actor.pt (host only) and reward.png.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from learner.ddpg import DDPG, DDPGConfig, TrainEvent, train
 from learner.mems_env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
 from learner.progress import progress_bar
+from learner.robust_gains import GainMap, box_gain_map, robust_gain_map
 
 TASK = "mems-pid-gains"
 A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (paper, Section IV)
@@ -28,10 +31,30 @@ A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (pap
 class MemsTrainConfig:
     env: MemsTuningConfig = field(default_factory=MemsTuningConfig)
     ddpg: DDPGConfig = field(default_factory=lambda: DDPGConfig(
-        total_steps=24_000, learning_starts=2_000, buffer_size=100_000, batch_size=256, gamma=0.9,
+        total_steps=96_000, learning_starts=2_000, buffer_size=100_000, batch_size=256, gamma=0.9,
         tau=0.005, actor_lr=1e-3, critic_lr=1e-3, hidden=(100, 60), noise="ou", noise_sigma=0.2,
         noise_sigma_final=1e-4, ou_theta=0.15, train_freq=1, gradient_steps=4, torch_threads=1))
     num_envs: int = 16
+    robust: bool = True  # actions limited to the robust gains (learner/robust_gains.py)
+
+
+def gain_map(cfg: MemsTrainConfig) -> GainMap:
+    """The actor's map to gains for this run (used in training, evaluation and the exported graph)."""
+    make = robust_gain_map if cfg.robust else box_gain_map
+    return make(cfg.env.p_bounds, cfg.env.i_bounds)
+
+
+class ActorGains(gym.vector.VectorActionWrapper):
+    """Takes the actor's output in [-1, 1]⁴ and steps the stands with the gains it maps to."""
+
+    def __init__(self, env: gym.vector.VectorEnv, gains: GainMap) -> None:
+        super().__init__(env)
+        self.map = gains
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, env.num_envs)
+
+    def actions(self, actions: np.ndarray) -> np.ndarray:
+        return self.map.gains(actions).astype(np.float32)
 
 
 class ActionLog(gym.vector.VectorWrapper):
@@ -52,7 +75,7 @@ def load_run_config(run: Path) -> MemsTrainConfig:
     raw = json.loads((run / "config.json").read_text())
     env = MemsTuningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["env"].items()})
     ddpg = DDPGConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["ddpg"].items()})
-    return MemsTrainConfig(env, ddpg, raw["num_envs"])
+    return MemsTrainConfig(env, ddpg, raw["num_envs"], raw.get("robust", False))  # runs from before the robust map: the box
 
 
 def load_agent(run: Path, cfg: MemsTrainConfig | None = None) -> DDPG:
@@ -67,13 +90,14 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
     """Train, checkpointing into ``out``; returns a summary (also in summary.json)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
-                                                "num_envs": cfg.num_envs}, indent=2))
+                                                "num_envs": cfg.num_envs, "robust": cfg.robust}, indent=2))
     total = cfg.ddpg.total_steps
     ckpt = out / "checkpoint.pt"
     resume_from = ckpt if resume and ckpt.exists() else None
     done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]) if resume_from else 0
     # a run resumed inside the a_test window averages the part of the window after the resume
-    env = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
+    log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
+    env = ActorGains(log, gain_map(cfg))
     log_path = out / "log.csv"
     mode = "a" if resume and log_path.exists() else "w"
     with open(log_path, mode, newline="") as f, progress_bar("train mems (DDPG)", total) as bar:
@@ -87,7 +111,7 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
             bar.update(ev.step, ev.episode_returns)
 
         train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1), resume=resume_from)
-    a_test = np.concatenate(env.actions).mean(axis=0) if env.actions else None  # physical units
+    a_test = np.concatenate(log.actions).mean(axis=0) if log.actions else None  # physical units
     if a_test is None:  # resumed at or past the end: keep what the finished run found
         a_test = np.asarray(json.loads((out / "a_test.json").read_text())["action"])
     (out / "a_test.json").write_text(json.dumps({"action": a_test.tolist(), "units": ["V/px", "V/(px*s)"] * 2,

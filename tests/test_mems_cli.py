@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.manifest import load_artifact
+from firmware_sim.mems import MemsParams
 from hil.cli import app
+from learner.robust_gains import baseline_crossover_hz, is_robust
 
 runner = CliRunner()
 
@@ -50,6 +52,9 @@ def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
     (gains,) = sess.run(["action"], {"obs": raw})
     assert np.all(gains >= np.array(manifest.action.low, np.float32) - 1e-4)
     assert np.all(gains <= np.array(manifest.action.high, np.float32) + 1e-4)
+    below = baseline_crossover_hz(MemsParams())
+    for g in gains:  # the graph maps into the robust gains (trained with the default --robust)
+        assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, MemsParams(), below[ax]) for ax in range(2))
 
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
