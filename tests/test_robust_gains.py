@@ -8,7 +8,8 @@ import torch
 from controller.pid import BASELINE_GAINS
 from firmware_sim.mems import MemsParams
 from learner.mems_env import MemsTuningConfig, action_bounds, baseline_action
-from learner.robust_gains import MAX_PEAK, baseline_crossover_hz, box_gain_map, is_robust, robust_gain_map
+from learner.mems_train import MemsTrainConfig, gain_map
+from learner.robust_gains import MAX_PEAK, baseline_crossover_hz, is_robust, robust_gain_map
 
 CFG = MemsTuningConfig()
 PARAMS = MemsParams()
@@ -54,11 +55,12 @@ def test_inverse_round_trip(gmap):
     np.testing.assert_allclose(gmap.actions(gmap.gains(a)), a, atol=1e-4)
 
 
-def test_box_map_is_the_affine_map_to_the_bounds():
+def test_a_run_without_the_set_maps_affinely_to_the_box(gmap):
     lo, hi = action_bounds(CFG)
     a = np.random.default_rng(2).uniform(-1, 1, (20, 4))
     want = lo + (a + 1.0) * 0.5 * (hi - lo)
-    np.testing.assert_allclose(box_gain_map(CFG.p_bounds, CFG.i_bounds).gains(a), want, rtol=1e-5)
+    np.testing.assert_allclose(gain_map(MemsTrainConfig(robust=False)).gains(a), want, rtol=1e-5)
+    assert gain_map(MemsTrainConfig()) is gmap  # the default run is robust; the table is built once
 
 
 def test_the_map_exports_to_onnx(gmap, tmp_path):
