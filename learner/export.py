@@ -1,7 +1,8 @@
 """Export an actor to the edge's policy artifact: `model.onnx` + `manifest.json` (controller/manifest.py).
 
 The graph is self-contained: raw observation -> (obs − mean)/std -> actor (ends in tanh, [-1, 1])
--> action map (default: affine to [low, high]; MEMS: into the robust gains, learner/robust_gains.py) -> clamp. The edge feeds raw readings and gets physical actions.
+-> action map (default: affine to [low, high]; MEMS: into the robust gains, learner/robust_gains.py)
+-> clamp to [low, high]. The edge feeds raw readings and gets physical actions.
 `write_artifact` and `check_outputs` are the task-independent steps (ONNX export, onnxruntime-vs-torch
 parity, manifest), shared with other graphs (learner/ct_export.py).
 """
