@@ -101,28 +101,37 @@ def baseline_crossover_hz(params: MemsParams) -> np.ndarray:
     return np.array([f[row > 1.0].min() for row in s])
 
 
+def integral_limits(axis: int, p_bounds: tuple[float, float], i_bounds: tuple[float, float],
+                    params: MemsParams) -> tuple[np.ndarray, np.ndarray]:
+    """(knots, I_max) on `axis`: ``KNOTS`` values of P spanning the robust P range, and the largest robust
+    I at each (bisection), for bounds tightened by ``TABLE_MARGIN``."""
+    below_hz = baseline_crossover_hz(params)[axis]
+
+    def robust(p: float, i: float) -> bool:
+        return is_robust(p, i, axis, params, below_hz, TABLE_MARGIN)
+
+    i_lo, i_hi = i_bounds
+    scan = np.geomspace(*p_bounds, P_SCAN)
+    ok = np.array([robust(p, i_lo) for p in scan])
+    if not ok.any():
+        raise ValueError(f"no P in {p_bounds} is robust with I = {i_lo} on axis {'xy'[axis]}")
+    knots = np.linspace(scan[ok].min(), scan[ok].max(), KNOTS)
+    i_max = np.empty(KNOTS)
+    for k, p in enumerate(knots):
+        lo, hi = (i_hi, i_hi) if robust(p, i_hi) else (i_lo, i_hi)
+        for _ in range(BISECTIONS if lo < hi else 0):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if robust(p, mid) else (lo, mid)
+        i_max[k] = lo
+    return knots, i_max
+
+
 @cache
 def robust_gain_map(p_bounds: tuple[float, float], i_bounds: tuple[float, float],
                     params: MemsParams = MemsParams()) -> GainMap:
     """The map into the robust gains within the P and I bounds (a few seconds; cached per process)."""
-    i_lo, i_hi = i_bounds
-    knots, i_max = np.empty((2, KNOTS)), np.empty((2, KNOTS))
-    for axis, below_hz in enumerate(baseline_crossover_hz(params)):
-        robust = lambda p, i: is_robust(p, i, axis, params, below_hz, TABLE_MARGIN)  # noqa: E731
-        scan = np.geomspace(*p_bounds, P_SCAN)
-        ok = np.array([robust(p, i_lo) for p in scan])
-        if not ok.any():
-            raise ValueError(f"no P in {p_bounds} is robust with I = {i_lo} on axis {'xy'[axis]}")
-        knots[axis] = np.linspace(scan[ok].min(), scan[ok].max(), KNOTS)
-        for k, p in enumerate(knots[axis]):
-            lo, hi = i_lo, i_hi
-            if robust(p, hi):
-                lo = hi
-            for _ in range(BISECTIONS if lo < hi else 0):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if robust(p, mid) else (lo, mid)
-            i_max[axis, k] = lo
-    return GainMap(knots, i_max, i_lo)
+    knots, i_max = zip(*(integral_limits(axis, p_bounds, i_bounds, params) for axis in range(2)))
+    return GainMap(np.stack(knots), np.stack(i_max), i_bounds[0])
 
 
 def box_gain_map(p_bounds: tuple[float, float], i_bounds: tuple[float, float]) -> GainMap:
