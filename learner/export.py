@@ -42,20 +42,28 @@ class PolicyGraph(nn.Module):
 
     def __init__(self, actor: nn.Module, obs_mean, obs_std, low, high, action_map: nn.Module | None = None):
         super().__init__()
-        self.actor, self.action_map = actor, action_map
         f32 = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         self.register_buffer("mean", f32(obs_mean))
         self.register_buffer("std", f32(obs_std))
         self.register_buffer("low", f32(low))
         self.register_buffer("high", f32(high))
+        self.actor, self.action_map = actor, action_map or BoxMap(self.low, self.high)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        a = self.actor((obs - self.mean) / self.std)
-        if self.action_map is not None:
-            a = self.action_map(a)
-        else:
-            a = self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        a = self.action_map(self.actor((obs - self.mean) / self.std))
         return torch.minimum(torch.maximum(a, self.low), self.high)
+
+
+class BoxMap(nn.Module):
+    """[-1, 1] -> [low, high], affine."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor):
+        super().__init__()
+        self.register_buffer("low", low.clone())
+        self.register_buffer("span", (high - low).clone())
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.low + (a + 1.0) * 0.5 * self.span
 
 
 def _producer() -> dict[str, str]:

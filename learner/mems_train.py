@@ -54,7 +54,7 @@ class ActorGains(gym.vector.VectorActionWrapper):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, env.num_envs)
 
     def actions(self, actions: np.ndarray) -> np.ndarray:
-        return self.map.gains(actions).astype(np.float32)
+        return self.map.gains(actions)
 
 
 class ActionLog(gym.vector.VectorWrapper):
