@@ -33,6 +33,8 @@ def eval_mems(
     seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Path = typer.Option(None, help="where to write the markdown table and PNG (default: the run directory)"),
+    gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
+                                    help="also test these fixed gains [V/px, V/(px·s)] (repeatable)"),
 ) -> None:
     """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s) and π(s) retrained."""
     from learner.mems_eval import EVAL_SEEDS, evaluate_mems, markdown
@@ -41,8 +43,19 @@ def eval_mems(
         raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
     if disturbance not in ("wiener", "steps", "sine", "bursts") and not Path(disturbance).is_file():
         raise typer.BadParameter(f"{disturbance!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
-    result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run)
+    result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
+                           candidates=[_parse_gains(g) for g in gains])
     typer.echo(json.dumps(result) if as_json else markdown(result))
+
+
+def _parse_gains(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(0.0 < v < float("inf") for v in values):
+        raise typer.BadParameter(f"{text!r} is not four positive gains Px,Ix,Py,Iy", param_hint="--gains")
+    return values
 
 
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),

@@ -12,7 +12,7 @@ JSON ("sensitivity"), in the markdown table and in sensitivity.png.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +107,15 @@ def summarize(traces: dict[str, np.ndarray]) -> dict:
 
 
 def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[int, ...] = EVAL_SEEDS,
-                  out: Path | None = None) -> dict:
+                  out: Path | None = None, candidates: Sequence[Sequence[float]] = ()) -> dict:
+    """`candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
+    "gains Px,Ix,Py,Iy" beside the baselines (e.g. to check hand-tuned gains on a recorded disturbance)."""
     d = test_disturbance(disturbance, seeds)
     cfg = load_run_config(run) if run else None
     sim = MemsTuningSim(len(seeds), cfg.env) if cfg else MemsTuningSim(len(seeds))
     controllers: dict[str, Controller] = {"baseline": fixed(baseline_action()),
                                           "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
+    controllers |= {"gains " + ",".join(f"{g:g}" for g in c): fixed(np.asarray(c, np.float64)) for c in candidates}
     learners = {}
     if run is not None:
         gmap = gain_map(cfg)

@@ -90,3 +90,20 @@ def test_eval_replays_a_users_csv(run_dir, tmp_path):
     res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", str(csv), "--seeds", "2", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["methods"]["baseline"]["mean_px"] > 0
+
+
+def test_eval_tests_a_users_own_gains_beside_the_baselines():
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,600,16,816",
+                              "--gains", "19,978,27.5,1376"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "gains 10,600,16,816", "gains 19,978,27.5,1376"}
+    assert out["methods"]["gains 10,600,16,816"] == out["methods"]["baseline"]  # the paper's gains, same stands
+    assert out["methods"]["gains 19,978,27.5,1376"]["mean_px"] != out["methods"]["baseline"]["mean_px"]
+    assert out["sensitivity"]["gains 19,978,27.5,1376"]["x"]["peak"] > 1.0
+
+
+@pytest.mark.parametrize("bad", ["10,600,16", "10,600,16,-1", "10,600,16,nan", "a,b,c,d"])
+def test_eval_rejects_malformed_gains(bad):
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--gains", bad])
+    assert res.exit_code == 2 and "four positive gains" in " ".join(res.output.replace("│", " ").split()), res.output
