@@ -36,7 +36,7 @@ def eval_mems(
     gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
                                     help="also test these fixed gains [V/px, V/(px·s)] (repeatable)"),
 ) -> None:
-    """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s) and π(s) retrained."""
+    """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s), π(s) retrained and your --gains."""
     from learner.mems_eval import EVAL_SEEDS, evaluate_mems, markdown
 
     if run is not None and not (run / "checkpoint.pt").exists():
