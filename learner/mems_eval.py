@@ -3,9 +3,10 @@
 Each method drives the same stands through the same test disturbance (several fixed seeds, 1000
 frames each, target at the sensor centre): the paper's baseline gains, Ziegler–Nichols gains found
 on the simulator, a_test (mean action over the last 20 % of training), the policy π(s) choosing gains
-from the last k frames at every decision, and π(s) retrained online during the test (DDPG updates
-on the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names. Reductions vs the baseline are
-per-seed means with a 95 % confidence interval (t distribution over seeds). Per method it also reports
+from the last k frames at every decision, π(s) retrained online during the test (DDPG updates on
+the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
+Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
+seeds). Per method it also reports
 where its gains (mean over the test) amplify M1 vibration, |S(f)| > 1 (learner/loop_sensitivity.py), as
 JSON ("sensitivity"), in the markdown table and in sensitivity.png.
 """
