@@ -6,9 +6,9 @@ on the simulator, a_test (mean action over the last 20 % of training), the polic
 from the last k frames at every decision, π(s) retrained online during the test (DDPG updates on
 the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
 Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
-seeds). Per method it also reports
-where its gains (mean over the test) amplify M1 vibration, |S(f)| > 1 (learner/loop_sensitivity.py), as
-JSON ("sensitivity"), in the markdown table and in sensitivity.png.
+seeds). Per method it also reports where its gains (mean over the test) amplify M1 vibration,
+|S(f)| > 1 (learner/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
+sensitivity.png.
 """
 from __future__ import annotations
 
