@@ -1,7 +1,9 @@
 """Edge commands (`edgetune daemon`). Module top: stdlib + typer only; no torch anywhere below."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,20 +35,27 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
     asyncio.run(d.run())
 
 
-def _push_client(to: str, key_file: Path, key_id: int | None, timeout_s: float = 30.0):
-    from controller.hostlink_wire import load_keyring
+def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], dict], timeout_s: float = 30.0) -> None:
+    """Run one signed request (`op` on a PushClient) and print the JSON reply; exit 1 unless it was accepted.
+    A bad address or key file, or a daemon that cannot be reached, is a clean error, not a traceback."""
+    import json
+
+    from controller.hostlink_wire import KeyringError, load_keyring
     from controller.push_client import PushClient
 
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
-    keyring = load_keyring(key_file)
-    return PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id, timeout_s)
-
-
-def _reply(reply: dict) -> None:
-    import json
-
+    try:
+        keyring = load_keyring(key_file)
+        client = PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id, timeout_s)
+    except KeyringError as e:
+        raise typer.BadParameter(str(e), param_hint="--key-file/--key-id") from None
+    try:
+        reply = op(client)
+    except (OSError, ValueError) as e:  # refused, unreachable, timed out, or a reply that fails authentication
+        typer.echo(f"no reply from the daemon at {to}: {e}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(json.dumps(reply))
     if not reply.get("accepted"):
         raise typer.Exit(1)
@@ -54,26 +63,35 @@ def _reply(reply: dict) -> None:
 
 _TO = typer.Option(..., "--to", help="The daemon's model-push address HOST:PORT ([policy] push_port).")
 _KEY_FILE = typer.Option(..., "--key-file", help="The host-link key file (id:hex lines, mode 600).")
-_KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the newest).")
+KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the newest).")
 
 
-def push(out_dir: Path = typer.Argument(..., help="Folder with model.onnx + manifest.json (learner export)."),
-         to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+def push(out_dir: Path = typer.Argument(..., help="Folder with model.onnx + manifest.json (`edgetune export`)."),
+         to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
     """Push a policy to the edge; it is validated and swapped in at a tick boundary. Prints the JSON reply."""
-    _reply(_push_client(to, key_file, key_id).push(out_dir))
+    from controller.manifest import ManifestError, load_artifact
+
+    try:
+        load_artifact(out_dir)  # the edge checks it again; this catches a wrong folder before connecting
+    except ManifestError as e:
+        raise typer.BadParameter(f"{out_dir} is not an exported policy (`edgetune export RUN {out_dir}`): {e}",
+                                 param_hint="OUT_DIR") from None
+    _request(to, key_file, key_id, lambda c: c.push(out_dir))
 
 
-def rollback(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
-    """Make the edge's previous policy active again at its next tick boundary. Prints the JSON reply."""
-    _reply(_push_client(to, key_file, key_id).rollback())
+def rollback(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
+    """Make the edge's previous policy active again at its next tick boundary (after the first push: none, so
+    the mode's fallback, e.g. the baseline gains; rolling back again restores the push). Prints the JSON reply."""
+    _request(to, key_file, key_id, lambda c: c.rollback())
 
 
-def policy_status(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
-    """Active/previous policy versions and the slot's counters. Prints the JSON reply."""
-    _reply(_push_client(to, key_file, key_id).status())
+def policy_status(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
+    """Active/previous policy versions and the slot's counters. Prints the JSON reply ("accepted": the
+    request was served; false with reason no_policy_mode on a daemon whose mode runs no policy)."""
+    _request(to, key_file, key_id, lambda c: c.status())
 
 
-def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID,
+def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID,
          sample: str = typer.Option(None, help="Put this phantom on the stage first: any, parallelogram, triangle "
                                                 "or pentagon (default: keep the current one)."),
          sample_seed: int = typer.Option(0, help="Phantom seed (with --sample)."),
@@ -90,9 +108,9 @@ def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID,
     except ValidationError as e:
         raise typer.BadParameter("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()),
                                  param_hint="--sample/--sample-seed/--split") from None
-    _reply(_push_client(to, key_file, key_id, timeout).scan(spec))
+    _request(to, key_file, key_id, lambda c: c.scan(spec), timeout)
 
 
-def abort(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = _KEY_ID) -> None:
+def abort(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
     """Halt the scan in flight on an angles-mode daemon; replies once the stage rests. Prints the JSON reply."""
-    _reply(_push_client(to, key_file, key_id).abort())
+    _request(to, key_file, key_id, lambda c: c.abort())

@@ -156,6 +156,7 @@ class CtDaemon:
             loop.add_signal_handler(sig, self.stop)
         await self.push.start()
         self.slot.start_validator()
+        restore = loop.create_task(self.push.restore(), name="policy restore")
         await self.driver.start()
         log.info("angles daemon up: device %s, model push %s:%d, N=%d, ≤ %d angles", self.cfg.device.port,
                  *self.push.address, self.angles.size, self.angles.max_angles)
@@ -164,6 +165,7 @@ class CtDaemon:
             await self._stop.wait()
         finally:
             notify("STOPPING=1")
+            restore.cancel()
             await self.mode.abort()  # the stage rests before anything goes down
             await self.push.close()
             self.slot.close()

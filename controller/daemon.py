@@ -175,7 +175,8 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
         await self.driver.start()
-        side = [loop.create_task(self._housekeeping(), name="housekeeping")]
+        side = [loop.create_task(self._housekeeping(), name="housekeeping"),
+                loop.create_task(self.push.restore(), name="policy restore")]
         log.info("daemon up: device %s, host link %s:%d, model push %s:%d, %.0f Hz (%s-paced), mode %s",
                  self.cfg.device.port, *self.hostlink.address, *self.push.address, self.cfg.loop.rate_hz,
                  self.cfg.loop.pacing, self.cfg.loop.mode)
@@ -211,16 +212,17 @@ class Daemon:
             await asyncio.sleep(1.0)
             seconds += 1
             if self.metrics is not None:
-                self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains,
-                                    faults={"device": self.faults, **dict(self.hostlink.counters),
-                                            "serial_rejected": self.driver.decoder.rejected,
-                                            "serial_frames_missed": self.driver.decoder.seq_gaps,
-                                            "command_clamped": self.mode.gate.clamped,
-                                            "command_non_finite": self.mode.gate.non_finite,
-                                            **self._policy_counters()})
+                self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains, faults=self._faults())
             if isinstance(self.mode, RlPidMode):
                 self._report_decision_period(self.mode, record=seconds % DRIFT_REPORT_S == 0)
             self.watchdog.maybe_ping(time.monotonic_ns())
+
+    def _faults(self) -> dict[str, int]:
+        """Fault counts by kind for the metrics (the host link's rx_ok/tx_ok are traffic, not faults)."""
+        link = {k: v for k, v in self.hostlink.counters.items() if not k.endswith("_ok")}
+        return {"device": self.faults, **link, "serial_rejected": self.driver.decoder.rejected,
+                "serial_frames_missed": self.driver.decoder.seq_gaps, "command_clamped": self.mode.gate.clamped,
+                "command_non_finite": self.mode.gate.non_finite, **self._policy_counters()}
 
     def _policy_counters(self) -> dict[str, int]:
         out = {f"push_{k}": v for k, v in self.push.counters.items()}

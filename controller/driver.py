@@ -134,7 +134,10 @@ class SerialDriver:
         except (OSError, serial.SerialException):
             pass
         self.stats.disconnects += 1
-        log.warning("device %s lost: %s", self.port, reason)
+        if self._closing:  # shutdown, not a fault
+            log.info("device %s closed", self.port)
+        else:
+            log.warning("device %s lost: %s", self.port, reason)
         if self.on_link:
             self.on_link(False, reason)
 

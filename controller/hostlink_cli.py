@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from controller.cli import KEY_ID
+
 _KEYS = typer.Option(..., "--key-file", "-k", help="key file (`id:hex` lines, mode 600)")
 _EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link address HOST:PORT")
 
@@ -46,8 +48,8 @@ def link_keygen(path: Path = typer.Argument(..., help="new key file (must not ex
     typer.echo(f"wrote {path} (key ids {', '.join(map(str, key_id))})")
 
 
-def link_ping(keys: Path = _KEYS, edge: str = _EDGE, key_id: int = typer.Option(None, "--key-id"),
-              count: int = typer.Option(5, "--count", "-n")) -> None:
+def link_ping(keys: Path = _KEYS, edge: str = _EDGE, key_id: int = KEY_ID,
+              count: int = typer.Option(5, "--count", "-n", min=1, help="pings to send")) -> None:
     """Measure the round-trip time to the edge."""
     async def action(c):  # noqa: ANN001, ANN202
         return [await c.ping() for _ in range(count)]
@@ -57,7 +59,7 @@ def link_ping(keys: Path = _KEYS, edge: str = _EDGE, key_id: int = typer.Option(
 
 
 def link_set_gains(kp_x: float, ki_x: float, kd_x: float, kp_y: float, ki_y: float, kd_y: float,
-                   keys: Path = _KEYS, edge: str = _EDGE, key_id: int = typer.Option(None, "--key-id")) -> None:
+                   keys: Path = _KEYS, edge: str = _EDGE, key_id: int = KEY_ID) -> None:
     """Set PID gains (P I D for x, then y); prints what the edge applied after clamping."""
     from controller.hostlink_wire import Gains
 
@@ -67,7 +69,7 @@ def link_set_gains(kp_x: float, ki_x: float, kd_x: float, kp_y: float, ki_y: flo
 
 
 def link_set_target(x_px: float, y_px: float, keys: Path = _KEYS, edge: str = _EDGE,
-                    key_id: int = typer.Option(None, "--key-id")) -> None:
+                    key_id: int = KEY_ID) -> None:
     """Move the spot set point [px]."""
     _run(keys, edge, key_id, lambda c: c.set_target(x_px, y_px))
     typer.echo(f"target set to ({x_px}, {y_px}) px")

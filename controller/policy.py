@@ -240,6 +240,33 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
     return dest
 
 
+ACTIVE_FILE = "active"  # in the policy directory: the installed version that is active, for a restart
+
+
+def remember_active(directory: Path, policy: LoadedPolicy | None) -> None:
+    """Record atomically which installed version is active (none: the file goes), so that a restarted
+    daemon brings it back (`remembered_active`)."""
+    path = directory / ACTIVE_FILE
+    if policy is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(".active.tmp")
+    with open(tmp, "w") as f:
+        f.write(policy.path.name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remembered_active(directory: Path) -> Path | None:
+    """The installed artifact that was active when the daemon last ran, if it is still there."""
+    try:
+        name = (directory / ACTIVE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return directory / name if name and Path(name).name == name and (directory / name).is_dir() else None
+
+
 def lowest_priority() -> None:
     """Worker thread / validator process initializer: the normal scheduling class (not a real-time one
     inherited from a loop run under chrt or --rt) at nice 19, so off-loop work yields the CPU to the loop."""
@@ -253,7 +280,7 @@ def lowest_priority() -> None:
 class _Request:
     kind: Literal["swap", "rollback"]
     policy: LoadedPolicy | None
-    done: asyncio.Future[tuple[LoadedPolicy, int]]
+    done: asyncio.Future[tuple[LoadedPolicy | None, int]]
 
 
 @dataclass
@@ -341,19 +368,22 @@ class PolicySlot:
         self.counters[f"rejected:{e.reason}"] += 1
         log.warning("policy rejected (%s): %s", e.reason, e.detail)
 
-    def request_swap(self, policy: LoadedPolicy) -> asyncio.Future[tuple[LoadedPolicy, int]]:
+    def request_swap(self, policy: LoadedPolicy) -> asyncio.Future[tuple[LoadedPolicy | None, int]]:
         """The next `boundary()` makes `policy` active; the future resolves to (it, monotonic ns) then."""
         return self._post("swap", policy)
 
-    def request_rollback(self) -> asyncio.Future[tuple[LoadedPolicy, int]]:
-        """The next `boundary()` swaps active and previous (raises PolicyRejected when there is none)."""
-        if self.previous is None:
-            e = PolicyRejected("no_previous", "no previous policy is loaded")
+    def request_rollback(self) -> asyncio.Future[tuple[LoadedPolicy | None, int]]:
+        """The next `boundary()` swaps active and previous. After the first push the previous one is None,
+        the mode's fallback (baseline gains, golden-ratio angles), and a second rollback restores the push.
+        Raises PolicyRejected when no policy was ever pushed."""
+        if self.previous is None and self.active is None:
+            e = PolicyRejected("no_previous", "no policy was pushed: the mode's fallback is already active")
             self.reject(e)
             raise e
         return self._post("rollback", None)
 
-    def _post(self, kind: Literal["swap", "rollback"], policy: LoadedPolicy | None) -> asyncio.Future[tuple[LoadedPolicy, int]]:
+    def _post(self, kind: Literal["swap", "rollback"],
+              policy: LoadedPolicy | None) -> asyncio.Future[tuple[LoadedPolicy | None, int]]:
         if self._request is not None:  # superseded before a tick applied it
             self._request.done.cancel()
         loop = asyncio.get_running_loop()

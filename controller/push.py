@@ -2,9 +2,10 @@
 
 Per connection, one request: head → authenticate the header (before reading the model) → replay
 check → push: sha256, atomic install, validation (the slot's validator process, then its worker thread),
-swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. Requests
-are served one at a time, except the mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py),
-served beside them.
+swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. The active
+version is remembered in the policy directory, and `restore()` brings it back when the daemon restarts.
+Requests are served one at a time, except the mode's own `ops` (angles mode: scan, abort;
+controller/ct_daemon.py), served beside them.
 The reply always says why a model was refused; refusals are logged, counted and recorded.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.hostlink_wire import HostLinkError, Keyring, ReplayGuard
-from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install
+from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install, remember_active, remembered_active
 from controller.pushwire import HEAD, NO_TAG, PushHeader, PushRefused, encode_reply, parse_head, verify_header
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class PushServer:
             return {"accepted": True, "reason": "ok", **self.status()}
         if header.op == "rollback":
             policy, t_ns = await self._at_boundary(slot.request_rollback())
+            await self._remember(slot, policy)
             return self._done("rolled_back", policy, t0_ns, t_ns)
         if header.op != "push":
             raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
@@ -133,28 +135,59 @@ class PushServer:
             raise
         policy = await slot.load(directory)
         policy, t_ns = await self._at_boundary(slot.request_swap(policy))
+        await self._remember(slot, policy)
         return self._done("swapped", policy, t0_ns, t_ns)
 
-    async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy, int]]) -> tuple[LoadedPolicy, int]:
+    async def restore(self) -> None:
+        """At start-up: validate the version that was active when the daemon last ran (pushes wait meanwhile)
+        and swap it in at the first tick boundary, however long the device takes to come up; a push that
+        comes first wins. If it fails validation the mode's fallback runs, and why is logged and recorded."""
+        slot = self.slot
+        if slot is None or (directory := remembered_active(self.cfg.dir)) is None:
+            return
+        t0_ns = time.monotonic_ns()
+        async with self._lock:
+            try:
+                done = slot.request_swap(await slot.load(directory))
+            except PolicyRejected as e:
+                log.warning("policy %s not restored (%s): %s", directory.name, e.reason, e.detail)
+                self.record("policy", {"action": "restore_failed", "reason": e.reason, "detail": e.detail[:500]})
+                return
+        await asyncio.wait([done])
+        if not done.cancelled():  # else superseded by a push
+            policy, t_ns = done.result()
+            self._done("restored", policy, t0_ns, t_ns)
+
+    async def _remember(self, slot: PolicySlot, policy: LoadedPolicy | None) -> None:
+        try:
+            await slot.off_loop(remember_active, self.cfg.dir, policy)
+        except OSError as e:  # the swap stands; only a restart would not bring it back
+            log.warning("cannot record the active policy in %s: %s", self.cfg.dir, e)
+
+    async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy | None, int]]) -> tuple[LoadedPolicy | None, int]:
         try:
             return await asyncio.wait_for(done, self.cfg.swap_timeout_s)
         except TimeoutError:  # wait_for cancelled the request: no later tick applies it
             raise PushRefused("swap_timeout", f"no tick boundary within {self.cfg.swap_timeout_s} s") from None
 
-    def _done(self, action: str, policy: LoadedPolicy, t0_ns: int, t_ns: int) -> dict[str, Any]:
+    def _done(self, action: str, policy: LoadedPolicy | None, t0_ns: int, t_ns: int) -> dict[str, Any]:
+        latency_ms = round((t_ns - t0_ns) / 1e6, 3)
+        if policy is None:  # rolled back past the first push: the mode's fallback runs
+            log.info("policy %s: no policy active, the mode's fallback runs, %.1f ms after the request", action, latency_ms)
+            self.record("policy", {"action": action, "version": None, "swap_latency_ms": latency_ms})
+            return {"accepted": True, "reason": action, "version": None, "swap_latency_ms": latency_ms}
         m = policy.manifest
         drift = period_drift(self.nominal_period_s, m.decision_period_s)
         reply = {"accepted": True, "reason": action, "version": m.version, "sha256": m.sha256,
-                 "swap_latency_ms": round((t_ns - t0_ns) / 1e6, 3), "inference_us": round(policy.latency_us, 1),
+                 "swap_latency_ms": latency_ms, "inference_us": round(policy.latency_us, 1),
                  "decision_period_s": {"manifest": m.decision_period_s, "nominal": self.nominal_period_s,
                                        "drift": round(drift, 4)}}
-        log.info("policy %s: version %s (%s), %.1f ms after the request", action, m.version, policy.path,
-                 reply["swap_latency_ms"])
+        log.info("policy %s: version %s (%s), %.1f ms after the request", action, m.version, policy.path, latency_ms)
         if abs(drift) > DRIFT_WARN:
             log.warning("policy %s was trained at a decision period of %.4g s; this daemon decides every %.4g s "
                         "(drift %+.1f%%)", m.version, m.decision_period_s, self.nominal_period_s, 100 * drift)
         self.record("policy", {"action": action, "version": m.version, "sha256": m.sha256,
-                               "swap_latency_ms": reply["swap_latency_ms"], "nominal_drift": reply["decision_period_s"]["drift"]})
+                               "swap_latency_ms": latency_ms, "nominal_drift": reply["decision_period_s"]["drift"]})
         return reply
 
     def status(self) -> dict[str, Any]:

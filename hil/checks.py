@@ -334,7 +334,8 @@ def rollback_restores_previous(d: RunData, c: Check) -> tuple[bool, str]:
     from hil.faults_model import handled
 
     recs = _models(d, "rollback")
-    notes = [handled(r) or f"{r['active_before']} → {r['active_after']}" for r in recs]
+    notes = [handled(r) or f"active version {r['active_before'] or 'none'} → {r['active_after'] or 'none (fallback)'}"
+             for r in recs]
     return bool(recs) and not any(handled(r) for r in recs), "; ".join(notes) or "no rollback in the scenario"
 
 

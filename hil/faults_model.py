@@ -76,8 +76,7 @@ def handled(rec: dict[str, Any]) -> str:
             return f"{rec['model']}: active policy changed {rec['active_before']} → {rec['active_after']}"
         return ""
     if rec["model"] == "rollback":
-        ok = (rec["accepted"] and rec["previous_before"] is not None and rec["active_after"] == rec["previous_before"]
-              and rec["previous_after"] == rec["active_before"])
+        ok = rec["accepted"] and rec["active_after"] == rec["previous_before"] and rec["previous_after"] == rec["active_before"]
         return "" if ok else (f"rollback: {rec['reason']}, active/previous {rec['active_before']}/{rec['previous_before']}"
                               f" → {rec['active_after']}/{rec['previous_after']}")
     ok = rec["accepted"] and rec["active_after"] == rec["version"]

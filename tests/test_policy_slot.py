@@ -89,6 +89,20 @@ async def test_swap_and_rollback_happen_only_at_a_tick_boundary(artifacts):
     assert slot.counters["rejected:no_previous"] == 1 and slot.counters["attempted"] == 2
 
 
+async def test_rollback_after_the_first_push_returns_to_the_fallback_and_back(artifacts):
+    slot = PolicySlot(SPEC, BUDGET_S)
+    p1 = await slot.load(artifacts["v1"])
+    slot.request_swap(p1)
+    slot.boundary()
+    done = slot.request_rollback()
+    slot.boundary()
+    assert (slot.active, slot.previous) == (None, p1) and done.result()[0] is None  # the mode's fallback runs
+    assert slot.infer(np.zeros(SPEC.obs_step * SPEC.max_steps, np.float32)) is None
+    slot.request_rollback()
+    slot.boundary()
+    assert (slot.active, slot.previous) == (p1, None) and slot.counters["rolled_back"] == 2
+
+
 async def test_rejected_load_is_counted_and_leaves_the_active_policy(artifacts):
     slot = PolicySlot(SPEC, BUDGET_S)
     slot.request_swap(await slot.load(artifacts["v1"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,7 +105,75 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     assert {e["reason"] for e in events if e["action"] == "rejected"} >= set(EXPECTED_REASON.values())
 
 
+async def test_rollback_after_the_first_push_restores_the_baseline_gains(rl_stand, tmp_path):
+    pusher = PushClient(rl_stand.push_addr, rl_stand.keyring, rl_stand.keyring.newest, timeout_s=10)
+    call = lambda f, *a: asyncio.to_thread(f, *a)  # noqa: E731
+    assert (await call(pusher.rollback))["reason"] == "no_previous"  # nothing pushed yet
+    assert (await call(pusher.push, make_artifact("good", tmp_path / "v1", version="1", bias=0.5,
+                                                  decision_period_s=0.1)))["accepted"]
+    assert (await metrics_after_update(rl_stand))["edgetune_gain[x,P]"] > 10.5  # the policy's gains
+    r = await call(pusher.rollback)
+    assert r["accepted"] and r["reason"] == "rolled_back" and r["version"] is None, r
+    status = await call(pusher.status)
+    assert (status["active"], status["previous"]) == (None, "1")
+    assert (await metrics_after_update(rl_stand))["edgetune_gain[x,P]"] == 10.0  # the configured baseline
+    assert (await call(pusher.rollback))["version"] == "1"  # and forward again
+
+
+async def test_a_restarted_daemon_brings_back_the_active_policy(rl_stand, tmp_path):
+    pusher = PushClient(rl_stand.push_addr, rl_stand.keyring, rl_stand.keyring.newest, timeout_s=10)
+    call = lambda f, *a: asyncio.to_thread(f, *a)  # noqa: E731
+
+    async def restart_and_status(restores: bool = True) -> dict:
+        assert rl_stand.terminate_daemon() == 0
+        rl_stand.start_daemon()
+        await rl_stand.client.close()
+        await rl_stand.connect()
+        for _ in range(200 if restores else 1):  # validation off the tick path, then a swap at a tick boundary
+            status = await call(pusher.status)
+            if status["active"] is not None or any(k.startswith("rejected:") for k in status["counters"]):
+                break
+            await asyncio.sleep(0.1)
+        return status
+
+    for v, bias in (("1", 0.5), ("2", -0.5)):
+        assert (await call(pusher.push, make_artifact("good", tmp_path / v, version=v, bias=bias,
+                                                      decision_period_s=0.1)))["accepted"]
+    status = await restart_and_status()
+    assert (status["active"], status["previous"]) == ("2", None)  # the previous one is not brought back
+    assert (await metrics_after_update(rl_stand))["edgetune_gain[x,P]"] < 10.0  # the policy's gains (bias −0.5)
+    assert (await call(pusher.rollback))["version"] is None  # to the baseline: a restart keeps it there
+    policies = Path(rl_stand.edge_config["policy"]["dir"])
+    assert not (policies / "active").exists()
+    assert (await restart_and_status(restores=False))["active"] is None
+    assert (await call(pusher.push, tmp_path / "2"))["accepted"]
+    (policies / (policies / "active").read_text() / "model.onnx").write_bytes(b"garbage")  # corrupted on disk
+    status = await restart_and_status()
+    assert status["active"] is None and status["counters"]["attempted"] == 1  # refused: the baseline runs
+    assert status["counters"].get("rejected:sha256_mismatch") == 1, status
+    assert rl_stand.terminate_daemon() == 0
+    actions = [[e["details"]["action"] for e in read_events(rl_stand.recorder_path, session) if e["kind"] == "policy"]
+               for session in (1, 2, 3, 4)]  # one recorder session per daemon start
+    assert actions == [["swapped", "swapped"], ["restored", "rolled_back"], ["swapped"], ["restore_failed"]]
+
+
 async def test_a_stabilize_daemon_refuses_pushes(mems_stand, tmp_path):
     pusher = PushClient(mems_stand.push_addr, mems_stand.keyring, mems_stand.keyring.newest, timeout_s=10)
     r = await asyncio.to_thread(pusher.push, make_artifact("good", tmp_path / "v1"))
     assert not r["accepted"] and r["reason"] == "no_policy_mode"
+
+
+def test_push_cli_errors_are_clean(tmp_path):
+    from typer.testing import CliRunner
+
+    from hil.cli import app
+
+    runner = CliRunner()
+    keys = tmp_path / "k.keys"
+    assert runner.invoke(app, ["link", "keygen", str(keys)]).exit_code == 0
+    res = runner.invoke(app, ["push", str(tmp_path), "--to", "127.0.0.1:1", "--key-file", str(keys)])  # a run, not an export
+    assert res.exit_code == 2 and "is not an exported policy" in res.output, res.output
+    res = runner.invoke(app, ["rollback", "--to", "127.0.0.1:1", "--key-file", str(keys)])  # nothing listens there
+    assert res.exit_code == 1 and "no reply from the daemon at 127.0.0.1:1" in res.stderr, res.output
+    res = runner.invoke(app, ["rollback", "--to", "127.0.0.1:1", "--key-file", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "cannot read key file" in res.output, res.output

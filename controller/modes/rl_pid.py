@@ -5,8 +5,9 @@ x_target, y_target) and the action is {P_x, I_x, P_y, I_y}; D stays at its basel
 observations are per tick in raw units (px, V; the graph normalises), oldest first, flattened to
 (k·6,); every `every_n` ticks the actor runs and the gains change bumplessly (controller.pid).
 A non-finite action gives the baseline gains for that decision (counted); without an active policy
-the gains are left alone (the baseline, unless the host set others). The achieved decision period
-is measured so the daemon can report its drift from the manifest's.
+the gains are left alone (the baseline, unless the host set others), and a rollback to no policy
+restores the baseline. The achieved decision period is measured so the daemon can report its drift
+from the manifest's.
 """
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ class RlPidMode(StabilizeMode):
     def _decide(self, t_s: float) -> None:
         p = self.slot.active
         if p is not self._policy:  # swapped: measure the new policy's period from scratch
+            if p is None:  # rolled back past the first push: the baseline gains again
+                self.restore_baseline()
             self._policy, self._last_decision_s = p, None
             self._period_sum_s, self._period_n = 0.0, 0
         if p is None or self._filled < p.steps:
