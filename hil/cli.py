@@ -18,13 +18,14 @@ import learner.ct_cli
 import learner.cli
 import learner.mems_cli
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
-sim_app = typer.Typer(no_args_is_help=True, help="Simulated instruments served on a real (pty) serial port.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; each prints one JSON object.")
-train_app = typer.Typer(no_args_is_help=True, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate trained policies against baselines.")
-link_app = typer.Typer(no_args_is_help=True, help="Talk to a running daemon over the authenticated host link.")
-hil_app = typer.Typer(no_args_is_help=True, help="Hardware-in-the-loop scenarios against the simulated instruments.")
+# rich_markup_mode=None: help texts keep their units in brackets ([px], [dB]) instead of reading them as markup
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None, help="edgetune: learned tuning for instrument control loops.")
+sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated instruments served on a real (pty) serial port.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks; each prints one JSON object.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Evaluate trained policies against baselines.")
+link_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Talk to a running daemon over the authenticated host link.")
+hil_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Hardware-in-the-loop scenarios against the simulated instruments.")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")

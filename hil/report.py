@@ -45,14 +45,19 @@ def markdown(rep: dict[str, Any], with_png: bool) -> str:
              f"{rep['ticks']} ticks over {rep['sessions']} daemon session(s), {rep['overruns']} overruns, "
              f"{rep['telemetry_received']} telemetry datagrams at the host.", "",
              "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {r['check']} | {'ok' if r['ok'] else '**FAIL**'} | {r['detail']} |" for r in rep["checks"]]
+    lines += [f"| {r['check']} | {'ok' if r['ok'] else '**FAIL**'} | {_cell(r['detail'])} |" for r in rep["checks"]]
     lines += ["", "| t [s] | fault | details |", "|---|---|---|"]
     lines += [f"| {f['t_s']:.2f} | {f['kind']} | "
-              + ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("kind", "t_s", "stderr")) + " |"
+              + _cell(", ".join(f"{k}={v}" for k, v in f.items() if k not in ("kind", "t_s", "stderr"))) + " |"
               for f in rep["faults"]]
     if with_png:
         lines += ["", "![timeline](timeline.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for one markdown table cell: pipes escaped, on one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def plot_timeline(data: RunData, path: Path) -> None:

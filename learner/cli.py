@@ -21,11 +21,12 @@ def bench_ddpg(
 
 def bench_policy(
     obs_dim: int = typer.Option(48, help="observation size (6 features x k=8 frames)"),
-    act_dim: int = typer.Option(4),
-    iters: int = typer.Option(20_000),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    act_dim: int = typer.Option(4, help="action size (the 4 PID gains)"),
+    iters: int = typer.Option(20_000, help="timed calls per runtime"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on one line (default: indented)"),
 ) -> None:
-    """Batch-1 latency of an exported actor (100 -> 60): onnxruntime vs torch eager, one thread each."""
+    """Batch-1 latency of the paper's actor (100 -> 60, random weights), exported to ONNX here: onnxruntime
+    vs the same actor in torch eager, one thread each."""
     from learner.bench_policy import bench_policy as run
 
     result = run(obs_dim=obs_dim, act_dim=act_dim, iters=iters)

@@ -9,7 +9,7 @@ import typer
 
 
 def bench_sirt(
-    json_out: bool = typer.Option(True, "--json/--no-json", help="Print one JSON object (the only output format)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on one line (default: indented)."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
     batch: int = typer.Option(32, min=1, help="Episodes reconstructed together."),
     size: int = typer.Option(239, help="Image size (odd)."),
@@ -24,7 +24,7 @@ def bench_sirt(
 
     result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device,
                  astra_episodes=astra_episodes, seed=seed, threads=threads)
-    typer.echo(json.dumps(result))
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
 def train_ct(
@@ -58,7 +58,7 @@ def train_ct(
 
 def eval_ct(
     run: Optional[Path] = typer.Option(None, help="Run folder with policy.pt (default: the packaged learner/policies/ct_63)."),
-    json_out: bool = typer.Option(True, "--json/--no-json", help="Print one JSON object (the only output format)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (default: a table)."),
     phantoms: Optional[Path] = typer.Option(None, help="Folder of .npy images evaluated as shape 'custom'."),
     naive_run: Optional[Path] = typer.Option(None, help="Algorithm 1 run folder (default: learner/policies/ct_63_naive if present)."),
     per_shape: int = typer.Option(30, min=1, help="Validation phantoms per shape and noise model."),
@@ -66,7 +66,7 @@ def eval_ct(
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
 ) -> None:
     """RL angles and PSNR vs golden-ratio angles at the same count, per shape and noise (paper Table 1)."""
-    from learner.ct_eval import evaluate
+    from learner.ct_eval import evaluate, markdown
     from learner.ct_train import load_policy
 
     packaged = Path(__file__).parent / "policies"
@@ -81,4 +81,4 @@ def eval_ct(
     result = evaluate(agent, meta, per_shape=per_shape, seed=seed, device=device, naive=naive, custom_dir=phantoms)
     if naive is None:
         result["naive"] = {"error": f"no naive policy at {naive_policy}"}
-    typer.echo(json.dumps(result))
+    typer.echo(json.dumps(result) if as_json else markdown(result))

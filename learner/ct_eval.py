@@ -56,6 +56,23 @@ def _cell(agent, cfg: CTEnvConfig, n: int, seed: int, device: str | None, shape:
             "rl_psnr_std": rsd, "gr_psnr_mean": gm, "gr_psnr_std": gsd, "episodes": n}
 
 
+def markdown(result: dict) -> str:
+    """The cells as a table (mean ± std over the phantoms), then Algorithm 1's angle counts if it ran."""
+    lines = ["| shape | noise | angles | RL PSNR [dB] | golden ratio PSNR [dB] | RL − golden ratio [dB] |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c['shape']} | {c['noise']} | {c['angles_mean']:.1f} ± {c['angles_std']:.1f} | "
+              f"{c['rl_psnr_mean']:.2f} ± {c['rl_psnr_std']:.2f} | {c['gr_psnr_mean']:.2f} ± {c['gr_psnr_std']:.2f} | "
+              f"{c['rl_psnr_mean'] - c['gr_psnr_mean']:+.2f} |" for c in result["cells"]]
+    naive = result.get("naive", {})
+    if "error" in naive:
+        lines += ["", f"Algorithm 1: {naive['error']}"]
+    elif naive:
+        lines += ["", "Algorithm 1 (naive), gaussian 5 %: " + "; ".join(
+            f"{shape} {n['angles_mean']:.1f} ± {n['angles_std']:.1f} angles, {100 * n['at_max_fraction']:.0f} % at the maximum"
+            for shape, n in naive.items())]
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(agent, meta: dict, per_shape: int = 30, seed: int = 1, device: str | None = None,
              naive=None, custom_dir: Path | None = None) -> dict:
     size, cost = int(meta["size"]), float(meta["cost"])

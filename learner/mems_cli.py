@@ -10,8 +10,8 @@ import typer
 
 def train_mems(
     out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
-    steps: int = typer.Option(96_000, help="decisions in total, over all simulated stands"),
-    num_envs: int = typer.Option(16, help="stands simulated in one numpy batch"),
+    steps: int = typer.Option(96_000, min=1, help="decisions in total, over all simulated stands"),
+    num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue from RUN/checkpoint.pt"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
@@ -21,6 +21,12 @@ def train_mems(
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
     from learner.mems_train import MemsTrainConfig, train_mems as run
 
+    if not resume and (out / "checkpoint.pt").exists():
+        raise typer.BadParameter(f"{out} already holds a run: --resume to continue it, or another --out",
+                                 param_hint="--out")
+    if steps % num_envs:
+        steps += num_envs - steps % num_envs
+        typer.echo(f"note: --steps rounded up to {steps}, a multiple of --num-envs {num_envs}", err=True)
     cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
     cfg.ddpg.total_steps, cfg.ddpg.seed, cfg.ddpg.device = steps, seed, device
     summary = run(out, cfg, resume=resume)
@@ -29,7 +35,7 @@ def train_mems(
 
 def eval_mems(
     run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
-    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (t_s,x_px,y_px)"),
+    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (t_s,x_px,y_px; resampled to 120 Hz, 1000 frames: a shorter one holds its last sample)"),
     seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Path = typer.Option(None, help="where to write the markdown table and PNG (default: the run directory)"),
@@ -41,11 +47,27 @@ def eval_mems(
 
     if run is not None and not (run / "checkpoint.pt").exists():
         raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
-    if disturbance not in ("wiener", "steps", "sine", "bursts") and not Path(disturbance).is_file():
-        raise typer.BadParameter(f"{disturbance!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
+    if disturbance not in ("wiener", "steps", "sine", "bursts"):
+        _check_recording(Path(disturbance))
     result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
                            candidates=[_parse_gains(g) for g in gains])
     typer.echo(json.dumps(result) if as_json else markdown(result))
+
+
+def _check_recording(path: Path) -> None:
+    """A clean error for a bad CSV; a note when it does not span the test (held or cut to FRAMES)."""
+    from firmware_sim.disturbance import FRAME_RATE_HZ, from_csv
+    from learner.mems_eval import FRAMES
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{str(path)!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
+    try:
+        n = from_csv(path).shape[1]
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--disturbance") from None
+    if n != FRAMES:
+        rest = "its last sample is held to the end" if n < FRAMES else f"frames after {FRAMES} are not used"
+        typer.echo(f"note: {path} spans {n} frames at {FRAME_RATE_HZ:g} Hz; the test runs {FRAMES}, so {rest}", err=True)
 
 
 def _parse_gains(text: str) -> list[float]:
@@ -53,8 +75,8 @@ def _parse_gains(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or not all(0.0 < v < float("inf") for v in values):
-        raise typer.BadParameter(f"{text!r} is not four positive gains Px,Ix,Py,Iy", param_hint="--gains")
+    if len(values) != 4 or not all(0.0 < p < float("inf") and 0.0 <= i < float("inf") for p, i in (values[:2], values[2:])):
+        raise typer.BadParameter(f"{text!r} is not four gains Px,Ix,Py,Iy (P > 0, I ≥ 0)", param_hint="--gains")
     return values
 
 

@@ -35,7 +35,8 @@ Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> 
 
 
 def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES) -> np.ndarray:
-    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts | PATH.csv (one trace for every seed)."""
+    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts | PATH.csv (one trace for every seed;
+    a recording shorter than `frames` holds its last sample, a longer one is cut)."""
     b = len(seeds)
     one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
     match kind:
@@ -127,6 +128,7 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
         buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
         controllers["policy_retrained"] = policy(retrained, gmap)
         learners["policy_retrained"] = online_learner(retrained, buffer, gmap)
+    torch.manual_seed(seeds[0])  # π(s)_retrain samples its replay buffer: the same test, the same numbers
     runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
     traces = {name: trace for name, (trace, _) in runs.items()}
     gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}
@@ -144,10 +146,11 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
 def markdown(result: dict) -> str:
     red = result["reduction_vs_baseline_pct"]
     lines = [f"Test disturbance: {result['disturbance']}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
-             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | vs baseline |", "|---|---|---|---|---|---|---|---|"]
+             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | reduction vs baseline |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
         r = red.get(name)
-        vs = f"{-r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
+        vs = f"{r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
                                                                          "mean_y_px", "std_y_px")) + f" | {vs} |")
     lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration "

@@ -101,3 +101,6 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     assert {"angles_mean", "angles_std", "rl_psnr_mean", "rl_psnr_std", "gr_psnr_mean", "gr_psnr_std"} <= set(cells[0])
     assert len(out["custom_skipped"]) == 1 and "bad.npy" in out["custom_skipped"][0]
     assert "error" in out["naive"]
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--naive-run", str(tmp_path / "none")])
+    rows = [line for line in res.output.splitlines() if line.startswith("| triangle |")]  # without --json: a table
+    assert res.exit_code == 0 and len(rows) == 4 and "no naive policy" in res.output, res.output

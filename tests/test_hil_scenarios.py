@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -71,6 +72,16 @@ async def test_proxy_forwards_both_ways_and_counts_what_it_breaks():
     for t in (host, edge):
         t.close()
     proxy.close()
+
+
+def test_the_report_table_keeps_its_columns_when_a_detail_has_a_pipe():
+    from hil.report import markdown
+
+    rep = {"scenario": "x", "passed": True, "ticks": 1, "sessions": 1, "overruns": 0, "telemetry_received": 0,
+           "checks": [{"check": "commands_clamped", "ok": True, "detail": "max |cmd|/limit 0.98\nof 1"}],
+           "faults": [{"t_s": 1.0, "kind": "serial.garbage", "bytes": "a|b"}]}
+    rows = [line for line in markdown(rep, False).splitlines() if line.startswith("| ")]
+    assert len(rows) == 4 and all(len(re.findall(r"(?<!\\)\|", row)) == 4 for row in rows), rows
 
 
 @pytest.mark.hil

@@ -31,6 +31,11 @@ def test_train_writes_run_artifacts(run_dir):
     assert len(a_test) == 4 and 2.0 <= a_test[0] <= 40.0 and 120.0 <= a_test[1] <= 4800.0
 
 
+def test_train_refuses_to_overwrite_a_run(run_dir):
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "2400", "--num-envs", "8"])
+    assert res.exit_code == 2 and "already holds a run" in res.output, res.output
+
+
 def test_resume_continues_from_the_checkpoint(run_dir):
     before = json.loads((run_dir / "a_test.json").read_text())["action"]
     res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--num-envs", "8", "--resume"])
@@ -76,6 +81,8 @@ def test_eval_prints_the_table_json(run_dir):
     assert 9.0 < base["amplifies_from_hz"] < 12.0 and 1.2 < base["peak"] < 1.5 and 20.0 < base["peak_hz"] < 35.0
     for name in ("eval_wiener.md", "eval_wiener.png", "sensitivity.png"):
         assert (run_dir / name).exists(), name
+    again = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
+    assert json.loads(again.stdout)["methods"] == out["methods"]  # π(s) retrained online too: deterministic
 
 
 def test_eval_rejects_a_bad_disturbance(run_dir):
@@ -89,7 +96,16 @@ def test_eval_replays_a_users_csv(run_dir, tmp_path):
     csv.write_text("t_s,x_px,y_px\n" + "\n".join(f"{a:.3f},{10 * np.sin(3 * a):.3f},{5 * np.cos(2 * a):.3f}" for a in t))
     res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", str(csv), "--seeds", "2", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["methods"]["baseline"]["mean_px"] > 0
+    assert json.loads(res.stdout)["methods"]["baseline"]["mean_px"] > 0
+    assert "spans 358 frames" in res.stderr and "held" in res.stderr  # 0–2.98 s at 120 Hz, shorter than the test
+
+
+def test_eval_rejects_a_csv_with_a_wrong_header_cleanly(tmp_path):
+    csv = tmp_path / "stand.csv"
+    csv.write_text("time,x,y\n0,1,2\n1,2,3\n")
+    res = runner.invoke(app, ["eval", "mems", "--disturbance", str(csv), "--seeds", "2"])
+    text = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 2 and "header must be 't_s,x_px,y_px'" in text, res.output  # a usage error, no traceback
 
 
 def test_eval_tests_a_users_own_gains_beside_the_baselines():
@@ -103,7 +119,12 @@ def test_eval_tests_a_users_own_gains_beside_the_baselines():
     assert out["sensitivity"]["gains 19,978,27.5,1376"]["x"]["peak"] > 1.0
 
 
-@pytest.mark.parametrize("bad", ["10,600,16", "10,600,16,-1", "10,600,16,nan", "a,b,c,d"])
+@pytest.mark.parametrize("bad", ["10,600,16", "10,600,16,-1", "0,600,16,816", "10,600,16,nan", "a,b,c,d"])
 def test_eval_rejects_malformed_gains(bad):
     res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--gains", bad])
-    assert res.exit_code == 2 and "four positive gains" in " ".join(res.output.replace("│", " ").split()), res.output
+    assert res.exit_code == 2 and "is not four gains" in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+def test_eval_takes_p_only_gains():
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,0,16,0"])
+    assert res.exit_code == 0 and "gains 10,0,16,0" in json.loads(res.stdout)["methods"], res.output
