@@ -6,6 +6,7 @@ Used by `edgetune demo`, the end-to-end tests (as a pytest fixture) and the HIL 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,6 +168,7 @@ class SimulatedStand:
                     raise
 
     async def __aenter__(self) -> SimulatedStand:
+        shutil.rmtree(self.workdir / "policies", ignore_errors=True)  # a fresh stand: no policy from an earlier run
         self.start_emulator()
         self.write_config()
         self.start_daemon()

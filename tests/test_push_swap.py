@@ -157,6 +157,16 @@ async def test_a_restarted_daemon_brings_back_the_active_policy(rl_stand, tmp_pa
     assert actions == [["swapped", "swapped"], ["restored", "rolled_back"], ["swapped"], ["restore_failed"]]
 
 
+async def test_a_fresh_stand_does_not_restore_an_earlier_runs_policy(tmp_path):
+    """`make demo` twice in one folder: its baseline measurement must not run the last demo's policy."""
+    for run in range(2):
+        async with SimulatedStand(tmp_path / "stand", config={"loop": {"mode": "rl-pid"}}) as stand:
+            pusher = PushClient(stand.push_addr, stand.keyring, stand.keyring.newest, timeout_s=10)
+            assert not (tmp_path / "stand" / "policies" / "active").exists(), f"run {run}"  # nothing to restore
+            assert (await asyncio.to_thread(pusher.status))["active"] is None
+            assert (await asyncio.to_thread(pusher.push, make_artifact("good", tmp_path / "v1")))["accepted"]
+
+
 async def test_a_stabilize_daemon_refuses_pushes(mems_stand, tmp_path):
     pusher = PushClient(mems_stand.push_addr, mems_stand.keyring, mems_stand.keyring.newest, timeout_s=10)
     r = await asyncio.to_thread(pusher.push, make_artifact("good", tmp_path / "v1"))
