@@ -35,24 +35,33 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
     asyncio.run(d.run())
 
 
-def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], dict], timeout_s: float = 30.0) -> None:
-    """Run one signed request (`op` on a PushClient) and print the JSON reply; exit 1 unless it was accepted.
-    A bad address or key file, or a daemon that cannot be reached, is a clean error, not a traceback."""
-    import json
-
+def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Any, int]:
+    """(HOST, PORT), the keyring and the key id to sign with; a usage error names the bad option."""
     from controller.hostlink_wire import KeyringError, load_keyring
-    from controller.push_client import PushClient
 
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
     try:
         keyring = load_keyring(key_file)
-        client = PushClient((host, int(port)), keyring, keyring.newest if key_id is None else key_id, timeout_s)
     except KeyringError as e:
-        raise typer.BadParameter(str(e), param_hint="--key-file/--key-id") from None
+        raise typer.BadParameter(str(e), param_hint="--key-file") from None
+    key_id = keyring.newest if key_id is None else key_id
+    if key_id not in keyring.keys:
+        raise typer.BadParameter(f"key id {key_id} is not in {key_file} (it has {sorted(keyring.keys)})",
+                                 param_hint="--key-id")
+    return (host, int(port)), keyring, key_id
+
+
+def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], dict], timeout_s: float = 30.0) -> None:
+    """Run one signed request (`op` on a PushClient) and print the JSON reply; exit 1 unless it was accepted.
+    A bad address or key file, or a daemon that cannot be reached, is a clean error, not a traceback."""
+    import json
+
+    from controller.push_client import PushClient
+
     try:
-        reply = op(client)
+        reply = op(PushClient(*signing(to, key_file, key_id), timeout_s))
     except (OSError, ValueError) as e:  # refused, unreachable, timed out, or a reply that fails authentication
         typer.echo(f"no reply from the daemon at {to}: {e}", err=True)
         raise typer.Exit(1) from None

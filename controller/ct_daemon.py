@@ -166,6 +166,7 @@ class CtDaemon:
         finally:
             notify("STOPPING=1")
             restore.cancel()
+            await asyncio.gather(restore, return_exceptions=True)
             await self.mode.abort()  # the stage rests before anything goes down
             await self.push.close()
             self.slot.close()

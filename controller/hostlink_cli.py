@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from controller.cli import KEY_ID
+from controller.cli import KEY_ID, signing
 
 _KEYS = typer.Option(..., "--key-file", "-k", help="key file (`id:hex` lines, mode 600)")
 _EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link address HOST:PORT")
@@ -15,22 +15,16 @@ def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, AN
     import asyncio
 
     from controller.hostclient import CommandRefused, HostClient
-    from controller.hostlink_wire import KeyringError, load_keyring
 
-    try:
-        ring = load_keyring(keys)
-    except KeyringError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2) from None
-    host, _, port = edge.rpartition(":")
+    addr, ring, key_id = signing(edge, keys, key_id)
 
     async def go():  # noqa: ANN202
-        async with HostClient((host, int(port)), ring, key_id if key_id is not None else ring.newest) as c:
+        async with HostClient(addr, ring, key_id) as c:
             return await action(c)
 
     try:
         return asyncio.run(go())
-    except (TimeoutError, CommandRefused) as e:
+    except (OSError, TimeoutError, CommandRefused) as e:
         typer.echo(f"{type(e).__name__}: {e}", err=True)
         raise typer.Exit(1) from None
 

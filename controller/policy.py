@@ -230,11 +230,7 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
         except OSError as e:
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # else: a concurrent install won the race
                 raise
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(directory)
     except OSError as e:
         raise PolicyRejected("install_failed", f"cannot install into {directory}: {e}") from None
     return dest
@@ -256,15 +252,27 @@ def remember_active(directory: Path, policy: LoadedPolicy | None) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(directory)
 
 
 def remembered_active(directory: Path) -> Path | None:
-    """The installed artifact that was active when the daemon last ran, if it is still there."""
+    """The installed artifact that was active when the daemon last ran, if it is still there (a damaged
+    record, or one that names anything but a version folder in `directory`, is ignored)."""
     try:
-        name = (directory / ACTIVE_FILE).read_text().strip()
-    except OSError:
+        name = (directory / ACTIVE_FILE).read_text("utf-8").strip()
+    except (OSError, ValueError):
         return None
-    return directory / name if name and Path(name).name == name and (directory / name).is_dir() else None
+    ok = name and not name.startswith(".") and Path(name).name == name and (directory / name).is_dir()
+    return directory / name if ok else None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable."""
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def lowest_priority() -> None:
@@ -377,7 +385,8 @@ class PolicySlot:
         the mode's fallback (baseline gains, golden-ratio angles), and a second rollback restores the push.
         Raises PolicyRejected when no policy was ever pushed."""
         if self.previous is None and self.active is None:
-            e = PolicyRejected("no_previous", "no policy was pushed: the mode's fallback is already active")
+            e = PolicyRejected("no_previous", "no policy is active or kept as previous (a restart keeps only the "
+                                              "active one): the mode's fallback is already running")
             self.reject(e)
             raise e
         return self._post("rollback", None)

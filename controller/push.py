@@ -139,19 +139,24 @@ class PushServer:
         return self._done("swapped", policy, t0_ns, t_ns)
 
     async def restore(self) -> None:
-        """At start-up: validate the version that was active when the daemon last ran (pushes wait meanwhile)
-        and swap it in at the first tick boundary, however long the device takes to come up; a push that
-        comes first wins. If it fails validation the mode's fallback runs, and why is logged and recorded."""
+        """At start-up: validate the version that was active when the daemon last ran and swap it in at the
+        next tick boundary. Pushes wait during the validation; one that came first wins (nothing is
+        restored over it). If the artifact fails validation the mode's fallback runs; why is logged and
+        recorded."""
         slot = self.slot
-        if slot is None or (directory := remembered_active(self.cfg.dir)) is None:
+        if slot is None:
             return
         t0_ns = time.monotonic_ns()
         async with self._lock:
+            directory = await slot.off_loop(remembered_active, self.cfg.dir)
+            if directory is None or slot.active is not None or slot.previous is not None:
+                return
             try:
                 done = slot.request_swap(await slot.load(directory))
-            except PolicyRejected as e:
-                log.warning("policy %s not restored (%s): %s", directory.name, e.reason, e.detail)
-                self.record("policy", {"action": "restore_failed", "reason": e.reason, "detail": e.detail[:500]})
+            except Exception as e:  # PolicyRejected, or anything else: the fallback runs, the daemon goes on
+                reason, detail = (e.reason, e.detail) if isinstance(e, PolicyRejected) else ("error", repr(e))
+                log.warning("policy %s not restored (%s): %s", directory.name, reason, detail)
+                self.record("policy", {"action": "restore_failed", "reason": reason, "detail": detail[:500]})
                 return
         await asyncio.wait([done])
         if not done.cancelled():  # else superseded by a push

@@ -6,7 +6,6 @@ Used by `edgetune demo`, the end-to-end tests (as a pytest fixture) and the HIL 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 
 from controller.hostclient import HostClient
 from controller.hostlink_wire import Keyring, load_keyring, write_keyfile
+from controller.policy import ACTIVE_FILE
 
 
 def free_udp_port() -> int:
@@ -168,9 +168,10 @@ class SimulatedStand:
                     raise
 
     async def __aenter__(self) -> SimulatedStand:
-        shutil.rmtree(self.workdir / "policies", ignore_errors=True)  # a fresh stand: no policy from an earlier run
         self.start_emulator()
         self.write_config()
+        # a fresh stand: the daemon does not bring back a policy an earlier run in this folder left active
+        (Path(self.edge_config["policy"]["dir"]) / ACTIVE_FILE).unlink(missing_ok=True)
         self.start_daemon()
         await self.connect()
         return self

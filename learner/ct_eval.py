@@ -57,12 +57,15 @@ def _cell(agent, cfg: CTEnvConfig, n: int, seed: int, device: str | None, shape:
 
 
 def markdown(result: dict) -> str:
-    """The cells as a table (mean ± std over the phantoms), then Algorithm 1's angle counts if it ran."""
+    """The cells as a table (mean ± std over the phantoms), the custom images skipped, then Algorithm 1's
+    angle counts if it ran."""
     lines = ["| shape | noise | angles | RL PSNR [dB] | golden ratio PSNR [dB] | RL − golden ratio [dB] |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {c['shape']} | {c['noise']} | {c['angles_mean']:.1f} ± {c['angles_std']:.1f} | "
               f"{c['rl_psnr_mean']:.2f} ± {c['rl_psnr_std']:.2f} | {c['gr_psnr_mean']:.2f} ± {c['gr_psnr_std']:.2f} | "
               f"{c['rl_psnr_mean'] - c['gr_psnr_mean']:+.2f} |" for c in result["cells"]]
+    if result.get("custom_skipped"):
+        lines += ["", "Skipped: " + "; ".join(result["custom_skipped"])]
     naive = result.get("naive", {})
     if "error" in naive:
         lines += ["", f"Algorithm 1: {naive['error']}"]

@@ -104,3 +104,6 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--naive-run", str(tmp_path / "none")])
     rows = [line for line in res.output.splitlines() if line.startswith("| triangle |")]  # without --json: a table
     assert res.exit_code == 0 and len(rows) == 4 and "no naive policy" in res.output, res.output
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--phantoms", str(ph),
+                           "--naive-run", str(tmp_path / "none")])
+    assert "Skipped: " in res.output and "bad.npy" in res.output, res.output

@@ -12,11 +12,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from controller.config import GainEnvelope
+from controller.config import GainEnvelope, PolicyConfig
+from controller.hostlink_wire import Keyring
 from controller.manifest import MANIFEST_NAME, MODEL_NAME
 from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.pid import BASELINE_GAINS, Pid
-from controller.policy import PolicyRejected, PolicySlot, install, validate
+from controller.policy import PolicyRejected, PolicySlot, install, remember_active, remembered_active, validate
+from controller.push import PushServer
 from controller.safety import SafetyGate
 from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
 
@@ -101,6 +103,36 @@ async def test_rollback_after_the_first_push_returns_to_the_fallback_and_back(ar
     slot.request_rollback()
     slot.boundary()
     assert (slot.active, slot.previous) == (p1, None) and slot.counters["rolled_back"] == 2
+
+
+async def test_restore_brings_back_the_remembered_version_and_nothing_over_a_push(artifacts, tmp_path):
+    installed = {v: install(tmp_path, (artifacts[v] / MANIFEST_NAME).read_bytes(), (artifacts[v] / MODEL_NAME).read_bytes())
+                 for v in ("v1", "v2")}
+    slot, events = PolicySlot(SPEC, BUDGET_S), []
+    server = PushServer(PolicyConfig(dir=tmp_path, push_port=0), Keyring({1: bytes(32)}), slot, nominal_period_s=0.1,
+                        max_clock_skew_s=1.0, replay_window=8, record=lambda kind, d: events.append(d["action"]))
+
+    async def ticks() -> None:
+        while True:
+            slot.boundary()
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(ticks())
+    try:
+        remember_active(tmp_path, await slot.load(installed["v1"]))
+        await server.restore()
+        assert slot.active.version == "1" and events == ["restored"]
+        remember_active(tmp_path, await slot.load(installed["v2"]))
+        await server.restore()  # a policy is already active (as after a push): it stays
+        assert slot.active.version == "1" and events == ["restored"]
+    finally:
+        ticker.cancel()
+        slot.close()
+    for damaged in (b"\xff\xfe", b"..", b".incoming-x", b"nowhere", b""):
+        (tmp_path / "active").write_bytes(damaged)
+        assert remembered_active(tmp_path) is None, damaged
+    (tmp_path / "active").write_text(installed["v2"].name)
+    assert remembered_active(tmp_path) == installed["v2"]
 
 
 async def test_rejected_load_is_counted_and_leaves_the_active_policy(artifacts):
