@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The benchmarks quoted in the README (about 15 minutes); each prints one JSON object, kept in runs/bench/.
+# The benchmarks quoted in the README (about 9 minutes); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)
 	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench]'
 	mkdir -p runs/bench

@@ -24,8 +24,11 @@ def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, AN
 
     try:
         return asyncio.run(go())
-    except (OSError, TimeoutError, CommandRefused) as e:
-        typer.echo(f"{type(e).__name__}: {e}", err=True)
+    except CommandRefused as e:
+        typer.echo(f"refused by the daemon at {edge}: {e}", err=True)
+        raise typer.Exit(1) from None
+    except (OSError, TimeoutError) as e:
+        typer.echo(f"host link to {edge}: {e}", err=True)
         raise typer.Exit(1) from None
 
 

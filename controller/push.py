@@ -107,7 +107,7 @@ class PushServer:
     def _refuse(self, reason: str, detail: str, count: bool = True) -> dict[str, Any]:
         if count:
             self.counters[f"rejected:{reason}"] += 1
-        log.warning("model push refused (%s): %s", reason, detail)
+        log.warning("push-channel request refused (%s): %s", reason, detail)
         self.record("policy", {"action": "rejected", "reason": reason, "detail": detail[:500]})
         return {"accepted": False, "reason": reason, "detail": detail}
 
@@ -187,7 +187,8 @@ class PushServer:
                  "swap_latency_ms": latency_ms, "inference_us": round(policy.latency_us, 1),
                  "decision_period_s": {"manifest": m.decision_period_s, "nominal": self.nominal_period_s,
                                        "drift": round(drift, 4)}}
-        log.info("policy %s: version %s (%s), %.1f ms after the request", action, m.version, policy.path, latency_ms)
+        log.info("policy %s: version %s (%s), %.1f ms after the %s", action, m.version, policy.path, latency_ms,
+                 "restore began" if action == "restored" else "request")
         if abs(drift) > DRIFT_WARN:
             log.warning("policy %s was trained at a decision period of %.4g s; this daemon decides every %.4g s "
                         "(drift %+.1f%%)", m.version, m.decision_period_s, self.nominal_period_s, 100 * drift)

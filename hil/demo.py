@@ -153,5 +153,5 @@ async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) ->
               "push": reply}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}, {run / 'reward.png'}, "
-                  f"{out / 'sensitivity.png'} (where each method's gains amplify vibration)")
+                  f"{out / 'sensitivity_wiener.png'} (where each method's gains amplify vibration)")
     return result

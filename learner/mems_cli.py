@@ -9,36 +9,52 @@ import typer
 
 
 def train_mems(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
     steps: int = typer.Option(96_000, min=1, help="decisions in total, over all simulated stands"),
     num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
-    resume: bool = typer.Option(False, help="continue from RUN/checkpoint.pt"),
+    resume: bool = typer.Option(False, help="continue RUN/checkpoint.pt to --steps in all, with the run's own "
+                                            "--num-envs, --seed and --robust"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
     robust: bool = typer.Option(True, help="only gains that amplify no vibration the baseline rejects "
                                            "(learner/robust_gains.py); --no-robust: the whole box"),
 ) -> None:
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
-    from learner.mems_train import MemsTrainConfig, train_mems as run
+    from learner.mems_train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
 
-    if not resume and (out / "checkpoint.pt").exists():
+    resuming = resume and (out / "checkpoint.pt").exists()
+    if (out / "checkpoint.pt").exists() and not resume:
         raise typer.BadParameter(f"{out} already holds a run: --resume to continue it, or another --out",
                                  param_hint="--out")
-    if steps % num_envs:
-        steps += num_envs - steps % num_envs
-        typer.echo(f"note: --steps rounded up to {steps}, a multiple of --num-envs {num_envs}", err=True)
-    cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
-    cfg.ddpg.total_steps, cfg.ddpg.seed, cfg.ddpg.device = steps, seed, device
-    summary = run(out, cfg, resume=resume)
-    typer.echo(json.dumps(summary))
+    if resuming:
+        cfg = load_run_config(out)
+        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "robust": cfg.robust}
+        if any(ctx.get_parameter_source(k).name == "COMMANDLINE" and ctx.params[k] != v for k, v in kept.items()):
+            raise typer.BadParameter(f"{out} was trained with --num-envs {cfg.num_envs} --seed {cfg.ddpg.seed} "
+                                     f"--{'' if cfg.robust else 'no-'}robust, and --resume keeps them",
+                                     param_hint="--resume")
+    else:
+        cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
+        cfg.ddpg.seed = seed
+    if steps % cfg.num_envs:
+        steps += cfg.num_envs - steps % cfg.num_envs
+        typer.echo(f"note: --steps rounded up to {steps}, a multiple of --num-envs {cfg.num_envs}", err=True)
+    if resuming and (done := checkpoint_step(out)) >= steps:
+        raise typer.BadParameter(f"{out} is already at {done} decisions: nothing to do (--steps is the total)",
+                                 param_hint="--steps")
+    cfg.ddpg.total_steps, cfg.ddpg.device = steps, device
+    typer.echo(json.dumps(run(out, cfg, resume=resume)))
 
 
 def eval_mems(
     run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
-    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (t_s,x_px,y_px; resampled to 120 Hz, 1000 frames: a shorter one holds its last sample)"),
+    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (header line "
+                                                   "t_s,x_px,y_px; resampled to 120 Hz; the test runs 1000 frames: "
+                                                   "a shorter recording holds its last sample)"),
     seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    out: Path = typer.Option(None, help="where to write the markdown table and PNG (default: the run directory)"),
+    out: Path = typer.Option(None, help="where to write the markdown table and PNGs (default: the run directory)"),
     gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
                                     help="also test these fixed gains [V/px, V/(px·s)] (repeatable)"),
 ) -> None:
@@ -52,6 +68,9 @@ def eval_mems(
     result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
                            candidates=[_parse_gains(g) for g in gains])
     typer.echo(json.dumps(result) if as_json else markdown(result))
+    stem = Path(disturbance).stem
+    typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out or run}" if out or run
+               else "note: no --run or --out, so no markdown table or PNG was written", err=True)
 
 
 def _check_recording(path: Path) -> None:

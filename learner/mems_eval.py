@@ -8,7 +8,7 @@ the test's own transitions, as the paper's π(s)_retrain), and any fixed gains t
 Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
 seeds). Per method it also reports where its gains (mean over the test) amplify M1 vibration,
 |S(f)| > 1 (learner/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
-sensitivity.png.
+sensitivity_<disturbance>.png.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
         stem = Path(disturbance).stem
         (out / f"eval_{stem}.md").write_text(markdown(result))
         plot_traces(traces, out / f"eval_{stem}.png", disturbance)
-        plot_sensitivity(gains, out / "sensitivity.png")
+        plot_sensitivity(gains, out / f"sensitivity_{stem}.png")
     return result
 
 

@@ -78,6 +78,11 @@ def load_run_config(run: Path) -> MemsTrainConfig:
     return MemsTrainConfig(env, ddpg, raw["num_envs"], raw.get("robust", False))  # runs from before the robust map: the box
 
 
+def checkpoint_step(run: Path) -> int:
+    """Decisions the run's checkpoint has trained for."""
+    return int(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"])
+
+
 def load_agent(run: Path, cfg: MemsTrainConfig | None = None) -> DDPG:
     cfg = cfg or load_run_config(run)
     obs_dim = cfg.env.k * len(FEATURES)
@@ -87,14 +92,17 @@ def load_agent(run: Path, cfg: MemsTrainConfig | None = None) -> DDPG:
 
 
 def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
-    """Train, checkpointing into ``out``; returns a summary (also in summary.json)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
-                                                "num_envs": cfg.num_envs, "robust": cfg.robust}, indent=2))
+    """Train, checkpointing into ``out``; returns a summary (also in summary.json). Raises ValueError when
+    a resumed run is already at ``total_steps``."""
     total = cfg.ddpg.total_steps
     ckpt = out / "checkpoint.pt"
     resume_from = ckpt if resume and ckpt.exists() else None
-    done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"]) if resume_from else 0
+    done = checkpoint_step(out) if resume_from else 0
+    if done >= total:
+        raise ValueError(f"{out} is already at {done} decisions, not below {total}: nothing to do")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
+                                                "num_envs": cfg.num_envs, "robust": cfg.robust}, indent=2))
     # a run resumed inside the a_test window averages the part of the window after the resume
     log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
     env = ActorGains(log, gain_map(cfg))
@@ -111,9 +119,7 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
             bar.update(ev.step, ev.episode_returns)
 
         train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1), resume=resume_from)
-    a_test = np.concatenate(log.actions).mean(axis=0) if log.actions else None  # physical units
-    if a_test is None:  # resumed at or past the end: keep what the finished run found
-        a_test = np.asarray(json.loads((out / "a_test.json").read_text())["action"])
+    a_test = np.concatenate(log.actions).mean(axis=0)  # physical units
     (out / "a_test.json").write_text(json.dumps({"action": a_test.tolist(), "units": ["V/px", "V/(px*s)"] * 2,
                                                  "layout": ["Px", "Ix", "Py", "Iy"]}, indent=2))
     plot_training(log_path, out / "reward.png")

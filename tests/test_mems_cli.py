@@ -36,9 +36,19 @@ def test_train_refuses_to_overwrite_a_run(run_dir):
     assert res.exit_code == 2 and "already holds a run" in res.output, res.output
 
 
+@pytest.mark.parametrize("args, hint", [(["--steps", "2400", "--resume"], "already at 2400 decisions"),
+                                        (["--steps", "3200", "--resume", "--no-robust"], "--resume keeps them"),
+                                        (["--steps", "3200", "--resume", "--seed", "5"], "--resume keeps them")])
+def test_resume_refuses_what_would_rewrite_the_run(run_dir, args, hint):
+    config = (run_dir / "config.json").read_text()
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--num-envs", "8", *args])
+    assert res.exit_code == 2 and hint in " ".join(res.output.replace("│", " ").split()), res.output
+    assert (run_dir / "config.json").read_text() == config
+
+
 def test_resume_continues_from_the_checkpoint(run_dir):
     before = json.loads((run_dir / "a_test.json").read_text())["action"]
-    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--num-envs", "8", "--resume"])
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--resume"])  # the run's 8 envs
     assert res.exit_code == 0, res.output
     rows = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)
     assert rows[:, 0].max() > 2400  # episodes after the resume point were logged and np.all(np.diff(rows[:, 0]) >= 0)
@@ -71,7 +81,7 @@ def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
 def test_eval_prints_the_table_json(run_dir):
     res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert set(out["methods"]) == {"baseline", "ziegler_nichols", "a_test", "policy", "policy_retrained"}
     for m in out["methods"].values():
         assert {"mean_px", "std_px", "mean_x_px", "std_x_px", "mean_y_px", "std_y_px"} <= set(m)
@@ -79,7 +89,7 @@ def test_eval_prints_the_table_json(run_dir):
     assert set(out["sensitivity"]) == set(out["methods"])
     base = out["sensitivity"]["baseline"]["x"]  # the paper's gains: amplify from about 10 Hz, peak 1.34 near 27 Hz
     assert 9.0 < base["amplifies_from_hz"] < 12.0 and 1.2 < base["peak"] < 1.5 and 20.0 < base["peak_hz"] < 35.0
-    for name in ("eval_wiener.md", "eval_wiener.png", "sensitivity.png"):
+    for name in ("eval_wiener.md", "eval_wiener.png", "sensitivity_wiener.png"):
         assert (run_dir / name).exists(), name
     again = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
     assert json.loads(again.stdout)["methods"] == out["methods"]  # π(s) retrained online too: deterministic
@@ -112,7 +122,7 @@ def test_eval_tests_a_users_own_gains_beside_the_baselines():
     res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,600,16,816",
                               "--gains", "19,978,27.5,1376"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert set(out["methods"]) == {"baseline", "ziegler_nichols", "gains 10,600,16,816", "gains 19,978,27.5,1376"}
     assert out["methods"]["gains 10,600,16,816"] == out["methods"]["baseline"]  # the paper's gains, same stands
     assert out["methods"]["gains 19,978,27.5,1376"]["mean_px"] != out["methods"]["baseline"]["mean_px"]
