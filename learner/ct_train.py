@@ -162,7 +162,7 @@ def plot_reconstructions(agent, cfg: TrainConfig, png: Path, seed: int = 123) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SHAPES), figsize=(4 * len(SHAPES), 4))
+    fig, axes = plt.subplots(1, len(SHAPES), figsize=(4 * len(SHAPES), 4), layout="constrained")  # titles unclipped
     c = cfg.size // 2
     for ax, shape in zip(np.atleast_1d(axes), SHAPES):
         env = CTBatchEnv(CTEnvConfig(size=cfg.size, cost=cfg.cost, max_angles=cfg.max_angles, split="val",
@@ -177,6 +177,5 @@ def plot_reconstructions(agent, cfg: TrainConfig, png: Path, seed: int = 123) ->
                     color=colours[i], lw=1.2)
         ax.set_title(f"{shape}: {k} angles, PSNR {env.psnr[0]:.1f} dB", fontsize=10)
         ax.set_axis_off()
-    fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
