@@ -64,7 +64,7 @@ link_app.command("set-target")(controller.hostlink_cli.link_set_target)
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder (tables, PNGs, stand logs)."),
          seed: int = typer.Option(1, help="Disturbance seed."),
-         steps: int = typer.Option(96_000, help="DDPG training decisions (all simulated stands)."),
+         steps: int = typer.Option(192_000, help="DDPG training decisions (all simulated stands)."),
          run: Path = typer.Option(None, help="Use this trained run instead of training.")) -> None:
     """The main job: train DDPG, push the policy to the daemon on the simulated stand, Wiener test vs baselines."""
     import asyncio

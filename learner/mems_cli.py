@@ -11,7 +11,7 @@ import typer
 def train_mems(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
-    steps: int = typer.Option(96_000, min=1, help="decisions in total, over all simulated stands"),
+    steps: int = typer.Option(192_000, min=1, help="decisions in total, over all simulated stands"),
     num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue RUN/checkpoint.pt to --steps in all, with the run's own "

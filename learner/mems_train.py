@@ -31,7 +31,7 @@ A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (pap
 class MemsTrainConfig:
     env: MemsTuningConfig = field(default_factory=MemsTuningConfig)
     ddpg: DDPGConfig = field(default_factory=lambda: DDPGConfig(
-        total_steps=96_000, learning_starts=2_000, buffer_size=100_000, batch_size=256, gamma=0.9,
+        total_steps=192_000, learning_starts=2_000, buffer_size=100_000, batch_size=256, gamma=0.9,
         tau=0.005, actor_lr=1e-3, critic_lr=1e-3, hidden=(100, 60), noise="ou", noise_sigma=0.2,
         noise_sigma_final=1e-4, ou_theta=0.15, train_freq=1, gradient_steps=4, torch_threads=1))
     num_envs: int = 16
