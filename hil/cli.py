@@ -19,13 +19,14 @@ import learner.cli
 import learner.mems_cli
 
 # rich_markup_mode=None: help texts keep their units in brackets ([px], [dB]) instead of reading them as markup
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None, help="edgetune: learned tuning for instrument control loops.")
-sim_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Simulated instruments served on a real (pty) serial port.")
-bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks; each prints one JSON object.")
-train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
-eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Evaluate trained policies against baselines.")
-link_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Talk to a running daemon over the authenticated host link.")
-hil_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Hardware-in-the-loop scenarios against the simulated instruments.")
+_GROUP = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(**_GROUP, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
+sim_app = typer.Typer(**_GROUP, help="Simulated instruments served on a real (pty) serial port.")
+bench_app = typer.Typer(**_GROUP, help="Benchmarks; each prints one JSON object.")
+train_app = typer.Typer(**_GROUP, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
+eval_app = typer.Typer(**_GROUP, help="Evaluate trained policies against baselines.")
+link_app = typer.Typer(**_GROUP, help="Talk to a running daemon over the authenticated host link.")
+hil_app = typer.Typer(**_GROUP, help="Hardware-in-the-loop scenarios against the simulated instruments.")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")

@@ -94,7 +94,8 @@ def _parse_gains(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or not all(0.0 < p < float("inf") and 0.0 <= i < float("inf") for p, i in (values[:2], values[2:])):
+    inf = float("inf")
+    if len(values) != 4 or not all(0.0 < p < inf and 0.0 <= i < inf for p, i in (values[:2], values[2:])):
         raise typer.BadParameter(f"{text!r} is not four gains Px,Ix,Py,Iy (P > 0, I ≥ 0)", param_hint="--gains")
     return values
 
