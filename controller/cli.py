@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from controller.hostlink_wire import Keyring
 
 
 def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (see deploy/edge.toml)")) -> None:
@@ -35,7 +38,7 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
     asyncio.run(d.run())
 
 
-def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Any, int]:
+def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Keyring, int]:
     """(HOST, PORT), the keyring and the key id to sign with; a usage error names the bad option."""
     from controller.hostlink_wire import KeyringError, load_keyring
 

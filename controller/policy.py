@@ -221,10 +221,7 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".incoming-"))
         for fname, data in ((MODEL_NAME, model_bytes), (MANIFEST_NAME, manifest_bytes)):
-            with open(tmp / fname, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(tmp / fname, data)
         try:
             os.rename(tmp, dest)
         except OSError as e:
@@ -247,10 +244,7 @@ def remember_active(directory: Path, policy: LoadedPolicy | None) -> None:
         path.unlink(missing_ok=True)
         return
     tmp = path.with_name(".active.tmp")
-    with open(tmp, "w") as f:
-        f.write(policy.path.name)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_synced(tmp, policy.path.name.encode())
     os.replace(tmp, path)
     _fsync_dir(directory)
 
@@ -264,6 +258,13 @@ def remembered_active(directory: Path) -> Path | None:
         return None
     ok = name and not name.startswith(".") and Path(name).name == name and (directory / name).is_dir()
     return directory / name if ok else None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -383,7 +384,8 @@ class PolicySlot:
     def request_rollback(self) -> asyncio.Future[tuple[LoadedPolicy | None, int]]:
         """The next `boundary()` swaps active and previous. After the first push the previous one is None,
         the mode's fallback (baseline gains, golden-ratio angles), and a second rollback restores the push.
-        Raises PolicyRejected when no policy was ever pushed."""
+        Raises PolicyRejected when neither is loaded (nothing pushed since start-up, or rolled back to the
+        fallback before a restart)."""
         if self.previous is None and self.active is None:
             e = PolicyRejected("no_previous", "no policy is active or kept as previous (a restart keeps only the "
                                               "active one): the mode's fallback is already running")

@@ -169,7 +169,8 @@ class PushServer:
         except OSError as e:  # the swap stands; only a restart would not bring it back
             log.warning("cannot record the active policy in %s: %s", self.cfg.dir, e)
 
-    async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy | None, int]]) -> tuple[LoadedPolicy | None, int]:
+    async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy | None, int]]
+                           ) -> tuple[LoadedPolicy | None, int]:
         try:
             return await asyncio.wait_for(done, self.cfg.swap_timeout_s)
         except TimeoutError:  # wait_for cancelled the request: no later tick applies it
@@ -178,7 +179,8 @@ class PushServer:
     def _done(self, action: str, policy: LoadedPolicy | None, t0_ns: int, t_ns: int) -> dict[str, Any]:
         latency_ms = round((t_ns - t0_ns) / 1e6, 3)
         if policy is None:  # rolled back past the first push: the mode's fallback runs
-            log.info("policy %s: no policy active, the mode's fallback runs, %.1f ms after the request", action, latency_ms)
+            log.info("policy %s: no policy active, the mode's fallback runs, %.1f ms after the request", action,
+                     latency_ms)
             self.record("policy", {"action": action, "version": None, "swap_latency_ms": latency_ms})
             return {"accepted": True, "reason": action, "version": None, "swap_latency_ms": latency_ms}
         m = policy.manifest
