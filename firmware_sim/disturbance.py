@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 FRAME_RATE_HZ = 120.0
+BURST_HZ = 12.0  # the bursts' ring frequency by default: just above the baseline loop's crossover (10.5 / 12.2 Hz)
 # Wiener diffusion coefficient σ [px/√s] (W(t) ~ N(0, σ²t) per axis), calibrated so the paper's
 # baseline gains give its Table 2 mean deviation (docs/calibration.md).
 WIENER_SIGMA_PX_SQRT_S = 30.0
@@ -94,12 +95,14 @@ def drift_bursts(
     drift_px_s: float = 5.0,
     burst_rate_hz: float = 0.5,
     burst_px: float = 25.0,
-    burst_hz: float = 12.0,
+    burst_hz: float = BURST_HZ,
     burst_tau_s: float = 0.15,
     frame_rate: float = FRAME_RATE_HZ,
 ) -> np.ndarray:
-    """Slow linear drift plus Poisson-timed vibration bursts (decaying oscillations)."""
+    """Slow linear drift plus Poisson-timed vibration bursts (decaying oscillations at `burst_hz`)."""
     _check(batch, n_frames)
+    if not 0.0 < burst_hz < frame_rate / 2:
+        raise ValueError(f"burst_hz must be in (0, {frame_rate / 2:g}) Hz (below Nyquist), got {burst_hz}")
     rng = np.random.default_rng(seed)
     t = np.arange(n_frames) / frame_rate
     out = t[None, :, None] * rng.uniform(-drift_px_s, drift_px_s, (batch, 1, 2))

@@ -57,18 +57,25 @@ def eval_mems(
     out: Path = typer.Option(None, help="where to write the markdown table and PNGs (default: the run directory)"),
     gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
                                     help="also test these fixed gains [V/px, V/(px·s)] (repeatable)"),
+    burst_hz: Optional[float] = typer.Option(None, "--burst-hz",
+                                             help="with --disturbance bursts: their ring frequency [Hz] (default 12)"),
 ) -> None:
     """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s), π(s) retrained and your --gains."""
-    from learner.mems_eval import EVAL_SEEDS, evaluate_mems, markdown
+    from firmware_sim.disturbance import BURST_HZ, FRAME_RATE_HZ
+    from learner.mems_eval import EVAL_SEEDS, evaluate_mems, file_stem, markdown
 
     if run is not None and not (run / "checkpoint.pt").exists():
         raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
     if disturbance not in ("wiener", "steps", "sine", "bursts"):
         _check_recording(Path(disturbance))
+    if burst_hz is not None and not (disturbance == "bursts" and 0.0 < burst_hz < FRAME_RATE_HZ / 2):
+        raise typer.BadParameter(f"takes a frequency in (0, {FRAME_RATE_HZ / 2:g}) Hz, with --disturbance bursts",
+                                 param_hint="--burst-hz")
+    burst_hz = BURST_HZ if burst_hz is None else burst_hz
     result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
-                           candidates=[_parse_gains(g) for g in gains])
+                           candidates=[_parse_gains(g) for g in gains], burst_hz=burst_hz)
     typer.echo(json.dumps(result) if as_json else markdown(result))
-    stem = Path(disturbance).stem
+    stem = file_stem(disturbance, burst_hz)
     typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out or run}" if out or run
                else "note: no --run or --out, so no markdown table or PNG was written", err=True)
 

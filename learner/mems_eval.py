@@ -34,9 +34,10 @@ FRAMES = 1000
 Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
 
 
-def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES) -> np.ndarray:
-    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts | PATH.csv (one trace for every seed;
-    a recording shorter than `frames` holds its last sample, a longer one is cut)."""
+def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES, burst_hz: float = dist.BURST_HZ
+                     ) -> np.ndarray:
+    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts (ringing at `burst_hz`) | PATH.csv (one
+    trace for every seed; a recording shorter than `frames` holds its last sample, a longer one is cut)."""
     b = len(seeds)
     one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
     match kind:
@@ -47,11 +48,18 @@ def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES) ->
         case "sine":
             return one(lambda s: dist.sinusoids(1, frames, s))
         case "bursts":
-            return one(lambda s: dist.drift_bursts(1, frames, s))
+            return one(lambda s: dist.drift_bursts(1, frames, s, burst_hz=burst_hz))
     trace = dist.from_csv(kind)
     if trace.shape[1] < frames:
         trace = np.concatenate([trace, np.repeat(trace[:, -1:], frames - trace.shape[1], axis=1)], axis=1)
     return np.repeat(trace[:, :frames], b, axis=0)
+
+
+def file_stem(disturbance: str, burst_hz: float = dist.BURST_HZ) -> str:
+    """What the test's files are named after: eval_<stem>.md, eval_<stem>.png, sensitivity_<stem>.png."""
+    if disturbance == "bursts" and burst_hz != dist.BURST_HZ:
+        return f"bursts_{burst_hz:g}hz"
+    return Path(disturbance).stem
 
 
 def fixed(action: np.ndarray) -> Controller:
@@ -109,10 +117,12 @@ def summarize(traces: dict[str, np.ndarray]) -> dict:
 
 
 def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[int, ...] = EVAL_SEEDS,
-                  out: Path | None = None, candidates: Sequence[Sequence[float]] = ()) -> dict:
+                  out: Path | None = None, candidates: Sequence[Sequence[float]] = (),
+                  burst_hz: float = dist.BURST_HZ) -> dict:
     """`candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
-    "gains Px,Ix,Py,Iy" beside the baselines (e.g. to check hand-tuned gains on a recorded disturbance)."""
-    d = test_disturbance(disturbance, seeds)
+    "gains Px,Ix,Py,Iy" beside the baselines (e.g. to check hand-tuned gains on a recorded disturbance).
+    `burst_hz`: the ring frequency of the bursts test."""
+    d = test_disturbance(disturbance, seeds, burst_hz=burst_hz)
     cfg = load_run_config(run) if run else None
     sim = MemsTuningSim(len(seeds), cfg.env) if cfg else MemsTuningSim(len(seeds))
     controllers: dict[str, Controller] = {"baseline": fixed(baseline_action()),
@@ -132,20 +142,21 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
     runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
     traces = {name: trace for name, (trace, _) in runs.items()}
     gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}
-    result = {"disturbance": disturbance, "seeds": list(seeds), "frames": FRAMES, **summarize(traces),
+    result = {"disturbance": disturbance, **({"burst_hz": burst_hz} if disturbance == "bursts" else {}),
+              "seeds": list(seeds), "frames": FRAMES, **summarize(traces),
               "sensitivity": {name: loop_sensitivity.summary(g) for name, g in gains.items()}}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        stem = Path(disturbance).stem
+        stem = file_stem(disturbance, burst_hz)
         (out / f"eval_{stem}.md").write_text(markdown(result))
-        plot_traces(traces, out / f"eval_{stem}.png", disturbance)
+        plot_traces(traces, out / f"eval_{stem}.png", _title(result))
         plot_sensitivity(gains, out / f"sensitivity_{stem}.png")
     return result
 
 
 def markdown(result: dict) -> str:
     red = result["reduction_vs_baseline_pct"]
-    lines = [f"Test disturbance: {result['disturbance']}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
+    lines = [f"Test disturbance: {_title(result)}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
              "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | reduction vs baseline |",
              "|---|---|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
@@ -161,6 +172,11 @@ def markdown(result: dict) -> str:
                  else ("unstable" if a["peak"] is None else "none") for a in axes.values()]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def _title(result: dict) -> str:
+    hz = result.get("burst_hz")
+    return result["disturbance"] + (f" ringing at {hz:g} Hz" if hz is not None else "")
 
 
 def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:

@@ -95,6 +95,24 @@ def test_eval_prints_the_table_json(run_dir):
     assert json.loads(again.stdout)["methods"] == out["methods"]  # π(s) retrained online too: deterministic
 
 
+def test_eval_rings_the_bursts_at_the_frequency_asked(tmp_path):
+    res = runner.invoke(app, ["eval", "mems", "--disturbance", "bursts", "--burst-hz", "5", "--seeds", "2",
+                              "--json", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    at5 = json.loads(res.stdout)
+    assert at5["burst_hz"] == 5.0 and (tmp_path / "eval_bursts_5hz.md").exists()
+    assert "bursts ringing at 5 Hz" in (tmp_path / "eval_bursts_5hz.md").read_text()
+    at12 = json.loads(runner.invoke(app, ["eval", "mems", "--disturbance", "bursts", "--seeds", "2", "--json"]).stdout)
+    assert at12["burst_hz"] == 12.0 and at12["methods"]["baseline"] != at5["methods"]["baseline"]
+
+
+@pytest.mark.parametrize("args", [["--burst-hz", "5"], ["--disturbance", "bursts", "--burst-hz", "60"],
+                                  ["--disturbance", "bursts", "--burst-hz", "0"]])
+def test_eval_rejects_a_burst_frequency_it_cannot_use(args):
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", *args])
+    assert res.exit_code == 2 and "--burst-hz" in res.output, res.output
+
+
 def test_eval_rejects_a_bad_disturbance(run_dir):
     res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", "nope"])
     assert res.exit_code != 0 and "nope" in res.output

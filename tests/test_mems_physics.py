@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from firmware_sim import disturbance
 from firmware_sim.mems import MemsParams, MemsStand
@@ -119,6 +120,16 @@ def test_generators_shapes_and_seeds():
     assert set(np.unique(jumps)) <= {0.0, 100.0} and np.abs(s).max() <= 200.0
     w = disturbance.wiener(200, 400, 0, sigma_px_sqrt_s=30.0)
     assert abs(np.diff(w, axis=1).std() - 30.0 / np.sqrt(120)) < 0.05
+
+
+@pytest.mark.parametrize("hz", [5.0, 12.0, 30.0])
+def test_bursts_ring_at_their_frequency(hz):
+    d = disturbance.drift_bursts(8, 12_000, 0, drift_px_s=0.0, burst_hz=hz)
+    f, power = signal.welch(d, fs=disturbance.FRAME_RATE_HZ, nperseg=1200, axis=1)
+    peak = f[power.mean(axis=(0, 2)).argmax()]
+    assert abs(peak - hz) < 0.5, peak
+    with pytest.raises(ValueError, match="Nyquist"):
+        disturbance.drift_bursts(1, 100, 0, burst_hz=60.0)
 
 
 def test_from_csv_resamples(tmp_path):
