@@ -57,3 +57,15 @@ def test_unstable_gains_have_no_finite_sensitivity():
     wild[:, :2] *= 4.0
     assert np.isinf(sensitivity(wild, FREQS)).all()
     assert summary(wild)["x"]["peak"] is None
+
+
+@pytest.mark.parametrize("p_scale,i_scale", [(1.0, 1.0), (1.9, 2.1), (2.2, 1.25), (0.8, 0.5)])
+def test_rejecting_one_band_better_amplifies_another(p_scale, i_scale):
+    """Bode's sensitivity integral: the mean of ln|S| from 0 to Nyquist is 0 for every stabilising gain set."""
+    g = BASELINE_GAINS.copy()
+    g[:, 0] *= p_scale
+    g[:, 1] *= i_scale
+    f = np.linspace(1e-4, 0.4999 * QUIET.frame_rate_hz, 100_001)
+    log_s = np.log(sensitivity(g, f))
+    assert np.all(np.isfinite(log_s)) and np.abs(log_s.mean(axis=1)).max() < 1e-3
+    assert log_s.min() < -1.0 and log_s.max() > 0.2  # it rejects slow drift and amplifies a faster band
