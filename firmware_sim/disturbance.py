@@ -87,6 +87,11 @@ def sinusoids(
     return (a * np.sin(2 * np.pi * f * t + ph)).sum(axis=-1)
 
 
+def check_burst_hz(burst_hz: float, frame_rate: float = FRAME_RATE_HZ) -> None:
+    if not 0.0 < burst_hz < frame_rate / 2:
+        raise ValueError(f"burst frequency must be in (0, {frame_rate / 2:g}) Hz (below Nyquist), got {burst_hz:g}")
+
+
 def drift_bursts(
     batch: int,
     n_frames: int,
@@ -101,8 +106,7 @@ def drift_bursts(
 ) -> np.ndarray:
     """Slow linear drift plus Poisson-timed vibration bursts (decaying oscillations at `burst_hz`)."""
     _check(batch, n_frames)
-    if not 0.0 < burst_hz < frame_rate / 2:
-        raise ValueError(f"burst_hz must be in (0, {frame_rate / 2:g}) Hz (below Nyquist), got {burst_hz}")
+    check_burst_hz(burst_hz, frame_rate)
     rng = np.random.default_rng(seed)
     t = np.arange(n_frames) / frame_rate
     out = t[None, :, None] * rng.uniform(-drift_px_s, drift_px_s, (batch, 1, 2))
