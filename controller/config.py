@@ -148,6 +148,15 @@ class PolicyConfig(_Section):
     io_timeout_s: float = Field(10.0, gt=0)  # a push must arrive within this
     swap_timeout_s: float = Field(2.0, gt=0)  # a validated model not swapped in by a tick within this is refused
     validate_timeout_s: float = Field(10.0, gt=0)  # a validation longer than this is refused (its process killed)
+    preauth_timeout_s: float = Field(2.0, gt=0)  # a connection's authenticated preamble must arrive within this
+    max_unauthenticated: int = Field(32, ge=1, le=4096)  # connections waiting for their preamble (oldest evicted)
+    max_connections: int = Field(64, ge=1, le=4096)  # open push connections at most (file descriptors)
+
+    @model_validator(mode="after")
+    def _connection_caps(self) -> PolicyConfig:
+        if self.max_unauthenticated > self.max_connections:
+            raise ValueError("max_unauthenticated must be <= max_connections")
+        return self
 
 
 class LogConfig(_Section):

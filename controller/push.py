@@ -1,17 +1,27 @@
 """The daemon's model-push server: authenticated TCP (controller/pushwire.py) into the policy slot.
 
-Per connection, one request: head → authenticate the header (before reading the model) → replay
-check → push: sha256, atomic install, validation (the slot's validator process, then its worker thread),
-swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. The active
-version is remembered in the policy directory, and `restore()` brings it back when the daemon restarts.
-Requests are served one at a time, except the mode's own `ops` (angles mode: scan, abort;
-controller/ct_daemon.py), served beside them.
-The reply always says why a model was refused; refusals are logged, counted and recorded.
+Per connection, one request. Before anything else the fixed-size preamble is read (within
+``preauth_timeout_s``), authenticated and checked by the replay guard; a connection that fails there
+is closed without a reply and counted (``counters["refused:<reason>"]``: bad_magic, unknown_key,
+bad_signature, stale, replayed, preauth_timeout, incomplete, too_many_unauthenticated,
+too_many_connections), and refusals are logged and recorded as one summary (recorder event
+"push_refused") at most every ``REFUSAL_REPORT_S``. The pre-authentication budget: at most
+``max_unauthenticated`` connections wait for their preamble (a new one evicts the oldest, so a fresh
+client gets through a flood), at most ``max_connections`` are open (file descriptors stay bounded), the
+listen backlog bounds the connections accepted per loop iteration, and each connection's read buffer
+pauses the socket beyond ``BUFFER_LIMIT``.
+
+Then: header (authenticated against the preamble) → push: sha256, atomic install, validation (the
+slot's validator process, then its worker thread), swap at the next tick boundary; rollback: previous
+policy at the next tick boundary; status. The active version is remembered in the policy directory,
+and `restore()` brings it back when the daemon restarts. Requests are served one at a time, except the
+mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them. Every
+authenticated request gets an authenticated reply; one that refuses a model says why, and is logged,
+counted (``rejected:<reason>``) and recorded.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -19,13 +29,18 @@ from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
-from controller.hostlink_wire import HostLinkError, Keyring, ReplayGuard
+from controller.hostlink_wire import TAG_LEN, HostLinkError, Keyring, ReplayGuard
 from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install, remember_active, remembered_active
-from controller.pushwire import HEAD, NO_TAG, PushHeader, PushRefused, encode_reply, parse_head, verify_header
+from controller.pushwire import (
+    PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
+)
+from controller.ratelog import Summary
 
 log = logging.getLogger(__name__)
 
 DRIFT_WARN = 0.05  # relative decision-period mismatch that is logged as a warning
+BUFFER_LIMIT = 4096  # StreamReader limit: a socket nobody reads from is paused beyond 2× this (+ one recv)
+REFUSAL_REPORT_S = 10.0  # at most one log line and one recorder event about refused connections per this
 
 
 def period_drift(achieved_s: float, manifest_s: float) -> float:
@@ -34,7 +49,8 @@ def period_drift(achieved_s: float, manifest_s: float) -> float:
 
 
 class PushServer:
-    """``await start()``; ``address``; ``await close()``. ``slot`` is None in modes that run no policy."""
+    """``await start()`` (binds); ``serve_forever()`` (supervised); ``address``; ``await close()``.
+    ``slot`` is None in modes that run no policy."""
 
     def __init__(self, cfg: PolicyConfig, keyring: Keyring, slot: PolicySlot | None, *,
                  nominal_period_s: float, max_clock_skew_s: float, replay_window: int,
@@ -45,37 +61,125 @@ class PushServer:
         self.nominal_period_s = nominal_period_s  # the decision period this daemon is configured for
         self.guard = ReplayGuard(replay_window, max_clock_skew_s)
         self.counters: Counter[str] = Counter()
+        self.refusals = Summary(self._report_refusals, REFUSAL_REPORT_S)
         self._lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
+        self._closed = False
+        self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # close() waits for them
+        self._unauthenticated: dict[asyncio.StreamWriter, None] = {}  # waiting for their preamble, oldest first
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.cfg.push_host, self.cfg.push_port)
+        """Bind and listen (start-up errors, e.g. the port in use, raise OSError here)."""
+        self._closed = False
+        self._server = await asyncio.start_server(
+            self._serve, self.cfg.push_host, self.cfg.push_port, limit=BUFFER_LIMIT,
+            backlog=max(1, self.cfg.max_unauthenticated // 4))  # also the accepts per loop iteration
+
+    async def serve_forever(self) -> None:
+        """Keep the port listening (re-created if it was closed) and report refusals; ends with close()."""
+        while not self._closed:
+            if self._server is None or not self._server.is_serving():
+                await self.start()
+            self.refusals.tick()
+            await asyncio.sleep(1.0)
 
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None, "start() first"
         return self._server.sockets[0].getsockname()[:2]
 
+    @property
+    def connections(self) -> tuple[int, int]:
+        """(open connections, of which waiting for their preamble)."""
+        return len(self._open), len(self._unauthenticated)
+
     async def close(self) -> None:
+        """Stop listening, cut every connection, wait (≤ 2 s) for their handlers, report the last refusals."""
+        self._closed = True
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            for writer in list(self._open):
+                writer.transport.abort()
+            if self._handlers:
+                await asyncio.wait(self._handlers, timeout=2.0)
+        self.refusals.flush()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t0 = time.monotonic_ns()
-        key, tag = None, NO_TAG
+        if not self._admit(writer):
+            return
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            if (pre := await self._authenticate(reader, writer)) is None:
+                writer.transport.abort()  # no reply before authentication
+            else:
+                await self._answer(pre, reader, writer, t0)
+        finally:
+            self._open.discard(writer)
+            self._handlers.discard(handler)
+            writer.close()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Room for one more connection: evict the oldest unauthenticated one if needed, else refuse."""
+        full = len(self._open) >= self.cfg.max_connections
+        if full or len(self._unauthenticated) >= self.cfg.max_unauthenticated:
+            if not self._unauthenticated:  # every open connection is authenticated
+                self._refuse_connection("too_many_connections")
+                writer.transport.abort()
+                return False
+            oldest = next(iter(self._unauthenticated))
+            del self._unauthenticated[oldest]
+            self._open.discard(oldest)
+            self._refuse_connection("too_many_unauthenticated")
+            oldest.transport.abort()  # its reader sees EOF; its task ends
+        self._open.add(writer)
+        self._unauthenticated[writer] = None
+        return True
+
+    async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Preamble | None:
+        """The authenticated, fresh preamble, or None (refusal counted; the caller closes without a reply)."""
+        try:
+            async with asyncio.timeout(self.cfg.preauth_timeout_s):
+                data = await reader.readexactly(PREAMBLE.size)
+            pre = verify_preamble(self.keyring, data)
+            self.guard.check(pre.key_id, pre.seq, pre.timestamp_us, peer="push")
+            return pre
+        except PushRefused as e:
+            reason = e.reason
+        except HostLinkError as e:  # stale, replayed
+            reason = e.kind
+        except TimeoutError:
+            reason = "preauth_timeout"
+        except (asyncio.IncompleteReadError, ConnectionError):
+            reason = "incomplete"
+        finally:
+            evicted = writer not in self._unauthenticated  # and counted then
+            self._unauthenticated.pop(writer, None)
+        if not evicted:
+            self._refuse_connection(reason)
+        return None
+
+    def _refuse_connection(self, reason: str) -> None:
+        self.counters[f"refused:{reason}"] += 1
+        self.refusals.add(reason)
+
+    def _report_refusals(self, counts: dict[str, int], seconds: float) -> None:
+        log.warning("push port: %d connection(s) refused before authentication in %.0f s (%s)", sum(counts.values()),
+                    seconds, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        self.record("push_refused", {"counts": counts, "seconds": round(seconds, 3)})
+
+    async def _answer(self, pre: Preamble, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      t0: int) -> None:
+        """Read, serve and answer an authenticated request."""
         try:
             async with asyncio.timeout(self.cfg.io_timeout_s):
-                head = await reader.readexactly(HEAD.size)
-                key_id, header_len, model_len, tag = parse_head(head, self.cfg.max_model_bytes)
-                header = verify_header(self.keyring, head, await reader.readexactly(header_len))
-                key = self.keyring.keys[key_id]
-                try:
-                    self.guard.check(key_id, header.seq, header.timestamp_us, peer="push")
-                except HostLinkError as e:
-                    raise PushRefused(e.kind, str(e)) from None
-                model = await reader.readexactly(model_len)
+                check_sizes(pre, self.cfg.max_model_bytes)
+                body = await reader.readexactly(pre.header_len)
+                header = verify_header(pre, body, await reader.readexactly(TAG_LEN))
+                model = await reader.readexactly(pre.model_len)
             if (handler := self.ops.get(header.op)) is not None:
                 reply = await handler(header)
             else:
@@ -87,11 +191,10 @@ class PushServer:
             reply = self._refuse(e.reason, e.detail, count=False)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError) as e:
             self.counters["rejected:bad_frame"] += 1
-            log.warning("model push: connection dropped: %r", e)
-            writer.close()
+            log.warning("model push (key %d): connection dropped: %r", pre.key_id, e)
             return
         try:
-            writer.write(encode_reply(reply, key, tag))
+            writer.write(encode_reply(reply, pre))
             await writer.drain()
             if not reply["accepted"]:  # maybe refused early: drain what the pusher still sends, so the reply is not reset
                 async with asyncio.timeout(self.cfg.io_timeout_s):
@@ -101,8 +204,6 @@ class PushServer:
             self.counters["reply_lost"] += 1
         except TimeoutError:
             pass
-        finally:
-            writer.close()
 
     def _refuse(self, reason: str, detail: str, count: bool = True) -> dict[str, Any]:
         if count:

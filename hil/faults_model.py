@@ -5,8 +5,8 @@ status before and after, and records the reply, so checks can tell a refusal fro
     model.good            a good policy (params: bias, steps, seed, decision_period_s, version)
     model.nan_runtime     passes validation, outputs NaN once x > params.x_threshold_px (default 200 px)
     model.corrupt | wrong_shape | other_task | nan | inf | slow | sha256_mismatch    bad artifacts
-    model.unsigned        a good artifact, request tag zeroed
-    model.bad_signature   a good artifact, signed with a key the edge does not have (right key id)
+    model.unsigned        a good artifact, preamble tag zeroed (refused before authentication: no reply)
+    model.bad_signature   a good artifact, signed with a key the edge does not have (right key id; no reply)
     model.rollback        back to the previous policy
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.hostlink_wire import TAG_LEN, Keyring
-from controller.push_client import PushClient
-from controller.pushwire import HEAD, NO_TAG
+from controller.push_client import PushClient, Unanswered
+from controller.pushwire import PREAMBLE
 from hil.model_faults import EXPECTED_REASON, make_artifact
 from hil.scenario import Fault, RunContext, fault
 
@@ -31,7 +31,7 @@ ARTIFACT: dict[str, str | None] = {
 }
 # kind -> the refusal reason the edge must give (kinds not here must be accepted)
 EXPECTED: dict[str, str] = {**{k: EXPECTED_REASON[a] for k, a in ARTIFACT.items() if a in EXPECTED_REASON},
-                            "unsigned": "bad_signature", "bad_signature": "bad_signature"}
+                            "unsigned": "unanswered", "bad_signature": "unanswered"}
 BAD_KINDS = tuple(EXPECTED)
 PARAMS = frozenset({"bias", "steps", "seed", "decision_period_s", "x_threshold_px", "version"})
 
@@ -51,11 +51,11 @@ def attempt(client: PushClient, kind: str, workdir: Path, version: str, params: 
         art = make_artifact(artifact, workdir / version, version=version, **params)  # type: ignore[arg-type]
         if kind == "unsigned":
             frame = bytearray(client.push_frame(art))
-            frame[HEAD.size - TAG_LEN:HEAD.size] = NO_TAG
-            reply = client.send(bytes(frame))
+            frame[PREAMBLE.size - TAG_LEN:PREAMBLE.size] = bytes(TAG_LEN)
+            reply = _unanswered(client.send, bytes(frame))
         elif kind == "bad_signature":
-            reply = PushClient(client.edge_addr, Keyring({client.key_id: os.urandom(32)}), client.key_id,
-                               client.timeout_s).push(art)
+            reply = _unanswered(PushClient(client.edge_addr, Keyring({client.key_id: os.urandom(32)}), client.key_id,
+                                           client.timeout_s).push, art)
         else:
             reply = client.push(art)
     done_ns = time.monotonic_ns()
@@ -65,6 +65,14 @@ def attempt(client: PushClient, kind: str, workdir: Path, version: str, params: 
             "detail": str(reply.get("detail", ""))[:200], "done_ns": done_ns,
             "active_before": before.get("active"), "previous_before": before.get("previous"),
             "active_after": after.get("active"), "previous_after": after.get("previous")}
+
+
+def _unanswered(send: Any, *args: Any) -> dict[str, Any]:
+    """A request the edge refuses before authentication: it closes the connection without a reply."""
+    try:
+        return send(*args)
+    except Unanswered as e:
+        return {"accepted": False, "reason": "unanswered", "detail": str(e)}
 
 
 def handled(rec: dict[str, Any]) -> str:

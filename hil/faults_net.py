@@ -1,20 +1,29 @@
-"""A UDP fault proxy between the host and the edge (real loopback sockets, asyncio).
+"""Network faults and attacks on real loopback sockets (asyncio).
 
-The host sends to ``proxy.address``; the proxy forwards to the edge from its own socket and relays
-the edge's replies back to the host. Each datagram, in either direction, meets the current
-``NetFaults`` (seeded RNG): loss, delay (+ uniform or normal jitter), duplication, reordering (held back
-one extra delay), one flipped bit, truncation; ``partition(seconds)`` drops everything for a while.
-Every fault applied is counted per direction (``counters``), so handlers can be checked against it.
+``UdpProxy``: a UDP fault proxy between the host and the edge. The host sends to ``proxy.address``; the
+proxy forwards to the edge from its own socket and relays the edge's replies back to the host. Each
+datagram, in either direction, meets the current ``NetFaults`` (seeded RNG): loss, delay (+ uniform or
+normal jitter), duplication, reordering (held back one extra delay), one flipped bit, truncation;
+``partition(seconds)`` drops everything for a while. Every fault applied is counted per direction
+(``counters``), so handlers can be checked against it.
+
+``push_flood``: an intruder without a key on the model-push port (connection churn, slowloris, fake
+1 MiB header lengths); it counts what it opened and every byte the edge sent back.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import random
+import struct
 import time
 from collections import Counter
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from controller.pushwire import MAGIC, MAX_HEADER
 
 Direction = Literal["to_edge", "to_host"]
 
@@ -145,3 +154,79 @@ class UdpProxy:
         elif direction == "to_host" and self._front is not None and self._host_addr is not None:
             self._front.sendto(data, self._host_addr)
         self.counters[f"{direction}.sent"] += 1
+
+
+# --- push port ----------------------------------------------------------------------------------
+
+FAT_HEAD = MAGIC + struct.pack("<BII", 1, MAX_HEADER, 0)  # magic, key id, header_len, model_len: any wire version
+CHUNK = 64 * 1024
+
+
+async def push_flood(addr: tuple[str, int], *, seconds: float, fat: int = 400, slow: int = 100,
+                     rate: float = 2000.0, seed: int = 0) -> Counter[str]:
+    """Keep ``fat`` + ``slow`` unauthenticated connections to the push port open for ``seconds``, each
+    re-opened as soon as it closes (at most ``rate`` connections a second in all). A fat one declares a
+    header of MAX_HEADER bytes and sends that much junk; a slow one (slowloris) sends a byte every 0.3 s.
+    Returns counts: opened, connect_failed, closed_by_edge, bytes_written (into the intruder's sockets;
+    the edge reads what it wants of them), bytes_received (the edge must send none)."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    junk = rng.randbytes(CHUNK)
+    start = loop.time()
+    deadline = start + seconds
+    tickets = itertools.count()  # connection n opens at start + n / rate
+    c: Counter[str] = Counter()
+
+    async def fat_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(FAT_HEAD + junk[:CHUNK - len(FAT_HEAD)])
+        for _ in range(MAX_HEADER // CHUNK):
+            await w.drain()
+            c["bytes_written"] += CHUNK
+            w.write(junk)
+        await w.drain()
+        await drain_replies(r)
+
+    async def slow_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for b in FAT_HEAD:
+            w.write(bytes([b]))
+            c["bytes_written"] += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    if not await count_reply(r):
+                        return
+        await drain_replies(r)
+
+    async def count_reply(r: asyncio.StreamReader) -> bool:
+        """Read what the edge sent (counted); False at EOF."""
+        data = await r.read(CHUNK)
+        c["bytes_received"] += len(data)
+        return bool(data)
+
+    async def drain_replies(r: asyncio.StreamReader) -> None:
+        while await count_reply(r):
+            pass
+
+    async def keep_open(run) -> None:  # noqa: ANN001
+        while (due := start + next(tickets) / rate) < deadline:
+            await asyncio.sleep(due - loop.time())
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    r, w = await asyncio.open_connection(*addr)
+            except (OSError, TimeoutError):
+                c["connect_failed"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            c["opened"] += 1
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    await run(r, w)
+                c["closed_by_edge"] += 1
+            except (OSError, asyncio.IncompleteReadError):
+                c["closed_by_edge"] += 1
+            except TimeoutError:
+                pass
+            finally:
+                w.transport.abort()
+
+    await asyncio.gather(*(keep_open(fat_conn) for _ in range(fat)), *(keep_open(slow_conn) for _ in range(slow)))
+    return c

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.hostlink_wire import Keyring
-from controller.pushwire import HEAD, TAG_LEN
-from controller.push_client import PushClient
+from controller.hostlink_wire import TAG_LEN
+from controller.pushwire import PREAMBLE
+from controller.push_client import PushClient, Unanswered
 from controller.recorder import read_events
 from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
 from hil.stand import SimulatedStand
@@ -69,16 +71,17 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     for fault in FAULTS:
         r = await call(pusher.push, make_artifact(fault, tmp_path / fault, version=f"bad-{fault}"))
         assert not r["accepted"] and r["reason"] == EXPECTED_REASON[fault], (fault, r)
-    # bad requests: unsigned, signed with another key, an unknown key id, replayed
+    # bad requests: replayed, unsigned, signed with another key, an unknown key id: closed without a reply
     frame = bytearray(pusher.push_frame(good2))
     assert (await call(pusher.send, bytes(frame)))["accepted"]  # the original goes through ...
-    assert (await call(pusher.send, bytes(frame)))["reason"] == "replayed"  # ... once
-    frame[HEAD.size - TAG_LEN:HEAD.size] = bytes(TAG_LEN)
-    assert (await call(pusher.send, bytes(frame)))["reason"] == "bad_signature"
+    frame_unsigned = frame[:PREAMBLE.size - TAG_LEN] + bytes(TAG_LEN) + frame[PREAMBLE.size:]
     forger = PushClient(stand.push_addr, Keyring({stand.keyring.newest: os.urandom(32)}), stand.keyring.newest)
-    assert (await call(forger.push, good1))["reason"] == "bad_signature"
     stranger = PushClient(stand.push_addr, Keyring({200: os.urandom(32)}), 200)
-    assert (await call(stranger.push, good1))["reason"] == "unknown_key"
+    for refused in (partial(pusher.send, bytes(frame)),  # ... once
+                    partial(pusher.send, bytes(frame_unsigned)), partial(forger.push, good1),
+                    partial(stranger.push, good1)):
+        with pytest.raises(Unanswered):
+            await call(refused)
 
     status = await call(pusher.status)
     assert (status["active"], status["previous"]) == ("2", "1")
@@ -89,11 +92,12 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     assert status["counters"]["accepted"] == 2 and status["counters"]["rolled_back"] == 1
     assert {k: v for k, v in status["counters"].items() if k.startswith("rejected:")} == \
         {f"rejected:{EXPECTED_REASON[f]}": 1 for f in FAULTS}
-    assert status["push_counters"] == {"rejected:replayed": 1, "rejected:bad_signature": 2, "rejected:unknown_key": 1,
+    assert status["push_counters"] == {"refused:replayed": 1, "refused:bad_signature": 2, "refused:unknown_key": 1,
                                      "rejected:unsupported_op": 2}
 
     after = await metrics_after_update(stand)
     assert after["edgetune_ticks_total"] - before["edgetune_ticks_total"] > 120  # the loop kept ticking
+    assert after["edgetune_faults_total[push_refused:bad_signature]"] == 2
     # frame-paced by the emulator process: on a loaded machine both windows see some overruns; pushes
     # (validation in a nice-19 thread) must not add more than a few beyond the quiet rate
     pushing_s = asyncio.get_running_loop().time() - t_before
@@ -103,6 +107,8 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     events = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "policy"]
     assert [e["action"] for e in events if e["action"] != "rejected"] == ["swapped", "swapped", "rolled_back"]
     assert {e["reason"] for e in events if e["action"] == "rejected"} >= set(EXPECTED_REASON.values())
+    refusals = [e["details"]["counts"] for e in read_events(stand.recorder_path) if e["kind"] == "push_refused"]
+    assert len(refusals) <= 2 and sum(sum(c.values()) for c in refusals) == 4  # summarised, not one per connection
 
 
 async def test_rollback_after_the_first_push_restores_the_baseline_gains(rl_stand, tmp_path):
