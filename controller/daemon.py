@@ -36,6 +36,7 @@ from controller.recorder import Recorder
 from controller.safety import SafetyGate
 from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
 from controller.sdnotify import Watchdog, notify
+from controller.supervisor import Supervisor
 
 log = logging.getLogger("edgetune.daemon")
 DRIFT_REPORT_S = 10  # seconds between decision-period records
@@ -175,6 +176,10 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
         await self.driver.start()
+        tasks = Supervisor()
+        tasks.spawn("hostlink receive", self.hostlink.receive_forever)
+        tasks.spawn("hostlink watchdog", self.hostlink.watch_forever)
+        tasks.spawn("push server", self.push.serve_forever)
         side = [loop.create_task(self._housekeeping(), name="housekeeping"),
                 loop.create_task(self.push.restore(), name="policy restore")]
         log.info("daemon up: device %s, host link %s:%d, model push %s:%d, %.0f Hz (%s-paced), mode %s",
@@ -191,6 +196,7 @@ class Daemon:
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            await tasks.close()
             if self.driver.connected:  # actuators safe before anything else goes down
                 self.driver.write_voltages(*map(float, self.mode.gate.safe))
             await self.driver.close()

@@ -5,8 +5,10 @@
         rtt_s = await c.ping()
         async for t in c.telemetry(): ...
 
-Commands are retried (each try a fresh seq) until acknowledged; an ``Err`` reply raises
-``CommandRefused``, no reply ``TimeoutError``. Telemetry is buffered in a bounded queue (oldest dropped).
+Commands are retried (each try a fresh seq) until acknowledged; no reply raises ``TimeoutError`` (the
+edge answers only fresh, authenticated commands and drops everything else without a word: a wrong key or
+a clock off by more than its ``max_clock_skew_s`` looks like silence; its drop counters say which).
+Telemetry is buffered in a bounded queue (oldest dropped).
 """
 from __future__ import annotations
 
@@ -21,13 +23,9 @@ from typing import Any, AsyncIterator
 import asyncio_dgram
 
 from controller.hostlink_wire import (
-    Ack, Err, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetDisturbance, SetGains, SetTarget, Signer,
+    Ack, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetDisturbance, SetGains, SetTarget, Signer,
     Telemetry, decode,
 )
-
-
-class CommandRefused(RuntimeError):
-    """The edge answered a command with ``Err``."""
 
 
 class HostClient:
@@ -89,10 +87,7 @@ class HostClient:
             yield await self._telemetry.get()
 
     async def _command(self, msg: Any) -> Ack:
-        reply = await self._request(msg, lambda seq: ("ack", seq))
-        if isinstance(reply, Err):
-            raise CommandRefused(reply.reason)
-        return reply
+        return await self._request(msg, lambda seq: ("ack", seq))
 
     async def _request(self, msg: Any, reply_key: Any) -> Any:
         assert self._stream is not None, "open() first"
@@ -111,7 +106,8 @@ class HostClient:
                 await asyncio.sleep(self.timeout_s)
             finally:
                 self._pending.pop(key, None)
-        raise TimeoutError(f"no reply from {self.edge_addr} to {type(msg).__name__} after {self.retries + 1} tries")
+        raise TimeoutError(f"no reply from {self.edge_addr} to {type(msg).__name__} after {self.retries + 1} tries "
+                           "(the edge drops what it cannot authenticate: check the key and the clocks)")
 
     async def _read(self) -> None:
         assert self._stream is not None

@@ -14,7 +14,7 @@ _EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link addr
 def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, ANN202
     import asyncio
 
-    from controller.hostclient import CommandRefused, HostClient
+    from controller.hostclient import HostClient
 
     addr, ring, key_id = signing(edge, keys, key_id)
 
@@ -24,9 +24,6 @@ def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, AN
 
     try:
         return asyncio.run(go())
-    except CommandRefused as e:
-        typer.echo(f"refused by the daemon at {edge}: {e}", err=True)
-        raise typer.Exit(1) from None
     except (OSError, TimeoutError) as e:
         typer.echo(f"host link to {edge}: {e}", err=True)
         raise typer.Exit(1) from None

@@ -27,7 +27,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
-from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as wire_dataclass
 
 MAGIC = b"ET"
@@ -50,15 +50,9 @@ def wall_us() -> int:
 
 
 class HostLinkError(Exception):
-    """A datagram that was dropped; ``kind`` names the counter it is counted under.
-
-    ``key_id``/``seq`` are set when the datagram was authenticated (its tag verified) but still
-    refused for its type or body, so the receiver may answer with an ``Err``.
-    """
+    """A datagram that was dropped (never answered); ``kind`` names the counter it is counted under."""
 
     kind: ClassVar[str] = "error"
-    key_id: int | None = None
-    seq: int | None = None
 
 
 class Malformed(HostLinkError):
@@ -187,7 +181,7 @@ class SetDisturbance:
     p: tuple[StrictFloat, StrictFloat, StrictFloat, StrictFloat] = (0.0, 0.0, 0.0, 0.0)
 
 
-# edge → host
+# edge → host (0x84 retired: it was Err, a reply to refused datagrams; the edge answers none now)
 @register(0x82)
 @wire_dataclass(frozen=True, config=_STRICT)
 class Pong:
@@ -200,13 +194,6 @@ class Ack:
     ack_seq: StrictInt  # seq of the command acknowledged
     gains: Gains | None = None  # the gains applied (after clamping), for SetGains
     clamped: StrictBool = False  # True when the envelope changed the requested gains
-
-
-@register(0x84)
-@wire_dataclass(frozen=True, config=_STRICT)
-class Err:
-    ack_seq: StrictInt
-    reason: StrictStr
 
 
 _TELEMETRY = struct.Struct("<Qq6d6d")  # tick, t_ns, x, y, target x/y, command x/y, gains [axis][P,I,D]
@@ -417,7 +404,9 @@ def decode(datagram: bytes, keyring: Keyring, guard: ReplayGuard | None = None, 
     """Authenticate and parse one datagram; raises only ``HostLinkError`` subclasses.
 
     ``expect`` drops messages travelling the other way (reflection) as ``unknown_type``; ``guard``
-    enforces freshness and is updated only for datagrams that are valid in every other respect.
+    enforces freshness and is updated only for datagrams that are valid in every other respect (so a
+    reflected datagram, whose seq is the other end's, never moves this end's window). A caller answers
+    only what this returns: every check, freshness included, comes before any reply.
     """
     n = len(datagram)
     if n < HEADER.size + TAG_LEN or n > HEADER.size + MAX_BODY + TAG_LEN:
@@ -436,16 +425,12 @@ def decode(datagram: bytes, keyring: Keyring, guard: ReplayGuard | None = None, 
     if not hmac.compare_digest(hmac.digest(key, signed, hashlib.sha256), tag):
         raise BadTag("HMAC mismatch")
     spec = _BY_ID.get(type_id)
+    if spec is None or (expect is not None and spec.direction != expect):
+        raise UnknownType(f"type {type_id:#04x}")
     try:
-        if spec is None or (expect is not None and spec.direction != expect):
-            raise UnknownType(f"type {type_id:#04x}")
-        try:
-            msg = spec.unpack(bytes(datagram[HEADER.size:-TAG_LEN]))
-        except (ValueError, ValidationError, RecursionError, struct.error) as e:  # JSON/UTF-8/schema/struct
-            raise Malformed(f"{spec.cls.__name__} body: {e}") from None
-    except HostLinkError as e:
-        e.key_id, e.seq = key_id, seq
-        raise
+        msg = spec.unpack(bytes(datagram[HEADER.size:-TAG_LEN]))
+    except (ValueError, ValidationError, RecursionError, struct.error) as e:  # JSON/UTF-8/schema/struct
+        raise Malformed(f"{spec.cls.__name__} body: {e}") from None
     if guard is not None:
         guard.check(key_id, seq, ts_us, peer)
     return Envelope(msg, key_id, seq, ts_us)

@@ -10,8 +10,9 @@ from controller.config import HostLinkConfig, PidConfig
 from controller.hostclient import HostClient
 from controller.hostlink import HostLink, LinkChange, baseline_gains, clamp_gains
 from controller.hostlink_wire import (
-    AxisGains, Err, Gains, Keyring, Pong, SetGains, SetTarget, Signer, Telemetry, decode, write_keyfile,
+    AxisGains, Gains, Keyring, Pong, SetGains, SetTarget, Signer, Telemetry, decode, write_keyfile,
 )
+from controller.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(20)
 BASELINE = baseline_gains(PidConfig())
@@ -22,13 +23,23 @@ def ring(tmp_path) -> Keyring:
     return write_keyfile(tmp_path / "keys", (1, 2))
 
 
+async def started(lk: HostLink) -> Supervisor:
+    """Bind, then run the link's tasks under a Supervisor, as the daemon does."""
+    await lk.start()
+    tasks = Supervisor()
+    tasks.spawn("receive", lk.receive_forever)
+    tasks.spawn("watchdog", lk.watch_forever)
+    return tasks
+
+
 @pytest.fixture
 async def link(tmp_path, ring):
     cfg = HostLinkConfig(port=0, silence_timeout_s=0.3, telemetry_decimation=2,
                          key_file=tmp_path / "keys", state_file=tmp_path / "state.json")
     lk = HostLink(cfg, ring, BASELINE)
-    await lk.start()
+    tasks = await started(lk)
     yield lk
+    await tasks.close()
     await lk.close()
 
 
@@ -99,11 +110,11 @@ async def test_unauthenticated_and_replayed_datagrams_are_counted_and_dropped(li
         await raw.send(d)
     reflected = Signer(ring, 1).seal(Pong(1))  # an edge→host message sent to the edge
     await raw.send(reflected)
-    replies = [decode((await asyncio.wait_for(raw.recv(), 2))[0], ring, expect="to_host").msg for _ in range(2)]
+    ack = decode((await asyncio.wait_for(raw.recv(), 2))[0], ring, expect="to_host").msg
+    assert ack.ack_seq == decode(captured, ring).seq  # the genuine command is acked, nothing else answered
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(raw.recv(), 0.3)
     raw.close()
-    ack, err = replies  # the genuine command is acked; authenticated-but-refused gets an Err
-    assert ack.ack_seq == decode(captured, ring).seq
-    assert isinstance(err, Err) and "type 0x82" in err.reason
     assert link.counters["bad_tag"] == 1 and link.counters["malformed"] == 1 and link.counters["bad_version"] == 1
     assert link.counters["replayed"] == 1 and link.counters["unknown_type"] == 1
     assert drain(link.mailbox) == [LinkChange(up=True), SetTarget(1.0, 1.0)]  # the one genuine command
@@ -123,3 +134,71 @@ async def test_restarted_edge_refuses_packets_from_before(tmp_path, ring):
         assert second.counters["rx_ok"] == 0 and second.counters["replayed"] + second.counters["stale"] == 1
     finally:
         await second.close()
+
+
+async def test_refused_datagrams_get_no_reply_and_never_move_the_telemetry(link, ring):
+    """Reflected (edge→host), replayed and stale datagrams from another address: dropped, counted,
+    unanswered; telemetry keeps going to the host that last sent a fresh command."""
+    async with HostClient(link.address, ring, key_id=1) as client:
+        await client.ping()
+        edge_signer = Signer(ring, 1)
+        host = link._host
+        captured = Signer(ring, 2).seal(SetTarget(1.0, 1.0))
+        link.handle(captured, host)  # a genuine command from the host, captured on the way
+        intruder = await asyncio_dgram.connect(link.address)
+        stale = Signer(ring, 2, clock=lambda: 1_000_000).seal(SetTarget(2.0, 2.0))  # stamped in 1970
+        for d in (edge_signer.seal(Telemetry(1, 2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, BASELINE)), captured, stale,
+                  edge_signer.seal(Pong(3))):
+            await intruder.send(d)
+        await asyncio.sleep(0.1)
+        assert link._host == host  # unchanged
+        link.send_telemetry(Telemetry(7, 0, 1.0, 2.0, 0.0, 0.0, 0.1, 0.2, BASELINE))
+        t = await asyncio.wait_for(client.telemetry().__anext__(), 2)
+        assert t.tick == 7
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(intruder.recv(), 0.3)
+        intruder.close()
+    assert link.counters["unknown_type"] == 2 and link.counters["replayed"] == 1 and link.counters["stale"] == 1
+
+
+async def test_an_unwritable_state_file_is_counted_and_the_watchdog_lives_on(tmp_path, ring, caplog):
+    (tmp_path / "not-a-dir").write_text("")
+    cfg = HostLinkConfig(port=0, silence_timeout_s=0.3, key_file=tmp_path / "keys",
+                         state_file=tmp_path / "not-a-dir" / "state.json")
+    lk = HostLink(cfg, ring, BASELINE)
+    tasks = await started(lk)
+    try:
+        async with HostClient(lk.address, ring, key_id=1) as client:
+            for _ in range(3):
+                await client.ping()
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(0.6)  # silence: the watchdog still marks the link lost
+        assert lk.state == "lost" and lk.counters["state_write_error"] >= 2 and not tasks.restarts
+    finally:
+        await tasks.close()
+        await lk.close()  # its own write fails too, counted, not raised
+    errors = [r for r in caplog.records if "cannot persist the replay state" in r.getMessage()]
+    assert 1 <= len(errors) <= 2  # the first at once, the rest summarised at close
+
+
+async def test_kernel_drops_are_counted(tmp_path, ring):
+    import socket
+
+    cfg = HostLinkConfig(port=0, key_file=tmp_path / "keys", state_file=tmp_path / "state.json")
+    lk = HostLink(cfg, ring, BASELINE)
+    await lk.start()  # nothing receives: the socket's buffer fills
+    try:
+        assert lk.kernel_drops() == 0
+        lk._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(200):
+                s.sendto(bytes(500), lk.address)
+        assert lk.kernel_drops() > 0
+        tasks = Supervisor()
+        tasks.spawn("watchdog", lk.watch_forever)
+        await asyncio.sleep(0.7)  # one watchdog period
+        assert lk.counters["rx_kernel_dropped"] == lk.kernel_drops() > 0
+        await tasks.close()
+    finally:
+        await lk.close()
+    assert lk.kernel_drops() is None  # closed
