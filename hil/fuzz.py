@@ -3,7 +3,9 @@
 
 The property, per decoder: any input either decodes or raises the decoder's own error type — nothing
 else escapes. Inputs are random bytes *and* valid encodings damaged (bit flips, cuts, splices), and for
-the host link, arbitrary bodies under a valid HMAC tag so the body parsers are reached too.
+the host link and the push channel, arbitrary bodies (and push preambles) under a valid HMAC tag so
+the parsers behind authentication are reached too. The push property parses a request as the edge's
+server does: the fixed-size preamble it reads before authentication, then the header.
 """
 from __future__ import annotations
 
@@ -20,8 +22,14 @@ from hypothesis import strategies as st
 
 from controller import protocol as p
 from controller.config import ConfigError, parse_config
-from controller.hostlink_wire import HEADER, MAGIC, VERSION, HostLinkError, Keyring, ReplayGuard, decode, encode
+from controller.hostlink_wire import (
+    HEADER, MAGIC, TAG_LEN, VERSION, HostLinkError, Keyring, ReplayGuard, decode, encode,
+)
 from controller.manifest import ManifestError, parse_manifest
+from controller.pushwire import (
+    HEADER_LABEL, MAGIC as PUSH_MAGIC, PREAMBLE, PushHeader, PushRefused, check_sizes, encode_request, verify_header,
+    verify_preamble,
+)
 
 KEY = bytes(range(32))
 RING = Keyring({1: KEY})
@@ -79,6 +87,23 @@ def _set_target(x: float, y: float) -> Any:
     from controller.hostlink_wire import SetTarget
 
     return SetTarget(x, y)
+
+
+def _signed_push(t: tuple[int | None, int, int, int, bytes]) -> bytes:
+    """Any preamble fields and header under valid tags: what only a key holder could send."""
+    header_len, model_len, seq, skew_us, body = t
+    unsigned = PREAMBLE.pack(PUSH_MAGIC, 1, len(body) if header_len is None else header_len, model_len, seq,
+                             NOW_US + skew_us, bytes(TAG_LEN))[:-TAG_LEN]
+    tag = hmac.digest(KEY, unsigned, hashlib.sha256)
+    return unsigned + tag + body + hmac.digest(KEY, HEADER_LABEL + tag + body, hashlib.sha256)
+
+
+_U32 = st.integers(0, 2**32 - 1)
+_SIGNED_PUSH = st.tuples(st.none() | _U32, _U32, st.integers(0, 2**64 - 1), st.integers(-10_000_000, 10_000_000),
+                         _BODIES).map(_signed_push)
+_VALID_PUSH = st.builds(lambda op, seq: encode_request(PushHeader(op=op), b"", 1, KEY, seq, NOW_US),
+                        st.sampled_from(["status", "rollback", "hold"]), st.integers(0, 2**63))
+PUSH_REQUESTS = st.one_of(st.binary(max_size=200), _SIGNED_PUSH, _damage(_VALID_PUSH))
 
 
 VALID_MANIFEST: dict[str, Any] = {
@@ -147,6 +172,22 @@ def hostlink_packets(datagram: bytes) -> None:
         pass
 
 
+def push_requests(data: bytes) -> None:
+    """As the push server reads: exactly PREAMBLE.size bytes first (a short read is a closed connection)."""
+    if len(data) < PREAMBLE.size:
+        return
+    guard = ReplayGuard(window=64, max_skew_s=5.0, clock=lambda: NOW_US)
+    try:
+        pre = verify_preamble(RING, data[:PREAMBLE.size])
+        guard.check(pre.key_id, pre.seq, pre.timestamp_us, "push")
+        check_sizes(pre, 16 * 1024 * 1024)
+        end = PREAMBLE.size + pre.header_len
+        if len(data) >= end + TAG_LEN:
+            verify_header(pre, data[PREAMBLE.size:end], data[end:end + TAG_LEN])
+    except (PushRefused, HostLinkError):
+        pass
+
+
 def manifests(text: bytes) -> None:
     try:
         parse_manifest(text)
@@ -163,6 +204,7 @@ def configs(doc: dict[str, Any]) -> None:
 
 DECODERS: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
     "serial": (serial_frames, SERIAL_STREAM), "hostlink": (hostlink_packets, DATAGRAMS),
+    "push": (push_requests, PUSH_REQUESTS),
     "manifest": (manifests, MANIFESTS), "config": (configs, CONFIGS),
 }
 
