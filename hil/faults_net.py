@@ -19,6 +19,7 @@ import random
 import struct
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,7 +207,7 @@ async def push_flood(addr: tuple[str, int], *, seconds: float, fat: int = 400, s
         while await count_reply(r):
             pass
 
-    async def keep_open(run) -> None:  # noqa: ANN001
+    async def keep_open(run: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
         while (due := start + next(tickets) / rate) < deadline:
             await asyncio.sleep(due - loop.time())
             try:
