@@ -148,6 +148,10 @@ class PolicyConfig(_Section):
     io_timeout_s: float = Field(10.0, gt=0)  # a push must arrive within this
     swap_timeout_s: float = Field(2.0, gt=0)  # a validated model not swapped in by a tick within this is refused
     validate_timeout_s: float = Field(10.0, gt=0)  # a validation longer than this is refused (its process killed)
+    # run-time containment (controller/policy_guard.py): failures (error, over budget, ended, non-finite output)
+    runtime_max_failures: int = Field(3, ge=0)  # this many within the window quarantine the policy; 0: never
+    runtime_failure_window_s: float = Field(10.0, gt=0)
+    runtime_terminate_factor: float = Field(4.0, gt=1)  # an inference running this many budgets (wall clock) is ended
 
 
 class LogConfig(_Section):

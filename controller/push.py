@@ -4,6 +4,11 @@ Per connection, one request: head → authenticate the header (before reading th
 check → push: sha256, atomic install, validation (the slot's validator process, then its worker thread),
 swap at the next tick boundary; rollback: previous policy at the next tick boundary; status. The active
 version is remembered in the policy directory, and `restore()` brings it back when the daemon restarts.
+The server also takes the slot's quarantines (controller/policy.py, `[policy] runtime_*`): each is recorded,
+and in the slot's worker thread listed in the policy directory's `quarantine.json` before `active` is
+rewritten, so a restart never brings a quarantined version back (`restore()` refuses one). `status()` lists
+them. Pushing a quarantined artifact again is the operator's explicit decision: it is validated as any push,
+and once swapped in its quarantine is lifted (logged, recorded).
 Requests are served one at a time, except the mode's own `ops` (angles mode: scan, abort;
 controller/ct_daemon.py), served beside them.
 The reply always says why a model was refused; refusals are logged, counted and recorded.
@@ -20,7 +25,9 @@ from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.hostlink_wire import HostLinkError, Keyring, ReplayGuard
-from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install, remember_active, remembered_active
+from controller.policy import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
+                               remembered_active)
+from controller.policy_guard import RuntimeLimits
 from controller.pushwire import HEAD, NO_TAG, PushHeader, PushRefused, encode_reply, parse_head, verify_header
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,8 @@ class PushServer:
         self.counters: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
+        if slot is not None:
+            self._hook_slot(slot)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.cfg.push_host, self.cfg.push_port)
@@ -119,7 +128,7 @@ class PushServer:
             return {"accepted": True, "reason": "ok", **self.status()}
         if header.op == "rollback":
             policy, t_ns = await self._at_boundary(slot.request_rollback())
-            await self._remember(slot, policy)
+            await self._remember(slot)
             return self._done("rolled_back", policy, t0_ns, t_ns)
         if header.op != "push":
             raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
@@ -135,14 +144,18 @@ class PushServer:
             raise
         policy = await slot.load(directory)
         policy, t_ns = await self._at_boundary(slot.request_swap(policy))
-        await self._remember(slot, policy)
+        if (lifted := slot.lift_quarantine(directory.name)) is not None:
+            log.warning("policy %s pushed again: its quarantine (%s, %s) is lifted", lifted.version, lifted.reason,
+                        lifted.at)
+            self.record("policy", {"action": "quarantine_lifted", "version": lifted.version})
+        await self._remember(slot)
         return self._done("swapped", policy, t0_ns, t_ns)
 
     async def restore(self) -> None:
         """At start-up: validate the version that was active when the daemon last ran and swap it in at the
         next tick boundary. Pushes wait during the validation; one that came first wins (nothing is
-        restored over it). If the artifact fails validation the mode's fallback runs; why is logged and
-        recorded."""
+        restored over it). If the artifact is quarantined or fails validation the mode's fallback runs; why
+        is logged and recorded."""
         slot = self.slot
         if slot is None:
             return
@@ -152,6 +165,8 @@ class PushServer:
             if directory is None or slot.active is not None or slot.previous is not None:
                 return
             try:
+                if q := next((q for q in slot.quarantined if q.name == directory.name), None):
+                    raise PolicyRejected("quarantined", f"quarantined at {q.at}: {q.reason}")
                 done = slot.request_swap(await slot.load(directory))
             except Exception as e:  # PolicyRejected, or anything else: the fallback runs, the daemon goes on
                 reason, detail = (e.reason, e.detail) if isinstance(e, PolicyRejected) else ("error", repr(e))
@@ -163,11 +178,31 @@ class PushServer:
             policy, t_ns = done.result()
             self._done("restored", policy, t0_ns, t_ns)
 
-    async def _remember(self, slot: PolicySlot, policy: LoadedPolicy | None) -> None:
+    async def _remember(self, slot: PolicySlot) -> None:
+        """Record the slot's state for a restart as it is now, in one job of the worker thread (jobs run in the
+        order they were posted, so the last one written is the latest state)."""
         try:
-            await slot.off_loop(remember_active, self.cfg.dir, policy)
+            await slot.off_loop(remember, self.cfg.dir, slot.active, list(slot.quarantined))
         except OSError as e:  # the swap stands; only a restart would not bring it back
             log.warning("cannot record the active policy in %s: %s", self.cfg.dir, e)
+
+    def _hook_slot(self, slot: PolicySlot) -> None:
+        """The slot's run-time limits from the config, the quarantines recorded by earlier runs (read before any
+        push can rewrite the list), and its quarantine events."""
+        slot.limits = RuntimeLimits(self.cfg.runtime_max_failures, self.cfg.runtime_failure_window_s,
+                                    self.cfg.runtime_terminate_factor)
+        slot.quarantined = read_quarantine(self.cfg.dir)
+        slot.on_quarantine = self._quarantined
+        self._persisting: set[asyncio.Task] = set()
+
+    def _quarantined(self, q: Quarantine) -> None:
+        """A quarantine (on the tick in rl-pid): recorded now, written to disk by the slot's worker thread."""
+        slot = self.slot
+        assert slot is not None
+        self.record("policy", {"action": "quarantined", "version": q.version, "reason": q.reason})
+        task = asyncio.get_running_loop().create_task(self._remember(slot))
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
 
     async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy | None, int]]
                            ) -> tuple[LoadedPolicy | None, int]:
@@ -203,4 +238,5 @@ class PushServer:
         assert slot is not None
         return {"active": slot.active.version if slot.active else None,
                 "previous": slot.previous.version if slot.previous else None,
+                "quarantined": [q.public() for q in slot.quarantined],
                 "counters": dict(slot.counters), "push_counters": dict(self.counters)}
