@@ -24,7 +24,7 @@ from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.pid import BASELINE_GAINS, Pid
 from controller.policy import (QUARANTINE_FILE, PolicyRejected, PolicySlot, install, read_quarantine, remember_active,
                                remembered_active, validate)
-from controller.policy_guard import RuntimeLimits
+from controller.policy_guard import FailureWindow, RuntimeLimits
 from controller.push import PushServer
 from controller.safety import SafetyGate
 from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
@@ -270,13 +270,15 @@ async def test_a_run_time_error_falls_back_and_the_third_in_the_window_quarantin
 
 
 async def test_failures_spread_over_more_than_the_window_do_not_quarantine(artifacts):
-    slot = await _slot_running(artifacts, "error_above_x", RuntimeLimits(max_failures=3, window_s=0.3))
+    window = FailureWindow(3, 10.0)
+    assert [window.add(t) for t in (0.0, 6.0, 11.0, 17.0, 23.0, 26.9, 27.0)] == [False] * 5 + [True, True]
+    slot = await _slot_running(artifacts, "error_above_x", RuntimeLimits(max_failures=3, window_s=0.5))
     try:
-        for _ in range(3):  # at 0, 0.2, 0.4 s: never three within 0.3 s
+        for _ in range(3):  # at 0, 0.3, 0.6 s: never three within 0.5 s
             assert slot.infer(_obs(280.0)) is None
-            time.sleep(0.2)
+            time.sleep(0.3)
         assert slot.counters["runtime_error"] == 3 and slot.active.version == "error-above-x"
-        slot.infer(_obs(280.0))  # 0.6 s: with 0.4 s, two within the window
+        slot.infer(_obs(280.0))  # 0.9 s: with 0.6 s, two within the window
         assert slot.active.version == "error-above-x"
         slot.infer(_obs(280.0))
         assert slot.active.version == "1" and slot.counters["quarantined"] == 1
