@@ -151,6 +151,10 @@ class PolicyConfig(_Section):
     preauth_timeout_s: float = Field(2.0, gt=0)  # a connection's authenticated preamble must arrive within this
     max_unauthenticated: int = Field(32, ge=1, le=4096)  # connections waiting for their preamble (oldest evicted)
     max_connections: int = Field(64, ge=1, le=4096)  # open push connections at most (file descriptors)
+    # run-time containment (controller/policy_guard.py): failures (error, over budget, ended, non-finite output)
+    runtime_max_failures: int = Field(3, ge=0)  # this many within the window quarantine the policy; 0: never
+    runtime_failure_window_s: float = Field(10.0, gt=0)
+    runtime_terminate_factor: float = Field(4.0, gt=1)  # an inference running this many budgets (wall clock) is ended
 
     @model_validator(mode="after")
     def _connection_caps(self) -> PolicyConfig:

@@ -63,6 +63,7 @@ class CtDaemon:
                                validator=partial(validated_decision_us, size=a.size, n_angles=a.n_angles,
                                                  budget_s=a.exposure_s),
                                opener=partial(open_validated_policy, size=a.size, n_angles=a.n_angles))
+        self.mode.slot = self.slot  # decisions run under the slot's run-time guard
         self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
                                       flush_ms=cfg.recorder.flush_ms)
         self.scans_dir = Path(cfg.recorder.path).parent / "scans"

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
+# a version names the edge's install folder (<version>-<sha256[:12]>) and is listed in its status: nothing that a
+# file system, a shell or a log line could read otherwise, and never a hidden name
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 class ManifestError(ValueError):
@@ -83,7 +87,7 @@ class ActionSpec(_Strict):
 class Manifest(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     task: str = Field(min_length=1, description="the mode this policy drives, e.g. 'mems-pid-gains'")
-    version: str = Field(min_length=1)
+    version: str
     observation: ObservationSpec
     action: ActionSpec
     decision_period_s: float = Field(gt=0, description="nominal decision period the policy was trained at [s]")
@@ -93,8 +97,21 @@ class Manifest(_Strict):
     producer: dict[str, str] = Field(description="tool -> version, e.g. {'torch': '2.13.0', 'edgetune': '0.1.0'}")
     opset: int = Field(ge=17)
 
+    @field_validator("version")
+    @classmethod
+    def _safe_version(cls, v: str) -> str:
+        if not VERSION_RE.fullmatch(v):
+            raise ValueError(f"must be 1 to 64 characters of A-Z a-z 0-9 . _ + -, starting with a letter or digit "
+                             f"(it names the install folder), got {v[:80]!r}")
+        return v
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def as_version(text: str) -> str:
+    """`text` made a valid version: other characters become "_", a leading non-alphanumeric part goes, cut to 64."""
+    return (re.sub(r"[^A-Za-z0-9._+-]", "_", text).lstrip("._+-") or "policy")[:64]
 
 
 def parse_manifest(text: str | bytes) -> Manifest:

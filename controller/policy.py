@@ -9,17 +9,30 @@ that crashes onnxruntime kills the validator, not the daemon. Only then does a w
 warm up) the model in the daemon. A mode may bring its own `validator` and `opener` (angles mode: its
 policy's contract and a decision within one exposure). On the tick path: `boundary()`
 applies a requested swap or rollback, `infer()` runs the active policy on a preallocated binding. The
-previous policy stays loaded, so a rollback is a reference swap.
+previous policy stays loaded, so a rollback is a reference swap. The validator process dies with the
+daemon, however the daemon ends (`die_with_parent`).
+
+At run time every decision goes through `guarded()` (controller/policy_guard.py: timed against the budget,
+ended by a watchdog thread far past it, never raising) and, when it failed, `settle()`: the mode falls back
+for that decision (error, over budget, ended, non-finite output), the failure is counted under its name and
+logged (rate-limited), and the `limits.max_failures`-th within `limits.window_s` quarantines the policy:
+taken out of the slot at once (the previous policy becomes active, or the mode's fallback runs; it is not
+kept as previous), counted, and posted to `on_quarantine` (the push server records it and, in the slot's
+worker thread, lists it in `quarantine.json` in the policy directory and rewrites `active`, so that a
+restart does not bring it back).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
+import json
 import logging
 import multiprocessing
 import os
+import signal
 import statistics
 import tempfile
 import threading
@@ -27,7 +40,8 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
@@ -35,12 +49,13 @@ import numpy as np
 import onnxruntime as ort
 
 from controller.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
+from controller.policy_guard import Failure, FailureWindow, InferenceWatchdog, RateLimitedLog, RuntimeLimits
 
 log = logging.getLogger(__name__)
 
 # Why a model was refused (the slot's counters are `rejected:<reason>`; the pusher gets the reason).
 Reason = Literal["bad_manifest", "sha256_mismatch", "wrong_task", "wrong_shape", "corrupt_model", "non_finite",
-                 "out_of_bounds", "too_slow", "no_previous", "install_failed"]
+                 "out_of_bounds", "too_slow", "no_previous", "install_failed", "quarantined"]
 T = TypeVar("T")
 PROBES = 64  # fixed probe inputs per validation
 TIMED_RUNS = 21  # single-sample runs timed for the latency check
@@ -91,10 +106,10 @@ class LoadedPolicy:
     def version(self) -> str:
         return self.manifest.version
 
-    def run(self, obs: np.ndarray) -> np.ndarray:
+    def run(self, obs: np.ndarray, run_options: ort.RunOptions | None = None) -> np.ndarray:
         """One inference on raw observations (obs_dim,); returns a view of the output buffer (act_dim,)."""
         self.input[0] = obs
-        self.session.run_with_iobinding(self._binding)
+        self.session.run_with_iobinding(self._binding, run_options)
         return self.output[0]
 
 
@@ -213,8 +228,7 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
         m = parse_manifest(manifest_bytes)
     except ManifestError as e:
         raise PolicyRejected("bad_manifest", str(e)) from None
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in m.version)[:64] + "-" + m.sha256[:12]
-    dest = directory / name
+    dest = directory / f"{m.version}-{m.sha256[:12]}"  # the manifest allows only a safe version (controller.manifest)
     if dest.is_dir():
         return dest
     try:
@@ -260,6 +274,54 @@ def remembered_active(directory: Path) -> Path | None:
     return directory / name if ok else None
 
 
+QUARANTINE_FILE = "quarantine.json"  # in the policy directory: installed versions a restart must not bring back
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A policy taken out of service for its run-time failures; `name` (its install folder, version-sha12)
+    is the key, so another artifact of the same version is not affected."""
+
+    version: str
+    name: str
+    reason: str
+    at: str  # UTC, ISO 8601
+
+    def public(self) -> dict[str, str]:
+        return {"version": self.version, "reason": self.reason, "at": self.at}
+
+
+def write_quarantine(directory: Path, entries: list[Quarantine]) -> None:
+    """Record the quarantined versions atomically (none: the file goes)."""
+    path = directory / QUARANTINE_FILE
+    if not entries:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(".quarantine.tmp")
+    _write_synced(tmp, json.dumps({"quarantined": [asdict(q) for q in entries]}, indent=1).encode())
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def read_quarantine(directory: Path) -> list[Quarantine]:
+    """The quarantined versions recorded in `directory` (a missing file: none; a damaged one is logged)."""
+    try:
+        data = json.loads((directory / QUARANTINE_FILE).read_bytes())
+        return [Quarantine(**{k: str(e[k]) for k in ("version", "name", "reason", "at")}) for e in data["quarantined"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        log.warning("cannot read %s (%r): no version is treated as quarantined", directory / QUARANTINE_FILE, e)
+        return []
+
+
+def remember(directory: Path, active: LoadedPolicy | None, quarantined: list[Quarantine]) -> None:
+    """What a restart needs: the quarantined versions first, then the active one (a crash in between leaves
+    at worst a quarantined version named active, which `PushServer.restore` refuses)."""
+    write_quarantine(directory, quarantined)
+    remember_active(directory, active)
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -285,6 +347,30 @@ def lowest_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent ends, however it ends (SIGKILL included):
+    prctl(PR_SET_PDEATHSIG). The signal comes when the parent's thread that started this process ends; the
+    daemon starts its validator from the loop's (main) thread. A parent already gone before the call (the
+    process was reparented) ends this process here."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as e:  # AttributeError: no prctl (not Linux)
+        log.warning("this process will not end with its parent: %s", e)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _validator_init(parent_pid: int) -> None:
+    """The validator process's initializer."""
+    die_with_parent(parent_pid)
+    lowest_priority()
+
+
 @dataclass
 class _Request:
     kind: Literal["swap", "rollback"]
@@ -305,13 +391,24 @@ class PolicySlot:
     # Default: `validated_latency_us` and `open_validated` against `spec` and `budget_s`.
     validator: Callable[[Path], float] | None = None
     opener: Callable[[Path, float], Any] | None = None
-    # called (soon, on the loop) when a swap or rollback is requested: a mode without ticks applies it from here
+    # called (soon, on the loop) when a swap or rollback is requested, and at once when a policy is quarantined:
+    # a mode without ticks applies it from here
     on_request: Callable[[], None] | None = None
     validate_timeout_s: float = 10.0  # a validation that hangs (onnxruntime stuck on a model) is refused after this
+    limits: RuntimeLimits = field(default_factory=RuntimeLimits)  # run-time failures → quarantine (module doc)
+    # called on the loop (in rl-pid: on the tick) with each quarantine: no disk work there (the push server's hook
+    # does it in the worker thread)
+    on_quarantine: Callable[[Quarantine], None] | None = None
+    quarantined: list[Quarantine] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
     _request: _Request | None = None
+    _changed: bool = False  # a quarantine changed the active policy since the last boundary()
     _worker: ThreadPoolExecutor | None = None
     _validator: ProcessPoolExecutor | None = None
+    _watchdog: InferenceWatchdog = field(default_factory=InferenceWatchdog)
+    _failing: Any = None  # the policy `_failures` counts for
+    _failures: FailureWindow | None = None
+    _failure_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
@@ -322,7 +419,8 @@ class PolicySlot:
     def start_validator(self) -> ProcessPoolExecutor:
         """The validator process, started now if need be (the daemon: at start-up, not on the first push)."""
         if self._validator is None:
-            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), lowest_priority)
+            self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _validator_init,
+                                                  (os.getpid(),))
             self._validator.submit(int)  # spawns the process; it imports in its own time
         return self._validator
 
@@ -367,11 +465,12 @@ class PolicySlot:
             raise
 
     def close(self) -> None:
-        """Stop the worker thread and the validator process (daemon shutdown)."""
+        """Stop the worker thread, the validator process and the watchdog thread (daemon shutdown)."""
         for executor in (self._worker, self._validator):
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
         self._worker = self._validator = None
+        self._watchdog.close()
 
     def reject(self, e: PolicyRejected) -> None:
         self.counters[f"rejected:{e.reason}"] += 1
@@ -404,13 +503,15 @@ class PolicySlot:
         return self._request.done
 
     def boundary(self) -> bool:
-        """At a tick boundary: apply a pending swap/rollback. True when the active policy changed."""
+        """At a tick boundary: apply a pending swap/rollback. True when the active policy changed (a quarantine
+        since the last boundary included)."""
+        changed, self._changed = self._changed, False
         req = self._request
         if req is None:
-            return False
+            return changed
         self._request = None
         if req.done.cancelled():
-            return False
+            return changed
         if req.kind == "swap":
             self.previous, self.active = self.active, req.policy
             self.counters["accepted"] += 1
@@ -421,12 +522,60 @@ class PolicySlot:
         return True
 
     def infer(self, obs: np.ndarray) -> np.ndarray | None:
-        """The active policy's action for raw `obs`, or None (no policy, or a non-finite output: counted)."""
+        """The active policy's action for raw `obs`, or None: no policy, or the call failed (`settle`). Never raises."""
         p = self.active
         if p is None:
             return None
-        out = p.run(obs)
-        if not np.isfinite(out).all():
-            self.counters["non_finite_output"] += 1
-            return None
-        return out
+        out, failure, detail = self.guarded(p.run, obs)
+        if failure is None and not np.isfinite(out).all():  # type: ignore[union-attr]
+            failure, detail = "non_finite_output", f"output {out.tolist()}"  # type: ignore[union-attr]
+        if failure is None:
+            return out
+        self.settle(p, failure, detail)
+        return None
+
+    def guarded(self, fn: Callable[..., T], *args: Any) -> tuple[T | None, Failure | None, str]:
+        """`fn(*args, run_options=...)`, one inference, under the watchdog (controller/policy_guard.py): timed
+        against `budget_s`, ended past `limits.terminate_factor` × it. Any thread, one call at a time; never raises."""
+        return self._watchdog.call(fn, *args, budget_s=self.budget_s,
+                                   deadline_s=self.limits.terminate_factor * self.budget_s)
+
+    def settle(self, policy: Any, failure: Failure, detail: str) -> None:
+        """On the loop (in rl-pid: on the tick): a decision of `policy` failed and the mode fell back. Counted,
+        logged (rate-limited); the `limits.max_failures`-th within `limits.window_s` quarantines it."""
+        self.counters[failure] += 1
+        self._failure_log.warning("policy %s: %s: %s", policy.version, failure, detail)
+        if self._failing is not policy:
+            self._failing, self._failures = policy, FailureWindow(self.limits.max_failures, self.limits.window_s)
+        assert self._failures is not None
+        if self._failures.add(time.monotonic()):
+            self.quarantine(policy, f"{self.limits.max_failures} run-time failures within {self.limits.window_s:g} s, "
+                                    f"the last {failure}: {detail}")
+
+    def quarantine(self, policy: Any, reason: str) -> None:
+        """Take `policy` out of the slot now: the previous policy becomes active (or the mode's fallback runs),
+        and it is not kept as previous. Posted to `on_quarantine` and `on_request`; `boundary()` reports it."""
+        if policy is self.active:
+            self.active, self.previous = self.previous, None
+        elif policy is self.previous:
+            self.previous = None
+        else:
+            return
+        self._failing = self._failures = None
+        name = policy.path.name if policy.path is not None else policy.version
+        q = Quarantine(policy.version, name, reason[:500], datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.quarantined = [e for e in self.quarantined if e.name != name] + [q]
+        self.counters["quarantined"] += 1
+        self._changed = True
+        log.warning("policy %s quarantined (%s); now active: %s", q.version, reason,
+                    self.active.version if self.active is not None else "the mode's fallback")
+        if self.on_quarantine is not None:
+            self.on_quarantine(q)
+        if self.on_request is not None:
+            self.on_request()
+
+    def lift_quarantine(self, name: str) -> Quarantine | None:
+        """Forget the quarantine of the install folder `name` (the operator pushed that artifact again)."""
+        lifted = next((q for q in self.quarantined if q.name == name), None)
+        self.quarantined = [q for q in self.quarantined if q.name != name]
+        return lifted

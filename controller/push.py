@@ -18,6 +18,11 @@ and `restore()` brings it back when the daemon restarts. Requests are served one
 mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them. Every
 authenticated request gets an authenticated reply; one that refuses a model says why, and is logged,
 counted (``rejected:<reason>``) and recorded.
+The server also takes the slot's quarantines (controller/policy.py, `[policy] runtime_*`): each is recorded,
+and in the slot's worker thread listed in the policy directory's `quarantine.json` before `active` is
+rewritten, so a restart never brings a quarantined version back (`restore()` refuses one). `status()` lists
+them. Pushing a quarantined artifact again is the operator's explicit decision: it is validated as any push,
+and once swapped in its quarantine is lifted (logged, recorded).
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.hostlink_wire import TAG_LEN, HostLinkError, Keyring, ReplayGuard
-from controller.policy import LoadedPolicy, PolicyRejected, PolicySlot, install, remember_active, remembered_active
+from controller.policy import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
+                               remembered_active)
+from controller.policy_guard import RuntimeLimits
 from controller.pushwire import (
     PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
 )
@@ -68,6 +75,8 @@ class PushServer:
         self._open: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()  # close() waits for them
         self._unauthenticated: dict[asyncio.StreamWriter, None] = {}  # waiting for their preamble, oldest first
+        if slot is not None:
+            self._hook_slot(slot)
 
     async def start(self) -> None:
         """Bind and listen (start-up errors, e.g. the port in use, raise OSError here)."""
@@ -220,7 +229,7 @@ class PushServer:
             return {"accepted": True, "reason": "ok", **self.status()}
         if header.op == "rollback":
             policy, t_ns = await self._at_boundary(slot.request_rollback())
-            await self._remember(slot, policy)
+            await self._remember(slot)
             return self._done("rolled_back", policy, t0_ns, t_ns)
         if header.op != "push":
             raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
@@ -236,14 +245,18 @@ class PushServer:
             raise
         policy = await slot.load(directory)
         policy, t_ns = await self._at_boundary(slot.request_swap(policy))
-        await self._remember(slot, policy)
+        if (lifted := slot.lift_quarantine(directory.name)) is not None:
+            log.warning("policy %s pushed again: its quarantine (%s, %s) is lifted", lifted.version, lifted.reason,
+                        lifted.at)
+            self.record("policy", {"action": "quarantine_lifted", "version": lifted.version})
+        await self._remember(slot)
         return self._done("swapped", policy, t0_ns, t_ns)
 
     async def restore(self) -> None:
         """At start-up: validate the version that was active when the daemon last ran and swap it in at the
         next tick boundary. Pushes wait during the validation; one that came first wins (nothing is
-        restored over it). If the artifact fails validation the mode's fallback runs; why is logged and
-        recorded."""
+        restored over it). If the artifact is quarantined or fails validation the mode's fallback runs; why
+        is logged and recorded."""
         slot = self.slot
         if slot is None:
             return
@@ -253,6 +266,8 @@ class PushServer:
             if directory is None or slot.active is not None or slot.previous is not None:
                 return
             try:
+                if q := next((q for q in slot.quarantined if q.name == directory.name), None):
+                    raise PolicyRejected("quarantined", f"quarantined at {q.at}: {q.reason}")
                 done = slot.request_swap(await slot.load(directory))
             except Exception as e:  # PolicyRejected, or anything else: the fallback runs, the daemon goes on
                 reason, detail = (e.reason, e.detail) if isinstance(e, PolicyRejected) else ("error", repr(e))
@@ -264,11 +279,31 @@ class PushServer:
             policy, t_ns = done.result()
             self._done("restored", policy, t0_ns, t_ns)
 
-    async def _remember(self, slot: PolicySlot, policy: LoadedPolicy | None) -> None:
+    async def _remember(self, slot: PolicySlot) -> None:
+        """Record the slot's state for a restart as it is now, in one job of the worker thread (jobs run in the
+        order they were posted, so the last one written is the latest state)."""
         try:
-            await slot.off_loop(remember_active, self.cfg.dir, policy)
+            await slot.off_loop(remember, self.cfg.dir, slot.active, list(slot.quarantined))
         except OSError as e:  # the swap stands; only a restart would not bring it back
             log.warning("cannot record the active policy in %s: %s", self.cfg.dir, e)
+
+    def _hook_slot(self, slot: PolicySlot) -> None:
+        """The slot's run-time limits from the config, the quarantines recorded by earlier runs (read before any
+        push can rewrite the list), and its quarantine events."""
+        slot.limits = RuntimeLimits(self.cfg.runtime_max_failures, self.cfg.runtime_failure_window_s,
+                                    self.cfg.runtime_terminate_factor)
+        slot.quarantined = read_quarantine(self.cfg.dir)
+        slot.on_quarantine = self._quarantined
+        self._persisting: set[asyncio.Task] = set()
+
+    def _quarantined(self, q: Quarantine) -> None:
+        """A quarantine (on the tick in rl-pid): recorded now, written to disk by the slot's worker thread."""
+        slot = self.slot
+        assert slot is not None
+        self.record("policy", {"action": "quarantined", "version": q.version, "reason": q.reason})
+        task = asyncio.get_running_loop().create_task(self._remember(slot))
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
 
     async def _at_boundary(self, done: asyncio.Future[tuple[LoadedPolicy | None, int]]
                            ) -> tuple[LoadedPolicy | None, int]:
@@ -304,4 +339,5 @@ class PushServer:
         assert slot is not None
         return {"active": slot.active.version if slot.active else None,
                 "previous": slot.previous.version if slot.previous else None,
+                "quarantined": [q.public() for q in slot.quarantined],
                 "counters": dict(slot.counters), "push_counters": dict(self.counters)}

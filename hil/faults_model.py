@@ -4,6 +4,8 @@ status before and after, and records the reply, so checks can tell a refusal fro
 
     model.good            a good policy (params: bias, steps, seed, decision_period_s, version)
     model.nan_runtime     passes validation, outputs NaN once x > params.x_threshold_px (default 200 px)
+    model.error_runtime   passes validation, raises in onnxruntime (index out of range) once x > the threshold
+    model.hang_runtime    passes validation, its run time grows with x − the threshold (≈ 40 ms per px)
     model.corrupt | wrong_shape | other_task | nan | inf | slow | sha256_mismatch    bad artifacts
     model.unsigned        a good artifact, preamble tag zeroed (refused before authentication: no reply)
     model.bad_signature   a good artifact, signed with a key the edge does not have (right key id; no reply)
@@ -25,7 +27,8 @@ from hil.scenario import Fault, RunContext, fault
 
 # kind -> the artifact pushed (None: no artifact)
 ARTIFACT: dict[str, str | None] = {
-    "good": "good", "nan_runtime": "nan_above_x", "corrupt": "corrupt", "wrong_shape": "wrong_shape",
+    "good": "good", "nan_runtime": "nan_above_x", "error_runtime": "error_above_x", "hang_runtime": "slow_above_x",
+    "corrupt": "corrupt", "wrong_shape": "wrong_shape",
     "other_task": "other_task", "nan": "nan", "inf": "inf", "slow": "slow", "sha256_mismatch": "sha256_mismatch",
     "unsigned": "good", "bad_signature": "good", "rollback": None,
 }

@@ -116,6 +116,8 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
     angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
     from datetime import datetime, timezone
 
+    from controller.manifest import VERSION_RE, as_version
+
     if (run / "policy.pt").exists():
         kind = "ct"
     elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
@@ -123,7 +125,11 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
     else:
         raise typer.BadParameter(f"{run} is not a run directory: no policy.pt (`train ct`) or config.json + "
                                  "checkpoint.pt (`train mems`)", param_hint="RUN")
-    version = version or f"{run.resolve().name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if version is not None and not VERSION_RE.fullmatch(version):
+        raise typer.BadParameter(f"{version!r}: 1 to 64 characters of A-Z a-z 0-9 . _ + -, starting with a letter "
+                                 "or digit", param_hint="--version")
+    stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
     if kind == "ct":
         from learner.ct_export import export_ct
 

@@ -14,7 +14,9 @@ from onnx import TensorProto, helper
 from controller import protocol as p
 from controller import tomo
 from controller.driver import SerialDriver
-from controller.modes.angles import AnglePolicy, AnglesConfig, AnglesMode, PolicyError
+from controller.modes.angles import TASK, AnglePolicy, AnglesConfig, AnglesMode, PolicyError
+from controller.policy import PolicySlot, PolicySpec
+from controller.policy_guard import RuntimeLimits
 from firmware_sim.ct_emulator import CtEmulator, make_sample
 
 SIZE = 31
@@ -38,9 +40,11 @@ async def stand() -> AsyncIterator:
     emu.close()
 
 
-def policy_model(path: Path, preferred: list[int], stop_after: int | None, nan: bool = False) -> Path:
+def policy_model(path: Path, preferred: list[int], stop_after: int | None, nan: bool = False,
+                 fail: bool = False) -> Path:
     """A tiny actor: constant angle logits ranking `preferred` first; stop_logit = #acquired − (n − 1.5),
-    i.e. stop once n − 1 angles are in (the n-th is still acquired); without n: obs-only, always stop."""
+    i.e. stop once n − 1 angles are in (the n-th is still acquired); without n: obs-only, always stop.
+    `fail` (with n): every decision raises in onnxruntime (a Gather index out of range)."""
     logits = np.full((1, 180), -5.0, np.float32)
     logits[0, preferred] = np.arange(len(preferred), 0, -1)
     if nan:
@@ -61,7 +65,16 @@ def policy_model(path: Path, preferred: list[int], stop_after: int | None, nan: 
                   helper.make_node("ReduceSum", ["acquired", "axes"], ["count"], keepdims=1),
                   helper.make_node("Constant", [], ["n"], value=helper.make_tensor(
                       "n", TensorProto.FLOAT, [1, 1], [stop_after - 1.5])),
-                  helper.make_node("Sub", ["count", "n"], ["stop_logit"])]
+                  helper.make_node("Sub", ["count", "n"], ["stop_logit" if not fail else "stop_ok"])]
+        if fail:  # the index depends on the input, so it is not folded away when the session is built
+            const = lambda name, kind, dims, vals: helper.make_node(  # noqa: E731
+                "Constant", [], [name], value=helper.make_tensor(name, kind, dims, vals))
+            nodes += [const("zero", TensorProto.FLOAT, [], [0.0]), const("far", TensorProto.FLOAT, [], [1000.0]),
+                      const("table", TensorProto.FLOAT, [2], [0.0, 0.0]),
+                      helper.make_node("Mul", ["count", "zero"], ["nil"]), helper.make_node("Add", ["nil", "far"], ["idx_f"]),
+                      helper.make_node("Cast", ["idx_f"], ["idx"], to=TensorProto.INT64),
+                      helper.make_node("Gather", ["table", "idx"], ["bad"]),
+                      helper.make_node("Add", ["stop_ok", "bad"], ["stop_logit"])]
     model = helper.make_model(helper.make_graph(nodes, "fixed_actor", inputs, outs),
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -127,6 +140,26 @@ async def test_non_finite_policy_output_falls_back_to_golden_ratio(stand, tmp_pa
     res = await AnglesMode(driver, AnglesConfig(size=SIZE, max_angles=2, **FAST), policy).run()
     assert res.policy_faults == 2 and policy.faults == 2
     assert res.angles_deg == pytest.approx(tomo.golden_ratio_angles(2).tolist())
+
+
+async def test_a_policy_that_fails_at_run_time_falls_back_and_is_quarantined(stand, tmp_path) -> None:
+    _, driver = stand
+    policy = AnglePolicy(policy_model(tmp_path / "fail.onnx", [50], stop_after=3, fail=True), SIZE)
+    alone = await AnglesMode(driver, AnglesConfig(size=SIZE, max_angles=2, **FAST), policy).run()  # no slot
+    assert alone.policy_faults == 2 and alone.angles_deg == pytest.approx(tomo.golden_ratio_angles(2).tolist())
+    cfg = AnglesConfig(size=SIZE, max_angles=4, **FAST)
+    mode = AnglesMode(driver, cfg, policy)
+    slot = PolicySlot(PolicySpec(TASK, SIZE * SIZE + 180, 181, 1), budget_s=cfg.exposure_s, active=policy,
+                      limits=RuntimeLimits(max_failures=2), on_request=lambda: setattr(mode, "policy", slot.active))
+    mode.slot = slot  # as controller/ct_daemon.py
+    try:
+        res = await mode.run()
+    finally:
+        slot.close()
+    assert res.angles_deg == pytest.approx(tomo.golden_ratio_angles(4).tolist()) and res.stopped_by == "max_angles"
+    assert res.policy_faults == 2 and res.policy_versions == [None] * 4  # two failed, then no policy
+    assert slot.counters["runtime_error"] == 2 and slot.counters["quarantined"] == 1
+    assert slot.active is None and mode.policy is None and slot.quarantined[0].version == "unversioned"
 
 
 def test_policy_contract_is_checked(tmp_path) -> None:

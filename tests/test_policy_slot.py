@@ -1,12 +1,17 @@
 """controller/policy.py + controller/modes/rl_pid.py: validation reasons, swap at a tick boundary,
-rollback, non-finite output fallback — on real ONNX files (hil/model_faults.py, onnx.helper)."""
+rollback, non-finite output fallback, run-time containment (errors, overruns, ended calls, quarantine),
+safe versions, the validator dying with its parent — on real ONNX files (hil/model_faults.py, onnx.helper)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -17,7 +22,9 @@ from controller.hostlink_wire import Keyring
 from controller.manifest import MANIFEST_NAME, MODEL_NAME
 from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.pid import BASELINE_GAINS, Pid
-from controller.policy import PolicyRejected, PolicySlot, install, remember_active, remembered_active, validate
+from controller.policy import (QUARANTINE_FILE, PolicyRejected, PolicySlot, install, read_quarantine, remember_active,
+                               remembered_active, validate)
+from controller.policy_guard import FailureWindow, RuntimeLimits
 from controller.push import PushServer
 from controller.safety import SafetyGate
 from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
@@ -32,6 +39,8 @@ def artifacts(tmp_path_factory):
     out = {k: make_artifact(k, root / k) for k in FAULTS}
     out["v1"] = make_artifact("good", root / "v1", version="1", seed=1)
     out["v2"] = make_artifact("good", root / "v2", version="2", seed=2, steps=2)
+    for kind in ("error_above_x", "slow_above_x"):
+        out[kind] = make_artifact(kind, root / kind, version=kind.replace("_", "-"))
     return out
 
 
@@ -219,3 +228,217 @@ def test_nonfinite_infer_returns_none_and_counts(artifacts):
     assert slot.infer(np.zeros(24, dtype=np.float32)) is not None
     assert slot.infer(np.full(24, np.inf, dtype=np.float32)) is None
     assert slot.counters["non_finite_output"] == 1
+
+
+# --- run-time containment -------------------------------------------------------------------------------
+
+def _obs(x_px: float) -> np.ndarray:
+    """Four observation steps with every x reading at `x_px` (the *_above_x models' threshold: 200 px)."""
+    obs = np.zeros(24, np.float32)
+    obs[::6] = x_px
+    return obs
+
+
+async def _slot_running(artifacts, kind: str, limits: RuntimeLimits = RuntimeLimits(), **kw) -> PolicySlot:
+    """A slot with v1 swapped in, then `kind` (so v1 is the previous policy)."""
+    slot = PolicySlot(SPEC, BUDGET_S, limits=limits, **kw)
+    for name in ("v1", kind):
+        slot.request_swap(await slot.load(artifacts[name]))
+        slot.boundary()
+    return slot
+
+
+async def test_a_run_time_error_falls_back_and_the_third_in_the_window_quarantines(artifacts):
+    events = []
+    slot = await _slot_running(artifacts, "error_above_x", on_quarantine=events.append)
+    v1, bad = slot.previous, slot.active
+    try:
+        assert slot.infer(_obs(150.0)) is not None  # below the threshold: the policy decides
+        for n in (1, 2):
+            assert slot.infer(_obs(280.0)) is None  # onnxruntime raised: the fallback for this decision
+            assert slot.counters["runtime_error"] == n and slot.active is bad and not slot.boundary()
+        assert slot.infer(_obs(280.0)) is None
+        assert (slot.active, slot.previous) == (v1, None)  # rolled back; not kept as previous
+        assert slot.counters["quarantined"] == 1 and slot.boundary() and not slot.boundary()
+        (q,) = events
+        assert slot.quarantined == [q] and q.version == "error-above-x" and q.name == artifacts["error_above_x"].name
+        assert "3 run-time failures within 10 s" in q.reason and "runtime_error" in q.reason and "Gather" in q.reason
+        assert slot.infer(_obs(280.0)) is not None  # v1 decides again
+        assert slot.counters["runtime_error"] == 3
+    finally:
+        slot.close()
+
+
+async def test_failures_spread_over_more_than_the_window_do_not_quarantine(artifacts):
+    window = FailureWindow(3, 10.0)
+    assert [window.add(t) for t in (0.0, 6.0, 11.0, 17.0, 23.0, 26.9, 27.0)] == [False] * 5 + [True, True]
+    slot = await _slot_running(artifacts, "error_above_x", RuntimeLimits(max_failures=3, window_s=0.5))
+    try:
+        for _ in range(3):  # at 0, 0.3, 0.6 s: never three within 0.5 s
+            assert slot.infer(_obs(280.0)) is None
+            time.sleep(0.3)
+        assert slot.counters["runtime_error"] == 3 and slot.active.version == "error-above-x"
+        slot.infer(_obs(280.0))  # 0.9 s: with 0.6 s, two within the window
+        assert slot.active.version == "error-above-x"
+        slot.infer(_obs(280.0))
+        assert slot.active.version == "1" and slot.counters["quarantined"] == 1
+    finally:
+        slot.close()
+
+
+async def test_no_quarantine_when_max_failures_is_zero(artifacts):
+    slot = await _slot_running(artifacts, "error_above_x", RuntimeLimits(max_failures=0))
+    try:
+        for _ in range(10):
+            assert slot.infer(_obs(280.0)) is None
+        assert slot.counters["runtime_error"] == 10 and slot.counters["quarantined"] == 0
+    finally:
+        slot.close()
+
+
+async def test_a_call_over_budget_counts_as_an_overrun_and_falls_back(artifacts):
+    # 200.1 px: 2500 Loop iterations, ≈ 4 ms of CPU (budget 2.1 ms); the deadline far away (50 budgets)
+    slot = await _slot_running(artifacts, "slow_above_x", RuntimeLimits(terminate_factor=50.0))
+    try:
+        assert slot.infer(_obs(150.0)) is not None
+        assert slot.infer(_obs(200.1)) is None
+        assert slot.counters["runtime_overrun"] == 1 and slot.counters["runtime_terminated"] == 0
+    finally:
+        slot.close()
+
+
+async def test_a_call_far_past_its_budget_is_ended_by_the_watchdog(artifacts):
+    slot = await _slot_running(artifacts, "slow_above_x")  # ended after 4 budgets: 8.3 ms
+    try:
+        t = time.perf_counter()
+        validate(artifacts["slow_above_x"], SPEC, BUDGET_S).run(_obs(210.0))
+        unguarded_s = time.perf_counter() - t  # 250 000 Loop iterations: ≈ 0.4 s
+        t = time.perf_counter()
+        assert slot.infer(_obs(210.0)) is None
+        guarded_s = time.perf_counter() - t
+        assert slot.counters["runtime_terminated"] == 1 and slot.counters["runtime_error"] == 0
+        assert guarded_s < min(0.1, unguarded_s / 4), (guarded_s, unguarded_s)
+        assert slot.infer(_obs(150.0)) is not None  # the session runs again after an ended call
+    finally:
+        slot.close()
+
+
+async def test_quarantine_is_recorded_on_disk_reported_and_not_restored(artifacts, tmp_path):
+    dirs = {k: install(tmp_path, (artifacts[k] / MANIFEST_NAME).read_bytes(), (artifacts[k] / MODEL_NAME).read_bytes())
+            for k in ("v1", "error_above_x")}
+    events: list[dict] = []
+
+    def server(slot: PolicySlot) -> PushServer:
+        return PushServer(PolicyConfig(dir=tmp_path, push_port=0), Keyring({1: bytes(32)}), slot, nominal_period_s=0.1,
+                          max_clock_skew_s=1.0, replay_window=8, record=lambda kind, d: events.append(d))
+
+    slot = PolicySlot(SPEC, BUDGET_S)
+    push = server(slot)
+    try:
+        for k in ("v1", "error_above_x"):
+            slot.request_swap(await slot.load(dirs[k]))
+            slot.boundary()
+        remember_active(tmp_path, slot.active)
+        for _ in range(3):
+            slot.infer(_obs(280.0))
+        assert slot.active.version == "1"
+        for _ in range(100):  # the worker thread writes the quarantine list, then `active`
+            await asyncio.sleep(0.01)
+            if (tmp_path / QUARANTINE_FILE).exists() and remembered_active(tmp_path) == dirs["v1"]:
+                break
+        assert [q.name for q in read_quarantine(tmp_path)] == [dirs["error_above_x"].name]
+        assert remembered_active(tmp_path) == dirs["v1"]
+        status = push.status()
+        assert status["counters"]["quarantined"] == 1 and status["counters"]["runtime_error"] == 3
+        (entry,) = status["quarantined"]
+        assert entry["version"] == "error-above-x" and "runtime_error" in entry["reason"] and entry["at"]
+        assert [e["action"] for e in events] == ["quarantined"] and events[0]["version"] == "error-above-x"
+    finally:
+        slot.close()
+
+    # a restart whose `active` still names it (a crash between the two writes): refused, listed
+    (tmp_path / "active").write_text(dirs["error_above_x"].name)
+    slot = PolicySlot(SPEC, BUDGET_S)
+    push = server(slot)
+    try:
+        await push.restore()
+        assert slot.active is None and slot.counters["attempted"] == 0
+        assert events[-1]["action"] == "restore_failed" and events[-1]["reason"] == "quarantined"
+        assert [q["version"] for q in push.status()["quarantined"]] == ["error-above-x"]
+    finally:
+        slot.close()
+    (tmp_path / QUARANTINE_FILE).write_text("{damaged")
+    assert read_quarantine(tmp_path) == []
+
+
+# --- versions ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [".hidden", "..", "-x", "_x", "a/b", "a b", "ü", "x" * 65, "", "a\n", "a:b"])
+def test_an_unsafe_version_is_refused_with_bad_manifest(artifacts, tmp_path, version):
+    manifest = json.loads((artifacts["v1"] / MANIFEST_NAME).read_bytes())
+    with pytest.raises(PolicyRejected) as e:
+        install(tmp_path, json.dumps({**manifest, "version": version}).encode(), (artifacts["v1"] / MODEL_NAME).read_bytes())
+    assert e.value.reason == "bad_manifest" and "version" in e.value.detail and "A-Z a-z 0-9 . _ + -" in e.value.detail
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("version", ["1", "v1.0+rc-2_b", "Z", "9" * 64, "a..b", "a-.-_+"])
+def test_every_accepted_version_is_restored(artifacts, tmp_path, version):
+    manifest = json.loads((artifacts["v1"] / MANIFEST_NAME).read_bytes())
+    d = install(tmp_path, json.dumps({**manifest, "version": version}).encode(), (artifacts["v1"] / MODEL_NAME).read_bytes())
+    p = validate(d, SPEC, BUDGET_S)
+    remember_active(tmp_path, p)
+    assert remembered_active(tmp_path) == d and p.version == version
+
+
+# --- the validator process dies with the daemon ---------------------------------------------------------------
+
+_VALIDATOR_PARENT = """
+import asyncio
+from controller.modes.rl_pid import policy_spec
+from controller.policy import PolicySlot
+
+async def main() -> None:
+    slot = PolicySlot(policy_spec(4), 0.002)
+    await slot.in_validator(int)  # the validator process is up (and the resource tracker)
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (nothing may reap an orphan here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_the_validator_and_the_resource_tracker_die_with_the_daemon_killed():
+    parent = subprocess.Popen([sys.executable, "-c", _VALIDATOR_PARENT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    kids: list[int] = []
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        kids = _children(parent.pid)
+        cmdlines = [Path(f"/proc/{k}/cmdline").read_bytes() for k in kids]
+        assert len(kids) == 2 and any(b"spawn_main" in c for c in cmdlines) and any(b"resource_tracker" in c for c in cmdlines)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 5.0
+        while any(map(_running, kids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [k for k in kids if _running(k)], "orphans left running"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        for k in kids:
+            if _running(k):
+                os.kill(k, signal.SIGKILL)

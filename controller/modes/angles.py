@@ -8,8 +8,11 @@ in-position (it never commands a moving stage), acquires the projection, and SIR
 off the loop (asyncio.to_thread, warm-started from x̂_k). The angle chosen with d_k = 1 is still
 acquired (the trajectory ends with (d_T, θ_T, x̂_{T+1})); d_M ≡ 1 at `max_angles`.
 Without a policy the mode scans `max_angles` golden-ratio angles, moving to the next angle while the
-previous reconstruction runs. `abort()` cancels the step in flight, halts the stage and waits until
-it rests. The reconstruction uses the encoder angle each projection was measured at.
+previous reconstruction runs. A decision whose call fails (raises, runs over budget or is ended by the slot's
+watchdog: controller/policy_guard.py) or whose outputs are not finite takes the next golden-ratio angle; with
+the daemon's `slot` set, the slot counts it and quarantines the policy after too many (controller/policy.py).
+`abort()` cancels the step in flight, halts the stage and waits until it rests. The reconstruction uses the
+encoder angle each projection was measured at.
 
 The ONNX contract (docs/design.md, "Angle policy"): input "obs" (1, 1, N, N) float32, optional input
 "acquired" (1, A) float32 (1 = acquired); outputs "angle_logits" (1, A) and "stop_logit" (1, 1).
@@ -36,7 +39,7 @@ from controller import protocol as p
 from controller import tomo
 from controller.driver import SerialDriver
 from controller.manifest import Manifest
-from controller.policy import PolicyRejected, load_for_task, session_options
+from controller.policy import PolicyRejected, PolicySlot, load_for_task, session_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,12 +109,13 @@ class AnglePolicy:
         policy.latency_us = 1e6 * float(np.median(times))
         return policy
 
-    def decide(self, image: np.ndarray, acquired: np.ndarray) -> tuple[int, bool] | None:
+    def decide(self, image: np.ndarray, acquired: np.ndarray,
+               run_options: ort.RunOptions | None = None) -> tuple[int, bool] | None:
         """Greedy (grid index, stop) for the reconstruction (N, N) and the acquired mask (A,) bool;
         None (counted) when the outputs are not finite."""
         self._obs[0, 0] = image
         self._acquired[0] = acquired
-        logits, stop = self.session.run(["angle_logits", "stop_logit"], self._feeds)
+        logits, stop = self.session.run(["angle_logits", "stop_logit"], self._feeds, run_options)
         logits, stop = np.asarray(logits, np.float64).reshape(-1), float(np.asarray(stop).reshape(-1)[0])
         if not (np.all(np.isfinite(logits)) and np.isfinite(stop)):
             self.faults += 1
@@ -173,7 +177,7 @@ class ScanResult:
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "move", "acquire", "sirt")})
     total_s: float = 0.0
-    policy_faults: int = 0  # steps where the policy's output was not finite (golden-ratio angle used)
+    policy_faults: int = 0  # steps where the policy failed (golden-ratio angle used): non-finite output, error, overrun
     policy_versions: list[str | None] = field(default_factory=list)  # per angle: the policy that chose it (None: golden ratio)
 
     @property
@@ -195,6 +199,7 @@ class AnglesMode:
         if p.Projection not in driver.messages:
             raise ValueError("the driver must decode protocol.CT messages")
         self.driver, self.cfg, self.policy = driver, config, policy
+        self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines the policy's decisions
         self.result = ScanResult()  # the scan in progress (or the last one)
         self.grid = tomo.angle_grid(config.n_angles)
         driver.on_frame = self._on_data
@@ -264,7 +269,7 @@ class AnglesMode:
                 if update is not None:
                     image, update = await self._guard(update), None
                 t = time.perf_counter()
-                decision = await self._guard(asyncio.to_thread(policy.decide, image, acquired))
+                decision = await self._guard(self._decide(policy, image, acquired))
                 res.timings["policy"].append(time.perf_counter() - t)
                 if decision is None:
                     res.policy_faults += 1
@@ -300,6 +305,22 @@ class AnglesMode:
                 break
         if update is not None:
             res.reconstruction = await self._guard(update)
+
+    async def _decide(self, policy: AnglePolicy, image: np.ndarray, acquired: np.ndarray) -> tuple[int, bool] | None:
+        """The policy's decision (in a worker thread), or None when it failed (module doc). Never raises."""
+        slot = self.slot
+        if slot is None:
+            try:
+                return await asyncio.to_thread(policy.decide, image, acquired)
+            except Exception as e:  # onnxruntime's run-time errors
+                log.warning("angle policy %s failed, golden-ratio angle instead: %r", policy.version, e)
+                return None
+        decision, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, image, acquired)
+        if failure is None and decision is None:
+            failure, detail = "non_finite_output", "angle or stop logits not finite"
+        if failure is not None:
+            slot.settle(policy, failure, detail)
+        return decision
 
     def _reconstruct(self, blocks: list[sp.csr_matrix], sinogram: np.ndarray, previous: np.ndarray,
                      timings: list[float]) -> np.ndarray:

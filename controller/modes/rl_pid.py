@@ -4,10 +4,12 @@ Paper (mems-mirror-pid-rl, §II): the state is the last k observations o_i = (x_
 x_target, y_target) and the action is {P_x, I_x, P_y, I_y}; D stays at its baseline. Here the
 observations are per tick in raw units (px, V; the graph normalises), oldest first, flattened to
 (k·6,); every `every_n` ticks the actor runs and the gains change bumplessly (controller.pid).
-A non-finite action gives the baseline gains for that decision (counted); without an active policy
-the gains are left alone (the baseline, unless the host set others), and a rollback to no policy
-restores the baseline. The achieved decision period is measured so the daemon can report its drift
-from the manifest's.
+A failed decision (`PolicySlot.infer`: the call raised, ran over budget or was ended by the watchdog, or
+its action is not finite) gives the baseline gains for that decision (counted); after too many the slot
+quarantines the policy, and the next decision runs the previous one, or the baseline. Without an active
+policy the gains are left alone (the baseline, unless the host set others), and a rollback (or a
+quarantine) to no policy restores the baseline. The achieved decision period is measured so the daemon
+can report its drift from the manifest's.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ class RlPidMode(StabilizeMode):
         action = self.slot.infer(self._hist[end - p.steps:end].reshape(-1))
         g = self._gains
         g[...] = self.baseline_gains
-        if action is not None:  # None: non-finite (counted by the slot), baseline gains for this decision
+        if action is not None:  # None: the decision failed (counted by the slot), baseline gains for this one
             for a, (axis, term) in zip(action, _ACTION_INDEX):
                 g[axis, term] = a
             np.clip(g, self.gain_low, self.gain_high, out=g)
