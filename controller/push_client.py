@@ -4,6 +4,7 @@
     reply = client.push("runs/ddpg/policy")   # {"accepted", "reason", "swap_latency_ms", "version", ...}
     client.rollback(); client.status()
     client.scan(SampleSpec(seed=7)); client.abort()   # angles mode (controller/ct_daemon.py)
+    client.hold(); client.resume()                      # operator hold (controller/lifecycle.py)
 
 Every reply is a dict; ``accepted`` False carries ``reason`` (and ``detail``). Network failures raise OSError.
 """
@@ -43,6 +44,13 @@ class PushClient:
     def abort(self) -> dict[str, Any]:
         """Halt the scan in flight; replies once the stage rests (reason "aborted", or "idle")."""
         return self.send(self.frame("abort"))
+
+    def hold(self) -> dict[str, Any]:
+        """Operator hold: actuators to the safe command until ``resume`` (reason "held")."""
+        return self.send(self.frame("hold"))
+
+    def resume(self) -> dict[str, Any]:
+        return self.send(self.frame("resume"))
 
     def push_frame(self, out_dir: str | Path) -> bytes:
         d = Path(out_dir)

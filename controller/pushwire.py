@@ -34,7 +34,8 @@ MAX_HEADER = 1024 * 1024  # the manifest rides in the header: a 63-px angle poli
 MAX_REPLY = 64 * 1024
 NO_TAG = bytes(TAG_LEN)
 
-Op = Literal["push", "rollback", "status", "scan", "abort"]  # scan, abort: angles mode (controller/ct_daemon.py)
+# scan, abort: angles mode (controller/ct_daemon.py); hold, resume: the operator hold (controller/lifecycle.py)
+Op = Literal["push", "rollback", "status", "scan", "abort", "hold", "resume"]
 
 
 class PushRefused(Exception):

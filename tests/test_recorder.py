@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.recorder import Recorder, RecorderError, read_events, read_ticks
+from controller.recorder import SCHEMA_VERSION, Recorder, RecorderError, read_events, read_ticks
 
 GAINS = (10.0, 5.0, 0.0, 16.0, 6.8, 2.5)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_batches_write_and_read_back(tmp_path: Path) -> None:
     assert ev[0]["kind"] == "gain_change" and ev[0]["details"] == {"axis": "x", "P": 12.0} and ev[0]["tick"] == 500
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_graceful_close_loses_nothing_and_numpy_scalars_bind(tmp_path: Path) -> None:
