@@ -7,9 +7,10 @@ updates the session row (rows submitted so far, rows written, last tick), so aft
 reports it (`Recorder.recovery`) and checks the store's integrity. Every row carries a per-session
 sequence number: rows dropped because the ring was full (the writer fell behind) are gaps in it.
 
-A batch SQLite cannot write (disk full, I/O error) is dropped and counted (`write_failed` rows,
-`events_failed`) instead of piling up: the loop goes on, `alarm` is set while writes fail (logged once
-when it starts and once when writing works again) and clears with the next batch that commits.
+A batch that cannot be written (disk full, I/O error, or anything else) is dropped and counted
+(`write_failed` rows, `events_failed`) instead of piling up or being retried forever: the loop goes on,
+`alarm` is set while writes fail (logged once when it starts and once when writing works again) and
+clears with the next batch that commits.
 
 Retention (a small SD card): with `max_bytes` and/or `max_age_days`, the writer thread deletes the
 oldest sessions — never the current one — while the store holds more than `max_bytes` of data or a
@@ -17,8 +18,8 @@ session ended more than `max_age_days` ago; it checks every `retention_check_s`,
 `PRUNE_ROWS` rows per transaction (flushing in between), and then gives the freed pages back to the
 file system (new stores are created with `auto_vacuum = INCREMENTAL`; an older store reuses them).
 
-If the writer thread dies (a bug; SQLite errors do not end it), `keep_writing`, supervised by the
-daemon, starts a new one; the batch in flight is lost (a sequence gap).
+If the writer thread dies all the same (a bug outside a batch), `keep_writing`, supervised by the daemon,
+starts a new one; what was submitted meanwhile waits in the ring.
 """
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ class Recorder:
                          (self._seq, self.written + len(rows), self.dropped, self.bad, self.write_failed,
                           rows[-1][2] if rows else None, time.time_ns(), self.session))
             conn.execute("COMMIT")
-        except sqlite3.Error as e:  # disk full, I/O error, ...: drop the batch, count it, raise the alarm
+        except Exception as e:  # noqa: BLE001 — disk full, I/O error, a value json cannot encode: drop, count, alarm
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -304,9 +305,7 @@ class Recorder:
     @property
     def data_bytes(self) -> int:
         """Bytes the store's data takes (its pages less the free ones)."""
-        c = self._conn
-        pages, free, size = (c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count",
-                                                                              "page_size"))
+        pages, free, size = (_one(self._conn, f"PRAGMA {p}")[0] for p in ("page_count", "freelist_count", "page_size"))
         return (pages - free) * size
 
     def _retain(self) -> None:
@@ -337,8 +336,8 @@ class Recorder:
 
     def _expired(self) -> int | None:
         """The oldest session (never this one) if it is older than max_age or the store is over max_bytes."""
-        oldest = self._conn.execute("SELECT id, COALESCE(last_commit_wall_ns, started_wall_ns) FROM sessions "
-                                    "WHERE id != ? ORDER BY id LIMIT 1", (self.session,)).fetchone()
+        oldest = _one(self._conn, "SELECT id, COALESCE(last_commit_wall_ns, started_wall_ns) FROM sessions "
+                                  "WHERE id != ? ORDER BY id LIMIT 1", self.session)
         over = self.max_bytes and self.data_bytes > self.max_bytes
         if oldest is None:
             if over and not self._alone_warned:
@@ -352,8 +351,7 @@ class Recorder:
     def _delete_step(self, sid: int) -> None:
         """Delete up to PRUNE_ROWS tick rows of session ``sid``; with its last rows, the session itself."""
         conn = self._conn
-        bound = conn.execute("SELECT seq FROM ticks WHERE session=? ORDER BY seq LIMIT 1 OFFSET ?",
-                             (sid, PRUNE_ROWS)).fetchone()
+        bound = _one(conn, "SELECT seq FROM ticks WHERE session=? ORDER BY seq LIMIT 1 OFFSET ?", sid, PRUNE_ROWS)
         conn.execute("BEGIN")
         if bound is not None:
             conn.execute("DELETE FROM ticks WHERE session=? AND seq<?", (sid, bound[0]))
@@ -404,6 +402,12 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
+    """The first row or None, the statement run to its end (a statement left open locks its table)."""
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0] if rows else None
 
 
 def _recover(conn: sqlite3.Connection) -> list[RecoveryReport]:
