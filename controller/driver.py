@@ -6,9 +6,10 @@ non-blocking (``write_timeout=0``); a write the UART cannot take is dropped and 
 If the port goes away (unplugged, emulator restarted) the driver closes it, tells its owner,
 and reopens it with exponential backoff; while it waits, it watches the port's path (a stat every
 ``PORT_POLL_S``) and retries at once when the path comes back (absent → present: replugged, emulator
-restarted), however long the backoff has grown. A streaming device that sends no data message for ``silence_timeout_s``
-(rebooted mid-stream, firmware hung) is treated the same way: dropped and reconnected (off by default:
-a request-driven device such as the CT stage is silent between acquisitions).
+restarted), however long the backoff has grown, and starts the backoff over. A streaming device that
+sends no data message for ``silence_timeout_s`` (rebooted mid-stream, firmware hung) is treated the
+same way: dropped and reconnected (off by default: a request-driven device such as the CT stage is
+silent between acquisitions).
 ``keep_connected`` is that reconnect loop (``start`` runs it as a task; the daemons supervise it).
 ``tty_problem`` tells at start-up whether a port path that exists cannot be a serial device.
 """
@@ -139,8 +140,8 @@ class SerialDriver:
                 except (OSError, serial.SerialException, TimeoutError, ValueError) as e:  # ValueError: Nak
                     self._drop(f"connect failed: {e}")
                     log.warning("device %s: %s; retrying in %.2f s", self.port, e, backoff)
-                    await self._backoff(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    back = await self._backoff(backoff)  # the port came back: retry now, the backoff starts over
+                    backoff = self.backoff_min_s if back else min(backoff * 2, self.backoff_max_s)
                     continue
             elif (self.silence_timeout_s is not None
                   and time.monotonic_ns() - self._last_rx_ns > self.silence_timeout_s * 1e9):
@@ -148,8 +149,8 @@ class SerialDriver:
                 continue
             await asyncio.sleep(0.05)
 
-    async def _backoff(self, seconds: float) -> None:
-        """Wait ``seconds``, or less: return as soon as the port's path appears after having been absent."""
+    async def _backoff(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less: return True as soon as the port's path appears after having been absent."""
         deadline = time.monotonic() + seconds
         absent = not os.path.exists(self.port)
         while (left := deadline - time.monotonic()) > 0:
@@ -157,8 +158,9 @@ class SerialDriver:
             present = os.path.exists(self.port)
             if absent and present:
                 log.info("device %s: the port is back, reconnecting now", self.port)
-                return
+                return True
             absent = not present
+        return False
 
     async def _connect(self) -> None:
         ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
