@@ -12,11 +12,12 @@ if TYPE_CHECKING:
 
 
 def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (see deploy/edge.toml)")) -> None:
-    """Run the edge control loop as a daemon (SIGTERM/SIGINT stop it gracefully)."""
+    """Run the edge control loop as a daemon (SIGTERM/SIGINT stop it gracefully). Exit status 2: refused to start
+    (one line on stderr says why); 1: its loop died (logged) and it stopped, for systemd to restart it."""
     import asyncio
 
     from controller.config import ConfigError, load_config
-    from controller.hostlink_wire import KeyringError
+    from controller.lifecycle import Fatal, StartupError
     from controller.logs import setup_logging
 
     try:
@@ -31,11 +32,12 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
         from controller.daemon import Daemon
 
     try:
-        d = Daemon(cfg)
-    except KeyringError as e:
+        asyncio.run(Daemon(cfg).run())
+    except StartupError as e:
         typer.echo(f"refusing to start: {e}", err=True)
         raise typer.Exit(2) from None
-    asyncio.run(d.run())
+    except Fatal:
+        raise typer.Exit(1) from None
 
 
 def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Keyring, int]:
@@ -98,9 +100,21 @@ def rollback(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) ->
 
 
 def policy_status(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
-    """Active/previous policy versions and the slot's counters. Prints the JSON reply ("accepted": the
-    request was served; false with reason no_policy_mode on a daemon whose mode runs no policy)."""
+    """The daemon's mode, the operator hold, active/previous policy versions (none in stabilize mode) and the
+    slot's and push channel's counters. Prints the JSON reply."""
     _request(to, key_file, key_id, lambda c: c.status())
+
+
+def hold(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
+    """Operator hold: the actuators go to the mode's safe command (a scan in flight is aborted) and stay there
+    until `resume`; the loop keeps ticking and recording, host gains/targets are taken but act only after the
+    resume. Prints the JSON reply."""
+    _request(to, key_file, key_id, lambda c: c.hold())
+
+
+def resume(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
+    """End an operator hold: the mode commands the actuators again. Prints the JSON reply."""
+    _request(to, key_file, key_id, lambda c: c.resume())
 
 
 def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID,

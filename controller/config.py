@@ -129,6 +129,9 @@ class RecorderConfig(_Section):
     path: Path = Path("/var/lib/edgetune/run.sqlite")
     batch_rows: int = Field(256, ge=1)
     flush_ms: float = Field(200.0, gt=0)
+    max_bytes: int = Field(0, ge=0)  # retention: delete the oldest sessions beyond this much data; 0: no limit
+    max_age_days: float = Field(0.0, ge=0)  # retention: delete sessions older than this; 0: no limit
+    retention_check_s: float = Field(60.0, gt=0)  # how often the writer checks the retention limits
 
 
 class MetricsConfig(_Section):

@@ -1,12 +1,17 @@
 """The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics,
 and in rl-pid mode the policy slot with its model-push server (controller/policy.py, controller/push.py).
+Start-up, supervised tasks, the operator hold and shutdown are shared with the angles daemon
+(controller/lifecycle.py).
 
 One tick (read → update → write, ros2_control style):
   1. apply what the host sent since the last tick (gains, target, link state, a validated policy swap
      or rollback) — tick boundary only;
-  2. the mode turns the latest camera frame into a command; the safety gate clamps it;
+  2. the mode turns the latest camera frame into a command; the safety gate clamps it. Without a
+     fresh frame, or under an operator hold, the command is the configured safe value (the PID is
+     reset; host gains and targets are still taken and act from the resume on);
   3. the command is written to the device (non-blocking);
-  4. telemetry goes to the recorder ring (always) and to the host (decimated, non-blocking).
+  4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held) and to the host (decimated,
+     non-blocking).
 Everything slow (connecting, disk, metrics export, sd_notify) runs in other tasks or threads.
 """
 from __future__ import annotations
@@ -14,32 +19,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
-import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
 from controller.hostlink import HostLink, LinkChange, baseline_gains
-from controller.hostlink_wire import Gains, SetDisturbance, SetGains, SetTarget, Telemetry, load_keyring
-from controller.metrics import Metrics
+from controller.hostlink_wire import Gains, SetDisturbance, SetGains, SetTarget, Telemetry
+from controller.lifecycle import EdgeDaemon, Undo, check_state_file, starting
 from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.modes.stabilize import StabilizeMode
 from controller.pid import Pid
 from controller.policy import PolicySlot
 from controller.protocol import Frame
 from controller.protocol import SetDisturbance as DeviceSetDisturbance
-from controller.push import DRIFT_WARN, PushServer, period_drift
-from controller.recorder import Recorder
+from controller.push import DRIFT_WARN, period_drift
 from controller.safety import SafetyGate
 from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
-from controller.sdnotify import Watchdog, notify
-from controller.supervisor import Supervisor
 
 log = logging.getLogger("edgetune.daemon")
 DRIFT_REPORT_S = 10  # seconds between decision-period records
+FLAG_STALE, FLAG_HELD = 1, 2  # recorder tick flags
 
 
 def _gate(cfg: EdgeConfig) -> SafetyGate:
@@ -48,23 +49,23 @@ def _gate(cfg: EdgeConfig) -> SafetyGate:
                       safe=np.array([safe.x, safe.y]))
 
 
-class Daemon:
+class Daemon(EdgeDaemon):
     """Build from a validated config; ``await run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
 
+    name = "the tick loop"
+
     def __init__(self, cfg: EdgeConfig) -> None:
-        self.cfg = cfg
-        self.keyring = load_keyring(cfg.hostlink.key_file)  # refuses a world-readable key file
         self.baseline = baseline_gains(cfg.pid)
         gate = _gate(cfg)
         pid = Pid(np.asarray(self.baseline.rows()), u_min=[cfg.pid.x.output_v.min, cfg.pid.y.output_v.min],
                   u_max=[cfg.pid.x.output_v.max, cfg.pid.y.output_v.max], tau_d=cfg.pid.x.tau_s)
         baseline, target = np.asarray(self.baseline.rows()), np.array([cfg.target.x_px, cfg.target.y_px])
-        self.slot: PolicySlot | None = None
+        slot: PolicySlot | None = None
         if cfg.loop.mode == "rl-pid":
-            self.slot = PolicySlot(policy_spec(cfg.policy.max_history),
-                                   budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz,
-                                   validate_timeout_s=cfg.policy.validate_timeout_s)
-            self.mode: StabilizeMode = RlPidMode(pid, gate, baseline, target, self.slot, cfg.policy.decision_every_n_ticks,
+            slot = PolicySlot(policy_spec(cfg.policy.max_history),
+                              budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz,
+                              validate_timeout_s=cfg.policy.validate_timeout_s)
+            self.mode: StabilizeMode = RlPidMode(pid, gate, baseline, target, slot, cfg.policy.decision_every_n_ticks,
                                                  envelope_arrays(cfg.hostlink.envelope))
         else:
             self.mode = StabilizeMode(pid, gate, baseline, target)
@@ -72,25 +73,18 @@ class Daemon:
         self.trigger = (FrameTrigger(fallback_s=2.0 / cfg.loop.rate_hz + cfg.device.read_timeout_s)
                         if cfg.loop.pacing == "frames" else None)
         self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
-        self.driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
-                                   backoff_max_s=cfg.device.reconnect_backoff_max_s,
-                                   on_frame=self._on_frame, on_link=self._on_device_link,
-                                   silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
+        driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
+                              backoff_max_s=cfg.device.reconnect_backoff_max_s,
+                              on_frame=self._on_frame, on_link=self._on_device_link,
+                              silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
+        check_state_file(cfg.hostlink.state_file, "host-link state file")
+        super().__init__(cfg, driver, slot, nominal_period_s=cfg.policy.decision_every_n_ticks / cfg.loop.rate_hz,
+                         stats=self.scheduler.stats)
         self.hostlink = HostLink(cfg.hostlink, self.keyring, self.baseline)
-        self.recorder = Recorder.open(cfg.recorder.path, batch_rows=cfg.recorder.batch_rows,
-                                      flush_ms=cfg.recorder.flush_ms)
-        self.metrics = Metrics(self.scheduler.stats) if cfg.metrics.enabled else None
-        self.push = PushServer(cfg.policy, self.keyring, self.slot,
-                               nominal_period_s=cfg.policy.decision_every_n_ticks / cfg.loop.rate_hz,
-                               max_clock_skew_s=cfg.hostlink.max_clock_skew_s, replay_window=cfg.hostlink.replay_window,
-                               record=self.recorder.record_event)
-        self.watchdog = Watchdog(self.scheduler.stats)
         self.frame: Frame | None = None
         self.frame_t_ns = 0
-        self.faults = 0
         self._drift_warned: object = None  # the policy whose decision-period drift was logged
-        self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
+        self._background_tasks: set[asyncio.Task] = set()
 
     # -- callbacks from the driver (run on the loop, between ticks) --------------------------------
 
@@ -100,11 +94,10 @@ class Daemon:
             self.trigger.notify(t_ns)
 
     def _on_device_link(self, up: bool, reason: str) -> None:
-        self.recorder.record_event("device", {"up": up, "reason": reason})
+        super()._on_device_link(up, reason)
         if up:
             self.driver.write_voltages(*self.mode.gate.safe)  # start from the safe command
         else:
-            self.faults += 1
             self.frame = None
 
     # -- the tick --------------------------------------------------------------------------------
@@ -114,16 +107,16 @@ class Daemon:
         while (msg := mailbox.poll()) is not None:
             if isinstance(msg, SetGains):
                 mode.set_gains(np.asarray(msg.gains.rows()))
-                self.recorder.record_event("gains", {"gains": msg.gains.rows(), "source": "host"})
+                self.record("gains", {"gains": msg.gains.rows(), "source": "host"})
             elif isinstance(msg, SetTarget):
                 mode.set_target(msg.x_px, msg.y_px)
-                self.recorder.record_event("target", {"x_px": msg.x_px, "y_px": msg.y_px})
+                self.record("target", {"x_px": msg.x_px, "y_px": msg.y_px})
             elif isinstance(msg, SetDisturbance):
                 self._background(self.driver.command(DeviceSetDisturbance(msg.profile, msg.seed, *msg.p)), "disturbance")
             elif isinstance(msg, LinkChange):
                 if not msg.up:
                     mode.restore_baseline()
-                self.recorder.record_event("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"})
+                self.record("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"})
 
     def tick(self, tick: Tick) -> None:
         self._apply_host_commands()
@@ -131,111 +124,86 @@ class Daemon:
             self.metrics.model_swapped()
         mode, frame = self.mode, self.frame
         stale = frame is None or tick.t_ns - self.frame_t_ns > self.cfg.device.read_timeout_s * 1e9
-        if stale:
-            cmd = mode.safe()
-            x = y = math.nan
-        else:
-            x, y = (math.nan, math.nan) if frame.lost else (frame.x_px, frame.y_px)
-            cmd = mode.step(x, y, tick.t_ns * 1e-9)
+        x, y = (math.nan, math.nan) if stale or frame.lost else (frame.x_px, frame.y_px)
+        cmd = mode.safe() if stale or self.held else mode.step(x, y, tick.t_ns * 1e-9)
         if self.driver.connected:
             self.driver.write_voltages(float(cmd[0]), float(cmd[1]))
         gains = mode.gains
         tx, ty, cx, cy = float(mode.target[0]), float(mode.target[1]), float(cmd[0]), float(cmd[1])
         self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
-                                  gains.ravel().tolist(), int(stale))
+                                  gains.ravel().tolist(), FLAG_STALE * stale | FLAG_HELD * self.held)
         if self.hostlink.wants_telemetry(tick.index):
             self.hostlink.send_telemetry(Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains)))
 
     def _background(self, coro: Any, what: str) -> None:
         """Run slow work (device round trips) off the tick; failures are logged and recorded."""
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
+        self._background_tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
+            self._background_tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.warning("%s failed: %s", what, t.exception())
-                self.recorder.record_event("fault", {"what": what, "error": str(t.exception())})
+                self.record("fault", {"what": what, "error": str(t.exception())})
 
         task.add_done_callback(done)
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    # -- lifecycle (controller/lifecycle.py) -------------------------------------------------------
 
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         self.scheduler.stop()
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        await self.hostlink.start()
-        await self.push.start()
-        if self.slot is not None:
-            self.slot.start_validator()
-        if self.metrics is not None:
-            self.metrics.start(self.cfg.metrics.host, self.cfg.metrics.port)
-        await self.driver.start()
-        tasks = Supervisor()
-        tasks.spawn("hostlink receive", self.hostlink.receive_forever)
-        tasks.spawn("hostlink watchdog", self.hostlink.watch_forever)
-        tasks.spawn("push server", self.push.serve_forever)
-        side = [loop.create_task(self._housekeeping(), name="housekeeping"),
-                loop.create_task(self.push.restore(), name="policy restore")]
+    async def _bind(self, undo: Undo) -> None:
+        h = self.cfg.hostlink
+        with starting(f"host link on {h.host}:{h.port}"):
+            await self.hostlink.start()
+        undo.add("host link", self.hostlink.close)
+        await super()._bind(undo)
+
+    def _network_tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        return [*super()._network_tasks(), ("host link receive", self.hostlink.receive_forever),
+                ("host link watchdog", self.hostlink.watch_forever)]
+
+    async def _serve(self) -> None:
+        prio = self.cfg.loop.realtime_priority
+        with realtime(prio) as rt:
+            self.record("loop", {"sched": "fifo" if rt else "other", "priority": prio if rt else 0})
+            await self.scheduler.run(self.tick)
+
+    async def _apply_hold(self, held: bool) -> None:
+        """The tick reads ``held``: the next one commands the safe value (or the mode's again)."""
+
+    async def _actuators_safe(self) -> None:
+        if self.driver.connected:  # actuators safe before anything else goes down
+            self.driver.write_voltages(*map(float, self.mode.gate.safe))
+
+    def _log_up(self) -> None:
         log.info("daemon up: device %s, host link %s:%d, model push %s:%d, %.0f Hz (%s-paced), mode %s",
                  self.cfg.device.port, *self.hostlink.address, *self.push.address, self.cfg.loop.rate_hz,
                  self.cfg.loop.pacing, self.cfg.loop.mode)
-        notify("READY=1", "STATUS=running")
-        prio = self.cfg.loop.realtime_priority
-        try:
-            with realtime(prio) as rt:
-                self.recorder.record_event("loop", {"sched": "fifo" if rt else "other", "priority": prio if rt else 0})
-                await self.scheduler.run(self.tick)
-        finally:
-            notify("STOPPING=1")
-            for t in side:
-                t.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
-            await tasks.close()
-            if self.driver.connected:  # actuators safe before anything else goes down
-                self.driver.write_voltages(*map(float, self.mode.gate.safe))
-            await self.driver.close()
-            await self.push.close()
-            if self.slot is not None:
-                self.slot.close()
-            await self.hostlink.close()
-            if self.metrics is not None:
-                self.metrics.stop()
-            self.recorder.record_event("stop", {"ticks": self.scheduler.stats.ticks})
-            self.recorder.close()
-            log.info("daemon stopped after %d ticks (%d overruns)", self.scheduler.stats.ticks,
-                     self.scheduler.stats.overruns)
 
-    async def _housekeeping(self) -> None:
-        """Once a second, off the tick path: metrics, systemd watchdog, decision-period drift."""
-        seconds = 0
-        while True:
-            await asyncio.sleep(1.0)
-            seconds += 1
-            if self.metrics is not None:
-                self.metrics.update(link_up=self.hostlink.state == "up", gains=self.mode.gains, faults=self._faults())
-            if isinstance(self.mode, RlPidMode):
-                self._report_decision_period(self.mode, record=seconds % DRIFT_REPORT_S == 0)
-            self.watchdog.maybe_ping(time.monotonic_ns())
+    def _log_stopped(self) -> None:
+        log.info("daemon stopped after %d ticks (%d overruns)", self.scheduler.stats.ticks,
+                 self.scheduler.stats.overruns)
+
+    def _stop_details(self) -> dict[str, Any]:
+        return {"ticks": self.scheduler.stats.ticks}
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def _gauges(self) -> dict[str, Any]:
+        return {"link_up": self.hostlink.state == "up", "gains": self.mode.gains}
 
     def _faults(self) -> dict[str, int]:
-        """Fault counts by kind for the metrics (the host link's rx_ok/tx_ok are traffic, not faults)."""
+        """The shared fault kinds, the host link's drops (its rx_ok/tx_ok are traffic) and the safety gate's."""
         link = {k: v for k, v in self.hostlink.counters.items() if not k.endswith("_ok")}
-        return {"device": self.faults, **link, "serial_rejected": self.driver.decoder.rejected,
-                "serial_frames_missed": self.driver.decoder.seq_gaps, "command_clamped": self.mode.gate.clamped,
-                "command_non_finite": self.mode.gate.non_finite, **self._policy_counters()}
+        return {**super()._faults(), **link, "command_clamped": self.mode.gate.clamped,
+                "command_non_finite": self.mode.gate.non_finite}
 
-    def _policy_counters(self) -> dict[str, int]:
-        out = {f"push_{k}": v for k, v in self.push.counters.items()}
-        if self.slot is not None:
-            out.update({f"policy_{k}": v for k, v in self.slot.counters.items() if k.startswith("rejected")
-                        or k == "non_finite_output"})
-        return out
+    def _each_second(self, seconds: int) -> None:
+        if isinstance(self.mode, RlPidMode):
+            self._report_decision_period(self.mode, record=seconds % DRIFT_REPORT_S == 0)
 
     def _report_decision_period(self, mode: RlPidMode, record: bool) -> None:
         """The decision period the loop achieves vs. the one the active policy was trained at."""
@@ -247,9 +215,8 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.policy_period(achieved_s, drift)
         if record:
-            self.recorder.record_event("decision_period", {"version": policy.version, "decisions": n,
-                                                           "achieved_s": achieved_s, "manifest_s": trained_s,
-                                                           "drift": drift})
+            self.record("decision_period", {"version": policy.version, "decisions": n, "achieved_s": achieved_s,
+                                            "manifest_s": trained_s, "drift": drift})
         if abs(drift) > DRIFT_WARN and self._drift_warned is not policy:
             self._drift_warned = policy
             log.warning("policy %s decides every %.4g s, trained at %.4g s (drift %+.1f%%)", policy.version,

@@ -4,14 +4,21 @@ The port's file descriptor is registered with ``loop.add_reader``: bytes are rea
 only when the kernel has them, so nothing on the loop ever blocks on the device. Writes are
 non-blocking (``write_timeout=0``); a write the UART cannot take is dropped and counted.
 If the port goes away (unplugged, emulator restarted) the driver closes it, tells its owner,
-and reopens it with exponential backoff. A streaming device that sends no data message for ``silence_timeout_s``
-(rebooted mid-stream, firmware hung) is treated the same way: dropped and reconnected (off by default:
-a request-driven device such as the CT stage is silent between acquisitions).
+and reopens it with exponential backoff; while it waits, it watches the port's path (a stat every
+``PORT_POLL_S``) and retries at once when the path comes back (absent → present: replugged, emulator
+restarted), however long the backoff has grown, and starts the backoff over. A streaming device that
+sends no data message for ``silence_timeout_s`` (rebooted mid-stream, firmware hung) is treated the
+same way: dropped and reconnected (off by default: a request-driven device such as the CT stage is
+silent between acquisitions).
+``keep_connected`` is that reconnect loop (``start`` runs it as a task; the daemons supervise it).
+``tty_problem`` tells at start-up whether a port path that exists cannot be a serial device.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +31,42 @@ from controller.protocol import (
 )
 
 log = logging.getLogger(__name__)
+PORT_POLL_S = 0.05  # how often the backoff looks whether the port path came back
+TTY_DRIVERS = "/proc/tty/drivers"  # Linux: major number and minor range of every tty driver
+
+
+def _tty_ranges() -> list[tuple[int, int, int]] | None:
+    """(major, first minor, last minor) of every tty driver, or None where the kernel does not list them."""
+    try:
+        lines = open(TTY_DRIVERS, encoding="ascii").read().splitlines()
+    except OSError:
+        return None
+    out = []
+    for line in lines:  # name  node  major  minor[-minor]  type
+        fields = line.split()
+        if len(fields) >= 4 and fields[-3].isdigit():
+            lo, _, hi = fields[-2].partition("-")
+            out.append((int(fields[-3]), int(lo), int(hi or lo)))
+    return out
+
+
+def tty_problem(path: str) -> str | None:
+    """Why an existing ``path`` cannot be a serial port (a regular file, a directory, a character device
+    that is no tty such as /dev/null), or None: a tty, or nothing there yet (a device may be plugged in
+    later). Nothing is opened: opening some serial ports resets the device behind them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISCHR(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a regular file" if stat.S_ISREG(st.st_mode) else \
+            "not a character device"
+        return f"{path} is {kind}, not a serial port"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    ranges = _tty_ranges()
+    if ranges is not None and not any(m == major and lo <= minor <= hi for m, lo, hi in ranges):
+        return f"{path} is a character device ({major}:{minor}) that is not a tty"
+    return None
 
 
 @dataclass
@@ -52,7 +95,7 @@ class SerialDriver:
     decoder: FrameDecoder = field(init=False)
     _serial: serial.Serial | None = field(default=None, init=False, repr=False)
     _seq: int = field(default=0, init=False)
-    _replies: asyncio.Queue[Message] | None = field(default=None, init=False, repr=False)
+    _replies: asyncio.Queue[Message] = field(default_factory=lambda: asyncio.Queue(maxsize=64), init=False, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _closing: bool = field(default=False, init=False)
     _last_rx_ns: int = field(default=0, init=False)
@@ -69,8 +112,7 @@ class SerialDriver:
 
     async def start(self, connect_timeout_s: float | None = None) -> None:
         """Start the connect/reconnect task; with a timeout, wait until the device streams."""
-        self._replies = asyncio.Queue(maxsize=64)
-        self._task = asyncio.get_running_loop().create_task(self._keep_connected(), name="serial-driver")
+        self._task = asyncio.get_running_loop().create_task(self.keep_connected(), name="serial-driver")
         if connect_timeout_s is not None:
             deadline = time.monotonic() + connect_timeout_s
             while not self.connected:
@@ -87,24 +129,38 @@ class SerialDriver:
             self.send(StreamStop())
         self._drop("closed")
 
-    async def _keep_connected(self) -> None:
+    async def keep_connected(self) -> None:
+        """Connect, and reconnect whenever the device goes away, until ``close()``."""
         backoff = self.backoff_min_s
         while not self._closing:
             if self._serial is None:
                 try:
                     await self._connect()
                     backoff = self.backoff_min_s
-                except (OSError, serial.SerialException, TimeoutError) as e:
+                except (OSError, serial.SerialException, TimeoutError, ValueError) as e:  # ValueError: Nak
                     self._drop(f"connect failed: {e}")
                     log.warning("device %s: %s; retrying in %.2f s", self.port, e, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
+                    back = await self._backoff(backoff)  # the port came back: retry now, the backoff starts over
+                    backoff = self.backoff_min_s if back else min(backoff * 2, self.backoff_max_s)
                     continue
             elif (self.silence_timeout_s is not None
                   and time.monotonic_ns() - self._last_rx_ns > self.silence_timeout_s * 1e9):
                 self._drop(f"silent for {self.silence_timeout_s:g} s")
                 continue
             await asyncio.sleep(0.05)
+
+    async def _backoff(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less: return True as soon as the port's path appears after having been absent."""
+        deadline = time.monotonic() + seconds
+        absent = not os.path.exists(self.port)
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(PORT_POLL_S, left))
+            present = os.path.exists(self.port)
+            if absent and present:
+                log.info("device %s: the port is back, reconnecting now", self.port)
+                return True
+            absent = not present
+        return False
 
     async def _connect(self) -> None:
         ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
@@ -165,7 +221,7 @@ class SerialDriver:
                 if isinstance(msg, Nak):
                     self.stats.naks += 1
                     self.stats.last_nak = msg.error.name
-                if self._replies is not None and not self._replies.full():
+                if not self._replies.full():
                     self._replies.put_nowait(msg)
 
     def send(self, msg: Message) -> bool:
@@ -190,7 +246,6 @@ class SerialDriver:
 
     async def request(self, msg: Message, reply_type: type[Message], timeout_s: float = 0.5) -> Message:
         """Send ``msg`` and wait (off the tick path) for the first reply of ``reply_type``."""
-        assert self._replies is not None, "start() first"
         while not self._replies.empty():
             self._replies.get_nowait()
         seq = (self._seq + 1) & 0xFFFF  # the number send() will use

@@ -1,11 +1,15 @@
-"""Prometheus metrics of the edge loop, on their own registry and HTTP port.
+"""Prometheus metrics of the edge daemons, on their own registry and HTTP port (docs/metrics.md lists every
+metric: the names are part of the interface).
 
 Nothing here runs per tick: `Metrics.update`, called about once a second from a housekeeping task,
 pulls what is new from the scheduler's stats — lateness samples from its ring, binned in one
-vectorised call (~tens of µs), and counter deltas — so the tick path pays nothing.
+vectorised call (~tens of µs), and counter deltas — so the tick path pays nothing. The angles daemon
+has no tick loop (``stats`` None): its tick metrics stay at zero.
+The HTTP server runs in a thread; ``keep_serving`` (supervised by the daemon) restarts it if it died.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Iterator, Mapping, Sequence
 from wsgiref.simple_server import WSGIServer
@@ -53,7 +57,7 @@ class BatchHistogram(Collector):
 class Metrics:
     """The edge's metrics; `update` (from a once-a-second task) exports what changed since the last call."""
 
-    def __init__(self, stats: SchedulerStats, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, stats: SchedulerStats | None, registry: CollectorRegistry | None = None) -> None:
         self.stats = stats
         r = self.registry = registry or CollectorRegistry()
         self.lateness = BatchHistogram("edgetune_tick_lateness_seconds", "Tick wake time minus its deadline.",
@@ -72,29 +76,58 @@ class Metrics:
                                      "Achieved policy decision period (mean since the last update).", registry=r)
         self.decision_drift = Gauge("edgetune_policy_decision_period_drift",
                                     "Achieved / manifest decision period − 1.", registry=r)
+        self.hold = Gauge("edgetune_hold", "Operator hold (1: actuators held at the safe command).", registry=r)
+        self.recorder_alarm = Gauge("edgetune_recorder_alarm", "1 while the recorder cannot write (disk full, I/O "
+                                    "error): records are dropped and counted.", registry=r)
         self._seen = SchedulerStats()  # scheduler counters already exported
         self._seen_lateness = 0
         self._seen_faults: dict[str, int] = {}
         self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
 
     def start(self, host: str, port: int) -> int:
         """Serve /metrics from a daemon thread; returns the bound port (port 0: any free one)."""
-        self._server, _ = start_http_server(port, host, registry=self.registry)
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        self._address = (host, self._server.server_port)
         return self._server.server_port
 
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def keep_serving(self, check_s: float = 1.0) -> None:
+        """Supervised: serve again (on the same address) if the server is down, then watch its thread;
+        raises when the thread has died, so the supervisor logs, counts and restarts it."""
+        assert self._address is not None, "start() first"
+        if not self.serving:
+            self._close_server()
+            self.start(*self._address)
+        while self.serving:
+            await asyncio.sleep(check_s)
+        raise RuntimeError("the metrics HTTP server thread died")
+
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and self.serving:
             self._server.shutdown()
+        self._close_server()
+
+    def _close_server(self) -> None:
+        if self._server is not None:
             self._server.server_close()
-            self._server = None
+            self._server = self._thread = None
 
     def update(self, link_up: bool | None = None, gains: ArrayLike | None = None,
-               faults: Mapping[str, int] | None = None) -> None:
+               faults: Mapping[str, int] | None = None, held: bool | None = None,
+               recorder_alarm: bool | None = None) -> None:
         """Export the scheduler's news, and the link state, active gains ([axis][P, I, D] or the 6
-        recorder-order values) and cumulative fault counts by kind, where given."""
-        self._pull_scheduler()
-        if link_up is not None:
-            self.link_state.set(1 if link_up else 0)
+        recorder-order values), cumulative fault counts by kind, the operator hold and the recorder's
+        alarm, where given."""
+        if self.stats is not None:
+            self._pull_scheduler()
+        for gauge, value in ((self.link_state, link_up), (self.hold, held), (self.recorder_alarm, recorder_alarm)):
+            if value is not None:
+                gauge.set(1 if value else 0)
         if gains is not None:
             for (axis, term), g in zip(GAIN_LABELS, np.ravel(gains), strict=True):
                 self.gains.labels(axis=axis, term=term).set(g)
@@ -112,6 +145,7 @@ class Metrics:
 
     def _pull_scheduler(self) -> None:
         st, seen = self.stats, self._seen
+        assert st is not None
         samples, lost = st.lateness.since(self._seen_lateness)
         self._seen_lateness = st.lateness.count
         self.lateness.observe_ns(samples)

@@ -35,7 +35,8 @@ MAX_HEADER = 1024 * 1024  # the manifest rides in the header: a 63-px angle poli
 MAX_REPLY = 64 * 1024
 HEADER_LABEL, REPLY_LABEL = b"H", b"R"
 
-Op = Literal["push", "rollback", "status", "scan", "abort", "hold", "resume"]  # scan, abort: angles mode
+# scan, abort: angles mode (controller/ct_daemon.py); hold, resume: the operator hold (controller/lifecycle.py)
+Op = Literal["push", "rollback", "status", "scan", "abort", "hold", "resume"]
 
 
 class PushRefused(Exception):

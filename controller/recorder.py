@@ -6,9 +6,24 @@ updates the session row (rows submitted so far, rows written, last tick), so aft
 (SIGKILL, power loss of the process) at most the batch in flight is missing, and the next `open`
 reports it (`Recorder.recovery`) and checks the store's integrity. Every row carries a per-session
 sequence number: rows dropped because the ring was full (the writer fell behind) are gaps in it.
+
+A batch that cannot be written (disk full, I/O error, or anything else) is dropped and counted
+(`write_failed` rows, `events_failed`) instead of piling up or being retried forever: the loop goes on,
+`alarm` is set while writes fail (logged once when it starts and once when writing works again) and
+clears with the next batch that commits.
+
+Retention (a small SD card): with `max_bytes` and/or `max_age_days`, the writer thread deletes the
+oldest sessions — never the current one — while the store holds more than `max_bytes` of data or a
+session ended more than `max_age_days` ago; it checks every `retention_check_s`, deletes at most
+`PRUNE_ROWS` rows per transaction (flushing in between), and then gives the freed pages back to the
+file system (new stores are created with `auto_vacuum = INCREMENTAL`; an older store reuses them).
+
+If the writer thread dies all the same (a bug outside a batch), `keep_writing`, supervised by the daemon,
+starts a new one; what was submitted meanwhile waits in the ring.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,7 +40,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sessions.write_failed
+PRUNE_ROWS = 20_000  # tick rows deleted per retention transaction
 TICK_COLUMNS = ("session", "seq", "idx", "t_ns", "lateness_ns", "x", "y", "target_x", "target_y",
                 "cmd_x", "cmd_y", "kp_x", "ki_x", "kd_x", "kp_y", "ki_y", "kd_y", "flags")
 _SCHEMA = f"""
@@ -39,7 +55,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     written INTEGER NOT NULL DEFAULT 0,
     dropped INTEGER NOT NULL DEFAULT 0,     -- ring full: the writer fell behind
     bad INTEGER NOT NULL DEFAULT 0,         -- rows SQLite refused (bad values)
-    last_idx INTEGER
+    last_idx INTEGER,
+    write_failed INTEGER NOT NULL DEFAULT 0 -- rows in batches SQLite could not write (disk full, I/O error)
 );
 CREATE TABLE IF NOT EXISTS ticks (
     session INTEGER NOT NULL REFERENCES sessions(id),
@@ -64,6 +81,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+_MIGRATE = {1: "ALTER TABLE sessions ADD COLUMN write_failed INTEGER NOT NULL DEFAULT 0"}  # from version n
 _INSERT_TICK = f"INSERT INTO ticks VALUES ({','.join('?' * len(TICK_COLUMNS))})"
 
 # numpy scalars a mode may hand over; float64 is already a float.
@@ -96,8 +114,13 @@ class RecoveryReport:
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses no committed batch
+    try:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect only in a new store (before its first table)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses no committed batch
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
 
 
@@ -105,45 +128,63 @@ class Recorder:
     """Use `Recorder.open(path)`; `record_tick`/`record_event` from the loop; `close()` flushes all."""
 
     def __init__(self, conn: sqlite3.Connection, session: int, recovery: list[RecoveryReport],
-                 batch_rows: int, flush_ms: float, capacity: int) -> None:
+                 batch_rows: int, flush_ms: float, capacity: int, max_bytes: int = 0, max_age_days: float = 0.0,
+                 retention_check_s: float = 60.0) -> None:
         self._conn = conn
         self.session = session
         self.recovery = recovery
         self.batch_rows = batch_rows
         self.flush_s = flush_ms / 1e3
+        self.max_bytes, self.max_age_ns = max_bytes, int(max_age_days * 86400e9)
+        self.retention_check_s = retention_check_s
         self._cap = capacity
         self._slots: list[tuple | None] = [None] * capacity  # the preallocated ring
         self._head = 0  # slots filled (tick path only)
-        self._tail = 0  # slots committed (writer only)
+        self._tail = 0  # slots committed or dropped (writer only)
         self._seq = 0  # record_tick calls
-        self.dropped = 0
+        self.dropped = 0  # ring full
         self.bad = 0
         self.written = 0
-        self.write_errors = 0
+        self.write_failed = 0  # rows in batches SQLite could not write
+        self.events_failed = 0
+        self.write_errors = 0  # batches SQLite could not write
+        self.alarm = False  # the last batch could not be written
+        self.pruned_sessions = 0
+        self.writer_error: BaseException | None = None  # what ended the last writer thread that died
         self._events: deque[tuple[int, int | None, str, Any]] = deque()
         self._wake = threading.Event()
         self._closing = False
-        self._writer = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
-        self._writer.start()
+        self._next_retention = 0.0  # monotonic time of the next retention check
+        self._pruning: int | None = None  # the session being deleted
+        self._pruned = False  # sessions deleted since the last vacuum
+        self._alone_warned = False
+        self._writer = self._start_writer()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], batch_rows: int = 256, flush_ms: float = 100.0,
-             capacity: int = 16384) -> Recorder:
+             capacity: int = 16384, max_bytes: int = 0, max_age_days: float = 0.0,
+             retention_check_s: float = 60.0) -> Recorder:
+        """Open (or create) the store and start a session. ``max_bytes``/``max_age_days``: retention (0: none)."""
         if not 0 < batch_rows <= capacity:
             raise ValueError(f"need 0 < batch_rows ({batch_rows}) <= capacity ({capacity})")
         path = Path(path)
         conn = _connect(path)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, *_MIGRATE, SCHEMA_VERSION):
+                raise RecorderError(f"{path}: schema version {version}, this recorder writes {SCHEMA_VERSION}")
+            for v in range(version, SCHEMA_VERSION) if version else ():  # 0: a new store, created at SCHEMA_VERSION
+                conn.execute(_MIGRATE[v])
+            conn.executescript(_SCHEMA)
+            recovery = _recover(conn)
+            session = conn.execute("INSERT INTO sessions (pid, started_wall_ns) VALUES (?, ?)",
+                                   (os.getpid(), time.time_ns())).lastrowid
+        except BaseException:
             conn.close()
-            raise RecorderError(f"{path}: schema version {version}, this recorder writes {SCHEMA_VERSION}")
-        conn.executescript(_SCHEMA)
-        recovery = _recover(conn)
+            raise
         for r in recovery:
             log.warning("recorder: %s", r)
-        session = conn.execute("INSERT INTO sessions (pid, started_wall_ns) VALUES (?, ?)",
-                               (os.getpid(), time.time_ns())).lastrowid
-        rec = cls(conn, session, recovery, batch_rows, flush_ms, capacity)
+        rec = cls(conn, session, recovery, batch_rows, flush_ms, capacity, max_bytes, max_age_days, retention_check_s)
         for r in recovery:
             rec.record_event("recovery", r.__dict__)
         return rec
@@ -173,12 +214,35 @@ class Recorder:
         self._events.append((time.monotonic_ns() if t_ns is None else t_ns, tick, kind, details or {}))
 
     # --- writer thread ------------------------------------------------------------------------
+    def _start_writer(self) -> threading.Thread:
+        self.writer_error = None
+        self._writer = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._writer.start()
+        return self._writer
+
+    async def keep_writing(self, check_s: float = 0.5) -> None:
+        """Supervised by the daemon (controller/supervisor.py): start a new writer thread if the last one died,
+        then watch it; raises when it has died, so the supervisor logs, counts and restarts it."""
+        if not self._writer.is_alive() and not self._closing:
+            self._start_writer()
+        while self._writer.is_alive():
+            await asyncio.sleep(check_s)
+        if not self._closing:
+            raise RecorderError(f"the writer thread died: {self.writer_error!r}")
+
     def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(self.flush_s)
-            self._wake.clear()
+        try:
+            if self._conn.in_transaction:  # left open by a writer that died inside a batch
+                self._conn.execute("ROLLBACK")
+            while not self._closing:
+                self._wake.wait(self.flush_s)
+                self._wake.clear()
+                self._flush()
+                self._retain()
             self._flush()
-        self._flush()
+        except Exception as e:  # noqa: BLE001 — reported to keep_writing, which restarts the thread
+            self.writer_error = e
+            log.error("recorder: the writer thread died: %r", e)
 
     def _flush(self) -> None:
         head, tail, cap = self._head, self._tail, self._cap
@@ -193,20 +257,31 @@ class Recorder:
             self._insert_ticks(conn, rows)
             conn.executemany("INSERT INTO events (session, t_ns, tick, kind, details) VALUES (?, ?, ?, ?, ?)",
                              [(self.session, t, k, kind, json.dumps(d, default=str)) for t, k, kind, d in events])
-            conn.execute("UPDATE sessions SET submitted=?, written=?, dropped=?, bad=?, last_idx=?, "
+            conn.execute("UPDATE sessions SET submitted=?, written=?, dropped=?, bad=?, write_failed=?, last_idx=?, "
                          "last_commit_wall_ns=? WHERE id=?",
-                         (self._seq, self.written + len(rows), self.dropped, self.bad,
+                         (self._seq, self.written + len(rows), self.dropped, self.bad, self.write_failed,
                           rows[-1][2] if rows else None, time.time_ns(), self.session))
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception as e:  # noqa: BLE001 — disk full, I/O error, a value json cannot encode: drop, count, alarm
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            self._tail = head
             self.write_errors += 1
-            log.exception("recorder: batch of %d ticks / %d events not written", len(rows), len(events))
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._events.extendleft(reversed(events))
-            return  # the rows stay in the ring; the next flush retries them
+            self.write_failed += len(rows)
+            self.events_failed += len(events)
+            if not self.alarm:
+                self.alarm = True
+                log.error("recorder: cannot write (%s): dropping records (counted) until it can", e)
+            return
         self.written += len(rows)
         self._tail = head
+        if self.alarm:
+            self.alarm = False
+            log.warning("recorder: writing again; %d rows and %d events were dropped", self.write_failed,
+                        self.events_failed)
+            self.record_event("recorder", {"alarm": False, "write_failed": self.write_failed,
+                                           "events_failed": self.events_failed})
 
     def _insert_ticks(self, conn: sqlite3.Connection, rows: list) -> None:
         conn.execute("SAVEPOINT batch")
@@ -226,13 +301,79 @@ class Recorder:
                 rows[i] = None
         rows[:] = [r for r in rows if r is not None]
 
+    # --- retention (writer thread) ------------------------------------------------------------
+    @property
+    def data_bytes(self) -> int:
+        """Bytes the store's data takes (its pages less the free ones)."""
+        pages, free, size = (_one(self._conn, f"PRAGMA {p}")[0] for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def _retain(self) -> None:
+        """One bounded step of retention when it is due (module doc)."""
+        if not (self.max_bytes or self.max_age_ns) or self._closing:
+            return
+        now = time.monotonic()
+        if self._pruning is None and now < self._next_retention:
+            return
+        conn = self._conn
+        try:
+            if self._pruning is None and (victim := self._expired()) is not None:
+                self._pruning = victim
+            if self._pruning is None:
+                self._next_retention = now + self.retention_check_s
+                if self._pruned:  # give the freed pages back to the file system
+                    self._pruned = False
+                    conn.executescript("PRAGMA incremental_vacuum;")
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                return
+            self._delete_step(self._pruning)
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            log.warning("recorder: retention step failed (%s); next try in %.0f s", e, self.retention_check_s)
+            self._pruning, self._next_retention = None, now + self.retention_check_s
+
+    def _expired(self) -> int | None:
+        """The oldest session (never this one) if it is older than max_age or the store is over max_bytes."""
+        oldest = _one(self._conn, "SELECT id, COALESCE(last_commit_wall_ns, started_wall_ns) FROM sessions "
+                                  "WHERE id != ? ORDER BY id LIMIT 1", self.session)
+        over = self.max_bytes and self.data_bytes > self.max_bytes
+        if oldest is None:
+            if over and not self._alone_warned:
+                self._alone_warned = True
+                log.warning("recorder: this session alone holds more than max_bytes (%d); nothing older to delete",
+                            self.max_bytes)
+            return None
+        sid, last_ns = oldest
+        return sid if over or (self.max_age_ns and time.time_ns() - last_ns > self.max_age_ns) else None
+
+    def _delete_step(self, sid: int) -> None:
+        """Delete up to PRUNE_ROWS tick rows of session ``sid``; with its last rows, the session itself."""
+        conn = self._conn
+        bound = _one(conn, "SELECT seq FROM ticks WHERE session=? ORDER BY seq LIMIT 1 OFFSET ?", sid, PRUNE_ROWS)
+        conn.execute("BEGIN")
+        if bound is not None:
+            conn.execute("DELETE FROM ticks WHERE session=? AND seq<?", (sid, bound[0]))
+            conn.execute("COMMIT")
+            return
+        for sql in ("DELETE FROM ticks WHERE session=?", "DELETE FROM events WHERE session=?",
+                    "DELETE FROM sessions WHERE id=?"):
+            conn.execute(sql, (sid,))
+        conn.execute("COMMIT")
+        self._pruning, self._pruned = None, True
+        self.pruned_sessions += 1
+        log.info("recorder: deleted session %d (retention: max_bytes %d, max_age_days %g)", sid, self.max_bytes,
+                 self.max_age_ns / 86400e9)
+        self.record_event("retention", {"deleted_session": sid})
+
     # --- lifecycle ----------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         return self._head - self._tail
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Block until everything submitted so far is committed (tests, shutdown)."""
+        """Block until everything submitted so far is committed or dropped (tests, shutdown)."""
         target = self._head
         deadline = time.monotonic() + timeout_s
         while self._tail < target or self._events:
@@ -242,12 +383,18 @@ class Recorder:
             time.sleep(0.001)
 
     def close(self) -> None:
+        """Flush everything, mark the session ended and close the store (also after the writer died)."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
         self._writer.join()
-        self._conn.execute("UPDATE sessions SET ended_wall_ns=? WHERE id=?", (time.time_ns(), self.session))
+        if self.writer_error is not None:  # no writer flushed on the way out
+            self._flush()
+        try:
+            self._conn.execute("UPDATE sessions SET ended_wall_ns=? WHERE id=?", (time.time_ns(), self.session))
+        except sqlite3.Error as e:  # the next open reports the session as not closed
+            log.error("recorder: cannot mark session %d closed: %s", self.session, e)
         self._conn.close()
 
     def __enter__(self) -> Recorder:
@@ -255,6 +402,12 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
+    """The first row or None, the statement run to its end (a statement left open locks its table)."""
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0] if rows else None
 
 
 def _recover(conn: sqlite3.Connection) -> list[RecoveryReport]:

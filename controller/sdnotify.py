@@ -1,14 +1,18 @@
 """systemd notify protocol (sd_notify(3)): READY, STATUS, STOPPING, WATCHDOG — one datagram each.
 
 No-op when `$NOTIFY_SOCKET` is unset (not started by systemd). The watchdog pings only while the
-loop is healthy: ticks are recent and the overruns in the last interval stay below a threshold, so
-a wedged or persistently late loop is restarted by systemd (WatchdogSec + Restart=on-failure).
+daemon is healthy: ticks are recent and the overruns in the last interval stay below a threshold (a
+daemon with a tick loop), and no supervised task is dead (controller/supervisor.py), so a wedged or
+persistently late loop, or a task that keeps dying, is restarted by systemd (WatchdogSec +
+Restart=on-failure).
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+
+from typing import Callable
 
 from controller.scheduler import SchedulerStats
 
@@ -78,25 +82,37 @@ def watchdog_interval_s() -> float | None:
 
 
 class Watchdog:
-    """Pings WATCHDOG=1 at most every `interval_s`, and only while the loop meets its deadlines:
-    a tick within `max_silence_s` and fewer than `max_overruns` overruns since the previous ping.
-    Without a watchdog interval (systemd's WatchdogSec unset) it does nothing."""
+    """Pings WATCHDOG=1 at most every `interval_s`, and only while the daemon is healthy: with `stats` (a tick
+    loop), a tick within `max_silence_s` and fewer than `max_overruns` overruns since the previous ping; with
+    `dead`, no supervised task dead. Without a watchdog interval (systemd's WatchdogSec unset) it does nothing."""
 
-    def __init__(self, stats: SchedulerStats, interval_s: float | None = None, notifier: Notifier | None = None,
-                 max_overruns: int = 10, max_silence_s: float = 1.0) -> None:
-        self.stats = stats
+    def __init__(self, stats: SchedulerStats | None, interval_s: float | None = None, notifier: Notifier | None = None,
+                 max_overruns: int = 10, max_silence_s: float = 1.0, dead: Callable[[], list[str]] | None = None) -> None:
+        self.stats, self.dead = stats, dead
         self.interval_ns = None if (iv := interval_s or watchdog_interval_s()) is None else int(iv * 1e9)
         self._send = notifier.notify if notifier is not None else notify
         self.max_overruns, self.max_silence_ns = max_overruns, int(max_silence_s * 1e9)
-        self._overruns_seen = stats.overruns
+        self._overruns_seen = stats.overruns if stats is not None else 0
         self._last_check_ns: int | None = None
         self.pings = self.withheld = 0
 
-    def healthy(self, now_ns: int) -> bool:
+    def problem(self, now_ns: int) -> str | None:
+        """Why the daemon is unhealthy now, or None."""
         st = self.stats
-        overruns, self._overruns_seen = st.overruns - self._overruns_seen, st.overruns
-        recent = st.ticks > 0 and now_ns - st.last_tick_ns <= self.max_silence_ns
-        return recent and overruns < self.max_overruns
+        if st is not None:
+            overruns, self._overruns_seen = st.overruns - self._overruns_seen, st.overruns
+            if st.ticks == 0:
+                return "no tick yet"
+            if now_ns - st.last_tick_ns > self.max_silence_ns:
+                return f"loop silent (last tick {(now_ns - st.last_tick_ns) / 1e9:.3f} s ago)"
+            if overruns >= self.max_overruns:
+                return f"loop late ({overruns} overruns since the last check)"
+        if self.dead is not None and (dead := self.dead()):
+            return f"supervised task dead: {', '.join(dead)}"
+        return None
+
+    def healthy(self, now_ns: int) -> bool:
+        return self.problem(now_ns) is None
 
     def maybe_ping(self, now_ns: int) -> bool:
         """Call often (e.g. once a second); returns True when it pinged."""
@@ -105,10 +121,9 @@ class Watchdog:
         if self._last_check_ns is not None and now_ns - self._last_check_ns < self.interval_ns:
             return False
         self._last_check_ns = now_ns
-        if self.healthy(now_ns):
+        if (problem := self.problem(now_ns)) is None:
             self.pings += self._send("WATCHDOG=1")
             return True
         self.withheld += 1
-        log.warning("watchdog ping withheld: loop unhealthy (overruns=%d, last tick %.3f s ago)",
-                    self.stats.overruns, (now_ns - self.stats.last_tick_ns) / 1e9)
+        log.warning("watchdog ping withheld: %s", problem)
         return False

@@ -76,3 +76,50 @@ def test_observe_is_vectorised() -> None:
     m.lateness.observe_ns(np.full(100_000, 30_000, dtype=np.int64))
     assert _value(m, "edgetune_tick_lateness_seconds_bucket", {"le": "2.5e-05"}) == 0
     assert _value(m, "edgetune_tick_lateness_seconds_bucket", {"le": "5e-05"}) == 100_000
+
+
+def test_every_metric_is_documented_in_docs_metrics_md() -> None:
+    """Metric names are part of the interface: each one the daemon exports is in the docs' table."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    documented = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `edgetune_")}
+    m = Metrics(SchedulerStats())
+    m.update(link_up=True, gains=np.zeros(6), faults={"device": 1}, held=False, recorder_alarm=False)
+    m.model_swapped()
+    m.policy_period(0.1, 0.0)
+    exported = {metric.name + ("_total" if metric.type == "counter" else "") for metric in m.registry.collect()}
+    assert exported == documented
+
+
+def test_hold_and_recorder_alarm_gauges_and_a_daemon_without_ticks() -> None:
+    m = Metrics(None)  # the angles daemon
+    m.update(held=True, recorder_alarm=True, faults={"push_refused:bad_magic": 3})
+    assert (_value(m, "edgetune_hold"), _value(m, "edgetune_recorder_alarm")) == (1, 1)
+    assert _value(m, "edgetune_faults_total", {"kind": "push_refused:bad_magic"}) == 3
+    assert _value(m, "edgetune_ticks_total") == 0
+    m.update(held=False, recorder_alarm=False)
+    assert (_value(m, "edgetune_hold"), _value(m, "edgetune_recorder_alarm")) == (0, 0)
+
+
+async def test_a_dead_metrics_server_is_restarted_under_supervision_on_the_same_port() -> None:
+    import asyncio
+
+    from controller.supervisor import Supervisor
+
+    m = Metrics(SchedulerStats())
+    port = m.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}/metrics"
+    sup = Supervisor(backoff_min_s=0.01, backoff_max_s=0.05)
+    sup.spawn("metrics-server", lambda: m.keep_serving(check_s=0.01))
+    await asyncio.sleep(0.05)
+    m._server.shutdown()  # its thread ends: the endpoint is gone
+    async with asyncio.timeout(5):
+        while sup.restarts["metrics-server"] == 0:
+            await asyncio.sleep(0.01)
+        while not m.serving:
+            await asyncio.sleep(0.01)
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    assert "edgetune_ticks_total" in body and sup.dead() == []
+    await sup.close()
+    m.stop()

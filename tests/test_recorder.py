@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.recorder import Recorder, RecorderError, read_events, read_ticks
+from controller.recorder import SCHEMA_VERSION, Recorder, RecorderError, read_events, read_ticks
 
 GAINS = (10.0, 5.0, 0.0, 16.0, 6.8, 2.5)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_batches_write_and_read_back(tmp_path: Path) -> None:
     assert ev[0]["kind"] == "gain_change" and ev[0]["details"] == {"axis": "x", "P": 12.0} and ev[0]["tick"] == 500
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_graceful_close_loses_nothing_and_numpy_scalars_bind(tmp_path: Path) -> None:
@@ -153,3 +153,148 @@ def test_sigkill_loses_at_most_one_batch_and_reopen_reports_it(tmp_path: Path) -
     kinds = [e["kind"] for e in read_events(db)]
     assert kinds == ["recovery"]
     assert read_events(db, session=report.session)[0]["kind"] == "link_state"
+
+
+def _session(db: Path, sid: int) -> sqlite3.Row:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute("SELECT * FROM sessions WHERE id=?", (sid,)).fetchone()
+
+
+def test_a_full_store_drops_and_counts_raises_the_alarm_and_recovers(tmp_path: Path) -> None:
+    """SQLITE_FULL (the store may not grow: PRAGMA max_page_count) drops whole batches, counted; the caller never
+    sees an error; writing resumes, and the alarm clears, once there is room again."""
+    db = tmp_path / "rec.sqlite"
+    with Recorder.open(db, batch_rows=50, flush_ms=5) as rec:
+        for i in range(100):
+            _tick(rec, i)
+        rec.flush()
+        pages = rec._conn.execute("PRAGMA page_count").fetchone()[0]
+        rec._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        results = [_tick(rec, i) for i in range(100, 3100)]
+        rec.record_event("fault", {"what": "lost with its batch"})
+        rec.flush()
+        assert all(results) and rec.alarm and rec.write_failed > 0 and rec.events_failed >= 1
+        assert rec.dropped == 0 and rec.pending == 0  # nothing piles up in the ring
+        rec._conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        for i in range(3100, 3200):
+            _tick(rec, i)
+        rec.flush()
+        assert not rec.alarm
+        failed = rec.write_failed
+        assert rec.written + failed == 3200
+    idx = [r["idx"] for r in read_ticks(db)]
+    assert idx[:100] == list(range(100)) and idx[-100:] == list(range(3100, 3200)) and len(idx) == 3200 - failed
+    s = _session(db, 1)
+    assert (s["write_failed"], s["ended_wall_ns"] > 0) == (failed, True)
+    kinds = [e["kind"] for e in read_events(db)]
+    assert "fault" not in kinds and kinds[-1] == "recorder"
+    assert read_events(db)[-1]["details"] == {"alarm": False, "write_failed": failed, "events_failed": 1}
+
+
+def _fill(db: Path, sessions: int, rows: int) -> None:
+    for _ in range(sessions):
+        with Recorder.open(db, batch_rows=1000, flush_ms=5) as rec:
+            for i in range(rows):
+                _tick(rec, i)
+                if i % 10_000 == 0:
+                    rec.flush()  # the ring holds 16384
+
+
+def test_retention_deletes_the_oldest_sessions_never_the_current_one_and_shrinks_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "rec.sqlite"
+    _fill(db, 4, 30_000)  # ≈ 2.9 MB each
+    size_before = db.stat().st_size
+    with Recorder.open(db, batch_rows=1000, flush_ms=5, max_bytes=7_000_000, retention_check_s=0.05) as rec:
+        for i in range(30_000):
+            _tick(rec, i)
+            if i % 10_000 == 0:
+                rec.flush()  # the ring holds 16384
+        deadline = time.monotonic() + 20
+        while rec.pruned_sessions < 3 or rec._pruned or rec._pruning is not None:
+            assert time.monotonic() < deadline, "retention did not finish"
+            time.sleep(0.02)
+        assert rec.data_bytes <= 7_000_000, rec.data_bytes
+    with sqlite3.connect(db) as conn:
+        left = [r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY id")]
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    assert left == [4, 5]  # the two newest: the current one (5) and the one that fits beside it
+    assert len(read_ticks(db, 5)) == 30_000 and len(read_ticks(db, 4)) == 30_000
+    assert db.stat().st_size < 0.65 * size_before
+    assert [e["details"] for e in read_events(db, 5) if e["kind"] == "retention"] == [
+        {"deleted_session": 1}, {"deleted_session": 2}, {"deleted_session": 3}]
+
+
+def test_retention_by_age(tmp_path: Path) -> None:
+    db = tmp_path / "rec.sqlite"
+    _fill(db, 2, 10)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE sessions SET last_commit_wall_ns = last_commit_wall_ns - ? WHERE id=1", (3 * 86400 * 10**9,))
+    with Recorder.open(db, flush_ms=5, max_age_days=2.0, retention_check_s=0.05) as rec:
+        deadline = time.monotonic() + 10
+        while rec.pruned_sessions < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert rec.pruned_sessions == 1  # session 2 is younger than 2 days
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM sessions")] == [2, 3]
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "rec.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript("CREATE TABLE sessions (id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, started_wall_ns "
+                           "INTEGER NOT NULL, last_commit_wall_ns INTEGER, ended_wall_ns INTEGER, submitted INTEGER NOT "
+                           "NULL DEFAULT 0, written INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0, "
+                           "bad INTEGER NOT NULL DEFAULT 0, last_idx INTEGER); PRAGMA user_version = 1;")
+        conn.execute("INSERT INTO sessions (pid, started_wall_ns, ended_wall_ns) VALUES (1, 1, 2)")
+    with Recorder.open(db, flush_ms=5) as rec:
+        _tick(rec, 0)
+    assert _session(db, 1)["write_failed"] == 0 and _session(db, 2)["written"] == 1
+
+
+async def test_a_dead_writer_thread_is_restarted_under_supervision(tmp_path: Path) -> None:
+    """A writer thread that dies (here: a bug in its retention step) is restarted by the daemon's supervisor,
+    counted, and what was submitted meanwhile is written."""
+    import asyncio
+
+    from controller.supervisor import Supervisor
+
+    db = tmp_path / "rec.sqlite"
+    rec = Recorder.open(db, batch_rows=10, flush_ms=5)
+    sup = Supervisor(backoff_min_s=0.01, backoff_max_s=0.05)
+    sup.spawn("recorder-writer", lambda: rec.keep_writing(check_s=0.01))
+    retain = rec._retain
+
+    def buggy() -> None:
+        rec._retain = retain
+        raise KeyError("a bug")
+
+    rec._retain = buggy
+    async with asyncio.timeout(5):
+        while sup.restarts["recorder-writer"] == 0:
+            await asyncio.sleep(0.01)
+        for i in range(30):
+            _tick(rec, i)
+        while rec.written < 30:
+            await asyncio.sleep(0.01)
+    assert sup.restarts["recorder-writer"] == 1 and sup.dead() == []
+    await sup.close()
+    rec.close()
+    assert [r["idx"] for r in read_ticks(db)] == list(range(30))
+    assert _session(db, 1)["ended_wall_ns"] > 0
+
+
+def test_a_batch_that_cannot_be_encoded_is_dropped_not_retried(tmp_path: Path) -> None:
+    db = tmp_path / "rec.sqlite"
+    circular: dict = {}
+    circular["self"] = circular
+    with Recorder.open(db, batch_rows=10, flush_ms=5) as rec:
+        rec.record_event("fault", circular)
+        rec.flush()
+        assert rec.alarm and rec.events_failed == 1
+        for i in range(10):
+            _tick(rec, i)
+        rec.flush()
+        assert not rec.alarm and rec.written == 10

@@ -96,3 +96,23 @@ def test_module_notify_uses_env(notify_socket, monkeypatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setattr(sdnotify, "_default", None)
     assert sdnotify.notify("READY=1", "STATUS=running") and sock.recv(4096) == b"READY=1\nSTATUS=running"
+
+
+def test_watchdog_is_withheld_while_a_supervised_task_is_dead(notify_socket) -> None:
+    path, sock = notify_socket
+    dead: list[str] = []
+    stats = SchedulerStats(ticks=1)
+    wd = Watchdog(stats, interval_s=0.5, notifier=Notifier(path), dead=lambda: list(dead))
+    now = 10_000_000_000
+    stats.last_tick_ns = now
+    assert wd.maybe_ping(now) and sock.recv(4096) == b"WATCHDOG=1"
+    dead.append("metrics-server")  # the tick loop is fine, a task is waiting for its restart
+    now += 500_000_000
+    stats.last_tick_ns = now
+    assert not wd.maybe_ping(now) and wd.problem(now) == "supervised task dead: metrics-server"
+    dead.clear()
+    now += 500_000_000
+    stats.last_tick_ns = now
+    assert wd.maybe_ping(now) and sock.recv(4096) == b"WATCHDOG=1"
+    angles = Watchdog(None, interval_s=0.5, notifier=Notifier(path), dead=lambda: list(dead))  # no tick loop
+    assert angles.maybe_ping(now) and sock.recv(4096) == b"WATCHDOG=1"

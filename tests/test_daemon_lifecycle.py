@@ -1,0 +1,114 @@
+"""The MEMS daemon in-process (no device: it ticks on, commanding the safe value): supervised tasks are restarted
+and counted while the loop runs, the tick loop dying ends the daemon in one log line, and a failing shutdown step
+does not keep the recorder session open."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sqlite3
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from controller.config import parse_config
+from controller.daemon import Daemon
+from controller.hostlink_wire import write_keyfile
+from controller.recorder import read_events
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    """A stabilize-mode daemon on a timer, its device unplugged; the process-wide tuning of Scheduler.run undone."""
+    write_keyfile(tmp_path / "keys")
+    cfg = parse_config({
+        "device": {"port": str(tmp_path / "no-device"), "reconnect_backoff_max_s": 0.2},
+        "loop": {"pacing": "timer", "rate_hz": 100.0},
+        "hostlink": {"port": 0, "key_file": str(tmp_path / "keys"), "state_file": str(tmp_path / "state.json")},
+        "recorder": {"path": str(tmp_path / "run.sqlite"), "flush_ms": 20.0},
+        "metrics": {"port": 0},
+        "policy": {"push_port": 0, "dir": str(tmp_path / "policies")},
+    })
+    switch = sys.getswitchinterval()
+    yield Daemon(cfg)
+    gc.unfreeze()
+    sys.setswitchinterval(switch)
+
+
+def _sessions(path: Path) -> list[tuple[int, int | None]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT id, ended_wall_ns FROM sessions").fetchall()
+
+
+async def _until(cond, timeout_s: float = 5.0) -> None:  # noqa: ANN001
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def _scrape_fault(port: int, kind: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    line = f'edgetune_faults_total{{kind="{kind}"}} '
+    return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+async def test_dying_tasks_are_restarted_counted_and_exported_while_the_loop_ticks(daemon: Daemon, caplog) -> None:
+    run = asyncio.create_task(daemon.run())
+    await _until(lambda: daemon.scheduler.stats.ticks > 10)
+    assert daemon.metrics is not None
+    port = daemon.metrics._address[1]
+    daemon.metrics._server.shutdown()  # the metrics HTTP thread ends
+    backoff = daemon.driver._backoff
+
+    async def broken(seconds: float) -> None:
+        daemon.driver._backoff = backoff
+        raise RuntimeError("a bug in the reconnect loop")
+
+    daemon.driver._backoff = broken  # the device task dies once
+    sup = daemon.supervisor
+    await _until(lambda: sup.restarts["metrics-server"] == 1 and sup.restarts["device"] == 1)
+    ticks = daemon.scheduler.stats.ticks
+    await _until(lambda: daemon.metrics.serving and sup.dead() == [])
+    await asyncio.sleep(1.2)  # one housekeeping round exports the counts
+    assert await asyncio.to_thread(_scrape_fault, port, "task_restart:metrics-server") == 1
+    assert await asyncio.to_thread(_scrape_fault, port, "task_restart:device") == 1
+    assert daemon.scheduler.stats.ticks > ticks + 50  # the loop ticked on meanwhile
+    assert not run.done()
+
+    def failing_save(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    daemon.hostlink.guard.save = failing_save  # a shutdown step fails: the others, the recorder's, still run
+    daemon.stop()
+    async with asyncio.timeout(10):
+        await run
+    assert all(ended and ended > 0 for _, ended in _sessions(daemon.cfg.recorder.path))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "shutdown" in r.getMessage()] \
+        == ["shutdown: host link failed: OSError: [Errno 28] No space left on device (at test_daemon_lifecycle.py:"
+            f"{failing_save.__code__.co_firstlineno + 1} in failing_save)"]
+
+
+async def test_the_tick_loop_dying_ends_the_daemon_in_one_line_and_closes_the_recorder(daemon: Daemon, caplog) -> None:
+    from controller.lifecycle import Fatal
+
+    safe, calls = daemon.mode.safe, []
+
+    def failing():  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 20:
+            raise ZeroDivisionError("a bug in the mode")
+        return safe()
+
+    daemon.mode.safe = failing  # type: ignore[method-assign]
+    with pytest.raises(Fatal):
+        async with asyncio.timeout(10):
+            await daemon.run()
+    critical = [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL]
+    assert len(critical) == 1 and "the tick loop died" in critical[0] and "ZeroDivisionError: a bug in the mode" \
+        in critical[0] and "\n" not in critical[0]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback in the log
+    path = daemon.cfg.recorder.path
+    assert [ended > 0 for _, ended in _sessions(path)] == [True]
+    assert read_events(path)[-1]["kind"] == "stop" and read_events(path)[-1]["details"]["ticks"] == 20
