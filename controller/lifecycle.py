@@ -208,6 +208,7 @@ class EdgeDaemon:
                                           max_age_days=cfg.recorder.max_age_days,
                                           retention_check_s=cfg.recorder.retention_check_s)
         undo.add("recorder", self._close_recorder)
+        undo.add("model-push server", self.push.close)  # closed (again) while its last refusal summary can be recorded
         if self.slot is not None:
             self.slot.start_validator()
             undo.add("policy slot", self.slot.close)

@@ -49,7 +49,8 @@ import numpy as np
 import onnxruntime as ort
 
 from controller.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
-from controller.policy_guard import Failure, FailureWindow, InferenceWatchdog, RateLimitedLog, RuntimeLimits
+from controller.policy_guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits
+from controller.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

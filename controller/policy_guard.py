@@ -13,12 +13,11 @@ runs `fn(*args, run_options=...)`, times it and never raises; what went wrong co
 checks the flag before each node, and a Loop node in each iteration (onnxruntime 1.32, a 2-core VM: calls of
 a 1.2 s Loop with an 8.3 ms deadline ended after 9.0 ms, median of 30, at most 10.4 ms). A single long node is
 not interrupted: the call then ends with that node, counted as over budget. The slot (controller/policy.py) turns a failure into the mode's
-fallback for that decision, counts it, logs it (`RateLimitedLog`), and quarantines the policy after
+fallback for that decision, counts it, logs it (`controller.ratelog.RateLimitedLog`), and quarantines the policy after
 `RuntimeLimits.max_failures` within `window_s` (`FailureWindow`).
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -123,22 +122,3 @@ class FailureWindow:
         while self._times[0] <= t_s - self.window_s:
             self._times.popleft()
         return 0 < self.limit <= len(self._times)
-
-
-class RateLimitedLog:
-    """Warnings at most one per `interval_s`; the lines held back are counted in the next one."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
-        self.logger, self.interval_s = logger, interval_s
-        self._next_s = 0.0
-        self._held = 0
-
-    def warning(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now < self._next_s:
-            self._held += 1
-            return
-        if self._held:
-            msg, args = msg + " (and %d more since the last line)", (*args, self._held)
-        self._held, self._next_s = 0, now + self.interval_s
-        self.logger.warning(msg, *args)

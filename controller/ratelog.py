@@ -3,13 +3,15 @@
 ``Summary.add(key)`` counts; the counts since the last report go to ``emit(counts, seconds)`` at most
 once every ``interval_s``: the first event at once (so a problem shows up when it starts), later ones
 gathered into the next report. Call ``tick()`` now and then (e.g. once a second) so what arrived after
-a report is reported when the interval is over, and ``flush()`` at shutdown.
+a report is reported when the interval is over, and ``flush()`` at shutdown. ``RateLimitedLog``: warnings
+with their own text, at most one per interval, the ones held back counted in the next.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 Emit = Callable[[dict[str, int], float], None]
 
@@ -38,3 +40,22 @@ class Summary:
         counts, self._pending = dict(self._pending), Counter()
         self._last = now
         self.emit(counts, max(now - self._since, 0.0))
+
+
+class RateLimitedLog:
+    """Warnings at most one per `interval_s`; the lines held back are counted in the next one."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
+        self.logger, self.interval_s = logger, interval_s
+        self._next_s = 0.0
+        self._held = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next_s:
+            self._held += 1
+            return
+        if self._held:
+            msg, args = msg + " (and %d more since the last line)", (*args, self._held)
+        self._held, self._next_s = 0, now + self.interval_s
+        self.logger.warning(msg, *args)

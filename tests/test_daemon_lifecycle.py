@@ -77,17 +77,17 @@ async def test_dying_tasks_are_restarted_counted_and_exported_while_the_loop_tic
     assert daemon.scheduler.stats.ticks > ticks + 50  # the loop ticked on meanwhile
     assert not run.done()
 
-    def failing_save(path: Path) -> None:
+    def failing_close() -> None:
         raise OSError(28, "No space left on device")
 
-    daemon.hostlink.guard.save = failing_save  # a shutdown step fails: the others, the recorder's, still run
+    daemon.metrics._close_server = failing_close  # a shutdown step fails: the others, the recorder's, still run
     daemon.stop()
     async with asyncio.timeout(10):
         await run
     assert all(ended and ended > 0 for _, ended in _sessions(daemon.cfg.recorder.path))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "shutdown" in r.getMessage()] \
-        == ["shutdown: host link failed: OSError: [Errno 28] No space left on device (at test_daemon_lifecycle.py:"
-            f"{failing_save.__code__.co_firstlineno + 1} in failing_save)"]
+        == ["shutdown: metrics server failed: OSError: [Errno 28] No space left on device (at test_daemon_lifecycle.py:"
+            f"{failing_close.__code__.co_firstlineno + 1} in failing_close)"]
 
 
 async def test_the_tick_loop_dying_ends_the_daemon_in_one_line_and_closes_the_recorder(daemon: Daemon, caplog) -> None:
