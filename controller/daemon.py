@@ -162,8 +162,8 @@ class Daemon(EdgeDaemon):
         await super()._bind(undo)
 
     def _network_tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
-        return [*super()._network_tasks(), ("host link receive", self.hostlink.receive_forever),
-                ("host link watchdog", self.hostlink.watch_forever)]
+        return [*super()._network_tasks(), ("hostlink-receive", self.hostlink.receive_forever),
+                ("hostlink-watchdog", self.hostlink.watch_forever)]
 
     async def _serve(self) -> None:
         prio = self.cfg.loop.realtime_priority

@@ -24,7 +24,10 @@ across a restart.
 
 Shutdown (SIGTERM/SIGINT, a fatal error, a failed start): the steps registered while starting run in
 reverse order, each on its own: one that fails is logged in one line and the others still run, the
-recorder session is always closed.
+recorder session is always closed. After a full start: the supervised tasks, then the push port stops
+listening and cuts its connections (no scan, push or hold arrives once the actuators, device and policy
+slot go down), actuators to safe, device, policy slot, recorder (the push port's last refusal summary
+and the stop event first), metrics server.
 """
 from __future__ import annotations
 
@@ -208,7 +211,6 @@ class EdgeDaemon:
                                           max_age_days=cfg.recorder.max_age_days,
                                           retention_check_s=cfg.recorder.retention_check_s)
         undo.add("recorder", self._close_recorder)
-        undo.add("model-push server", self.push.close)  # closed (again) while its last refusal summary can be recorded
         if self.slot is not None:
             self.slot.start_validator()
             undo.add("policy slot", self.slot.close)
@@ -223,6 +225,7 @@ class EdgeDaemon:
         sup.spawn("policy-restore", self.push.restore)
         for name, task in self._network_tasks():
             sup.spawn(name, task)
+        undo.add("model-push server: stop listening", self.push.stop_listening)  # no request once the rest goes down
         undo.add("supervised tasks", sup.close)
 
     async def _bind(self, undo: Undo) -> None:
@@ -230,14 +233,16 @@ class EdgeDaemon:
         p = self.cfg.policy
         with starting(f"model-push server on {p.push_host}:{p.push_port}"):
             await self.push.start()
-        undo.add("model-push server", self.push.close)
+        undo.add("model-push server", self.push.close)  # after a full start: only what stop_listening() left
 
     def _network_tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The network's long-lived tasks to supervise: the push server's (the MEMS daemon adds the host link's)."""
-        return [("push server", self.push.serve_forever)]
+        return [("push-server", self.push.serve_forever)]
 
     def _close_recorder(self) -> None:
+        """The push port's last refusal summary and the stop event, then close the session."""
         assert self.recorder is not None
+        self.push.refusals.flush()
         self.recorder.record_event("stop", self._stop_details())
         self.recorder.close()
 
@@ -313,10 +318,8 @@ class EdgeDaemon:
         raise NotImplementedError
 
     async def _status_op(self, header: PushHeader) -> dict[str, Any]:
-        policy = (self.push.status() if self.slot is not None else
-                  {"active": None, "previous": None, "counters": {}, "push_counters": dict(self.push.counters)})
-        return {"accepted": True, "reason": "ok", "mode": self.cfg.loop.mode, "held": self.held, **policy,
-                **self._status()}
+        return {"accepted": True, "reason": "ok", "mode": self.cfg.loop.mode, "held": self.held,
+                **self.push.status(), **self._status()}
 
     def _status(self) -> dict[str, Any]:
         return {}

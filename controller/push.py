@@ -6,18 +6,20 @@ is closed without a reply and counted (``counters["refused:<reason>"]``: bad_mag
 bad_signature, stale, replayed, preauth_timeout, incomplete, too_many_unauthenticated,
 too_many_connections), and refusals are logged and recorded as one summary (recorder event
 "push_refused") at most every ``REFUSAL_REPORT_S``. The pre-authentication budget: at most
-``max_unauthenticated`` connections wait for their preamble (a new one evicts the oldest, so a fresh
-client gets through a flood), at most ``max_connections`` are open (file descriptors stay bounded), the
-listen backlog bounds the connections accepted per loop iteration, and each connection's read buffer
-pauses the socket beyond ``BUFFER_LIMIT``.
+``max_unauthenticated`` connections wait for their preamble (a new one evicts the oldest of those whose
+preamble has not fully arrived yet, so a fresh client gets through a flood), at most ``max_connections``
+are open (file descriptors stay bounded), and each connection's read buffer pauses the socket beyond
+``BUFFER_LIMIT``. The listen backlog is an ordinary ``BACKLOG``, so a key holder's SYN is not dropped
+during a flood (the admission above bounds what the accepted connections cost).
 
 Then: header (authenticated against the preamble) → push: sha256, atomic install, validation (the
 slot's validator process, then its worker thread), swap at the next tick boundary; rollback: previous
-policy at the next tick boundary; status. The active version is remembered in the policy directory,
-and `restore()` brings it back when the daemon restarts. Requests are served one at a time, except the
-mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them. Every
-authenticated request gets an authenticated reply; one that refuses a model says why, and is logged,
-counted (``rejected:<reason>``) and recorded.
+policy at the next tick boundary. The active version is remembered in the policy directory, and
+`restore()` brings it back when the daemon restarts. Pushes and rollbacks are served one at a time, and
+a push's model is read only once its turn has come (one model in memory at a time); the daemon's `ops`
+(status, hold, resume, and in angles mode scan, abort) carry no model and are served beside them. Every
+authenticated request gets an authenticated reply; one that is refused says why, and is logged, counted
+(``rejected:<reason>``, ``internal_error`` for an unexpected error, logged with its traceback) and recorded.
 The server also takes the slot's quarantines (controller/policy.py, `[policy] runtime_*`): each is recorded,
 and in the slot's worker thread listed in the policy directory's `quarantine.json` before `active` is
 rewritten, so a restart never brings a quarantined version back (`restore()` refuses one). `status()` lists
@@ -27,6 +29,7 @@ and once swapped in its quarantine is lifted (logged, recorded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_WARN = 0.05  # relative decision-period mismatch that is logged as a warning
 BUFFER_LIMIT = 4096  # StreamReader limit: a socket nobody reads from is paused beyond 2× this (+ one recv)
+BACKLOG = 128  # the kernel's accept queue (and asyncio's accepts per loop iteration)
 REFUSAL_REPORT_S = 10.0  # at most one log line and one recorder event about refused connections per this
 
 
@@ -56,8 +60,8 @@ def period_drift(achieved_s: float, manifest_s: float) -> float:
 
 
 class PushServer:
-    """``await start()`` (binds); ``serve_forever()`` (supervised); ``address``; ``await close()``.
-    ``slot`` is None in modes that run no policy."""
+    """``await start()`` (binds); ``serve_forever()`` (supervised); ``address``; ``stop_listening()`` (first
+    thing at shutdown); ``await close()``. ``slot`` is None in modes that run no policy."""
 
     def __init__(self, cfg: PolicyConfig, keyring: Keyring, slot: PolicySlot | None, *,
                  nominal_period_s: float, max_clock_skew_s: float, replay_window: int,
@@ -74,22 +78,23 @@ class PushServer:
         self._closed = False
         self._open: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()  # close() waits for them
-        self._unauthenticated: dict[asyncio.StreamWriter, None] = {}  # waiting for their preamble, oldest first
+        # waiting for their preamble, oldest first, with their readers (what they have sent so far)
+        self._unauthenticated: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
         if slot is not None:
             self._hook_slot(slot)
 
     async def start(self) -> None:
-        """Bind and listen (start-up errors, e.g. the port in use, raise OSError here)."""
-        self._closed = False
-        self._server = await asyncio.start_server(
-            self._serve, self.cfg.push_host, self.cfg.push_port, limit=BUFFER_LIMIT,
-            backlog=max(1, self.cfg.max_unauthenticated // 4))  # also the accepts per loop iteration
+        """Bind and listen, once (start-up errors, e.g. the port in use, raise OSError here)."""
+        assert self._server is None, "started twice"
+        self._server = await asyncio.start_server(self._serve, self.cfg.push_host, self.cfg.push_port,
+                                                  limit=BUFFER_LIMIT, backlog=BACKLOG)
+        if self._closed:  # close() ran while binding: no socket is left listening
+            self._server.close()
 
     async def serve_forever(self) -> None:
-        """Keep the port listening (re-created if it was closed) and report refusals; ends with close()."""
+        """Report the refusals gathered (at most every ``REFUSAL_REPORT_S``) until stopped. The asyncio server
+        itself listens from ``start()`` to ``stop_listening()``; it never stops on its own."""
         while not self._closed:
-            if self._server is None or not self._server.is_serving():
-                await self.start()
             self.refusals.tick()
             await asyncio.sleep(1.0)
 
@@ -103,20 +108,25 @@ class PushServer:
         """(open connections, of which waiting for their preamble)."""
         return len(self._open), len(self._unauthenticated)
 
-    async def close(self) -> None:
-        """Stop listening, cut every connection, wait (≤ 2 s) for their handlers, report the last refusals."""
+    def stop_listening(self) -> None:
+        """Stop accepting and cut every open connection (their handlers end soon after; a request already
+        being served finishes and its reply is lost)."""
         self._closed = True
         if self._server is not None:
             self._server.close()
-            for writer in list(self._open):
-                writer.transport.abort()
-            if self._handlers:
-                await asyncio.wait(self._handlers, timeout=2.0)
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        """``stop_listening()``, wait (≤ 2 s) for the handlers, report the last refusals."""
+        self.stop_listening()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=2.0)
         self.refusals.flush()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t0 = time.monotonic_ns()
-        if not self._admit(writer):
+        if not self._admit(reader, writer):
             return
         handler = asyncio.current_task()
         assert handler is not None
@@ -131,28 +141,40 @@ class PushServer:
             self._handlers.discard(handler)
             writer.close()
 
-    def _admit(self, writer: asyncio.StreamWriter) -> bool:
-        """Room for one more connection: evict the oldest unauthenticated one if needed, else refuse."""
+    def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Room for one more connection: evict an unauthenticated one if needed, else refuse."""
+        if self._closed:  # accepted just before stop_listening()
+            writer.transport.abort()
+            return False
         full = len(self._open) >= self.cfg.max_connections
         if full or len(self._unauthenticated) >= self.cfg.max_unauthenticated:
             if not self._unauthenticated:  # every open connection is authenticated
                 self._refuse_connection("too_many_connections")
                 writer.transport.abort()
                 return False
-            oldest = next(iter(self._unauthenticated))
-            del self._unauthenticated[oldest]
-            self._open.discard(oldest)
+            victim = self._eviction_victim()
+            del self._unauthenticated[victim]
+            self._open.discard(victim)
             self._refuse_connection("too_many_unauthenticated")
-            oldest.transport.abort()  # its reader sees EOF; its task ends
+            victim.transport.abort()  # its reader sees EOF; its task ends
         self._open.add(writer)
-        self._unauthenticated[writer] = None
+        self._unauthenticated[writer] = reader
         return True
+
+    def _eviction_victim(self) -> asyncio.StreamWriter:
+        """The oldest unauthenticated connection whose preamble has not fully arrived; if every one's has (their
+        handlers have not run yet), the oldest."""
+        # StreamReader keeps what has arrived and was not read yet in ``_buffer`` (no public accessor)
+        return next((w for w, r in self._unauthenticated.items() if len(r._buffer) < PREAMBLE.size),
+                    next(iter(self._unauthenticated)))
 
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Preamble | None:
         """The authenticated, fresh preamble, or None (refusal counted; the caller closes without a reply)."""
         try:
             async with asyncio.timeout(self.cfg.preauth_timeout_s):
                 data = await reader.readexactly(PREAMBLE.size)
+            if writer not in self._unauthenticated:  # evicted (and counted) while its preamble waited to be read
+                return None
             pre = verify_preamble(self.keyring, data)
             self.guard.check(pre.key_id, pre.seq, pre.timestamp_us, peer="push")
             return pre
@@ -188,11 +210,14 @@ class PushServer:
                 check_sizes(pre, self.cfg.max_model_bytes)
                 body = await reader.readexactly(pre.header_len)
                 header = verify_header(pre, body, await reader.readexactly(TAG_LEN))
-                model = await reader.readexactly(pre.model_len)
+            if header.op != "push" and pre.model_len:
+                raise PushRefused("bad_frame", f"only a push carries a model, not {header.op!r}")
             if (handler := self.ops.get(header.op)) is not None:
                 reply = await handler(header)
             else:
-                async with self._lock:
+                async with self._lock:  # one push at a time: its model is read only now
+                    async with asyncio.timeout(self.cfg.io_timeout_s):
+                        model = await reader.readexactly(pre.model_len)
                     reply = await self._dispatch(header, model, t0)
         except PushRefused as e:
             reply = self._refuse(e.reason, e.detail)
@@ -202,22 +227,27 @@ class PushServer:
             self.counters["rejected:bad_frame"] += 1
             log.warning("model push (key %d): connection dropped: %r", pre.key_id, e)
             return
+        except Exception as e:  # a bug: the key holder is told, the traceback logged once
+            log.exception("push-channel request (key %d) failed", pre.key_id)
+            reply = self._refuse("internal_error", repr(e), logged=True)
         try:
             writer.write(encode_reply(reply, pre))
-            await writer.drain()
-            if not reply["accepted"]:  # maybe refused early: drain what the pusher still sends, so the reply is not reset
+            async with asyncio.timeout(self.cfg.io_timeout_s):
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
+            self.counters["reply_lost"] += 1
+            return
+        if not reply["accepted"]:  # maybe refused early: drain what the pusher still sends, so the reply is not reset
+            with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(self.cfg.io_timeout_s):
                     while await reader.read(1 << 16):
                         pass
-        except ConnectionError:
-            self.counters["reply_lost"] += 1
-        except TimeoutError:
-            pass
 
-    def _refuse(self, reason: str, detail: str, count: bool = True) -> dict[str, Any]:
+    def _refuse(self, reason: str, detail: str, count: bool = True, logged: bool = False) -> dict[str, Any]:
         if count:
             self.counters[f"rejected:{reason}"] += 1
-        log.warning("push-channel request refused (%s): %s", reason, detail)
+        if not logged:
+            log.warning("push-channel request refused (%s): %s", reason, detail)
         self.record("policy", {"action": "rejected", "reason": reason, "detail": detail[:500]})
         return {"accepted": False, "reason": reason, "detail": detail}
 
@@ -225,8 +255,6 @@ class PushServer:
         slot = self.slot
         if slot is None:
             raise PushRefused("no_policy_mode", "this daemon's mode runs no policy")
-        if header.op == "status":
-            return {"accepted": True, "reason": "ok", **self.status()}
         if header.op == "rollback":
             policy, t_ns = await self._at_boundary(slot.request_rollback())
             await self._remember(slot)
@@ -274,8 +302,13 @@ class PushServer:
                 log.warning("policy %s not restored (%s): %s", directory.name, reason, detail)
                 self.record("policy", {"action": "restore_failed", "reason": reason, "detail": detail[:500]})
                 return
-        await asyncio.wait([done])
-        if not done.cancelled():  # else superseded by a push
+        await asyncio.wait([done], timeout=self.cfg.swap_timeout_s)
+        if not done.done():  # no tick boundary came: cancelled, so no later tick applies it
+            done.cancel()
+            log.warning("policy %s not restored: no tick boundary within %s s", directory.name,
+                        self.cfg.swap_timeout_s)
+            self.record("policy", {"action": "restore_failed", "reason": "swap_timeout"})
+        elif not done.cancelled():  # else superseded by a push
             policy, t_ns = done.result()
             self._done("restored", policy, t0_ns, t_ns)
 
@@ -335,9 +368,9 @@ class PushServer:
         return reply
 
     def status(self) -> dict[str, Any]:
+        """The policy part of the daemon's ``status`` op (no policy in modes without a slot)."""
         slot = self.slot
-        assert slot is not None
-        return {"active": slot.active.version if slot.active else None,
-                "previous": slot.previous.version if slot.previous else None,
-                "quarantined": [q.public() for q in slot.quarantined],
-                "counters": dict(slot.counters), "push_counters": dict(self.counters)}
+        return {"active": slot.active.version if slot and slot.active else None,
+                "previous": slot.previous.version if slot and slot.previous else None,
+                "quarantined": [q.public() for q in slot.quarantined] if slot else [],
+                "counters": dict(slot.counters) if slot else {}, "push_counters": dict(self.counters)}

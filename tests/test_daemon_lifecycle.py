@@ -1,6 +1,7 @@
 """The MEMS daemon in-process (no device: it ticks on, commanding the safe value): supervised tasks are restarted
 and counted while the loop runs, the tick loop dying ends the daemon in one log line, and a failing shutdown step
-does not keep the recorder session open."""
+does not keep the recorder session open; at shutdown the push port closes first and its last refusals are
+recorded."""
 from __future__ import annotations
 
 import asyncio
@@ -112,3 +113,39 @@ async def test_the_tick_loop_dying_ends_the_daemon_in_one_line_and_closes_the_re
     path = daemon.cfg.recorder.path
     assert [ended > 0 for _, ended in _sessions(path)] == [True]
     assert read_events(path)[-1]["kind"] == "stop" and read_events(path)[-1]["details"]["ticks"] == 20
+
+
+async def test_shutdown_closes_the_push_port_first_and_records_its_last_refusals(daemon: Daemon) -> None:
+    """Once the actuators go safe, nothing can arrive on the push port; the refusals gathered till then reach the
+    recorder before its session closes."""
+    async def refused_connection() -> None:
+        reader, writer = await asyncio.open_connection(*daemon.push.address)
+        writer.write(b"GET / HTTP/1.1\r\n" * 8)
+        async with asyncio.timeout(2):
+            await reader.read()
+        writer.close()
+
+    port_open_at_safe: list[bool] = []
+
+    async def actuators_safe() -> None:
+        try:
+            _, writer = await asyncio.open_connection(*address)
+            writer.close()
+            port_open_at_safe.append(True)
+        except OSError:
+            port_open_at_safe.append(False)
+
+    daemon._actuators_safe = actuators_safe  # type: ignore[method-assign]
+    run = asyncio.create_task(daemon.run())
+    await _until(lambda: daemon.recorder is not None)
+    address = daemon.push.address
+    for _ in range(2):  # the first is reported at once, the second gathered for the next summary
+        await refused_connection()
+    daemon.stop()
+    async with asyncio.timeout(10):
+        await run
+    assert port_open_at_safe == [False]
+    with pytest.raises(OSError):
+        await asyncio.open_connection(*address)
+    kinds = [(e["kind"], e["details"].get("counts")) for e in read_events(daemon.cfg.recorder.path)]
+    assert kinds[-3:] == [("push_refused", {"bad_magic": 1}), ("push_refused", {"bad_magic": 1}), ("stop", None)]

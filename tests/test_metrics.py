@@ -92,6 +92,23 @@ def test_every_metric_is_documented_in_docs_metrics_md() -> None:
     assert exported == documented
 
 
+def test_every_push_refusal_reason_is_documented_in_docs_metrics_md() -> None:
+    """The reasons controller/push.py's docstring lists for ``refused:<reason>`` are exactly those of the
+    ``push_refused:<reason>`` fault kind in the docs."""
+    import re
+    from pathlib import Path
+
+    from controller import push
+
+    listed = re.search(r'counters\["refused:<reason>"\]``: ([a-z_,\s]+)\)', push.__doc__ or "")
+    assert listed is not None, "push.py's docstring lists the refusal reasons"
+    reasons = set(listed.group(1).replace(",", " ").split())
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `push_refused:<reason>`"))
+    assert reasons == set(re.findall(r"`([a-z_]+)`", row.split("|")[3])), row
+    assert len(reasons) >= 9
+
+
 def test_hold_and_recorder_alarm_gauges_and_a_daemon_without_ticks() -> None:
     m = Metrics(None)  # the angles daemon
     m.update(held=True, recorder_alarm=True, faults={"push_refused:bad_magic": 3})

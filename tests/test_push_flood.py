@@ -86,7 +86,8 @@ async def test_push_port_flood_leaves_memory_loop_and_key_holders_alone(tmp_path
         assert stand.daemon.poll() is None, "the daemon died"
     ticks = read_ticks(stand.recorder_path)
     events = [e for e in read_events(stand.recorder_path) if e["kind"] == "push_refused"]
-    log_lines = [ln for ln in (stand.workdir / "daemon.log").read_text().splitlines() if "push" in ln.lower()]
+    log_lines = [ln for ln in (stand.workdir / "daemon.log").read_text().splitlines()
+                 if "refused before authentication" in ln]  # the refusal summaries
 
     quiet_rss = max(r for t, r, _ in samples if q0 <= t < q1)
     peak_rss = max(r for t, r, _ in samples if t >= q1)
@@ -100,8 +101,9 @@ async def test_push_port_flood_leaves_memory_loop_and_key_holders_alone(tmp_path
     assert counts["opened"] >= 400, counts  # the intruder really attacked
     assert counts["bytes_received"] == 0, counts  # and never got a byte back
     assert peak_rss - quiet_rss < 50, f"RSS {quiet_rss:.0f} → {peak_rss:.0f} MB"
-    assert peak_fds < 200, f"{peak_fds} open file descriptors"
-    assert attack_rate >= 0.9 * quiet_rate, f"{attack_rate:.1f} ticks/s under attack, {quiet_rate:.1f} quiet"
+    assert peak_fds < 300, f"{peak_fds} open file descriptors"  # max_connections + one accept burst (BACKLOG)
+    # the attacker competes for the CPU; the old code fell to ≈ 0.62 × the quiet rate
+    assert attack_rate >= 0.8 * quiet_rate, f"{attack_rate:.1f} ticks/s under attack, {quiet_rate:.1f} quiet"
     assert len(served) >= 3
     assert sum(refused.values()) >= 0.9 * counts["opened"], (refused, counts)
-    assert 1 <= len(events) <= 3 and len(log_lines) <= 10, (events, log_lines[-5:])  # summarised
+    assert 1 <= len(events) <= 3 and 1 <= len(log_lines) <= 3, (events, log_lines[-5:])  # summarised

@@ -104,8 +104,8 @@ def test_summary_reports_the_first_at_once_then_at_most_every_interval():
 
 
 class Edge:
-    """A PushServer on a free loopback port, supervised, with a "status" op and a "hold" op that
-    blocks until ``release`` is set (so a test can keep authenticated connections open)."""
+    """A PushServer on a free loopback port, supervised, with a "status" op, a "hold" op that blocks until
+    ``release`` is set (so a test can keep authenticated connections open) and a "resume" op that raises."""
 
     def __init__(self, tmp_path, **cfg) -> None:  # noqa: ANN001, ANN003
         self.release = asyncio.Event()
@@ -118,9 +118,13 @@ class Edge:
             await self.release.wait()
             return {"accepted": True, "reason": "held"}
 
+        async def resume(header: PushHeader) -> dict:  # a bug in an op
+            raise RuntimeError("boom")
+
         self.server = PushServer(PolicyConfig(dir=tmp_path, push_port=0, **cfg), RING, None, nominal_period_s=0.1,
                                  max_clock_skew_s=5.0, replay_window=64,
-                                 record=lambda k, d: self.records.append((k, d)), ops={"status": status, "hold": hold})
+                                 record=lambda k, d: self.records.append((k, d)),
+                                 ops={"status": status, "hold": hold, "resume": resume})
         self.tasks = Supervisor()
 
     async def __aenter__(self) -> Edge:
@@ -141,6 +145,12 @@ class Edge:
 
     def refused(self) -> dict[str, int]:
         return {k: v for k, v in self.server.counters.items() if k.startswith("refused:")}
+
+
+async def until(condition, within_s: float = 2.0) -> None:  # noqa: ANN001
+    async with asyncio.timeout(within_s):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def closed_without_a_byte(reader: asyncio.StreamReader, within_s: float = 2.0) -> bool:
@@ -193,7 +203,7 @@ async def test_slow_preambles_meet_the_preauth_deadline(tmp_path):
 async def test_a_flood_of_unauthenticated_connections_evicts_the_oldest_and_a_client_gets_through(tmp_path):
     async with Edge(tmp_path, max_unauthenticated=4, max_connections=8) as edge:
         idle = [await edge.connect() for _ in range(6)]
-        await asyncio.sleep(0.1)
+        await until(lambda: edge.refused().get("refused:too_many_unauthenticated") == 2)
         assert edge.server.connections == (4, 4)
         for reader, _ in idle[:2]:  # the two oldest made room
             assert await closed_without_a_byte(reader, 0.5)
@@ -210,8 +220,7 @@ async def test_the_connection_cap_holds_when_every_connection_is_authenticated(t
         holds = []
         for n, k in enumerate((1, 2), 1):  # one at a time: one unauthenticated connection at most
             holds.append(asyncio.create_task(asyncio.to_thread(edge.client(k).hold)))
-            while edge.server.connections != (n, 0):
-                await asyncio.sleep(0.01)
+            await until(lambda: edge.server.connections == (n, 0))
         reader, writer = await edge.connect()
         assert await closed_without_a_byte(reader)  # no room, nothing to evict
         writer.close()
@@ -235,12 +244,65 @@ async def test_refusals_are_summarised_not_logged_one_by_one(tmp_path, caplog):
                                                           ("push_refused", {"bad_magic": 49})]
 
 
-async def test_serve_forever_listens_again_after_the_server_was_closed(tmp_path):
+async def test_an_unexpected_error_is_answered_counted_and_logged_once(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "controller.push")
     async with Edge(tmp_path) as edge:
-        edge.server._server.close()  # as if the listening socket had gone away
-        for _ in range(30):
-            await asyncio.sleep(0.1)
-            if edge.server._server.is_serving():
-                break
-        assert (await asyncio.to_thread(edge.client().status))["accepted"]
-        assert not edge.tasks.restarts
+        reply = await asyncio.to_thread(edge.client().resume)
+        assert (reply["accepted"], reply["reason"]) == (False, "internal_error") and "boom" in reply["detail"]
+        assert (await asyncio.to_thread(edge.client(2).status))["accepted"]  # and the server goes on
+    assert edge.server.counters["rejected:internal_error"] == 1
+    failed = [r for r in caplog.records if "boom" in r.getMessage() or r.exc_info]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+
+
+async def test_a_request_other_than_a_push_carries_no_model(tmp_path):
+    async with Edge(tmp_path) as edge:
+        reply = await asyncio.to_thread(edge.client().send, request("status", seq=5, model=b"x" * 100))
+    assert reply["reason"] == "bad_frame" and edge.server.counters["rejected:bad_frame"] == 1
+
+
+async def test_close_during_start_leaves_nothing_listening(tmp_path):
+    server = Edge(tmp_path).server
+    starting = asyncio.create_task(server.start())
+    await server.close()
+    await starting
+    assert not server._server.is_serving()
+
+
+class Conn:
+    """A connection's writer as the server sees it, without a socket: ``abort()`` ends its reader."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.transport, self.reader, self.aborted = self, reader, False
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.reader.feed_eof()
+
+
+def conn() -> tuple[asyncio.StreamReader, Conn]:
+    reader = asyncio.StreamReader()
+    return reader, Conn(reader)
+
+
+async def test_a_connection_evicted_while_its_preamble_waited_to_be_read_is_not_served(tmp_path):
+    server = Edge(tmp_path, max_unauthenticated=1).server
+    reader, writer = conn()
+    assert server._admit(reader, writer)
+    auth = asyncio.create_task(server._authenticate(reader, writer))
+    await asyncio.sleep(0)  # waiting for its preamble
+    reader.feed_data(request(seq=3)[:PREAMBLE.size])  # arrived; the handler has not resumed yet
+    assert server._admit(*conn())  # a newer connection evicts it (the only candidate)
+    assert await auth is None and writer.aborted
+    assert dict(server.counters) == {"refused:too_many_unauthenticated": 1}
+
+
+async def test_eviction_spares_a_connection_whose_preamble_has_arrived(tmp_path):
+    server = Edge(tmp_path, max_unauthenticated=2).server
+    (r_full, w_full), (r_slow, w_slow) = conn(), conn()
+    assert server._admit(r_full, w_full) and server._admit(r_slow, w_slow)
+    r_full.feed_data(request(seq=4)[:PREAMBLE.size])  # the older one: complete, its handler not run yet
+    r_slow.feed_data(b"ETP1")
+    assert server._admit(*conn())
+    assert w_slow.aborted and not w_full.aborted
+    assert (await server._authenticate(r_full, w_full)).seq == 4
