@@ -22,8 +22,11 @@ async def test_reconnects_within_a_second_of_the_port_reappearing_after_the_back
     config = {"device": {"reconnect_backoff_min_s": 2.0, "reconnect_backoff_max_s": 8.0}}
     async with SimulatedStand(tmp_path / "stand", serial_faults=True, config=config) as stand:
         assert stand.emulator is not None
-        stand.emulator.kill()  # the instrument's firmware dies; the symlink dangles
+        stand.emulator.kill()  # the instrument's firmware dies
         await asyncio.to_thread(stand.emulator.wait, 5)
+        # the link goes, as udev's /dev/serial/by-id link does on unplug (left dangling, it would point at the next
+        # pty to take the freed number: another test's emulator when tests run in parallel)
+        stand.device_link.unlink()
         log = stand.workdir / "daemon.log"
         async with asyncio.timeout(10):
             while "retrying in 4.00 s" not in log.read_text():  # the second failed attempt (~2 s after the kill)
