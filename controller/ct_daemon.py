@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,12 @@ class CtDaemon(EdgeDaemon):
 
     async def _abort_scan(self, by: str) -> bool:
         """Halt the scan in flight (if any) and wait until the stage rests; True when one was running."""
+        deadline = time.monotonic() + self.angles.move_timeout_s
         while self._scan_lock.locked() and not self.mode.running:  # a scan op before or after its scan (ms)
+            if time.monotonic() > deadline:  # e.g. saving a reconstruction to storage that does not answer
+                log.error("%s: the scan request did not reach or leave its scan within %g s (move_timeout_s); "
+                          "aborting what runs now", by, self.angles.move_timeout_s)
+                break
             await asyncio.sleep(self.angles.poll_s)
         running = self.mode.running
         await self.mode.abort()

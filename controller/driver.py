@@ -6,7 +6,10 @@ non-blocking (``write_timeout=0``); a write the UART cannot take is dropped and 
 If the port goes away (unplugged, emulator restarted) the driver closes it, tells its owner,
 and reopens it with exponential backoff; while it waits, it watches the port's path (a stat every
 ``PORT_POLL_S``) and retries at once when the path comes back (absent → present: replugged, emulator
-restarted), however long the backoff has grown, and starts the backoff over. A streaming device that
+restarted), however long the backoff has grown, and starts the backoff over. While the path exists
+(a fixed /dev/ttyS*, a persistent symlink to a device that fails to open or answer, a port another
+process holds) nothing would signal its return, so the wait is capped at ``backoff_present_max_s``
+(``PRESENT_BACKOFF_MAX_S``), and the warning for each failed attempt is rate-limited. A streaming device that
 sends no data message for ``silence_timeout_s`` (rebooted mid-stream, firmware hung) is treated the
 same way: dropped and reconnected (off by default: a request-driven device such as the CT stage is
 silent between acquisitions).
@@ -22,6 +25,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import serial
 
@@ -29,16 +33,19 @@ from controller.protocol import (
     MEMS, Ack, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
     Status, StatusRequest, StreamStart, StreamStop, encode,
 )
+from controller.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 PORT_POLL_S = 0.05  # how often the backoff looks whether the port path came back
+PRESENT_BACKOFF_MAX_S = 0.5  # the longest wait between attempts while the port path exists
+RETRY_LOG_INTERVAL_S = 10.0  # at most one warning this often for failed attempts on a path that exists
 TTY_DRIVERS = "/proc/tty/drivers"  # Linux: major number and minor range of every tty driver
 
 
 def _tty_ranges() -> list[tuple[int, int, int]] | None:
     """(major, first minor, last minor) of every tty driver, or None where the kernel does not list them."""
     try:
-        lines = open(TTY_DRIVERS, encoding="ascii").read().splitlines()
+        lines = Path(TTY_DRIVERS).read_text(encoding="ascii").splitlines()
     except OSError:
         return None
     out = []
@@ -88,6 +95,7 @@ class SerialDriver:
     messages: MessageSet = MEMS
     backoff_min_s: float = 0.1
     backoff_max_s: float = 5.0
+    backoff_present_max_s: float = PRESENT_BACKOFF_MAX_S  # the wait's cap while the port path exists
     silence_timeout_s: float | None = None  # no data message for this long while connected: reconnect
     on_frame: Callable[[Message, int], None] | None = None
     on_link: Callable[[bool, str], None] | None = None  # (connected, reason)
@@ -100,9 +108,11 @@ class SerialDriver:
     _closing: bool = field(default=False, init=False)
     _last_rx_ns: int = field(default=0, init=False)
     identity: IdentifyReply | None = field(default=None, init=False)
+    _present_log: RateLimitedLog = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.messages)
+        self._present_log = RateLimitedLog(log, RETRY_LOG_INTERVAL_S)
 
     @property
     def connected(self) -> bool:
@@ -139,7 +149,11 @@ class SerialDriver:
                     backoff = self.backoff_min_s
                 except (OSError, serial.SerialException, TimeoutError, ValueError) as e:  # ValueError: Nak
                     self._drop(f"connect failed: {e}")
-                    log.warning("device %s: %s; retrying in %.2f s", self.port, e, backoff)
+                    if os.path.exists(self.port):  # retried every backoff_present_max_s at most: rate-limited
+                        self._present_log.warning("device %s: %s; retrying in %.2f s", self.port, e,
+                                                  min(backoff, self.backoff_present_max_s))
+                    else:
+                        log.warning("device %s: %s; retrying in %.2f s", self.port, e, backoff)
                     back = await self._backoff(backoff)  # the port came back: retry now, the backoff starts over
                     backoff = self.backoff_min_s if back else min(backoff * 2, self.backoff_max_s)
                     continue
@@ -150,10 +164,12 @@ class SerialDriver:
             await asyncio.sleep(0.05)
 
     async def _backoff(self, seconds: float) -> bool:
-        """Wait ``seconds``, or less: return True as soon as the port's path appears after having been absent."""
-        deadline = time.monotonic() + seconds
+        """Wait ``seconds`` while the port's path is absent, at most ``backoff_present_max_s`` while it exists;
+        return True as soon as the path appears after having been absent."""
+        start = time.monotonic()
         absent = not os.path.exists(self.port)
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := (seconds if absent else min(seconds, self.backoff_present_max_s))
+               - (time.monotonic() - start)) > 0:
             await asyncio.sleep(min(PORT_POLL_S, left))
             present = os.path.exists(self.port)
             if absent and present:

@@ -212,8 +212,9 @@ class EdgeDaemon:
                                           retention_check_s=cfg.recorder.retention_check_s)
         undo.add("recorder", self._close_recorder)
         if self.slot is not None:
-            self.slot.start_validator()
             undo.add("policy slot", self.slot.close)
+            with starting("policy validator process"):
+                self.slot.start_validator()
         undo.add("device", self.driver.close)
         undo.add("actuators to safe", self._actuators_safe)
         sup = self.supervisor
@@ -290,7 +291,8 @@ class EdgeDaemon:
         if self.slot is not None:
             out.update({f"policy_{k}": v for k, v in self.slot.counters.items() if k not in TRAFFIC})
         if rec is not None:
-            out.update(recorder_dropped=rec.dropped, recorder_write_failed=rec.write_failed, recorder_bad=rec.bad)
+            out.update(recorder_dropped=rec.dropped, recorder_write_failed=rec.write_failed, recorder_bad=rec.bad,
+                       recorder_events_failed=rec.events_failed, recorder_events_bad=rec.events_bad)
         return out
 
     def _on_device_link(self, up: bool, reason: str) -> None:

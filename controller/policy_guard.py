@@ -9,6 +9,12 @@ runs `fn(*args, run_options=...)`, times it and never raises; what went wrong co
   runtime_terminated  it ran past the deadline (wall clock: what the loop suffers) and the watchdog thread ended
                       it with onnxruntime's `RunOptions.terminate`
 
+The budget is the configured one the slot was built with — `[policy] max_inference_fraction` of the tick
+period (rl-pid), one exposure (angles) — not the latency the validator measured for this model: a measured
+latency is noisy (probe inputs, a loaded machine, the validator's own process) and would make the limit vary
+from push to push, while the fixed budget is what the loop can afford; the validator refuses a model whose
+median probe inference exceeds that same budget.
+
 `run_with_iobinding` and `run` release the GIL, so the watchdog thread runs while the model does; onnxruntime
 checks the flag before each node, and a Loop node in each iteration (onnxruntime 1.32, a 2-core VM: calls of
 a 1.2 s Loop with an 8.3 ms deadline ended after 9.0 ms, median of 30, at most 10.4 ms). A single long node is

@@ -10,7 +10,13 @@ sequence number: rows dropped because the ring was full (the writer fell behind)
 A batch that cannot be written (disk full, I/O error, or anything else) is dropped and counted
 (`write_failed` rows, `events_failed`) instead of piling up or being retried forever: the loop goes on,
 `alarm` is set while writes fail (logged once when it starts and once when writing works again) and
-clears with the next batch that commits.
+clears with the next batch that commits. An event whose details cannot be encoded as JSON (a circular
+structure, keys that are not strings) is dropped alone when it is recorded and counted (`events_bad`),
+as a tick row SQLite refuses is (`bad`): neither takes its batch with it.
+
+`close()` waits for the writer's last batch at most `CLOSE_TIMEOUT_S` (storage that hangs, e.g. a failing
+SD card, must not hang the daemon's shutdown); if it gives up, the writer thread, should it finish later,
+still marks the session ended, else the next `open` reports it.
 
 Retention (a small SD card): with `max_bytes` and/or `max_age_days`, the writer thread deletes the
 oldest sessions — never the current one — while the store holds more than `max_bytes` of data or a
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: sessions.write_failed
 PRUNE_ROWS = 20_000  # tick rows deleted per retention transaction
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the writer's last batch
 TICK_COLUMNS = ("session", "seq", "idx", "t_ns", "lateness_ns", "x", "y", "target_x", "target_y",
                 "cmd_x", "cmd_y", "kp_x", "ki_x", "kd_x", "kp_y", "ki_y", "kd_y", "flags")
 _SCHEMA = f"""
@@ -146,12 +153,13 @@ class Recorder:
         self.bad = 0
         self.written = 0
         self.write_failed = 0  # rows in batches SQLite could not write
-        self.events_failed = 0
+        self.events_failed = 0  # events in batches SQLite could not write
+        self.events_bad = 0  # events whose details cannot be encoded (dropped when recorded)
         self.write_errors = 0  # batches SQLite could not write
         self.alarm = False  # the last batch could not be written
         self.pruned_sessions = 0
         self.writer_error: BaseException | None = None  # what ended the last writer thread that died
-        self._events: deque[tuple[int, int | None, str, Any]] = deque()
+        self._events: deque[tuple[int, int | None, str, str]] = deque()  # details encoded
         self._wake = threading.Event()
         self._closing = False
         self._next_retention = 0.0  # monotonic time of the next retention check
@@ -210,8 +218,15 @@ class Recorder:
 
     def record_event(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None,
                      t_ns: int | None = None) -> None:
-        """Queue an event (gain change, fault, link state, model swap...); details become JSON."""
-        self._events.append((time.monotonic_ns() if t_ns is None else t_ns, tick, kind, details or {}))
+        """Queue an event (gain change, fault, link state, model swap...); details become JSON now: details that
+        cannot be encoded drop this event alone (counted, logged)."""
+        try:
+            encoded = json.dumps(details or {}, default=str)
+        except (TypeError, ValueError) as e:  # circular, keys json refuses
+            self.events_bad += 1
+            log.error("recorder: %s event refused, its details cannot be encoded: %s", kind, e)
+            return
+        self._events.append((time.monotonic_ns() if t_ns is None else t_ns, tick, kind, encoded))
 
     # --- writer thread ------------------------------------------------------------------------
     def _start_writer(self) -> threading.Thread:
@@ -243,6 +258,8 @@ class Recorder:
         except Exception as e:  # noqa: BLE001 — reported to keep_writing, which restarts the thread
             self.writer_error = e
             log.error("recorder: the writer thread died: %r", e)
+            return
+        self._end_session()  # closing: the writer's last act, also when close() has stopped waiting for it
 
     def _flush(self) -> None:
         head, tail, cap = self._head, self._tail, self._cap
@@ -256,13 +273,13 @@ class Recorder:
             conn.execute("BEGIN")
             self._insert_ticks(conn, rows)
             conn.executemany("INSERT INTO events (session, t_ns, tick, kind, details) VALUES (?, ?, ?, ?, ?)",
-                             [(self.session, t, k, kind, json.dumps(d, default=str)) for t, k, kind, d in events])
+                             [(self.session, *e) for e in events])
             conn.execute("UPDATE sessions SET submitted=?, written=?, dropped=?, bad=?, write_failed=?, last_idx=?, "
                          "last_commit_wall_ns=? WHERE id=?",
                          (self._seq, self.written + len(rows), self.dropped, self.bad, self.write_failed,
                           rows[-1][2] if rows else None, time.time_ns(), self.session))
             conn.execute("COMMIT")
-        except Exception as e:  # noqa: BLE001 — disk full, I/O error, a value json cannot encode: drop, count, alarm
+        except Exception as e:  # noqa: BLE001 — disk full, I/O error, anything else: drop, count, alarm
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -382,15 +399,25 @@ class Recorder:
             self._wake.set()
             time.sleep(0.001)
 
-    def close(self) -> None:
-        """Flush everything, mark the session ended and close the store (also after the writer died)."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Flush everything, mark the session ended and close the store (also after the writer died); wait for
+        the writer at most ``timeout_s`` (module doc)."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
-        self._writer.join()
-        if self.writer_error is not None:  # no writer flushed on the way out
+        self._writer.join(timeout_s)
+        if self._writer.is_alive():  # stuck in the store's I/O: the connection is its until it returns
+            log.error("recorder: the writer did not finish within %g s (storage not responding); giving up on "
+                      "%d pending rows, session %d is closed only if the writer finishes later", timeout_s,
+                      self.pending, self.session)
+            return
+        if self.writer_error is not None:  # it died: no writer flushed on the way out nor ended the session
             self._flush()
+            self._end_session()
+
+    def _end_session(self) -> None:
+        """Mark the session ended and close the store (the writer's last act, or close()'s when it died)."""
         try:
             self._conn.execute("UPDATE sessions SET ended_wall_ns=? WHERE id=?", (time.time_ns(), self.session))
         except sqlite3.Error as e:  # the next open reports the session as not closed

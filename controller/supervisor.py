@@ -4,19 +4,20 @@
 logged and counted (``restarts[name]``) and ``run`` is started again after an exponential back-off
 (``backoff_min_s`` doubling up to ``backoff_max_s``; reset after a run that lasted ``stable_s``).
 A task that returns has finished its work and is not restarted. ``dead()`` names the tasks that are
-waiting to be restarted: the daemon withholds the systemd watchdog while any is. The tick loop is not
-supervised here: its death ends the daemon (controller/daemon.py).
+waiting to be restarted: the daemon withholds the systemd watchdog while any is. ``close()`` cancels them
+all and waits at most ``CLOSE_TIMEOUT_S``, so one that does not end cannot hang the daemon's shutdown.
+The tick loop is not supervised here: its death ends the daemon (controller/lifecycle.py).
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from typing import Awaitable, Callable
 
 log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the cancelled tasks to end
 
 
 class Supervisor:
@@ -63,12 +64,15 @@ class Supervisor:
                 self._down.discard(name)
             backoff = min(2 * backoff, self.backoff_max_s)
 
-    async def close(self) -> None:
-        """Cancel every supervised task and wait for them."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Cancel every supervised task and wait for them, at most ``timeout_s``: a task still running then (its
+        clean-up awaits something that does not answer) is logged by name and left behind."""
         tasks, self._tasks = list(self._tasks.values()), {}
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
+                log.error("supervised tasks still running %g s after their cancellation, left behind: %s", timeout_s,
+                          ", ".join(sorted(t.get_name() for t in pending)))
         self._down.clear()

@@ -177,3 +177,30 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
                                                 again["stopped_by"]]
     assert scans[0]["angles_deg"] == angles and len(scans[0]["timings"]["sirt"]) == len(angles)
     assert [e["details"]["action"] for e in events if e["kind"] == "policy"] == ["swapped", "rejected", "swapped"]
+
+
+async def test_abort_gives_up_waiting_for_a_scan_request_stuck_outside_its_scan(tmp_path, caplog) -> None:
+    """A scan request that holds the scan lock but never reaches (or leaves) its scan — e.g. saving its
+    reconstruction to storage that does not answer — must not hang `abort` (nor `hold`) forever: it gives up
+    after move_timeout_s, logged."""
+    from controller.config import parse_config
+    from controller.ct_daemon import CtDaemon
+
+    write_keyfile(tmp_path / "keys")
+    daemon = CtDaemon(parse_config({
+        "device": {"port": str(tmp_path / "no-device")},
+        "loop": {"mode": "angles"},
+        "angles": {"move_timeout_s": 0.3},
+        "hostlink": {"key_file": str(tmp_path / "keys"), "state_file": str(tmp_path / "state.json")},
+        "recorder": {"path": str(tmp_path / "run.sqlite")},
+        "policy": {"dir": str(tmp_path / "policies")},
+    }))
+    try:
+        async with daemon._scan_lock:  # the stuck request
+            t0 = time.monotonic()
+            async with asyncio.timeout(5):
+                assert await daemon._abort_scan("abort") is False
+            assert time.monotonic() - t0 < 2.0
+        assert any("did not reach or leave its scan within 0.3 s" in r.getMessage() for r in caplog.records)
+    finally:
+        daemon.slot.close()

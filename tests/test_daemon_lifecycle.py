@@ -55,6 +55,17 @@ def _scrape_fault(port: int, kind: str) -> float:
     return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0.0)
 
 
+async def _until_exported(port: int, expect: dict[str, float], timeout_s: float = 5.0) -> None:
+    """Poll the metrics until these fault counts read ``expect`` (housekeeping exports them once a second)."""
+    seen: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (seen := {k: await asyncio.to_thread(_scrape_fault, port, k) for k in expect}) != expect:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"the metrics read {seen}, expected {expect}") from None
+
+
 async def test_dying_tasks_are_restarted_counted_and_exported_while_the_loop_ticks(daemon: Daemon, caplog) -> None:
     run = asyncio.create_task(daemon.run())
     await _until(lambda: daemon.scheduler.stats.ticks > 10)
@@ -72,10 +83,8 @@ async def test_dying_tasks_are_restarted_counted_and_exported_while_the_loop_tic
     await _until(lambda: sup.restarts["metrics-server"] == 1 and sup.restarts["device"] == 1)
     ticks = daemon.scheduler.stats.ticks
     await _until(lambda: daemon.metrics.serving and sup.dead() == [])
-    await asyncio.sleep(1.2)  # one housekeeping round exports the counts
-    assert await asyncio.to_thread(_scrape_fault, port, "task_restart:metrics-server") == 1
-    assert await asyncio.to_thread(_scrape_fault, port, "task_restart:device") == 1
-    assert daemon.scheduler.stats.ticks > ticks + 50  # the loop ticked on meanwhile
+    await _until_exported(port, {"task_restart:metrics-server": 1.0, "task_restart:device": 1.0})
+    await _until(lambda: daemon.scheduler.stats.ticks > ticks + 50)  # the loop ticks on meanwhile
     assert not run.done()
 
     def failing_close() -> None:
@@ -149,3 +158,29 @@ async def test_shutdown_closes_the_push_port_first_and_records_its_last_refusals
         await asyncio.open_connection(*address)
     kinds = [(e["kind"], e["details"].get("counts")) for e in read_events(daemon.cfg.recorder.path)]
     assert kinds[-3:] == [("push_refused", {"bad_magic": 1}), ("push_refused", {"bad_magic": 1}), ("stop", None)]
+
+
+async def test_a_validator_that_cannot_be_spawned_is_a_one_line_startup_error(tmp_path: Path, monkeypatch) -> None:
+    """Spawning the policy validator fails (out of processes or memory): a StartupError naming the step (the CLI's
+    one line, exit status 2), not Fatal; the recorder session is closed."""
+    from controller.lifecycle import StartupError
+    from controller.policy import PolicySlot
+
+    write_keyfile(tmp_path / "keys")
+    cfg = parse_config({
+        "device": {"port": str(tmp_path / "no-device")},
+        "loop": {"mode": "rl-pid", "pacing": "timer", "rate_hz": 100.0},
+        "hostlink": {"port": 0, "key_file": str(tmp_path / "keys"), "state_file": str(tmp_path / "state.json")},
+        "recorder": {"path": str(tmp_path / "run.sqlite")},
+        "metrics": {"port": 0},
+        "policy": {"push_port": 0, "dir": str(tmp_path / "policies")},
+    })
+
+    def cannot_fork(self: PolicySlot) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(PolicySlot, "start_validator", cannot_fork)
+    with pytest.raises(StartupError, match="^policy validator process: .*Resource temporarily unavailable"):
+        async with asyncio.timeout(10):
+            await Daemon(cfg).run()
+    assert [ended > 0 for _, ended in _sessions(cfg.recorder.path)] == [True]

@@ -24,11 +24,21 @@ pytestmark = pytest.mark.hil
 CMD = slice(5, 7)  # telemetry columns cmd_x_v, cmd_y_v
 
 
-async def _hold_gauge(stand: SimulatedStand) -> float:
-    await asyncio.sleep(1.2)  # the daemon exports once a second
+async def _until_hold_gauge(stand: SimulatedStand, value: float, timeout_s: float = 5.0) -> None:
+    """Poll the metrics until ``edgetune_hold`` reads ``value`` (the daemon exports once a second)."""
     url = f"http://127.0.0.1:{stand.edge_config['metrics']['port']}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("edgetune_hold "))
+
+    def gauge() -> float:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("edgetune_hold "))
+
+    seen = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (seen := await asyncio.to_thread(gauge)) != value:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"edgetune_hold reads {seen}, expected {value}") from None
 
 
 async def _cli(stand: SimulatedStand, command: str) -> dict:
@@ -56,7 +66,8 @@ async def test_mems_hold_commands_the_safe_value_until_resume(mems_stand: Simula
     assert len(after) > 80 and np.all(after[:, CMD] == 0.0)  # the safe value, every tick (the loop ticks on)
     assert after[-1, 3] == -40.0 and abs(after[-1, 1]) < 3.0  # the spot drifts back to the rest position
     status = await asyncio.to_thread(pusher.status)
-    assert status["held"] and await _hold_gauge(stand) == 1.0
+    assert status["held"]
+    await _until_hold_gauge(stand, 1.0)
     assert (await _cli(stand, "hold"))["changed"] is False
 
     resumed = await _cli(stand, "resume")
@@ -65,7 +76,7 @@ async def test_mems_hold_commands_the_safe_value_until_resume(mems_stand: Simula
     tel = await collect(client, 1.0)
     after = tel[tel[:, 0] > t_resumed]
     assert np.all(np.abs(after[5:, CMD]).max(axis=1) > 0.0) and abs(after[-1, 1] + 40.0) < 3.0  # the PID again
-    assert await _hold_gauge(stand) == 0.0
+    await _until_hold_gauge(stand, 0.0)
 
     assert stand.terminate_daemon() == 0
     flags = np.array([r["flags"] for r in read_ticks(stand.recorder_path)])

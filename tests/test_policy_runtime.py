@@ -13,10 +13,12 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from controller.policy import read_quarantine, remembered_active
 from controller.push_client import PushClient
 from controller.recorder import read_events, read_ticks
 from hil.model_faults import make_artifact
 from hil.stand import SimulatedStand
+from proc_util import children, still_running
 
 pytestmark = pytest.mark.hil
 
@@ -42,19 +44,6 @@ async def wait_status(stand: SimulatedStand, pusher: PushClient, ok: Callable[[d
         await asyncio.sleep(0.1)
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (nothing may reap an orphan here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 async def push_pair(stand: SimulatedStand, tmp_path: Path, bad_kind: str) -> tuple[PushClient, Path]:
     """A good policy "1", then the bad one ("bad-1"), both accepted (x stays near 0 px: they pass)."""
     pusher = PushClient(stand.push_addr, stand.keyring, stand.keyring.newest, timeout_s=10)
@@ -74,14 +63,23 @@ async def test_a_model_raising_at_run_time_is_quarantined_and_not_restored(rl_st
     assert [q["version"] for q in status["quarantined"]] == ["bad-1"] and "runtime_error" in status["quarantined"][0]["reason"]
     assert status["counters"]["runtime_error"] == 3 and status["counters"]["quarantined"] == 1
 
-    await asyncio.sleep(0.5)  # the recorder's flush (200 ms) and the quarantine's disk write (the worker thread)
+    policies = Path(stand.edge_config["policy"]["dir"])
+
+    def persisted() -> bool:
+        """The quarantine and the rollback on disk (the slot's worker thread), and in the recorder (its flush)."""
+        active = remembered_active(policies)
+        return ([q.version for q in read_quarantine(policies)] == ["bad-1"] and active is not None
+                and active.name.startswith("1-") and "quarantined" in
+                [e["details"]["action"] for e in read_events(stand.recorder_path, 1) if e["kind"] == "policy"])
+
+    deadline = time.monotonic() + 5.0
+    while not persisted():
+        assert time.monotonic() < deadline, "the quarantine was not written to disk and the recorder"
+        await asyncio.sleep(0.05)
     kids = children(stand.daemon.pid)  # the validator process and multiprocessing's resource tracker
     assert len(kids) == 2, kids
     assert stand.terminate_daemon(signal.SIGKILL) == -signal.SIGKILL
-    deadline = time.monotonic() + 5.0
-    while any(map(running, kids)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not [k for k in kids if running(k)], "the daemon's children outlived it"
+    assert not await asyncio.to_thread(still_running, kids), "the daemon's children outlived it"
 
     stand.start_daemon()  # target back at the configured 0 px
     await stand.client.close()

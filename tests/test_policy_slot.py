@@ -28,6 +28,7 @@ from controller.policy_guard import FailureWindow, RuntimeLimits
 from controller.push import PushServer
 from controller.safety import SafetyGate
 from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
+from proc_util import children, running, still_running
 
 BUDGET_S = 0.25 / 120  # a quarter of a 120 Hz tick
 SPEC = policy_spec(max_steps=16)
@@ -297,11 +298,12 @@ async def test_no_quarantine_when_max_failures_is_zero(artifacts):
 
 
 async def test_a_call_over_budget_counts_as_an_overrun_and_falls_back(artifacts):
-    # 200.1 px: 2500 Loop iterations, ≈ 4 ms of CPU (budget 2.1 ms); the deadline far away (50 budgets)
-    slot = await _slot_running(artifacts, "slow_above_x", RuntimeLimits(terminate_factor=50.0))
+    # 201 px: 25 000 Loop iterations, ≈ 40 ms of CPU, clearly over the 2.1 ms budget; the watchdog's deadline far
+    # beyond (1000 budgets: 2.1 s), so the call ends by itself
+    slot = await _slot_running(artifacts, "slow_above_x", RuntimeLimits(terminate_factor=1000.0))
     try:
         assert slot.infer(_obs(150.0)) is not None
-        assert slot.infer(_obs(200.1)) is None
+        assert slot.infer(_obs(201.0)) is None
         assert slot.counters["runtime_overrun"] == 1 and slot.counters["runtime_terminated"] == 0
     finally:
         slot.close()
@@ -317,7 +319,7 @@ async def test_a_call_far_past_its_budget_is_ended_by_the_watchdog(artifacts):
         assert slot.infer(_obs(210.0)) is None
         guarded_s = time.perf_counter() - t
         assert slot.counters["runtime_terminated"] == 1 and slot.counters["runtime_error"] == 0
-        assert guarded_s < min(0.1, unguarded_s / 4), (guarded_s, unguarded_s)
+        assert guarded_s < unguarded_s / 2, (guarded_s, unguarded_s)  # not ended: both the same ≈ 0.4 s
         assert slot.infer(_obs(150.0)) is not None  # the session runs again after an ended call
     finally:
         slot.close()
@@ -408,37 +410,21 @@ asyncio.run(main())
 """
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (nothing may reap an orphan here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def test_the_validator_and_the_resource_tracker_die_with_the_daemon_killed():
     parent = subprocess.Popen([sys.executable, "-c", _VALIDATOR_PARENT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     kids: list[int] = []
     try:
         assert parent.stdout.readline().strip() == "ready"
-        kids = _children(parent.pid)
+        kids = children(parent.pid)
         cmdlines = [Path(f"/proc/{k}/cmdline").read_bytes() for k in kids]
         assert len(kids) == 2 and any(b"spawn_main" in c for c in cmdlines) and any(b"resource_tracker" in c for c in cmdlines)
         parent.kill()
         parent.wait(10)
-        deadline = time.monotonic() + 5.0
-        while any(map(_running, kids)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [k for k in kids if _running(k)], "orphans left running"
+        assert not still_running(kids), "orphans left running"
     finally:
         parent.kill()
         parent.wait(10)
         for k in kids:
-            if _running(k):
+            if running(k):
                 os.kill(k, signal.SIGKILL)

@@ -286,15 +286,43 @@ async def test_a_dead_writer_thread_is_restarted_under_supervision(tmp_path: Pat
     assert _session(db, 1)["ended_wall_ns"] > 0
 
 
-def test_a_batch_that_cannot_be_encoded_is_dropped_not_retried(tmp_path: Path) -> None:
+def test_an_event_that_cannot_be_encoded_is_dropped_alone(tmp_path: Path) -> None:
+    """Details json cannot encode drop that event only (counted), not the batch of ticks and events around it."""
     db = tmp_path / "rec.sqlite"
     circular: dict = {}
     circular["self"] = circular
-    with Recorder.open(db, batch_rows=10, flush_ms=5) as rec:
-        rec.record_event("fault", circular)
-        rec.flush()
-        assert rec.alarm and rec.events_failed == 1
+    with Recorder.open(db, batch_rows=100, flush_ms=5) as rec:
         for i in range(10):
             _tick(rec, i)
+        rec.record_event("fault", circular)
+        rec.record_event("fault", {(1, 2): "a key json refuses"})
+        rec.record_event("gain_change", {"axis": "x"})
         rec.flush()
-        assert not rec.alarm and rec.written == 10
+        assert (rec.events_bad, rec.events_failed, rec.alarm, rec.written) == (2, 0, False, 10)
+    assert [r["idx"] for r in read_ticks(db)] == list(range(10))
+    assert [(e["kind"], e["details"]) for e in read_events(db)] == [("gain_change", {"axis": "x"})]
+
+
+def test_close_gives_up_on_a_stuck_store_and_the_writer_ends_the_session_later(tmp_path: Path) -> None:
+    """Storage that does not answer (here: another connection holds the write lock, so the writer's last batch
+    waits in SQLite's busy handler) must not hang close(): it returns after its timeout; the writer, once the
+    store answers again, commits what was pending and marks the session ended."""
+    db = tmp_path / "rec.sqlite"
+    rec = Recorder.open(db, batch_rows=100, flush_ms=5)
+    rec.flush()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the store stops taking writes
+    try:
+        for i in range(10):
+            _tick(rec, i)
+        t0 = time.monotonic()
+        rec.close(timeout_s=0.3)
+        took = time.monotonic() - t0
+        assert took < 2.0, took  # unbounded, it waits out SQLite's 5 s busy timeout
+        assert rec._writer.is_alive() and _session(db, 1)["ended_wall_ns"] is None
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    rec._writer.join(10)
+    assert not rec._writer.is_alive()
+    assert _session(db, 1)["ended_wall_ns"] > 0 and len(read_ticks(db)) == 10

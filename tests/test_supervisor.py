@@ -51,3 +51,30 @@ async def test_a_task_in_backoff_is_reported_dead_and_a_finished_one_is_not_rest
         sup.spawn("broken", broken)
     await sup.close()
     assert sup.dead() == []
+
+
+async def test_close_does_not_wait_forever_for_a_task_that_does_not_end(caplog):
+    """A task whose clean-up awaits something that does not answer is left behind after the timeout, logged by name;
+    the others are cancelled."""
+    sup = Supervisor()
+    release = asyncio.Event()
+
+    async def stuck() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await release.wait()  # e.g. a goodbye to a peer that has gone
+
+    stuck_task = sup.spawn("stuck", stuck)
+    other = sup.spawn("other", lambda: asyncio.sleep(3600))
+    await asyncio.sleep(0)  # both started
+    t0 = asyncio.get_running_loop().time()
+    async with asyncio.timeout(5):
+        await sup.close(timeout_s=0.2)
+    assert asyncio.get_running_loop().time() - t0 < 1.0
+    assert other.cancelled() and not stuck_task.done()
+    assert any("left behind: stuck" in r.getMessage() for r in caplog.records)
+    release.set()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await stuck_task
