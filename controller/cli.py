@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from controller.hostlink_wire import Keyring
+    from controller.link.auth import Keyring
 
 
 def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (see deploy/edge.toml)")) -> None:
@@ -42,7 +42,7 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
 
 def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Keyring, int]:
     """(HOST, PORT), the keyring and the key id to sign with; a usage error names the bad option."""
-    from controller.hostlink_wire import KeyringError, load_keyring
+    from controller.link.auth import KeyringError, load_keyring
 
     host, _, port = to.rpartition(":")
     if not host or not port.isdigit():
@@ -63,7 +63,7 @@ def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], di
     A bad address or key file, or a daemon that cannot be reached, is a clean error, not a traceback."""
     import json
 
-    from controller.push_client import PushClient
+    from controller.link.host_push import PushClient
 
     try:
         reply = op(PushClient(*signing(to, key_file, key_id), timeout_s))
@@ -83,7 +83,7 @@ KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the 
 def push(out_dir: Path = typer.Argument(..., help="Folder with model.onnx + manifest.json (`edgetune export`)."),
          to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
     """Push a policy to the edge; it is validated and swapped in at a tick boundary. Prints the JSON reply."""
-    from controller.manifest import ManifestError, load_artifact
+    from controller.policy.manifest import ManifestError, load_artifact
 
     try:
         load_artifact(out_dir)  # the edge checks it again; this catches a wrong folder before connecting
@@ -127,7 +127,7 @@ def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID,
     reconstruction path)."""
     from pydantic import ValidationError
 
-    from controller.pushwire import SampleSpec
+    from controller.link.push_wire import SampleSpec
 
     try:
         spec = None if sample is None else SampleSpec(kind=sample, seed=sample_seed, split=split)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import serial
 
-from controller.protocol import (
+from controller.protocol.framing import (
     MEMS, Ack, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
     Status, StatusRequest, StreamStart, StreamStop, encode,
 )

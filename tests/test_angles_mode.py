@@ -11,13 +11,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from controller import protocol as p
-from controller import tomo
+from controller.protocol import framing as p
+from controller.modes.ct import tomo
 from controller.driver import SerialDriver
-from controller.modes.angles import TASK, AnglePolicy, AnglesConfig, AnglesMode, PolicyError
-from controller.policy import PolicySlot, PolicySpec
-from controller.policy_guard import RuntimeLimits
-from firmware_sim.ct_emulator import CtEmulator, make_sample
+from controller.modes.ct.angles import TASK, AnglePolicy, AnglesConfig, AnglesMode, PolicyError
+from controller.policy.slot import PolicySlot, PolicySpec
+from controller.policy.guard import RuntimeLimits
+from firmware_sim.ct.emulator import CtEmulator, make_sample
 
 SIZE = 31
 SAMPLE = p.SetSample(p.SampleKind.ANY, 11, p.Split.VAL, SIZE)

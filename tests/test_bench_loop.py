@@ -6,8 +6,8 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from hil.bench import bench_loop
-from hil.bench_swap import bench as bench_swap
+from hil.bench.cli import bench_loop
+from hil.bench.swap import bench as bench_swap
 
 
 def test_bench_loop_json_short_run() -> None:

@@ -1,11 +1,11 @@
 """The default stand reproduces the paper's baseline behaviour (docs/calibration.md)."""
 import numpy as np
 
-from controller.pid import BASELINE_GAINS, per_frame_to_si
-from firmware_sim import disturbance
-from firmware_sim.mems import MemsStand
-from learner.calibration import grid_search, wiener_test
-from learner.closed_loop import simulate, tracking_stats
+from controller.modes.mems.pid import BASELINE_GAINS, per_frame_to_si
+from firmware_sim.mems import disturbance
+from firmware_sim.mems.physics import MemsStand
+from learner.mems.calibration import grid_search, wiener_test
+from learner.mems.closed_loop import simulate, tracking_stats
 
 # best per-frame gains of the coarse grid in docs/calibration.md (rows x, y; P, I, D)
 GRID_BEST = np.array([[5.0, 25.0, 10.0], [15.0, 35.0, 10.0]])

@@ -8,10 +8,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import learner.ct_cli
-from learner.ct_actor_critic import TerminalConfig, terminal_losses
-from learner.ct_net import CTActorCritic, masked_policy
-from learner.ct_train import TrainConfig, load_policy, train
+import learner.ct.cli
+from learner.algos.actor_critic_stop import TerminalConfig, terminal_losses
+from learner.ct.net import CTActorCritic, masked_policy
+from learner.ct.train import TrainConfig, load_policy, train
 
 
 def _batch():
@@ -81,8 +81,8 @@ def test_short_training_resume_and_policy(tmp_path, algo):
 
 def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     app = typer.Typer()
-    app.command("train")(learner.ct_cli.train_ct)
-    app.command("eval")(learner.ct_cli.eval_ct)
+    app.command("train")(learner.ct.cli.train_ct)
+    app.command("eval")(learner.ct.cli.eval_ct)
     run = CliRunner()
     res = run.invoke(app, ["train", "--size", "31", "--episodes", "4", "--batch", "4", "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output

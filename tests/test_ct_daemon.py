@@ -1,9 +1,9 @@
 """The angles-mode daemon as a real process against `edgetune sim ct` (a real pty): policy push over the
 authenticated channel, an adaptive scan compared with the same policy run in-process, refusals, abort.
 
-The in-process reference is not learner/ct_eval.py's environment: that draws phantoms and noise from its own
+The in-process reference is not learner/ct/eval.py's environment: that draws phantoms and noise from its own
 RNG stream and reconstructs with torch SIRT (cold, 150 iterations), so it cannot see the emulator's noise.
-It runs the same ONNX policy with the edge's own warm-started SIRT (controller.tomo, as AnglesMode) on the
+It runs the same ONNX policy with the edge's own warm-started SIRT (controller.modes.ct.tomo, as AnglesMode) on the
 emulator's phantom, with the emulator's detector and noise stream (np.random.default_rng(seed), untouched until
 the first projection). It measures at the commanded grid angle and reconstructs with it, where the device
 measures at the stage's actual angle (within its 0.01° in-position window) and the edge reconstructs at the
@@ -21,22 +21,22 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from controller import protocol as p
-from controller import tomo
-from controller.hostlink_wire import write_keyfile
-from controller.modes.angles import AnglePolicy
-from controller.modes.rl_pid import TASK as MEMS_TASK
-from controller.push_client import PushClient
-from controller.pushwire import SampleSpec
+from controller.protocol import framing as p
+from controller.modes.ct import tomo
+from controller.link.auth import write_keyfile
+from controller.modes.ct.angles import AnglePolicy
+from controller.modes.mems.rl_pid import TASK as MEMS_TASK
+from controller.link.host_push import PushClient
+from controller.link.push_wire import SampleSpec
 from controller.recorder import read_events
-from firmware_sim.ct import Detector, DetectorParams
-from firmware_sim.ct_emulator import make_sample
+from firmware_sim.ct.physics import Detector, DetectorParams
+from firmware_sim.ct.emulator import make_sample
 from hil.cli import app
 from hil.stand import SimulatedStand
 
 pytestmark = pytest.mark.hil
 
-POLICIES = Path(__file__).parents[1] / "learner" / "policies"
+POLICIES = Path(__file__).parents[1] / "learner" / "ct" / "policies"
 SIZE, A, MAX_ANGLES, SIRT_ITERATIONS, EMU_SEED = 63, 180, 20, 30, 3
 SAMPLE = SampleSpec(kind="any", seed=7, split="val")
 PSNR_TOL = 0.01  # dB; sub-0.01° angle differences (module doc) moved it by 1.4e-4 dB here
@@ -47,8 +47,8 @@ ANGLES = {"size": SIZE, "n_angles": A, "max_angles": MAX_ANGLES, "sirt_iteration
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict[str, Path]:
     """The bundled ct_63 policy exported for the edge, and a MEMS artifact (the wrong task)."""
-    from learner.ct_export import export_ct
-    from learner.ddpg import Actor
+    from learner.ct.export import export_ct
+    from learner.algos.ddpg import Actor
     from learner.export import export_policy
 
     out = tmp_path_factory.mktemp("artifacts")

@@ -17,10 +17,10 @@ import pytest
 import serial
 from cobs import cobs
 
-from controller import protocol as p
+from controller.protocol import framing as p
 from controller.driver import SerialDriver
-from firmware_sim.ct import line_integrals
-from firmware_sim.ct_emulator import CtEmulator, make_sample
+from firmware_sim.ct.physics import line_integrals
+from firmware_sim.ct.emulator import CtEmulator, make_sample
 
 E = p.ErrorCode
 SAMPLE = p.SetSample(p.SampleKind.PENTAGON, 3, p.Split.TRAIN, 63)

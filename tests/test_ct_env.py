@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from controller import tomo
-from learner.ct_env import CTBatchEnv, CTEnv, CTEnvConfig
+from controller.modes.ct import tomo
+from learner.ct.env import CTBatchEnv, CTEnv, CTEnvConfig
 
 CFG = CTEnvConfig(size=31, sirt_iterations=30, max_angles=5, cost=0.5)
 

@@ -1,4 +1,4 @@
-"""learner/ct_export.py + AnglePolicy.from_artifact: the bundled ct_63 policy exported, validated and run on the edge."""
+"""learner/ct/export.py + AnglePolicy.from_artifact: the bundled ct_63 policy exported, validated and run on the edge."""
 from __future__ import annotations
 
 from functools import partial
@@ -10,22 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from controller import tomo
-from controller.manifest import file_sha256, load_artifact
-from controller.modes.angles import TASK, AnglePolicy, PolicyError, open_validated_policy, validated_decision_us
-from controller.modes.rl_pid import TASK as MEMS_TASK
-from controller.policy import PolicyRejected, PolicySlot, PolicySpec
-from firmware_sim.phantoms import make_phantoms
+from controller.modes.ct import tomo
+from controller.policy.manifest import file_sha256, load_artifact
+from controller.modes.ct.angles import TASK, AnglePolicy, PolicyError, open_validated_policy, validated_decision_us
+from controller.modes.mems.rl_pid import TASK as MEMS_TASK
+from controller.policy.slot import PolicyRejected, PolicySlot, PolicySpec
+from firmware_sim.ct.phantoms import make_phantoms
 from hil.cli import app
-from learner.ct_env import CTObs
-from learner.ct_export import AngleGraph, check_parity, export_ct
-from learner.ct_net import MASKED_LOGIT, CTActorCritic
-from learner.ct_train import load_policy
-from learner.ddpg import Actor
+from learner.ct.env import CTObs
+from learner.ct.export import AngleGraph, check_parity, export_ct
+from learner.ct.net import MASKED_LOGIT, CTActorCritic
+from learner.ct.train import load_policy
+from learner.algos.ddpg import Actor
 from learner.export import PARITY_ATOL, ExportError, export_policy
 
 torch.set_num_threads(1)
-POLICIES = Path(__file__).parents[1] / "learner" / "policies"
+POLICIES = Path(__file__).parents[1] / "learner" / "ct" / "policies"
 SIZE, A = 63, 180
 
 

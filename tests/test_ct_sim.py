@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from controller import tomo
-from firmware_sim import phantoms as ph
-from firmware_sim.ct import Detector, DetectorParams, RotationStage, StageParams, line_integrals
+from controller.modes.ct import tomo
+from firmware_sim.ct import phantoms as ph
+from firmware_sim.ct.physics import Detector, DetectorParams, RotationStage, StageParams, line_integrals
 
 
 @pytest.mark.parametrize("size", [31, 63])

@@ -15,7 +15,7 @@ import pytest
 
 from controller.config import parse_config
 from controller.daemon import Daemon
-from controller.hostlink_wire import write_keyfile
+from controller.link.auth import write_keyfile
 from controller.recorder import read_events
 
 

@@ -1,4 +1,4 @@
-"""learner/ddpg.py: the maths of each piece, a smoke training run, and (slow) the Pendulum anchor."""
+"""learner/algos/ddpg.py: the maths of each piece, a smoke training run, and (slow) the Pendulum anchor."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from learner.ddpg import DDPGConfig, OUNoise, ReplayBuffer, _Stepper, evaluate, soft_update, td_target, train
+from learner.algos.ddpg import DDPGConfig, OUNoise, ReplayBuffer, _Stepper, evaluate, soft_update, td_target, train
 
 
 def test_td_target_discounts_by_gamma_to_the_dt_and_masks_done():

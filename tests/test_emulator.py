@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import serial
 
-from controller import protocol as p
-from firmware_sim.emulator import MemsEmulator
-from firmware_sim.mems import MemsParams, MemsStand
+from controller.protocol import framing as p
+from firmware_sim.mems.emulator import MemsEmulator
+from firmware_sim.mems.physics import MemsParams, MemsStand
 
 
 class Link:

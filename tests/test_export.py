@@ -1,4 +1,4 @@
-"""learner/export.py + controller/manifest.py: a real ONNX file, parity, the graph's I/O contract, the manifest."""
+"""learner/export.py + controller/policy/manifest.py: a real ONNX file, parity, the graph's I/O contract, the manifest."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from controller.manifest import ManifestError, file_sha256, load_artifact, load_manifest, parse_manifest
-from learner.ddpg import Actor
+from controller.policy.manifest import ManifestError, file_sha256, load_artifact, load_manifest, parse_manifest
+from learner.algos.ddpg import Actor
 from learner.export import ExportError, check_parity, export_policy
 
 OBS_DIM, ACT_DIM = 12, 4

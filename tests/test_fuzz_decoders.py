@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil import fuzz
-
-
+from hil.bench import fuzz
 @pytest.mark.parametrize("name", sorted(fuzz.DECODERS))
 def test_nothing_but_the_decoders_own_error_escapes(name):
     res = fuzz.fuzz(name, cases=150, seed=1)
@@ -26,8 +24,8 @@ def test_the_harness_reports_an_escape(monkeypatch):
 
 
 def test_serial_fault_lines_are_checked():
-    from firmware_sim.emulator import MemsEmulator
-    from hil.faults_serial import control_line
+    from firmware_sim.mems.emulator import MemsEmulator
+    from hil.faults.serial import control_line
 
     assert control_line("garbage", 12.7) == "garbage 12"
     assert control_line("reboot") == "reboot"

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from hil.faults_net import NetFaults, UdpProxy
-from hil.scenario import ScenarioError, bundled, load_scenario, run_scenario
+from hil.faults.net import NetFaults, UdpProxy
+from hil.scenario.run import ScenarioError, bundled, load_scenario, run_scenario
 
 BUNDLED = {"bad_config", "bad_models", "link_loss", "network_chaos", "recorder_sigkill", "replay_attack", "serial_garbage",
            "serial_unplug"}
@@ -75,7 +75,7 @@ async def test_proxy_forwards_both_ways_and_counts_what_it_breaks():
 
 
 def test_the_report_table_keeps_its_columns_when_a_detail_has_a_pipe():
-    from hil.report import markdown
+    from hil.scenario.report import markdown
 
     rep = {"scenario": "x", "passed": True, "ticks": 1, "sessions": 1, "overruns": 0, "telemetry_received": 0,
            "checks": [{"check": "commands_clamped", "ok": True, "detail": "max |cmd|/limit 0.98\nof 1"}],
@@ -87,7 +87,7 @@ def test_the_report_table_keeps_its_columns_when_a_detail_has_a_pipe():
 @pytest.mark.hil
 @pytest.mark.parametrize("name", sorted(BUNDLED))
 async def test_bundled_scenario_passes(tmp_path, name):
-    from hil.scenario import SCENARIO_DIR
+    from hil.scenario.run import SCENARIO_DIR
 
     rep = await run_scenario(load_scenario(SCENARIO_DIR / f"{name}.toml"), tmp_path / name)
     failed = [r for r in rep["checks"] if not r["ok"]]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from controller.hostlink_wire import write_keyfile
-from controller.push_client import PushClient
+from controller.link.auth import write_keyfile
+from controller.link.host_push import PushClient
 from controller.recorder import read_events, read_ticks
 from hil.cli import app
 from hil.stand import SimulatedStand

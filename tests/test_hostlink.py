@@ -7,9 +7,9 @@ import asyncio_dgram
 import pytest
 
 from controller.config import HostLinkConfig, PidConfig
-from controller.hostclient import HostClient
-from controller.hostlink import HostLink, LinkChange, baseline_gains, clamp_gains
-from controller.hostlink_wire import (
+from controller.link.host_udp import HostClient
+from controller.link.edge_udp import HostLink, LinkChange, baseline_gains, clamp_gains
+from controller.link.auth import (
     AxisGains, Gains, Keyring, Pong, SetGains, SetTarget, Signer, Telemetry, decode, write_keyfile,
 )
 from controller.supervisor import Supervisor

@@ -10,7 +10,7 @@ import time
 import asyncio_dgram
 import pytest
 
-from controller.hostlink_wire import HostLinkError, Ping, Signer, Telemetry, decode
+from controller.link.auth import HostLinkError, Ping, Signer, Telemetry, decode
 from hil.stand import SimulatedStand
 
 pytestmark = [pytest.mark.hil, pytest.mark.timeout(60)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.hostlink_wire import (
+from controller.link.auth import (
     HEADER, TAG_LEN, Ack, AxisGains, BadTag, BadVersion, Gains, HostLinkError, Keyring, KeyringError,
     Malformed, Ping, Pong, Replayed, ReplayGuard, SetGains, SetTarget, Signer, Stale, Telemetry, UnknownKey,
     UnknownType, decode, encode, load_keyring, write_keyfile,

@@ -1,4 +1,4 @@
-"""learner/loop_sensitivity.py: the MEMS loop's |S(f)| against the simulator, and what `summary` reports."""
+"""learner/mems/loop_sensitivity.py: the MEMS loop's |S(f)| against the simulator, and what `summary` reports."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from controller.pid import BASELINE_GAINS
-from firmware_sim.mems import MemsParams, MemsStand
-from learner.closed_loop import simulate
-from learner.loop_sensitivity import sensitivity, summary
+from controller.modes.mems.pid import BASELINE_GAINS
+from firmware_sim.mems.physics import MemsParams, MemsStand
+from learner.mems.closed_loop import simulate
+from learner.mems.loop_sensitivity import sensitivity, summary
 
 QUIET = replace(MemsParams(), centroid_noise_px=0.0, centroid_quant_px=0.0, coupling=0.0)
 FREQS = np.array([0.5, 3.0, 12.0, 25.0, 45.0])

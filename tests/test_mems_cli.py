@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from controller.manifest import load_artifact
-from firmware_sim.mems import MemsParams
+from controller.policy.manifest import load_artifact
+from firmware_sim.mems.physics import MemsParams
 from hil.cli import app
-from learner.robust_gains import baseline_crossover_hz, is_robust
+from learner.mems.robust_gains import baseline_crossover_hz, is_robust
 
 runner = CliRunner()
 

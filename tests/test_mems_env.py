@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from controller.hostclient import HostClient
-from controller.pid import BASELINE_GAINS
-from firmware_sim.disturbance import wiener
-from learner.mems_env import MemsTuningConfig, MemsTuningEnv, MemsTuningSim, MemsTuningVecEnv, baseline_action
-from learner.mems_live_env import MemsLiveEnv
+from controller.link.host_udp import HostClient
+from controller.modes.mems.pid import BASELINE_GAINS
+from firmware_sim.mems.disturbance import wiener
+from learner.mems.env import MemsTuningConfig, MemsTuningEnv, MemsTuningSim, MemsTuningVecEnv, baseline_action
+from learner.mems.live_env import MemsLiveEnv
 
 
 def test_sim_env_passes_gymnasium_check():

@@ -1,12 +1,12 @@
-"""firmware_sim.mems physics and firmware_sim.disturbance generators."""
+"""firmware_sim.mems.physics physics and firmware_sim.mems.disturbance generators."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy import signal
 
-from firmware_sim import disturbance
-from firmware_sim.mems import MemsParams, MemsStand
+from firmware_sim.mems import disturbance
+from firmware_sim.mems.physics import MemsParams, MemsStand
 
 QUIET = MemsParams(centroid_noise_px=0.0, centroid_quant_px=0.0)
 

@@ -1,9 +1,9 @@
-"""controller.pid against analytic responses."""
+"""controller.modes.mems.pid against analytic responses."""
 
 import numpy as np
 import pytest
 
-from controller.pid import BASELINE_GAINS, BASELINE_GAINS_PER_FRAME, Pid, per_frame_to_si, si_to_per_frame
+from controller.modes.mems.pid import BASELINE_GAINS, BASELINE_GAINS_PER_FRAME, Pid, per_frame_to_si, si_to_per_frame
 
 DT = 1 / 120
 

@@ -1,6 +1,6 @@
 """Run-time containment on the real daemon (rl-pid mode, emulator on a pty, pushes over the authenticated
 channel): signed models that pass validation but, once the host moves the target past x = 200 px, raise in
-onnxruntime or run for seconds per call (hil/model_faults.py). The daemon keeps ticking, falls back, ends
+onnxruntime or run for seconds per call (hil/faults/model_artifacts.py). The daemon keeps ticking, falls back, ends
 the long calls, quarantines the model, and a restart (SIGKILL) does not bring it back."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from controller.push_client import PushClient
+from controller.link.host_push import PushClient
 from controller.recorder import read_events, read_ticks
-from hil.model_faults import make_artifact
+from hil.faults.model_artifacts import make_artifact
 from hil.stand import SimulatedStand
 
 pytestmark = pytest.mark.hil

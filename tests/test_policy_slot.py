@@ -1,6 +1,6 @@
-"""controller/policy.py + controller/modes/rl_pid.py: validation reasons, swap at a tick boundary,
+"""controller/policy/slot.py + controller/modes/mems/rl_pid.py: validation reasons, swap at a tick boundary,
 rollback, non-finite output fallback, run-time containment (errors, overruns, ended calls, quarantine),
-safe versions, the validator dying with its parent — on real ONNX files (hil/model_faults.py, onnx.helper)."""
+safe versions, the validator dying with its parent — on real ONNX files (hil/faults/model_artifacts.py, onnx.helper)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,16 +18,16 @@ import onnxruntime as ort
 import pytest
 
 from controller.config import GainEnvelope, PolicyConfig
-from controller.hostlink_wire import Keyring
-from controller.manifest import MANIFEST_NAME, MODEL_NAME
-from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
-from controller.pid import BASELINE_GAINS, Pid
-from controller.policy import (QUARANTINE_FILE, PolicyRejected, PolicySlot, install, read_quarantine, remember_active,
+from controller.link.auth import Keyring
+from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME
+from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
+from controller.modes.mems.pid import BASELINE_GAINS, Pid
+from controller.policy.slot import (QUARANTINE_FILE, PolicyRejected, PolicySlot, install, read_quarantine, remember_active,
                                remembered_active, validate)
-from controller.policy_guard import FailureWindow, RuntimeLimits
-from controller.push import PushServer
+from controller.policy.guard import FailureWindow, RuntimeLimits
+from controller.link.edge_push import PushServer
 from controller.safety import SafetyGate
-from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
+from hil.faults.model_artifacts import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
 
 BUDGET_S = 0.25 / 120  # a quarter of a 120 Hz tick
 SPEC = policy_spec(max_steps=16)
@@ -395,8 +395,8 @@ def test_every_accepted_version_is_restored(artifacts, tmp_path, version):
 
 _VALIDATOR_PARENT = """
 import asyncio
-from controller.modes.rl_pid import policy_spec
-from controller.policy import PolicySlot
+from controller.modes.mems.rl_pid import policy_spec
+from controller.policy.slot import PolicySlot
 
 async def main() -> None:
     slot = PolicySlot(policy_spec(4), 0.002)

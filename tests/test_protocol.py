@@ -9,8 +9,7 @@ from cobs import cobs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import protocol as p
-
+from controller.protocol import framing as p
 EXAMPLES = [
     p.Identify(),
     p.IdentifyReply("edgetune-mems", "0.1.0"),

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from controller.push_client import PushClient
+from controller.link.host_push import PushClient
 from controller.recorder import read_events, read_ticks
 from hil.stand import SimulatedStand
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.hil, pytest.mark.timeout(120)]
 
 QUIET_S, ATTACK_S = 2.5, 4.0
 ATTACKER = ("import asyncio, json, sys, time\n"
-            "from hil.faults_net import push_flood\n"
+            "from hil.faults.net import push_flood\n"
             "print(time.monotonic_ns(), flush=True)\n"
             "c = asyncio.run(push_flood((sys.argv[1], int(sys.argv[2])), seconds=float(sys.argv[3]),\n"
             "                                  rate=1500, seed=1))\n"

@@ -1,5 +1,5 @@
-"""The push channel's wire format (controller/pushwire.py) and its pre-authentication budget
-(controller/push.py) on real loopback sockets: no reply before authentication, deadlines, eviction of
+"""The push channel's wire format (controller/link/push_wire.py) and its pre-authentication budget
+(controller/link/edge_push.py) on real loopback sockets: no reply before authentication, deadlines, eviction of
 the oldest unauthenticated connection, the connection cap, rate-limited refusal summaries."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 import pytest
 
 from controller.config import PolicyConfig
-from controller.hostlink_wire import TAG_LEN, Keyring, wall_us
-from controller.push import PushServer
-from controller.push_client import PushClient, Unanswered
-from controller.pushwire import (
+from controller.link.auth import TAG_LEN, Keyring, wall_us
+from controller.link.edge_push import PushServer
+from controller.link.host_push import PushClient, Unanswered
+from controller.link.push_wire import (
     MAX_HEADER, PREAMBLE, REPLY_LEN, PushHeader, PushRefused, check_sizes, decode_reply, encode_reply, encode_request,
     request_tag, verify_header, verify_preamble,
 )
@@ -222,7 +222,7 @@ async def test_the_connection_cap_holds_when_every_connection_is_authenticated(t
 
 
 async def test_refusals_are_summarised_not_logged_one_by_one(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, "controller.push")
+    caplog.set_level(logging.WARNING, "controller.link.edge_push")
     async with Edge(tmp_path) as edge:
         for _ in range(50):
             reader, writer = await edge.connect()

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.hostlink_wire import Keyring
-from controller.hostlink_wire import TAG_LEN
-from controller.pushwire import PREAMBLE
-from controller.push_client import PushClient, Unanswered
+from controller.link.auth import Keyring
+from controller.link.auth import TAG_LEN
+from controller.link.push_wire import PREAMBLE
+from controller.link.host_push import PushClient, Unanswered
 from controller.recorder import read_events
-from hil.model_faults import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
+from hil.faults.model_artifacts import EXPECTED_REASON, FAULTS, HIGH, LOW, make_artifact
 from hil.stand import SimulatedStand
 
 

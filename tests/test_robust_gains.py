@@ -1,15 +1,15 @@
-"""learner/robust_gains.py: the actor's map into the robust gains, in numpy and inside the exported graph."""
+"""learner/mems/robust_gains.py: the actor's map into the robust gains, in numpy and inside the exported graph."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from controller.pid import BASELINE_GAINS
-from firmware_sim.mems import MemsParams
-from learner.mems_env import MemsTuningConfig, action_bounds, baseline_action
-from learner.mems_train import MemsTrainConfig, gain_map
-from learner.robust_gains import MAX_PEAK, baseline_crossover_hz, is_robust, robust_gain_map
+from controller.modes.mems.pid import BASELINE_GAINS
+from firmware_sim.mems.physics import MemsParams
+from learner.mems.env import MemsTuningConfig, action_bounds, baseline_action
+from learner.mems.train import MemsTrainConfig, gain_map
+from learner.mems.robust_gains import MAX_PEAK, baseline_crossover_hz, is_robust, robust_gain_map
 
 CFG = MemsTuningConfig()
 PARAMS = MemsParams()

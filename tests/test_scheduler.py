@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from controller.latency import LatencyRing, summarize_ns
-from controller.policy import lowest_priority
+from controller.policy.slot import lowest_priority
 from controller.scheduler import FrameTrigger, LoopTimer, Scheduler, Tick, TimerfdTimer, realtime, timerfd_available
 
 

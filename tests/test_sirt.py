@@ -6,9 +6,9 @@ import pytest
 import torch
 from skimage.transform import radon
 
-from controller import tomo
-from firmware_sim.phantoms import make_phantoms
-from learner.sirt_torch import BatchSIRT, _parallel
+from controller.modes.ct import tomo
+from firmware_sim.ct.phantoms import make_phantoms
+from learner.ct.sirt_torch import BatchSIRT, _parallel
 
 N = 63
 

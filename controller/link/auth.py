@@ -104,7 +104,7 @@ class Gains:
     y: AxisGains
 
     def rows(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """[axis][P, I, D], the layout controller.pid.Pid takes (``np.asarray(g.rows())``)."""
+        """[axis][P, I, D], the layout controller.modes.mems.pid.Pid takes (``np.asarray(g.rows())``)."""
         return (astuple(self.x), astuple(self.y))
 
     @classmethod
@@ -174,7 +174,7 @@ class Ping:
 @wire_dataclass(frozen=True, config=_STRICT)
 class SetDisturbance:
     """Test stands only (as in the paper's stand, where the host drives M1): forwarded to the device's
-    SetDisturbance (controller.protocol.Disturbance: 0 none, 1 steps, 2 wiener, 3 sine; p = p0..p3)."""
+    SetDisturbance (controller.protocol.framing.Disturbance: 0 none, 1 steps, 2 wiener, 3 sine; p = p0..p3)."""
 
     profile: StrictInt
     seed: StrictInt = 0

@@ -14,7 +14,7 @@ _EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link addr
 def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, ANN202
     import asyncio
 
-    from controller.hostclient import HostClient
+    from controller.link.host_udp import HostClient
 
     addr, ring, key_id = signing(edge, keys, key_id)
 
@@ -32,7 +32,7 @@ def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, AN
 def link_keygen(path: Path = typer.Argument(..., help="new key file (must not exist)"),
                 key_id: list[int] = typer.Option([1], "--id", help="key id(s) to create")) -> None:
     """Create a key file with a random 256-bit key per id (mode 600); copy it to edge and host."""
-    from controller.hostlink_wire import write_keyfile
+    from controller.link.auth import write_keyfile
 
     try:
         write_keyfile(path, tuple(key_id))
@@ -55,7 +55,7 @@ def link_ping(keys: Path = _KEYS, edge: str = _EDGE, key_id: int = KEY_ID,
 def link_set_gains(kp_x: float, ki_x: float, kd_x: float, kp_y: float, ki_y: float, kd_y: float,
                    keys: Path = _KEYS, edge: str = _EDGE, key_id: int = KEY_ID) -> None:
     """Set PID gains (P I D for x, then y); prints what the edge applied after clamping."""
-    from controller.hostlink_wire import Gains
+    from controller.link.auth import Gains
 
     gains = Gains.from_rows([[kp_x, ki_x, kd_x], [kp_y, ki_y, kd_y]])
     ack = _run(keys, edge, key_id, lambda c: c.set_gains(gains))

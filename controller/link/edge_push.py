@@ -1,4 +1,4 @@
-"""The daemon's model-push server: authenticated TCP (controller/pushwire.py) into the policy slot.
+"""The daemon's model-push server: authenticated TCP (controller/link/push_wire.py) into the policy slot.
 
 Per connection, one request. Before anything else the fixed-size preamble is read (within
 ``preauth_timeout_s``), authenticated and checked by the replay guard; a connection that fails there
@@ -18,7 +18,7 @@ and `restore()` brings it back when the daemon restarts. Requests are served one
 mode's own `ops` (angles mode: scan, abort; controller/ct_daemon.py), served beside them. Every
 authenticated request gets an authenticated reply; one that refuses a model says why, and is logged,
 counted (``rejected:<reason>``) and recorded.
-The server also takes the slot's quarantines (controller/policy.py, `[policy] runtime_*`): each is recorded,
+The server also takes the slot's quarantines (controller/policy/slot.py, `[policy] runtime_*`): each is recorded,
 and in the slot's worker thread listed in the policy directory's `quarantine.json` before `active` is
 rewritten, so a restart never brings a quarantined version back (`restore()` refuses one). `status()` lists
 them. Pushing a quarantined artifact again is the operator's explicit decision: it is validated as any push,
@@ -34,11 +34,11 @@ from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
-from controller.hostlink_wire import TAG_LEN, HostLinkError, Keyring, ReplayGuard
-from controller.policy import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
+from controller.link.auth import TAG_LEN, HostLinkError, Keyring, ReplayGuard
+from controller.policy.slot import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
                                remembered_active)
-from controller.policy_guard import RuntimeLimits
-from controller.pushwire import (
+from controller.policy.guard import RuntimeLimits
+from controller.link.push_wire import (
     PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
 )
 from controller.ratelog import Summary

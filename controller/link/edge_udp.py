@@ -1,7 +1,7 @@
 """The edge end of the host link: UDP (asyncio-dgram), HMAC-SHA256 datagrams (docs/hostlink.md).
 
 ``start()`` binds the socket; the daemon's Supervisor runs ``receive_forever()`` and ``watch_forever()``.
-The receive task authenticates each datagram and checks its freshness (controller.hostlink_wire.decode)
+The receive task authenticates each datagram and checks its freshness (controller.link.auth.decode)
 before anything else; a refused datagram is dropped and counted by kind, never answered, and never moves
 the telemetry destination. A fresh authenticated host → edge message is answered (Pong, Ack), makes its
 sender the telemetry destination, and its command goes to a bounded ``Mailbox`` that the tick polls at
@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal
 import asyncio_dgram
 
 from controller.config import GainEnvelope, HostLinkConfig, PidConfig, Range
-from controller.hostlink_wire import (
+from controller.link.auth import (
     Ack, AxisGains, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetGains, Signer, Telemetry, decode,
     wall_us, write_state,
 )

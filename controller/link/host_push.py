@@ -1,4 +1,4 @@
-"""The pusher's end of the model-push channel (controller/pushwire.py): plain blocking sockets, no torch.
+"""The pusher's end of the model-push channel (controller/link/push_wire.py): plain blocking sockets, no torch.
 
     client = PushClient(("edge", 9751), load_keyring("hostlink.keys"), key_id=1)
     reply = client.push("runs/ddpg/policy")   # {"accepted", "reason", "swap_latency_ms", "version", ...}
@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from controller.hostlink_wire import TAG_LEN, Keyring, KeyringError, wall_us
-from controller.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
-from controller.pushwire import (
+from controller.link.auth import TAG_LEN, Keyring, KeyringError, wall_us
+from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
+from controller.link.push_wire import (
     MAX_REPLY, REPLY_LEN, Op, PushHeader, SampleSpec, decode_reply, encode_request, request_tag,
 )
 

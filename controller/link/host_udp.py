@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 import asyncio_dgram
 
-from controller.hostlink_wire import (
+from controller.link.auth import (
     Ack, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetDisturbance, SetGains, SetTarget, Signer,
     Telemetry, decode,
 )

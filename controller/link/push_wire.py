@@ -1,5 +1,5 @@
 """Model push wire format "ETP2": one request and one reply per TCP connection, authenticated with the
-host-link keyring (controller/hostlink_wire.py).
+host-link keyring (controller/link/auth.py).
 
     request  = preamble | header | header_tag | model
       preamble  magic "ETP2" | key_id u8 | header_len u32 | model_len u32 | seq u64 | timestamp_us u64 | tag[32]
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.hostlink_wire import TAG_LEN, Keyring
+from controller.link.auth import TAG_LEN, Keyring
 
 MAGIC = b"ETP2"
 PREAMBLE = struct.Struct(f"<4sBIIQQ{TAG_LEN}s")
@@ -48,7 +48,7 @@ class PushRefused(Exception):
 
 
 class SampleSpec(BaseModel):
-    """The phantom a scan images (firmware_sim.ct_emulator.make_sample); its size is the daemon's."""
+    """The phantom a scan images (firmware_sim.ct.emulator.make_sample); its size is the daemon's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 

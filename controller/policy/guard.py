@@ -12,7 +12,7 @@ runs `fn(*args, run_options=...)`, times it and never raises; what went wrong co
 `run_with_iobinding` and `run` release the GIL, so the watchdog thread runs while the model does; onnxruntime
 checks the flag before each node, and a Loop node in each iteration (onnxruntime 1.32, a 2-core VM: calls of
 a 1.2 s Loop with an 8.3 ms deadline ended after 9.0 ms, median of 30, at most 10.4 ms). A single long node is
-not interrupted: the call then ends with that node, counted as over budget. The slot (controller/policy.py) turns a failure into the mode's
+not interrupted: the call then ends with that node, counted as over budget. The slot (controller/policy/slot.py) turns a failure into the mode's
 fallback for that decision, counts it, logs it (`controller.ratelog.RateLimitedLog`), and quarantines the policy after
 `RuntimeLimits.max_failures` within `window_s` (`FailureWindow`).
 """

@@ -1,6 +1,6 @@
 """The policy slot: validated ONNX policies, swapped only at tick boundaries (ARCHITECTURE "Policy swap").
 
-Off the tick path, in a validator process (spawned, nice 19): manifest (controller.manifest) and
+Off the tick path, in a validator process (spawned, nice 19): manifest (controller.policy.manifest) and
 sha256 → task and shapes against the mode's `PolicySpec` → onnxruntime session (one intra-op thread,
 sequential, so it never competes with the loop) → the graph's I/O names and shapes → probes on fixed
 inputs: finite, inside the manifest's action bounds, median inference time under the budget. A process,
@@ -12,7 +12,7 @@ applies a requested swap or rollback, `infer()` runs the active policy on a prea
 previous policy stays loaded, so a rollback is a reference swap. The validator process dies with the
 daemon, however the daemon ends (`die_with_parent`).
 
-At run time every decision goes through `guarded()` (controller/policy_guard.py: timed against the budget,
+At run time every decision goes through `guarded()` (controller/policy/guard.py: timed against the budget,
 ended by a watchdog thread far past it, never raising) and, when it failed, `settle()`: the mode falls back
 for that decision (error, over budget, ended, non-finite output), the failure is counted under its name and
 logged (rate-limited), and the `limits.max_failures`-th within `limits.window_s` quarantines the policy:
@@ -48,8 +48,8 @@ from typing import Any, Callable, Literal, TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from controller.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
-from controller.policy_guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits
+from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
+from controller.policy.guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits
 from controller.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def install(directory: Path, manifest_bytes: bytes, model_bytes: bytes) -> Path:
         m = parse_manifest(manifest_bytes)
     except ManifestError as e:
         raise PolicyRejected("bad_manifest", str(e)) from None
-    dest = directory / f"{m.version}-{m.sha256[:12]}"  # the manifest allows only a safe version (controller.manifest)
+    dest = directory / f"{m.version}-{m.sha256[:12]}"  # the manifest allows only a safe version (controller.policy.manifest)
     if dest.is_dir():
         return dest
     try:
@@ -536,7 +536,7 @@ class PolicySlot:
         return None
 
     def guarded(self, fn: Callable[..., T], *args: Any) -> tuple[T | None, Failure | None, str]:
-        """`fn(*args, run_options=...)`, one inference, under the watchdog (controller/policy_guard.py): timed
+        """`fn(*args, run_options=...)`, one inference, under the watchdog (controller/policy/guard.py): timed
         against `budget_s`, ended past `limits.terminate_factor` × it. Any thread, one call at a time; never raises."""
         return self._watchdog.call(fn, *args, budget_s=self.budget_s,
                                    deadline_s=self.limits.terminate_factor * self.budget_s)

@@ -269,7 +269,7 @@ MEMS = COMMON | MessageSet("mems", [SetVoltages, SetDisturbance, Frame])
 
 
 class SampleKind(enum.IntEnum):
-    """Phantom shapes for :class:`SetSample` (names as ``firmware_sim.phantoms.SHAPES``)."""
+    """Phantom shapes for :class:`SetSample` (names as ``firmware_sim.ct.phantoms.SHAPES``)."""
 
     PARALLELOGRAM = 0
     TRIANGLE = 1

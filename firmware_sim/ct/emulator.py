@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from controller import protocol as p
-from firmware_sim.ct import Detector, DetectorParams, RotationStage, StageState
-from firmware_sim.phantoms import SHAPES, Phantoms, make_phantoms
+from controller.protocol import framing as p
+from firmware_sim.ct.physics import Detector, DetectorParams, RotationStage, StageState
+from firmware_sim.ct.phantoms import SHAPES, Phantoms, make_phantoms
 from firmware_sim.serial_device import EmulatedDevice, Reply
 
 MAX_EXPOSURE_S = 10.0
@@ -26,7 +26,7 @@ DEFAULT_SAMPLE = p.SetSample(p.SampleKind.ANY, 0, p.Split.TRAIN, 63)
 
 
 def make_sample(msg: p.SetSample) -> Phantoms:
-    """The phantom a SetSample describes (one of `firmware_sim.phantoms`); ValueError when it is invalid."""
+    """The phantom a SetSample describes (one of `firmware_sim.ct.phantoms`); ValueError when it is invalid."""
     if msg.kind not in tuple(p.SampleKind) or msg.split not in (p.Split.TRAIN, p.Split.VAL):
         raise ValueError(f"unknown sample kind {msg.kind} or split {msg.split}")
     if not 15 <= msg.size <= MAX_BINS:

@@ -11,7 +11,7 @@ parallelogram, 360° for the triangle, 72° for the pentagon. Train/validation s
 into `ROTATION_BINS` equal bins; bins with index % VAL_EVERY == VAL_EVERY − 1 belong to validation
 only, so validation rotations (modulo symmetry) are never seen in training.
 
-Coordinates are (col, row) pixels, the rotation centre is size // 2 (as `controller.tomo`).
+Coordinates are (col, row) pixels, the rotation centre is size // 2 (as `controller.modes.ct.tomo`).
 A pixel's value is 0.62 × the fraction of its `supersample`² sub-pixel centres inside the polygon.
 """
 from __future__ import annotations

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller import protocol as p
-from firmware_sim import disturbance as dist
-from firmware_sim.mems import MemsStand
+from controller.protocol import framing as p
+from firmware_sim.mems import disturbance as dist
+from firmware_sim.mems.physics import MemsStand
 from firmware_sim.serial_device import EmulatedDevice, Reply
 
 MAX_DISTURBANCE_S = 600.0  # longest disturbance program the device accepts [s]

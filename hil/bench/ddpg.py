@@ -23,7 +23,7 @@ ZOO_PENDULUM = dict(
 def _ours(steps: int, seed: int, eval_episodes: int) -> dict:
     import gymnasium as gym
 
-    from learner.ddpg import DDPGConfig, evaluate, train
+    from learner.algos.ddpg import DDPGConfig, evaluate, train
 
     z = ZOO_PENDULUM
     cfg = DDPGConfig(

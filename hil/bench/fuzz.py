@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
-from controller import protocol as p
+from controller.protocol import framing as p
 from controller.config import ConfigError, parse_config
-from controller.hostlink_wire import (
+from controller.link.auth import (
     HEADER, MAGIC, TAG_LEN, VERSION, HostLinkError, Keyring, ReplayGuard, decode, encode,
 )
-from controller.manifest import ManifestError, parse_manifest
-from controller.pushwire import (
+from controller.policy.manifest import ManifestError, parse_manifest
+from controller.link.push_wire import (
     HEADER_LABEL, MAGIC as PUSH_MAGIC, PREAMBLE, PushHeader, PushRefused, check_sizes, encode_request, verify_header,
     verify_preamble,
 )
@@ -84,7 +84,7 @@ DATAGRAMS = st.one_of(st.binary(max_size=200), _SIGNED, _damage(_VALID_DGRAMS))
 
 
 def _set_target(x: float, y: float) -> Any:
-    from controller.hostlink_wire import SetTarget
+    from controller.link.auth import SetTarget
 
     return SetTarget(x, y)
 

@@ -21,15 +21,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from controller.hostlink_wire import Gains, Keyring, Signer, Telemetry
+from controller.link.auth import Gains, Keyring, Signer, Telemetry
 from controller.latency import LatencyRing, summarize_ns
 from controller.metrics import Metrics
-from controller.modes.stabilize import StabilizeMode
-from controller.pid import BASELINE_GAINS, Pid
+from controller.modes.mems.stabilize import StabilizeMode
+from controller.modes.mems.pid import BASELINE_GAINS, Pid
 from controller.recorder import Recorder
 from controller.safety import SafetyGate
 from controller.scheduler import Scheduler, Tick, next_period, realtime
-from firmware_sim.mems import MemsStand
+from firmware_sim.mems.physics import MemsStand
 
 RT_PRIORITY = 50  # SCHED_FIFO priority under --rt (the daemon: [loop] realtime_priority)
 

@@ -27,7 +27,7 @@ def bench_policy(obs_dim: int = 48, act_dim: int = 4, hidden: tuple[int, ...] = 
     import onnxruntime as ort
     import torch
 
-    from learner.ddpg import Actor
+    from learner.algos.ddpg import Actor
     from learner.export import PolicyGraph, export_policy
 
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 
 Each episode reconstructs a 239 × 239 phantom from its own random set of grid angles; ours runs
 the whole batch at once, ASTRA one episode at a time (its 'linear' = Joseph projector, the same
-model as controller.tomo, so the reconstructions should agree to float rounding).
+model as controller.modes.ct.tomo, so the reconstructions should agree to float rounding).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
-from controller import tomo
-from firmware_sim.phantoms import make_phantoms
-from learner.sirt_torch import BatchSIRT
+from controller.modes.ct import tomo
+from firmware_sim.ct.phantoms import make_phantoms
+from learner.ct.sirt_torch import BatchSIRT
 
 
 def astra_sirt(sinogram: np.ndarray, angles_deg: np.ndarray, size: int, iterations: int) -> np.ndarray:

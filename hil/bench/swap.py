@@ -1,11 +1,11 @@
 """Swap benchmark (`edgetune bench swap`): the rl-pid loop at `rate` Hz while models are pushed and
 swapped, against the same loop without pushes, in one run.
 
-The loop is in process: the asyncio `Scheduler` (timerfd) running hil.bench_loop's simulated stabilize
-tick (firmware_sim.mems.MemsStand physics, PID, safety gate, recorder, telemetry sealing) with the
+The loop is in process: the asyncio `Scheduler` (timerfd) running hil.bench.loop's simulated stabilize
+tick (firmware_sim.mems.physics.MemsStand physics, PID, safety gate, recorder, telemetry sealing) with the
 rl-pid mode (the active ONNX actor re-tunes the gains every `decision_every` ticks) and the policy
 slot's tick-boundary swap. The daemon's real `PushServer` runs on the same event loop on a loopback TCP
-port; the pusher (controller.push_client) runs in another process, as the host would, and pushes
+port; the pusher (controller.link.host_push) runs in another process, as the host would, and pushes
 distinct signed models, each installed, validated (in the slot's validator process) and swapped in.
 Short quiet and pushing chunks alternate so both see the same background load (this VM's stalls come in
 bursts). swap_latency_ms: request received → swapped at a tick boundary.
@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 
 from controller.config import GainEnvelope, PolicyConfig
-from controller.hostlink_wire import Keyring
-from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
-from controller.policy import PolicySlot, lowest_priority
-from controller.push import PushServer
-from controller.push_client import PushClient
+from controller.link.auth import Keyring
+from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
+from controller.policy.slot import PolicySlot, lowest_priority
+from controller.link.edge_push import PushServer
+from controller.link.host_push import PushClient
 from controller.recorder import Recorder
 from controller.latency import LatencyRing
 from controller.scheduler import Scheduler, Tick, realtime
-from hil.bench_loop import RT_PRIORITY, SimStabilizeTick, _result
-from hil.model_faults import make_artifact
+from hil.bench.loop import RT_PRIORITY, SimStabilizeTick, _result
+from hil.faults.model_artifacts import make_artifact
 
 KEY_ID = 1
 _pusher: PushClient | None = None  # the pusher process's client (its sequence numbers persist across pushes)

@@ -1,5 +1,5 @@
-"""Model faults (``model.*``): pushes over the authenticated push channel (controller/push_client.py) of
-the artifacts hil/model_faults.py builds, badly signed requests, and rollbacks. Each asks the edge for its
+"""Model faults (``model.*``): pushes over the authenticated push channel (controller/link/host_push.py) of
+the artifacts hil/faults/model_artifacts.py builds, badly signed requests, and rollbacks. Each asks the edge for its
 status before and after, and records the reply, so checks can tell a refusal from a silent swap.
 
     model.good            a good policy (params: bias, steps, seed, decision_period_s, version)
@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.hostlink_wire import TAG_LEN, Keyring
-from controller.push_client import PushClient, Unanswered
-from controller.pushwire import PREAMBLE
-from hil.model_faults import EXPECTED_REASON, make_artifact
-from hil.scenario import Fault, RunContext, fault
+from controller.link.auth import TAG_LEN, Keyring
+from controller.link.host_push import PushClient, Unanswered
+from controller.link.push_wire import PREAMBLE
+from hil.faults.model_artifacts import EXPECTED_REASON, make_artifact
+from hil.scenario.model import Fault, RunContext, fault
 
 # kind -> the artifact pushed (None: no artifact)
 ARTIFACT: dict[str, str | None] = {

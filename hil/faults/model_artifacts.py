@@ -18,14 +18,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controller.manifest import MODEL_NAME, ActionSpec, Manifest, Normalisation, ObservationSpec, file_sha256, write_manifest
-from controller.modes.rl_pid import ACTIONS, OBS_FIELDS, TASK
+from controller.policy.manifest import MODEL_NAME, ActionSpec, Manifest, Normalisation, ObservationSpec, file_sha256, write_manifest
+from controller.modes.mems.rl_pid import ACTIONS, OBS_FIELDS, TASK
 
 Fault = Literal["good", "nan", "inf", "wrong_shape", "slow", "other_task", "corrupt", "sha256_mismatch", "nan_above_x",
                 "error_above_x", "slow_above_x"]
 AboveX = Literal["nan", "error", "slow"]  # what an actor does once an x reading is above its threshold
 FAULTS: tuple[Fault, ...] = ("nan", "wrong_shape", "slow", "other_task", "corrupt", "sha256_mismatch")  # one a reason
-# the reason the edge gives for each refused artifact (controller/policy.py)
+# the reason the edge gives for each refused artifact (controller/policy/slot.py)
 EXPECTED_REASON = {"nan": "non_finite", "inf": "non_finite", "wrong_shape": "wrong_shape", "slow": "too_slow",
                    "other_task": "wrong_task", "corrupt": "corrupt_model", "sha256_mismatch": "sha256_mismatch"}
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.pushwire import MAGIC, MAX_HEADER
+from controller.link.push_wire import MAGIC, MAX_HEADER
 
 Direction = Literal["to_edge", "to_host"]
 

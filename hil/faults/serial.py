@@ -1,5 +1,5 @@
 """Serial faults, injected inside the firmware emulator through its control line protocol
-(``firmware_sim.emulator.MemsEmulator.control``; `edgetune sim mems --control-stdin --link PATH`).
+(``firmware_sim.mems.emulator.MemsEmulator.control``; `edgetune sim mems --control-stdin --link PATH`).
 
 garbage N    N random bytes on the wire         drop N      the next N data frames lost
 truncate N   the next N data frames cut short   stall S     firmware frozen for S seconds

@@ -18,11 +18,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from controller.protocol import Disturbance
-from firmware_sim.disturbance import WIENER_SIGMA_PX_SQRT_S
+from controller.protocol.framing import Disturbance
+from firmware_sim.mems.disturbance import WIENER_SIGMA_PX_SQRT_S
 from hil.stand import SimulatedStand
 from hil.telemetry import collect, settling_time_s
-from learner.closed_loop import deviation_stats
+from learner.mems.closed_loop import deviation_stats
 
 PAPER_BASELINE = {"delta_mean": 7.83, "delta_std": 5.48, "delta_x_mean": 4.96, "delta_x_std": 5.16,
                   "delta_y_mean": 4.97, "delta_y_std": 3.9}
@@ -86,8 +86,8 @@ async def wiener_run(client, seed: int) -> np.ndarray:
 
 def train_policy(out: Path, steps: int, console: Console) -> Path:
     """Train DDPG on the fast simulator and export it; returns the artifact directory."""
-    from learner.mems_export import export_mems
-    from learner.mems_train import MemsTrainConfig, train_mems
+    from learner.mems.export import export_mems
+    from learner.mems.train import MemsTrainConfig, train_mems
 
     run = out / "run"
     cfg = MemsTrainConfig()
@@ -100,17 +100,17 @@ def train_policy(out: Path, steps: int, console: Console) -> Path:
 
 
 async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) -> dict:
-    from controller.push_client import PushClient
-    from learner.mems_eval import evaluate_mems
-    from learner.ziegler_nichols import ziegler_nichols_gains
-    from controller.hostlink_wire import Gains
+    from controller.link.host_push import PushClient
+    from learner.mems.eval import evaluate_mems
+    from learner.mems.ziegler_nichols import ziegler_nichols_gains
+    from controller.link.auth import Gains
 
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
     if run is None:
         run = train_policy(out, steps, console)
     else:
-        from learner.mems_export import export_mems
+        from learner.mems.export import export_mems
 
         export_mems(run, out / "policy")
     console.rule("2. emulator + daemon (rl-pid mode, no policy yet: baseline PID)")

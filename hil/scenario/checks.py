@@ -6,99 +6,12 @@ Each check is ``fn(data, check) -> (ok, detail)``; register with ``@check("name"
 """
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from controller.config import EdgeConfig, parse_config
-from controller.hostlink_wire import DROP_KINDS
-from controller.recorder import read_events, read_ticks
-
-if TYPE_CHECKING:
-    from hil.scenario import Check, RunContext, Scenario
-
-TICK_FIELDS = ("session", "seq", "idx", "t_ns", "x", "y", "target_x", "target_y", "cmd_x", "cmd_y",
-               "kp_x", "ki_x", "kd_x", "kp_y", "ki_y", "kd_y", "flags")
-STALE = 1  # tick flag: no fresh frame, the safe command was written
-
-
-@dataclass
-class RunData:
-    scenario: Scenario
-    cfg: EdgeConfig
-    t0_ns: int
-    end_ns: int
-    ticks: dict[str, np.ndarray]  # TICK_FIELDS -> column over every session, in record order
-    events: list[dict[str, Any]]
-    sessions: list[dict[str, Any]]
-    faults: list[dict[str, Any]]
-    host: list[dict[str, Any]]
-    telemetry_ns: np.ndarray
-    edge: dict[str, float]  # scraped metrics (faults by kind, ticks, overruns) at the end
-    daemon_alive: bool
-    daemon_log: str
-    sent: dict[str, int] = field(default_factory=dict)
-    forged_targets: list[float] = field(default_factory=list)
-    config_results: list[dict[str, Any]] = field(default_factory=list)
-    edge_port: int = 0
-
-    @classmethod
-    def collect(cls, ctx: RunContext, end_ns: int, edge: dict[str, float], alive: bool) -> RunData:
-        stand = ctx.stand
-        path = stand.recorder_path
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            conn.row_factory = sqlite3.Row
-            sessions = [dict(r) for r in conn.execute("SELECT * FROM sessions ORDER BY id")]
-        rows = [r for s in sessions for r in read_ticks(path, s["id"])]
-        ticks = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in TICK_FIELDS}
-        events = [{**e, "session": s["id"]} for s in sessions for e in read_events(path, s["id"])]
-        log = stand.workdir / "daemon.log"
-        return cls(ctx.scenario, parse_config(stand.edge_config), ctx.t0_ns, end_ns, ticks, events, sessions,
-                   ctx.fault_log, ctx.host_log, np.array(ctx.telemetry_ns, dtype=np.int64), edge, alive,
-                   log.read_text(errors="replace") if log.exists() else "", dict(ctx.sent), ctx.forged_targets,
-                   ctx.config_results, int(stand.edge_config["hostlink"]["port"]))
-
-    # helpers
-    def window(self, t0_ns: float, t1_ns: float) -> np.ndarray:
-        t = self.ticks["t_ns"]
-        return (t >= t0_ns) & (t < t1_ns)
-
-    def gains(self, mask: np.ndarray) -> np.ndarray:
-        return np.stack([self.ticks[k][mask] for k in ("kp_x", "ki_x", "kd_x", "kp_y", "ki_y", "kd_y")], axis=1)
-
-    def baseline(self) -> np.ndarray:
-        p = self.cfg.pid
-        return np.array([p.x.kp, p.x.ki, p.x.kd, p.y.kp, p.y.ki, p.y.kd])
-
-    def link_events(self, up: bool, after_ns: float) -> list[int]:
-        return [e["t_ns"] for e in self.events if e["kind"] == "link" and e["details"]["up"] is up and e["t_ns"] >= after_ns]
-
-    def device_events(self, up: bool, after_ns: float) -> list[int]:
-        return [e["t_ns"] for e in self.events
-                if e["kind"] == "device" and e["details"]["up"] is up and e["t_ns"] >= after_ns]
-
-    def faults_of(self, *prefixes: str) -> list[dict[str, Any]]:
-        return [f for f in self.faults if f["kind"].startswith(prefixes)]
-
-    def overruns(self) -> int:
-        """Ticks after which periods were skipped (timer pacing: index jumps within a session)."""
-        same = np.diff(self.ticks["session"]) == 0
-        return int(np.sum((np.diff(self.ticks["idx"]) > 1) & same))
-
-
-CheckFn = Callable[[RunData, "Check"], tuple[bool, str]]
-CHECKS: dict[str, CheckFn] = {}
-
-
-def check(name: str) -> Callable[[CheckFn], CheckFn]:
-    def deco(fn: CheckFn) -> CheckFn:
-        CHECKS[name] = fn
-        return fn
-
-    return deco
+from controller.link.auth import DROP_KINDS
+from hil.scenario.model import CHECKS, STALE, Check, RunData, check
 
 
 def evaluate(data: RunData) -> list[dict[str, Any]]:
@@ -311,7 +224,7 @@ def recorder_sigkill_recovery(d: RunData, c: Check) -> tuple[bool, str]:
 
 
 def _models(d: RunData, *kinds: str) -> list[dict[str, Any]]:
-    """Recorded model requests (hil/faults_model.py) of the given kinds, all when none given."""
+    """Recorded model requests (hil/faults/model.py) of the given kinds, all when none given."""
     return [f["details"] for f in d.faults_of("model.") if not kinds or f["details"]["model"] in kinds]
 
 
@@ -319,7 +232,7 @@ def _models(d: RunData, *kinds: str) -> list[dict[str, Any]]:
 def models_rejected_with_reason(d: RunData, c: Check) -> tuple[bool, str]:
     """Every bad push refused with its expected reason, the active policy (edge status) unchanged after
     each; every good push accepted and active afterwards."""
-    from hil.faults_model import handled
+    from hil.faults.model import handled
 
     recs = [r for r in _models(d) if r["model"] != "rollback"]
     bad = [r for r in recs if r["expect"] is not None]
@@ -331,7 +244,7 @@ def models_rejected_with_reason(d: RunData, c: Check) -> tuple[bool, str]:
 @check("rollback_restores_previous")
 def rollback_restores_previous(d: RunData, c: Check) -> tuple[bool, str]:
     """Each rollback was accepted and swapped active and previous (edge status before and after)."""
-    from hil.faults_model import handled
+    from hil.faults.model import handled
 
     recs = _models(d, "rollback")
     notes = [handled(r) or f"active version {r['active_before'] or 'none'} → {r['active_after'] or 'none (fallback)'}"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hil.checks import RunData
+from hil.scenario.model import RunData
 
 
 def summary(data: RunData, results: list[dict[str, Any]]) -> dict[str, Any]:

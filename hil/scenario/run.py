@@ -1,293 +1,28 @@
-"""HIL scenarios: a TOML file says which simulated device, the daemon's config, what the host does, a
-schedule of faults and the assertions; `run_scenario` runs it against real processes (emulator on a
-pty, daemon, host client over loopback UDP, optionally through the fault proxy) and reports.
+"""The HIL scenario runner: `run_scenario` runs a scenario (hil/scenario/model.py) against real processes
+(emulator on a pty, daemon, host client over loopback UDP, optionally through the fault proxy), evaluates
+its checks (hil/scenario/checks.py) and writes the report (hil/scenario/report.py).
 
-    name = "link_loss"
-    duration_s = 8.0
-    [stand]            speed, seed, proxy (host ↔ edge through hil.faults_net.UdpProxy), serial_faults, net
-    [config]           edge config overrides (controller.config keys)
-    [[host]]           at_s + action: set_gains (gains = [[P,I,D],[P,I,D]]) | set_target (x_px, y_px) | keepalive (on)
-    [[faults]]         at_s + kind (see FAULTS) + seconds / count / net / config / expect_error / params
-    [[assert]]         check (see hil.checks.CHECKS) + its thresholds
-
-Fault kinds are a registry: ``@fault("kind")`` adds one. Model faults (``model.*``: good, corrupt, wrong
-shape, other task, NaN/inf, slow, unsigned, bad signature, rollback, NaN at run time) live in
-hil/faults_model.py and register the same way; their knobs go in ``Fault.params``.
+Importing this module registers every built-in fault kind (hil/faults/: wire.py, process.py, model.py) and
+check, so load scenarios through it: ``from hil.scenario.run import load_scenario, run_scenario``.
 """
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
 import time
-import tomllib
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from controller.hostlink_wire import Keyring, SetTarget, Signer, wall_us
-from hil.faults_net import NetFaults, UdpProxy
-from hil.faults_serial import SERIAL_FAULTS, SerialFaults
-from hil.stand import SimulatedStand, _edgetune, deep_merge, to_toml
-
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
-
-
-class ScenarioError(ValueError):
-    """A scenario file that cannot be read or does not validate; the message names the file and key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class StandSpec(_Strict):
-    device: Literal["mems"] = "mems"
-    speed: float = Field(1.0, gt=0)
-    seed: int = 0
-    proxy: bool = False  # host ↔ edge through the UDP fault proxy
-    serial_faults: bool = False  # emulator with its fault control channel and a stable device symlink
-    net: NetFaults = NetFaults()  # proxy faults from the start
-
-
-class HostAction(_Strict):
-    at_s: float = Field(ge=0)
-    action: Literal["set_gains", "set_target", "keepalive"]
-    gains: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
-    x_px: float = 0.0
-    y_px: float = 0.0
-    on: bool = True
-
-
-class Fault(_Strict):
-    at_s: float = Field(ge=0)
-    kind: str
-    seconds: float = Field(0.0, ge=0)  # duration (partition, chaos, stall, unplug)
-    count: int = Field(1, ge=0)  # bytes / frames / packets
-    net: NetFaults = NetFaults()  # net.chaos
-    config: dict[str, Any] = {}  # config.invalid: overrides merged into the running config
-    expect_error: str = ""  # config.*: text the refusal must contain
-    params: dict[str, Any] = {}  # knobs of registered extensions (model faults)
-
-    @field_validator("kind")
-    @classmethod
-    def _known(cls, kind: str) -> str:
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(sorted(FAULTS))}")
-        return kind
-
-
-class Check(_Strict):
-    check: str
-    max_gap_s: float = 0.25  # loop_alive: longest pause between ticks
-    max_overrun_fraction: float = 0.25  # overruns_bounded: ticks followed by a skip (a shared 2-core CI box)
-    max_missed_run: int = 25  # overruns_bounded: most periods skipped at once
-    band_px: float = 5.0  # stabilised_at_end
-    recover_s: float = 5.0  # device_recovers / link_resumes: time allowed after the fault ends
-
-    @field_validator("check")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from hil.checks import CHECKS
-
-        if name not in CHECKS:
-            raise ValueError(f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}")
-        return name
-
-
-class Scenario(_Strict):
-    name: str
-    description: str = ""
-    duration_s: float = Field(gt=0, le=600)
-    stand: StandSpec = StandSpec()
-    config: dict[str, Any] = {}
-    host: list[HostAction] = []
-    faults: list[Fault] = []
-    checks: list[Check] = Field(alias="assert", min_length=1)
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    p = Path(path)
-    try:
-        return Scenario.model_validate(tomllib.loads(p.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ScenarioError(f"{p.name}: {e}") from None
-    except ValidationError as e:
-        raise ScenarioError("\n".join(f"{p.name}: {'.'.join(map(str, err['loc']))}: {err['msg']}"
-                                      for err in e.errors())) from None
-
-
-def bundled() -> list[Path]:
-    return sorted(SCENARIO_DIR.glob("*.toml"))
-
-
-# --- the run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RunContext:
-    """What faults, host actions and checks share during one run (times: monotonic ns)."""
-
-    scenario: Scenario
-    stand: SimulatedStand
-    proxy: UdpProxy | None = None
-    serial: SerialFaults | None = None
-    t0_ns: int = 0
-    keepalive: bool = True
-    fault_log: list[dict[str, Any]] = field(default_factory=list)
-    host_log: list[dict[str, Any]] = field(default_factory=list)
-    telemetry_ns: list[int] = field(default_factory=list)  # host receive times
-    sent: Counter[str] = field(default_factory=Counter)  # security packets sent, by expected drop kind
-    forged_targets: list[float] = field(default_factory=list)  # x_px of targets that must never apply
-    config_results: list[dict[str, Any]] = field(default_factory=list)
-    probes: dict[str, float] = field(default_factory=dict)  # facts measured during the run
-
-    def t(self) -> float:
-        return (time.monotonic_ns() - self.t0_ns) / 1e9
-
-
-FaultFn = Callable[[RunContext, Fault], Awaitable[dict[str, Any] | None]]
-FAULTS: dict[str, FaultFn] = {}
-
-
-def fault(kind: str) -> Callable[[FaultFn], FaultFn]:
-    """Register a fault injector: ``async fn(ctx, fault) -> details | None``, returning when injected."""
-
-    def deco(fn: FaultFn) -> FaultFn:
-        FAULTS[kind] = fn
-        return fn
-
-    return deco
-
-
-# network
-@fault("net.partition")
-async def _partition(ctx: RunContext, f: Fault) -> None:
-    assert ctx.proxy is not None, "net faults need stand.proxy = true"
-    ctx.proxy.partition(f.seconds)
-
-
-@fault("net.chaos")
-async def _chaos(ctx: RunContext, f: Fault) -> None:
-    assert ctx.proxy is not None, "net faults need stand.proxy = true"
-    before, ctx.proxy.faults = ctx.proxy.faults, f.net
-    asyncio.get_running_loop().call_later(f.seconds, setattr, ctx.proxy, "faults", before)
-
-
-def _raw_send(ctx: RunContext, datagrams: list[bytes]) -> None:
-    """Datagrams straight to the edge from a socket of their own (an attacker on the network)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for d in datagrams:
-            s.sendto(d, ctx.stand.edge_addr)
-
-
-@fault("net.replay")
-async def _replay(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    """One valid SetTarget, then the same datagram ``count`` more times."""
-    assert ctx.stand.keyring is not None
-    d = Signer(ctx.stand.keyring, ctx.stand.keyring.newest).seal(SetTarget(0.0, 0.0))
-    _raw_send(ctx, [d] * (f.count + 1))
-    ctx.sent["replayed"] += f.count
-    return {"replayed": f.count}
-
-
-@fault("net.forge")
-async def _forge(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    """``count`` SetTargets signed with a key the edge does not have (right key id)."""
-    assert ctx.stand.keyring is not None
-    kid = ctx.stand.keyring.newest
-    signer = Signer(Keyring({kid: os.urandom(32)}), kid)
-    ctx.forged_targets.append(777.0)
-    _raw_send(ctx, [signer.seal(SetTarget(777.0, 0.0)) for _ in range(f.count)])
-    ctx.sent["bad_tag"] += f.count
-    return {"forged": f.count}
-
-
-@fault("net.stale")
-async def _stale(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    """``count`` correctly signed SetTargets stamped a minute ago."""
-    assert ctx.stand.keyring is not None
-    signer = Signer(ctx.stand.keyring, ctx.stand.keyring.newest, clock=lambda: wall_us() - 60_000_000)
-    ctx.forged_targets.append(666.0)
-    _raw_send(ctx, [signer.seal(SetTarget(666.0, 0.0)) for _ in range(f.count)])
-    ctx.sent["stale"] += f.count
-    return {"stale": f.count}
-
-
-# serial (inside the emulator)
-def _serial_fault(kind: str) -> FaultFn:
-    async def inject(ctx: RunContext, f: Fault) -> None:
-        assert ctx.serial is not None, "serial faults need stand.serial_faults = true"
-        unit = SERIAL_FAULTS[kind]
-        ctx.serial.inject(kind, None if unit is None else f.seconds if unit == "seconds" else f.count)
-
-    return inject
-
-
-for _kind in SERIAL_FAULTS:
-    fault(f"serial.{_kind}")(_serial_fault(_kind))
-
-
-# the daemon process
-@fault("daemon.sigkill")
-async def _sigkill(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    d = ctx.stand.daemon
-    assert d is not None
-    d.kill()
-    return {"rc": await asyncio.to_thread(d.wait)}
-
-
-@fault("daemon.sigterm")
-async def _sigterm(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    return {"rc": await asyncio.to_thread(ctx.stand.terminate_daemon, signal.SIGTERM)}
-
-
-@fault("daemon.start")
-async def _start(ctx: RunContext, f: Fault) -> None:
-    ctx.stand.start_daemon()
-
-
-# configuration: a second daemon started with a bad config/key file must refuse to start
-async def _refused(ctx: RunContext, f: Fault, cfg: dict[str, Any], tag: str) -> dict[str, Any]:
-    path = ctx.stand.workdir / f"bad-{len(ctx.config_results)}-{tag}.toml"
-    path.write_text(to_toml(cfg))
-    try:
-        proc = await asyncio.to_thread(subprocess.run, _edgetune("daemon", "--config", str(path)),
-                                       capture_output=True, text=True, timeout=20)
-        rc, err = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired:
-        rc, err = None, "daemon started with a bad configuration (still running after 20 s)"
-    res = {"kind": f.kind, "config": path.name, "rc": rc, "stderr": err[-600:], "expect_error": f.expect_error}
-    ctx.config_results.append(res)
-    return res
-
-
-@fault("config.invalid")
-async def _bad_config(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    return await _refused(ctx, f, deep_merge(ctx.stand.edge_config, f.config), "invalid")
-
-
-@fault("config.key_world_readable")
-async def _bad_key(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    key = ctx.stand.workdir / "world-readable.keys"
-    shutil.copyfile(ctx.stand.key_file, key)
-    key.chmod(0o644)
-    return await _refused(ctx, f, deep_merge(ctx.stand.edge_config, {"hostlink": {"key_file": str(key)}}), "key")
-
-
-# models (pushes and rollbacks over the authenticated push channel)
-from hil import faults_model  # noqa: E402,F401  (registers model.*; imports this module's registry)
-
-
-# --- host side -------------------------------------------------------------------------------
+from typing import Any
+
+from hil.faults import model as _model_faults, process as _process_faults, wire as _wire_faults  # noqa: F401  (register fault kinds)
+from hil.faults.net import UdpProxy
+from hil.faults.serial import SerialFaults
+from hil.scenario.checks import evaluate
+from hil.scenario.model import (  # noqa: F401  (SCENARIO_DIR, ScenarioError, bundled, load_scenario: re-exported)
+    FAULTS, SCENARIO_DIR, HostAction, RunContext, RunData, Scenario, ScenarioError, bundled, load_scenario,
+)
+from hil.scenario.report import write_report
+from hil.stand import SimulatedStand
+
+__all__ = ["SCENARIO_DIR", "ScenarioError", "bundled", "load_scenario", "run_scenario"]
 
 
 async def _host_action(ctx: RunContext, a: HostAction) -> None:
@@ -312,7 +47,7 @@ async def _host_action(ctx: RunContext, a: HostAction) -> None:
 
 
 def _gains(rows: Any) -> Any:
-    from controller.hostlink_wire import Gains
+    from controller.link.auth import Gains
 
     if rows is None:
         raise ScenarioError("set_gains needs gains = [[P, I, D], [P, I, D]]")
@@ -364,10 +99,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
-    """Run one scenario; returns the report dict (see hil.report) and writes it under ``workdir``."""
-    from hil.checks import RunData, evaluate
-    from hil.report import write_report
-
+    """Run one scenario; returns the report dict (see hil.scenario.report) and writes it under ``workdir``."""
     spec = scenario.stand
     stand = SimulatedStand(workdir / "stand", device=spec.device, speed=spec.speed, seed=spec.seed,
                            config=scenario.config, serial_faults=spec.serial_faults)

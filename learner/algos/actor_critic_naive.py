@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learner.ct_env import CTBatchEnv, CTObs, CTStep
-from learner.ct_net import ACConfig, CTActorCritic, masked_policy
+from learner.ct.env import CTBatchEnv, CTObs, CTStep
+from learner.ct.net import ACConfig, CTActorCritic, masked_policy
 
 
 class NaiveActorCritic:

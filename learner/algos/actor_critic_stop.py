@@ -3,7 +3,7 @@
 At state x̂_k (the reconstruction after k−1 angles) the network gives the angle policy π_a(θ | x̂_k)
 (masked softmax), the continuation value V̂_C(x̂_k) and the terminal policy p_k = π_ter(d = 1 | x̂_k).
 θ_k ~ π_a and d_k ~ π_ter are sampled together; θ_k is acquired either way and d_k = 1 ends the
-episode after it (as the environment, learner/ct_env.py). B episodes are stepped together and one
+episode after it (as the environment, learner/ct/env.py). B episodes are stepped together and one
 update is made per step on the B transitions (the paper's per-step updates, batched):
 
   TD error (line 11, with γ on the bootstrap):
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.ct_env import CTBatchEnv, CTObs, CTStep
-from learner.ct_net import ACConfig, CTActorCritic, masked_policy, stop_policy
+from learner.ct.env import CTBatchEnv, CTObs, CTStep
+from learner.ct.net import ACConfig, CTActorCritic, masked_policy, stop_policy
 
 
 @dataclass

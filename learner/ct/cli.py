@@ -1,4 +1,4 @@
-"""CT commands (`edgetune bench sirt`, `train ct`, `eval ct`); implementations are imported inside the functions."""
+"""CT commands (`edgetune train ct`, `eval ct`); implementations are imported inside the functions."""
 from __future__ import annotations
 
 import json
@@ -6,25 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-
-def bench_sirt(
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on one line (default: indented)."),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
-    batch: int = typer.Option(32, min=1, help="Episodes reconstructed together."),
-    size: int = typer.Option(239, help="Image size (odd)."),
-    angles: int = typer.Option(20, min=1, max=180, help="Angles per episode (random on the 1° grid)."),
-    iterations: int = typer.Option(150, min=1),
-    astra_episodes: int = typer.Option(2, min=1, help="Episodes timed with ASTRA (slow)."),
-    seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
-) -> None:
-    """Reconstructions per second: batched SIRT (ours) vs ASTRA CPU SIRT, with their relative difference."""
-    from learner.bench_sirt import run
-
-    result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device,
-                 astra_episodes=astra_episodes, seed=seed, threads=threads)
-    typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
 def train_ct(
@@ -44,7 +25,7 @@ def train_ct(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from learner.ct_train import TrainConfig, train
+    from learner.ct.train import TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -57,17 +38,17 @@ def train_ct(
 
 
 def eval_ct(
-    run: Optional[Path] = typer.Option(None, help="Run folder with policy.pt (default: the packaged learner/policies/ct_63)."),
+    run: Optional[Path] = typer.Option(None, help="Run folder with policy.pt (default: the packaged learner/ct/policies/ct_63)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (default: a table)."),
     phantoms: Optional[Path] = typer.Option(None, help="Folder of .npy images evaluated as shape 'custom'."),
-    naive_run: Optional[Path] = typer.Option(None, help="Algorithm 1 run folder (default: learner/policies/ct_63_naive if present)."),
+    naive_run: Optional[Path] = typer.Option(None, help="Algorithm 1 run folder (default: learner/ct/policies/ct_63_naive if present)."),
     per_shape: int = typer.Option(30, min=1, help="Validation phantoms per shape and noise model."),
     seed: int = typer.Option(1),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
 ) -> None:
     """RL angles and PSNR vs golden-ratio angles at the same count, per shape and noise (paper Table 1)."""
-    from learner.ct_eval import evaluate, markdown
-    from learner.ct_train import load_policy
+    from learner.ct.eval import evaluate, markdown
+    from learner.ct.train import load_policy
 
     packaged = Path(__file__).parent / "policies"
     policy = (run or packaged / "ct_63") / "policy.pt"

@@ -15,7 +15,7 @@ accepts angle == n_angles meaning "stop without acquiring" (Algorithm 1's 181st 
   action      Dict{"angle": Discrete(n_angles), "stop": Discrete(2)}
 An already acquired angle is not measured again: the step is counted in info["invalid_actions"]
 and still costs b (the stage moved and exposed). `action_masks()` gives the valid angles.
-Phantoms are `firmware_sim.phantoms` polygons (projected analytically, no inverse crime) or a pool
+Phantoms are `firmware_sim.ct.phantoms` polygons (projected analytically, no inverse crime) or a pool
 of custom images (projected with the reconstruction's Joseph model).
 """
 from __future__ import annotations
@@ -26,10 +26,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from controller import tomo
-from firmware_sim.ct import Detector, DetectorParams, line_integrals
-from firmware_sim.phantoms import SHAPES, make_phantoms
-from learner.sirt_torch import BatchSIRT
+from controller.modes.ct import tomo
+from firmware_sim.ct.physics import Detector, DetectorParams, line_integrals
+from firmware_sim.ct.phantoms import SHAPES, make_phantoms
+from learner.ct.sirt_torch import BatchSIRT
 
 CUSTOM = "custom"  # shape name of custom images
 
@@ -41,7 +41,7 @@ class CTEnvConfig:
     max_angles: int = 20  # M: the episode ends once this many angles are acquired
     cost: float = 0.5  # b: experimental cost per acquired angle [dB]
     sirt_iterations: int = tomo.SIRT_ITERATIONS
-    noise: str = "gaussian"  # firmware_sim.ct.DetectorParams.noise
+    noise: str = "gaussian"  # firmware_sim.ct.physics.DetectorParams.noise
     noise_frac: float = 0.05  # Gaussian σ / projection std
     split: str = "train"  # phantom rotations: "train" | "val"
     shapes: tuple[str, ...] = SHAPES

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from controller import tomo
-from firmware_sim.phantoms import SHAPES
-from learner.ct_env import CUSTOM, CTBatchEnv, CTEnvConfig
-from learner.ct_train import run_episodes
+from controller.modes.ct import tomo
+from firmware_sim.ct.phantoms import SHAPES
+from learner.ct.env import CUSTOM, CTBatchEnv, CTEnvConfig
+from learner.ct.train import run_episodes
 
 NOISES = {"gaussian 3%": ("gaussian", 0.03), "gaussian 5%": ("gaussian", 0.05),
           "gaussian 7%": ("gaussian", 0.07), "poisson": ("poisson", 0.05)}

@@ -1,6 +1,6 @@
-"""Export a CT angle-selection run (learner/ct_train.py's policy.pt) as the edge's angle-policy artifact.
+"""Export a CT angle-selection run (learner/ct/train.py's policy.pt) as the edge's angle-policy artifact.
 
-The graph follows the angles mode's contract (controller/modes/angles.py):
+The graph follows the angles mode's contract (controller/modes/ct/angles.py):
   obs (B, 1, N, N) float32, the reconstruction x̂_k in [0, 1];  acquired (B, A) float32, 1 = acquired
   -> angle_logits (B, A), acquired angles set to MASKED_LOGIT as in training's masked softmax (the edge
      masks them too; argmax = the greedy angle);  stop_logit (B, 1), stop when > 0 (sigmoid > ½).
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.manifest import ActionSpec, Manifest, Normalisation, ObservationSpec
-from controller.modes.angles import TASK, AnglesConfig
-from learner.ct_net import MASKED_LOGIT, CTActorCritic
-from learner.ct_train import load_policy
+from controller.policy.manifest import ActionSpec, Manifest, Normalisation, ObservationSpec
+from controller.modes.ct.angles import TASK, AnglesConfig
+from learner.ct.net import MASKED_LOGIT, CTActorCritic
+from learner.ct.train import load_policy
 from learner.export import ExportError, check_outputs, write_artifact
 
 LOGIT_BOUND = float(np.finfo(np.float32).max)

@@ -1,13 +1,13 @@
 """Batched SIRT in torch (CPU or CUDA) for many episodes with different angle sets.
 
-The system matrix is controller.tomo's (Joseph model, all `n_angles` grid angles), converted once per
+The system matrix is controller.modes.ct.tomo's (Joseph model, all `n_angles` grid angles), converted once per
 geometry to torch CSR (int32 indices). For a batch, each episode's angle mask (B, A) selects its rows
 of W; the selected rows of consecutive episodes are stacked into one block-diagonal CSR matrix W_b
 (unselected angles' rows left out; cost ∝ selected entries, once per batch), with W_bᵀ its CSR
 transpose. Every SIRT iteration is then one sparse mat-vec forward and one backward per block of
 episodes, in place in preallocated buffers — the work of one ASTRA reconstruction per episode,
 without a Python loop over episodes. Update (ASTRA's SIRT, van der Sluis & van der Vorst; as
-controller.tomo):
+controller.modes.ct.tomo):
     x ← clip(x + C_b·W_bᵀ·R·(p − W_b·x), lo, hi),  R = 1/row sums, C_b = 1/column sums of W_b (0 where 0)
 
 On CPU the batch is split into one block per torch thread, each iterated in its own Python thread
@@ -28,8 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from controller import tomo
-
+from controller.modes.ct import tomo
 T = TypeVar("T")
 U = TypeVar("U")
 

@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from firmware_sim.phantoms import SHAPES
-from learner.ct_actor_critic import TerminalActorCritic, TerminalConfig
-from learner.ct_env import CTBatchEnv, CTEnvConfig
-from learner.ct_naive import NaiveActorCritic
-from learner.ct_net import ACConfig, CTActorCritic
-from learner.sirt_torch import pick_device
+from firmware_sim.ct.phantoms import SHAPES
+from learner.algos.actor_critic_stop import TerminalActorCritic, TerminalConfig
+from learner.ct.env import CTBatchEnv, CTEnvConfig
+from learner.algos.actor_critic_naive import NaiveActorCritic
+from learner.ct.net import ACConfig, CTActorCritic
+from learner.ct.sirt_torch import pick_device
 
 ALGOS = ("terminal", "naive")
 CSV_FIELDS = ("episode", "shape", "angles", "psnr", "return", "loss", "actor", "critic", "terminal",

@@ -1,6 +1,6 @@
 """Stand calibration checks: the paper's Wiener test (Table 2) and a coarse per-axis gain grid.
 
-``python -m learner.calibration`` prints the numbers quoted in docs/calibration.md.
+``python -m learner.mems.calibration`` prints the numbers quoted in docs/calibration.md.
 """
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import itertools
 
 import numpy as np
 
-from controller.pid import BASELINE_GAINS, per_frame_to_si
-from firmware_sim import disturbance
-from firmware_sim.mems import MemsStand
-from learner.closed_loop import simulate, tracking_stats
+from controller.modes.mems.pid import BASELINE_GAINS, per_frame_to_si
+from firmware_sim.mems import disturbance
+from firmware_sim.mems.physics import MemsStand
+from learner.mems.closed_loop import simulate, tracking_stats
 
 WIENER_FRAMES = 1000  # the paper's test length [frames]
 

@@ -18,10 +18,10 @@ def train_mems(
                                             "--num-envs, --seed and --robust"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
     robust: bool = typer.Option(True, help="only gains that amplify no vibration the baseline rejects "
-                                           "(learner/robust_gains.py); --no-robust: the whole box"),
+                                           "(learner/mems/robust_gains.py); --no-robust: the whole box"),
 ) -> None:
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
-    from learner.mems_train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
+    from learner.mems.train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
 
     resuming = resume and (out / "checkpoint.pt").exists()
     if (out / "checkpoint.pt").exists() and not resume:
@@ -61,8 +61,8 @@ def eval_mems(
                                              help="with --disturbance bursts: their ring frequency [Hz] (default 12)"),
 ) -> None:
     """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s), π(s) retrained and your --gains."""
-    from firmware_sim.disturbance import BURST_HZ, check_burst_hz
-    from learner.mems_eval import EVAL_SEEDS, evaluate_mems, file_stem, markdown
+    from firmware_sim.mems.disturbance import BURST_HZ, check_burst_hz
+    from learner.mems.eval import EVAL_SEEDS, evaluate_mems, file_stem, markdown
 
     if run is not None and not (run / "checkpoint.pt").exists():
         raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
@@ -85,8 +85,8 @@ def eval_mems(
 
 def _check_recording(path: Path) -> None:
     """A clean error for a bad CSV; a note when it does not span the test (held or cut to FRAMES)."""
-    from firmware_sim.disturbance import FRAME_RATE_HZ, from_csv
-    from learner.mems_eval import FRAMES
+    from firmware_sim.mems.disturbance import FRAME_RATE_HZ, from_csv
+    from learner.mems.eval import FRAMES
 
     if not path.is_file():
         raise typer.BadParameter(f"{str(path)!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
@@ -116,7 +116,7 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
     angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
     from datetime import datetime, timezone
 
-    from controller.manifest import VERSION_RE, as_version
+    from controller.policy.manifest import VERSION_RE, as_version
 
     if (run / "policy.pt").exists():
         kind = "ct"
@@ -131,11 +131,11 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
     stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
     if kind == "ct":
-        from learner.ct_export import export_ct
+        from learner.ct.export import export_ct
 
         manifest = export_ct(run, out, version=version)
     else:
-        from learner.mems_export import export_mems
+        from learner.mems.export import export_mems
 
         manifest = export_mems(run, out, version=version)
     typer.echo(f"wrote {out / 'model.onnx'} (sha256 {manifest.sha256[:12]}…) and {out / 'manifest.json'}")

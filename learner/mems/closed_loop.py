@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.pid import Pid
-from firmware_sim.mems import MemsStand
+from controller.modes.mems.pid import Pid
+from firmware_sim.mems.physics import MemsStand
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import gymnasium as gym
 import numpy as np
 
-from controller.pid import BASELINE_GAINS, Pid
-from firmware_sim.mems import MemsParams, MemsStand, MemsState
+from controller.modes.mems.pid import BASELINE_GAINS, Pid
+from firmware_sim.mems.physics import MemsParams, MemsStand, MemsState
 
 FEATURES = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
 # fixed normalisation of the raw features (the edge graph applies the same)

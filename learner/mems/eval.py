@@ -7,7 +7,7 @@ from the last k frames at every decision, π(s) retrained online during the test
 the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
 Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
 seeds). Per method it also reports where its gains (mean over the test) amplify M1 vibration,
-|S(f)| > 1 (learner/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
+|S(f)| > 1 (learner/mems/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
 sensitivity_<disturbance>.png.
 """
 from __future__ import annotations
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from firmware_sim import disturbance as dist
-from learner import loop_sensitivity
-from learner.closed_loop import deviation_stats
-from learner.ddpg import DDPG, ReplayBuffer
-from learner.mems_env import FEATURES, MemsTuningSim, baseline_action, gains_from_action
-from learner.mems_train import gain_map, load_agent, load_run_config
-from learner.robust_gains import GainMap
-from learner.ziegler_nichols import ziegler_nichols_gains
+from firmware_sim.mems import disturbance as dist
+from learner.mems import loop_sensitivity
+from learner.mems.closed_loop import deviation_stats
+from learner.algos.ddpg import DDPG, ReplayBuffer
+from learner.mems.env import FEATURES, MemsTuningSim, baseline_action, gains_from_action
+from learner.mems.train import gain_map, load_agent, load_run_config
+from learner.mems.robust_gains import GainMap
+from learner.mems.ziegler_nichols import ziegler_nichols_gains
 
 EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ... per episode)
 FRAMES = 1000
@@ -165,7 +165,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
                                                                          "mean_y_px", "std_y_px")) + f" | {vs} |")
     lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration "
-                  "(|S| > 1; learner/loop_sensitivity.py):", "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
+                  "(|S| > 1; learner/mems/loop_sensitivity.py):", "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
     for name, axes in result["sensitivity"].items():
         cells = [f"{a['amplifies_from_hz']:.1f}–{a['amplifies_to_hz']:.1f}, {a['peak']:.2f} at {a['peak_hz']:.1f}"
                  if a["peak"] is not None and a["amplifies_from_hz"] is not None

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.manifest import Manifest
+from controller.policy.manifest import Manifest
 from learner.export import export_policy
-from learner.mems_env import FEATURES, MemsTuningSim, action_bounds
-from learner.mems_train import TASK, gain_map, load_agent, load_run_config
+from learner.mems.env import FEATURES, MemsTuningSim, action_bounds
+from learner.mems.train import TASK, gain_map, load_agent, load_run_config
 
 FEATURE_UNITS = {"x_px": "px", "y_px": "px", "ux_v": "V", "uy_v": "V", "x_target_px": "px", "y_target_px": "px"}
 

@@ -1,6 +1,6 @@
 """The MEMS tuning environment on the live stand: steps the running daemon over the host link.
 
-Same spaces as :class:`learner.mems_env.MemsTuningEnv`, so a policy moves between the two unchanged.
+Same spaces as :class:`learner.mems.env.MemsTuningEnv`, so a policy moves between the two unchanged.
 One step: send the gains (SetGains), let the stand run for one decision period in real time,
 read the telemetry that came back (one row per tick: the daemon's `telemetry_decimation` must be 1)
 and build observation and reward from it. The real interval is reported as Δt in ``info["dt"]``
@@ -19,9 +19,9 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from controller.hostclient import HostClient
-from controller.hostlink_wire import Gains
-from learner.mems_env import FEATURES, OBS_SCALE, MemsTuningConfig, action_bounds, baseline_action, gains_from_action
+from controller.link.host_udp import HostClient
+from controller.link.auth import Gains
+from learner.mems.env import FEATURES, OBS_SCALE, MemsTuningConfig, action_bounds, baseline_action, gains_from_action
 
 
 class MemsLiveEnv(gym.Env):

@@ -1,11 +1,11 @@
 """Where a set of PID gains amplifies vibration: the MEMS loop's sensitivity S = 1 / (1 + L) per axis.
 
 S(f) is the ratio of the spot's deviation with the loop closed to the M1 disturbance that causes it,
-at frequency f: |S| < 1 rejects, |S| > 1 amplifies. The loop per frame (learner.closed_loop): the PID
+at frequency f: |S| < 1 rejects, |S| > 1 amplifies. The loop per frame (learner.mems.closed_loop): the PID
 acts on the frame delivered one readout later, and its command drives M2 (exact ZOH) over the frame,
 
     L(z) = C(z) · g · G_M2(z) · z⁻¹,
-    C(z) = P + I·T/(1 − z⁻¹) + D·(1 − z⁻¹)/T · α/(1 − (1 − α)·z⁻¹)   (controller.pid, α = 1 − e^(−T/τ_d))
+    C(z) = P + I·T/(1 − z⁻¹) + D·(1 − z⁻¹)/T · α/(1 − (1 − α)·z⁻¹)   (controller.modes.mems.pid, α = 1 − e^(−T/τ_d))
 
 with T the frame interval and g the M2 gain [px/V]. Cross-axis coupling, the command limits and the
 camera noise are left out (tests/test_loop_sensitivity.py checks S against the simulator). Bode's
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from controller.pid import DEFAULT_TAU_D_S
-from firmware_sim.mems import MemsParams, m2_discrete
+from controller.modes.mems.pid import DEFAULT_TAU_D_S
+from firmware_sim.mems.physics import MemsParams, m2_discrete
 
 
 def _loop(gains_axis: np.ndarray, axis: int, params: MemsParams, tau_d: float) -> tuple[np.ndarray, np.ndarray]:

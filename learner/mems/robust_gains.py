@@ -1,6 +1,6 @@
 """Robust PID gains for the MEMS loop, and the map from the actor's output into them.
 
-Gains are robust on an axis when the loop's sensitivity |S(f)| (learner/loop_sensitivity.py)
+Gains are robust on an axis when the loop's sensitivity |S(f)| (learner/mems/loop_sensitivity.py)
 
 - peaks at most ``MAX_PEAK`` = 2 (a 6 dB modulus margin), and
 - stays ≤ 1 up to the frequency where the baseline gains' |S| first exceeds 1,
@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.pid import BASELINE_GAINS
-from firmware_sim.mems import MemsParams
-from learner import loop_sensitivity
-
+from controller.modes.mems.pid import BASELINE_GAINS
+from firmware_sim.mems.physics import MemsParams
+from learner.mems import loop_sensitivity
 MAX_PEAK = 2.0  # largest allowed |S| [1]
 KNOTS = 40  # P values on which I_max(P) is tabulated, per axis
 P_SCAN = 200  # log-spaced P values scanned for the robust P range

@@ -2,7 +2,7 @@
 
 Paper settings: actor and critic 100 → 60, OU exploration (θ = 0.15, σ 0.2 → 1e-4, eq. 5), the
 semi-Markov TD target (eq. 3) with Δt from the environment, ±100 px target steps (eq. 6).
-The actor's output reaches the stands through a gain map (learner/robust_gains.py): by default
+The actor's output reaches the stands through a gain map (learner/mems/robust_gains.py): by default
 into the robust gains only (``robust``), else onto the whole box of the environment's bounds.
 A run directory holds: config.json, checkpoint.pt (resume), log.csv, a_test.json (the mean gains
 over the last 20 % of training, the paper's a_test), actor.pt (host only) and reward.png.
@@ -18,10 +18,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from learner.ddpg import DDPG, DDPGConfig, TrainEvent, train
-from learner.mems_env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
+from learner.algos.ddpg import DDPG, DDPGConfig, TrainEvent, train
+from learner.mems.env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
 from learner.progress import progress_bar
-from learner.robust_gains import GainMap, box_gain_map, robust_gain_map
+from learner.mems.robust_gains import GainMap, box_gain_map, robust_gain_map
 
 TASK = "mems-pid-gains"
 A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (paper, Section IV)
@@ -35,7 +35,7 @@ class MemsTrainConfig:
         tau=0.005, actor_lr=1e-3, critic_lr=1e-3, hidden=(100, 60), noise="ou", noise_sigma=0.2,
         noise_sigma_final=1e-4, ou_theta=0.15, train_freq=1, gradient_steps=4, torch_threads=1))
     num_envs: int = 16
-    robust: bool = True  # actions limited to the robust gains (learner/robust_gains.py)
+    robust: bool = True  # actions limited to the robust gains (learner/mems/robust_gains.py)
 
 
 def gain_map(cfg: MemsTrainConfig) -> GainMap:

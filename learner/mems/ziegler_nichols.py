@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.pid import BASELINE_GAINS
-from firmware_sim.mems import MemsStand
-from learner.closed_loop import simulate
+from controller.modes.mems.pid import BASELINE_GAINS
+from firmware_sim.mems.physics import MemsStand
+from learner.mems.closed_loop import simulate
 
 STEP_PX = 50.0
 SUSTAINED = 0.5  # late oscillation amplitude / first transient amplitude that counts as sustained

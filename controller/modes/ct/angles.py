@@ -9,15 +9,15 @@ off the loop (asyncio.to_thread, warm-started from x̂_k). The angle chosen with
 acquired (the trajectory ends with (d_T, θ_T, x̂_{T+1})); d_M ≡ 1 at `max_angles`.
 Without a policy the mode scans `max_angles` golden-ratio angles, moving to the next angle while the
 previous reconstruction runs. A decision whose call fails (raises, runs over budget or is ended by the slot's
-watchdog: controller/policy_guard.py) or whose outputs are not finite takes the next golden-ratio angle; with
-the daemon's `slot` set, the slot counts it and quarantines the policy after too many (controller/policy.py).
+watchdog: controller/policy/guard.py) or whose outputs are not finite takes the next golden-ratio angle; with
+the daemon's `slot` set, the slot counts it and quarantines the policy after too many (controller/policy/slot.py).
 `abort()` cancels the step in flight, halts the stage and waits until it rests. The reconstruction uses the
 encoder angle each projection was measured at.
 
 The ONNX contract (docs/design.md, "Angle policy"): input "obs" (1, 1, N, N) float32, optional input
 "acquired" (1, A) float32 (1 = acquired); outputs "angle_logits" (1, A) and "stop_logit" (1, 1).
 Acquired angles are masked here, whatever the graph does. A policy artifact (model.onnx + manifest.json,
-learner/ct_export.py) has task `TASK`; its manifest's flat specs are observation = obs.ravel() ‖ acquired
+learner/ct/export.py) has task `TASK`; its manifest's flat specs are observation = obs.ravel() ‖ acquired
 (N·N + A values) and action = angle_logits ‖ stop_logit (A + 1 values). `AnglePolicy.from_artifact` loads one.
 """
 from __future__ import annotations
@@ -35,11 +35,11 @@ import onnxruntime as ort
 import scipy.sparse as sp
 from pydantic import ConfigDict
 
-from controller import protocol as p
-from controller import tomo
+from controller.protocol import framing as p
+from controller.modes.ct import tomo
 from controller.driver import SerialDriver
-from controller.manifest import Manifest
-from controller.policy import PolicyRejected, PolicySlot, load_for_task, session_options
+from controller.policy.manifest import Manifest
+from controller.policy.slot import PolicyRejected, PolicySlot, load_for_task, session_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,7 @@ def validated_decision_us(directory: Path, size: int, n_angles: int, budget_s: f
 
 def open_validated_policy(directory: Path, latency_us: float, size: int, n_angles: int) -> AnglePolicy:
     """The policy slot's opener (worker thread): the artifact the validator accepted, loaded in the daemon. As
-    `controller.policy.open_validated`: the cheap checks run again, and the two probe decisions warm it up."""
+    `controller.policy.slot.open_validated`: the cheap checks run again, and the two probe decisions warm it up."""
     policy = AnglePolicy.from_artifact(directory, size, n_angles)
     policy.latency_us = latency_us
     return policy

@@ -3,7 +3,7 @@
 Paper (mems-mirror-pid-rl, §II): the state is the last k observations o_i = (x_pos, y_pos, u_x, u_y,
 x_target, y_target) and the action is {P_x, I_x, P_y, I_y}; D stays at its baseline. Here the
 observations are per tick in raw units (px, V; the graph normalises), oldest first, flattened to
-(k·6,); every `every_n` ticks the actor runs and the gains change bumplessly (controller.pid).
+(k·6,); every `every_n` ticks the actor runs and the gains change bumplessly (controller.modes.mems.pid).
 A failed decision (`PolicySlot.infer`: the call raised, ran over budget or was ended by the watchdog, or
 its action is not finite) gives the baseline gains for that decision (counted); after too many the slot
 quarantines the policy, and the next decision runs the previous one, or the baseline. Without an active
@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from controller.config import GainEnvelope
-from controller.pid import Pid
-from controller.policy import LoadedPolicy, PolicySlot, PolicySpec
+from controller.modes.mems.pid import Pid
+from controller.policy.slot import LoadedPolicy, PolicySlot, PolicySpec
 from controller.safety import SafetyGate
-from controller.modes.stabilize import StabilizeMode
+from controller.modes.mems.stabilize import StabilizeMode
 
 TASK = "mems-pid-gains"
 OBS_FIELDS = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.pid import Pid
+from controller.modes.mems.pid import Pid
 from controller.safety import SafetyGate
 
 
