@@ -2,13 +2,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from controller.cli import KEY_ID, signing
+if TYPE_CHECKING:
+    from controller.link.auth import Keyring
+
+KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the newest).")
 
 _KEYS = typer.Option(..., "--key-file", "-k", help="key file (`id:hex` lines, mode 600)")
 _EDGE = typer.Option("127.0.0.1:9750", "--to", help="the daemon's host-link address HOST:PORT")
+
+
+def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Keyring, int]:
+    """(HOST, PORT), the keyring and the key id to sign with; a usage error names the bad option."""
+    from controller.link.auth import KeyringError, load_keyring
+
+    host, _, port = to.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
+    try:
+        keyring = load_keyring(key_file)
+    except KeyringError as e:
+        raise typer.BadParameter(str(e), param_hint="--key-file") from None
+    key_id = keyring.newest if key_id is None else key_id
+    if key_id not in keyring.keys:
+        raise typer.BadParameter(f"key id {key_id} is not in {key_file} (it has {sorted(keyring.keys)})",
+                                 param_hint="--key-id")
+    return (host, int(port)), keyring, key_id
 
 
 def _run(keys: Path, edge: str, key_id: int | None, action):  # noqa: ANN001, ANN202
