@@ -36,7 +36,7 @@ from hil.stand import SimulatedStand
 
 pytestmark = pytest.mark.hil
 
-POLICIES = Path(__file__).parents[1] / "learner" / "ct" / "policies"
+POLICIES = Path(__file__).parents[2] / "learner" / "ct" / "policies"
 SIZE, A, MAX_ANGLES, SIRT_ITERATIONS, EMU_SEED = 63, 180, 20, 30, 3
 SAMPLE = SampleSpec(kind="any", seed=7, split="val")
 PSNR_TOL = 0.01  # dB; sub-0.01° angle differences (module doc) moved it by 1.4e-4 dB here

@@ -16,7 +16,7 @@ import pytest
 from controller.recorder import Recorder
 from hil.stand import SimulatedStand, deep_merge, to_toml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 Setup = Callable[[Path, dict[str, Any], ExitStack], dict[str, Any]]
 
 

@@ -25,7 +25,7 @@ from learner.algos.ddpg import Actor
 from learner.export import PARITY_ATOL, ExportError, export_policy
 
 torch.set_num_threads(1)
-POLICIES = Path(__file__).parents[1] / "learner" / "ct" / "policies"
+POLICIES = Path(__file__).parents[2] / "learner" / "ct" / "policies"
 SIZE, A = 63, 180
 
 

@@ -423,7 +423,7 @@ def _running(pid: int) -> bool:
 
 def test_the_validator_and_the_resource_tracker_die_with_the_daemon_killed():
     parent = subprocess.Popen([sys.executable, "-c", _VALIDATOR_PARENT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     kids: list[int] = []
     try:
         assert parent.stdout.readline().strip() == "ready"

@@ -17,7 +17,7 @@ import pytest
 from controller.recorder import SCHEMA_VERSION, Recorder, RecorderError, read_events, read_ticks
 
 GAINS = (10.0, 5.0, 0.0, 16.0, 6.8, 2.5)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tick(rec: Recorder, i: int) -> bool:

@@ -7,7 +7,7 @@ import pytest
 
 from controller.config import ConfigError, EdgeConfig, load_config, parse_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "edge.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "edge.toml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,15 +1,12 @@
-"""The MEMS tuning environments: gymnasium contract, reward (eq. 2), Δt, scenarios, live stand."""
+"""The MEMS tuning environments: gymnasium contract, reward (eq. 2), Δt, scenarios (the live stand: tests/hil/test_mems_live_env.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from controller.link.host_udp import HostClient
-from controller.modes.mems.pid import BASELINE_GAINS
 from firmware_sim.mems.disturbance import wiener
 from learner.mems.env import MemsTuningConfig, MemsTuningEnv, MemsTuningSim, MemsTuningVecEnv, baseline_action
-from learner.mems.live_env import MemsLiveEnv
 
 
 def test_sim_env_passes_gymnasium_check():
@@ -54,26 +51,3 @@ def test_scenario_replay_records_the_frames():
     trace = np.stack(sim.trace, axis=1)
     assert trace.shape[0] == 2 and trace.shape[1] >= 100 and trace.shape[2] == 4
     assert np.all(trace[:, :, 2:] == 0.0)  # the target stays at the centre; M1 moves
-
-
-async def test_live_env_steps_the_running_daemon(mems_stand):
-    await mems_stand.client.close()  # one sender per key id (docs/hostlink.md)
-    mems_stand.client = None
-    addr, ring = mems_stand.edge_addr, mems_stand.keyring
-
-    async def factory():
-        return await HostClient(addr, ring, key_id=ring.newest).open()
-
-    import asyncio
-
-    env = await asyncio.to_thread(MemsLiveEnv, factory, MemsTuningConfig(decisions_per_episode=3))
-    try:
-        obs, _ = await asyncio.to_thread(env.reset, seed=0)
-        assert env.observation_space.contains(obs)
-        obs, r, term, trunc, info = await asyncio.to_thread(env.step, baseline_action())
-        assert info["frames"] >= 6 and 0.5 < info["dt"] < 3.0  # ~12 frames of telemetry per 100 ms
-        assert np.isfinite(r) and not term
-        gains = BASELINE_GAINS  # the daemon applied what the env sent
-        assert env.observation_space.contains(obs) and gains.shape == (2, 3)
-    finally:
-        await asyncio.to_thread(env.close)
