@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from controller.protocol import framing as p
+
 Reply = p.Message | p.ErrorCode | None  # a reply message, a Nak reason, or None for Ack
 
 

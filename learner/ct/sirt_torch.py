@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from controller.modes.ct import tomo
+
 T = TypeVar("T")
 U = TypeVar("U")
 

@@ -31,6 +31,7 @@ from torch import nn
 from controller.modes.mems.pid import BASELINE_GAINS
 from firmware_sim.mems.physics import MemsParams
 from learner.mems import loop_sensitivity
+
 MAX_PEAK = 2.0  # largest allowed |S| [1]
 KNOTS = 40  # P values on which I_max(P) is tabulated, per axis
 P_SCAN = 200  # log-spaced P values scanned for the robust P range

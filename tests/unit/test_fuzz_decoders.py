@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from hil.bench import fuzz
+
+
 @pytest.mark.parametrize("name", sorted(fuzz.DECODERS))
 def test_nothing_but_the_decoders_own_error_escapes(name):
     res = fuzz.fuzz(name, cases=150, seed=1)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.protocol import framing as p
+
 EXAMPLES = [
     p.Identify(),
     p.IdentifyReply("edgetune-mems", "0.1.0"),
