@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis) of every decoder on the edge's trust boundary
-(`edgetune bench fuzz --cases N`; tests/test_fuzz_decoders.py runs the same properties with fewer cases).
+(`edgetune bench fuzz --cases N`; tests/unit/test_fuzz_decoders.py runs the same properties with fewer cases).
 
 The property, per decoder: any input either decodes or raises the decoder's own error type — nothing
 else escapes. Inputs are random bytes *and* valid encodings damaged (bit flips, cuts, splices), and for

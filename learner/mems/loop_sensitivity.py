@@ -8,7 +8,7 @@ acts on the frame delivered one readout later, and its command drives M2 (exact 
     C(z) = P + I·T/(1 − z⁻¹) + D·(1 − z⁻¹)/T · α/(1 − (1 − α)·z⁻¹)   (controller.modes.mems.pid, α = 1 − e^(−T/τ_d))
 
 with T the frame interval and g the M2 gain [px/V]. Cross-axis coupling, the command limits and the
-camera noise are left out (tests/test_loop_sensitivity.py checks S against the simulator). Bode's
+camera noise are left out (tests/unit/test_loop_sensitivity.py checks S against the simulator). Bode's
 sensitivity integral is why gains that reject slow disturbances better amplify some faster band more:
 `summary` says where, so a user can compare it with the spectrum of their stand's vibration.
 """
