@@ -1,14 +1,16 @@
-"""Edge commands (`edgetune daemon`). Module top: stdlib + typer only; no torch anywhere below."""
+"""The edge's command line: `edgetune-edge` (deploy/edgetune.service), the daemon and the commands that talk to it
+over the push channel; the link commands come from controller/link/cli.py. `edgetune` (hil/cli.py) registers the
+same commands through `register`. Module top: stdlib + typer only; nothing here imports torch, learner or hil."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-if TYPE_CHECKING:
-    from controller.hostlink_wire import Keyring
+from controller.link import cli as link_cli
+from controller.link.cli import KEY_ID, signing
 
 
 def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (see deploy/edge.toml)")) -> None:
@@ -40,30 +42,12 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
         raise typer.Exit(1) from None
 
 
-def signing(to: str, key_file: Path, key_id: int | None) -> tuple[tuple[str, int], Keyring, int]:
-    """(HOST, PORT), the keyring and the key id to sign with; a usage error names the bad option."""
-    from controller.hostlink_wire import KeyringError, load_keyring
-
-    host, _, port = to.rpartition(":")
-    if not host or not port.isdigit():
-        raise typer.BadParameter(f"expected HOST:PORT, got {to!r}", param_hint="--to")
-    try:
-        keyring = load_keyring(key_file)
-    except KeyringError as e:
-        raise typer.BadParameter(str(e), param_hint="--key-file") from None
-    key_id = keyring.newest if key_id is None else key_id
-    if key_id not in keyring.keys:
-        raise typer.BadParameter(f"key id {key_id} is not in {key_file} (it has {sorted(keyring.keys)})",
-                                 param_hint="--key-id")
-    return (host, int(port)), keyring, key_id
-
-
 def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], dict], timeout_s: float = 30.0) -> None:
     """Run one signed request (`op` on a PushClient) and print the JSON reply; exit 1 unless it was accepted.
     A bad address or key file, or a daemon that cannot be reached, is a clean error, not a traceback."""
     import json
 
-    from controller.push_client import PushClient
+    from controller.link.host_push import PushClient
 
     try:
         reply = op(PushClient(*signing(to, key_file, key_id), timeout_s))
@@ -77,13 +61,12 @@ def _request(to: str, key_file: Path, key_id: int | None, op: Callable[[Any], di
 
 _TO = typer.Option(..., "--to", help="The daemon's model-push address HOST:PORT ([policy] push_port).")
 _KEY_FILE = typer.Option(..., "--key-file", help="The host-link key file (id:hex lines, mode 600).")
-KEY_ID = typer.Option(None, "--key-id", help="Key id to sign with (default: the newest).")
 
 
 def push(out_dir: Path = typer.Argument(..., help="Folder with model.onnx + manifest.json (`edgetune export`)."),
          to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
     """Push a policy to the edge; it is validated and swapped in at a tick boundary. Prints the JSON reply."""
-    from controller.manifest import ManifestError, load_artifact
+    from controller.policy.manifest import ManifestError, load_artifact
 
     try:
         load_artifact(out_dir)  # the edge checks it again; this catches a wrong folder before connecting
@@ -127,7 +110,7 @@ def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID,
     reconstruction path)."""
     from pydantic import ValidationError
 
-    from controller.pushwire import SampleSpec
+    from controller.link.push_wire import SampleSpec
 
     try:
         spec = None if sample is None else SampleSpec(kind=sample, seed=sample_seed, split=split)
@@ -140,3 +123,31 @@ def scan(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID,
 def abort(to: str = _TO, key_file: Path = _KEY_FILE, key_id: int = KEY_ID) -> None:
     """Halt the scan in flight on an angles-mode daemon; replies once the stage rests. Prints the JSON reply."""
     _request(to, key_file, key_id, lambda c: c.abort())
+
+
+def register(app: typer.Typer, link_app: typer.Typer) -> None:
+    """Add the edge's commands to a CLI: `daemon`, `push`, `rollback` on ``app``; the rest on ``link_app``."""
+    app.command("daemon")(daemon)
+    app.command("push")(push)
+    app.command("rollback")(rollback)
+    for name, fn in {"policy-status": policy_status, "scan": scan, "abort": abort, "hold": hold, "resume": resume,
+                     "keygen": link_cli.link_keygen, "ping": link_cli.link_ping,
+                     "set-gains": link_cli.link_set_gains, "set-target": link_cli.link_set_target}.items():
+        link_app.command(name)(fn)
+
+
+# rich_markup_mode=None: help texts keep their units in brackets ([px], [dB]) instead of reading them as markup
+GROUP = {"no_args_is_help": True, "rich_markup_mode": None}
+LINK_HELP = "Talk to a running daemon over the authenticated host link."
+app = typer.Typer(**GROUP, add_completion=False, help="edgetune-edge: the edge daemon and the commands that talk to it.")
+link_app = typer.Typer(**GROUP, help=LINK_HELP)
+app.add_typer(link_app, name="link")
+register(app, link_app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,8 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from controller.modes.angles import AnglesConfig
-from controller.pid import BASELINE_GAINS
+from controller.modes.ct.angles import AnglesConfig
+from controller.modes.mems.pid import BASELINE_GAINS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -75,7 +75,7 @@ class PidAxisConfig(_Section):
     output_v: Range = Range(min=-20000.0, max=20000.0)
 
 
-# The paper's Table 1 gains are per camera frame; in SI units at 120 Hz (controller.pid.per_frame_to_si):
+# The paper's Table 1 gains are per camera frame; in SI units at 120 Hz (controller.modes.mems.pid.per_frame_to_si):
 _BASELINE = {axis: dict(zip(("kp", "ki", "kd"), map(float, row))) for axis, row in zip("xy", BASELINE_GAINS)}
 
 
@@ -154,7 +154,7 @@ class PolicyConfig(_Section):
     preauth_timeout_s: float = Field(2.0, gt=0)  # a connection's authenticated preamble must arrive within this
     max_unauthenticated: int = Field(32, ge=1, le=4096)  # connections waiting for their preamble (oldest evicted)
     max_connections: int = Field(64, ge=1, le=4096)  # open push connections at most (file descriptors)
-    # run-time containment (controller/policy_guard.py): failures (error, over budget, ended, non-finite output)
+    # run-time containment (controller/policy/guard.py): failures (error, over budget, ended, non-finite output)
     runtime_max_failures: int = Field(3, ge=0)  # this many within the window quarantine the policy; 0: never
     runtime_failure_window_s: float = Field(10.0, gt=0)
     runtime_terminate_factor: float = Field(4.0, gt=1)  # an inference running this many budgets (wall clock) is ended

@@ -4,7 +4,7 @@ tasks, metrics, the operator hold and shutdown are shared with the MEMS daemon (
 
   CT serial driver → AnglesMode (policy from the slot) → recorder (one "scan" event per scan, the
   reconstruction saved as <recorder dir>/scans/scan-<session>-<n>.npy)
-  PushServer (authenticated, controller/pushwire.py): push / rollback (the angle policy, installed atomically,
+  PushServer (authenticated, controller/link/push_wire.py): push / rollback (the angle policy, installed atomically,
   validated in the slot's validator process: `AnglePolicy.from_artifact` + an exposure-time budget), status,
   scan, abort, hold, resume.
 
@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from controller import protocol as p
+from controller.protocol import framing as p
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
-from controller.modes.angles import TASK, AnglesMode, ScanResult, open_validated_policy, validated_decision_us
+from controller.modes.ct.angles import TASK, AnglesMode, ScanResult, open_validated_policy, validated_decision_us
 from controller.lifecycle import EdgeDaemon
-from controller.policy import PolicySlot, PolicySpec
-from controller.pushwire import PushHeader, SampleSpec
+from controller.policy.slot import PolicySlot, PolicySpec
+from controller.link.push_wire import PushHeader, SampleSpec
 
 log = logging.getLogger("edgetune.ct_daemon")
 

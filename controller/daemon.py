@@ -1,5 +1,5 @@
 """The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics,
-and in rl-pid mode the policy slot with its model-push server (controller/policy.py, controller/push.py).
+and in rl-pid mode the policy slot with its model-push server (controller/policy/slot.py, controller/link/edge_push.py).
 Start-up, supervised tasks, the operator hold and shutdown are shared with the angles daemon
 (controller/lifecycle.py).
 
@@ -25,16 +25,16 @@ import numpy as np
 
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
-from controller.hostlink import HostLink, LinkChange, baseline_gains
-from controller.hostlink_wire import Gains, SetDisturbance, SetGains, SetTarget, Telemetry
+from controller.link.edge_udp import HostLink, LinkChange, baseline_gains
+from controller.link.auth import Gains, SetDisturbance, SetGains, SetTarget, Telemetry
 from controller.lifecycle import EdgeDaemon, Undo, check_state_file, starting
-from controller.modes.rl_pid import RlPidMode, envelope_arrays, policy_spec
-from controller.modes.stabilize import StabilizeMode
-from controller.pid import Pid
-from controller.policy import PolicySlot
-from controller.protocol import Frame
-from controller.protocol import SetDisturbance as DeviceSetDisturbance
-from controller.push import DRIFT_WARN, period_drift
+from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
+from controller.modes.mems.stabilize import StabilizeMode
+from controller.modes.mems.pid import Pid
+from controller.policy.slot import PolicySlot
+from controller.protocol.framing import Frame
+from controller.protocol.framing import SetDisturbance as DeviceSetDisturbance
+from controller.link.edge_push import DRIFT_WARN, period_drift
 from controller.safety import SafetyGate
 from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
 

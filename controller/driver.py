@@ -29,7 +29,7 @@ from pathlib import Path
 
 import serial
 
-from controller.protocol import (
+from controller.protocol.framing import (
     MEMS, Ack, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
     Status, StatusRequest, StreamStart, StreamStop, encode,
 )

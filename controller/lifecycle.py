@@ -46,11 +46,11 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver, tty_problem
-from controller.hostlink_wire import Keyring, load_keyring
+from controller.link.auth import Keyring, load_keyring
 from controller.metrics import Metrics
-from controller.policy import PolicySlot
-from controller.push import PushServer
-from controller.pushwire import PushHeader
+from controller.policy.slot import PolicySlot
+from controller.link.edge_push import PushServer
+from controller.link.push_wire import PushHeader
 from controller.recorder import Recorder, RecorderError
 from controller.scheduler import SchedulerStats
 from controller.sdnotify import Watchdog, notify

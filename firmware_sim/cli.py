@@ -21,9 +21,9 @@ def sim_mems(
     import signal
     import threading
 
-    from firmware_sim.disturbance import from_csv
-    from firmware_sim.emulator import MemsEmulator
-    from firmware_sim.mems import MemsStand
+    from firmware_sim.mems.disturbance import from_csv
+    from firmware_sim.mems.emulator import MemsEmulator
+    from firmware_sim.mems.physics import MemsStand
 
     stand = MemsStand()
     trace = None
@@ -68,9 +68,9 @@ def sim_ct(
     Stops on SIGINT/SIGTERM."""
     from dataclasses import replace
 
-    from controller import protocol as p
-    from firmware_sim.ct import DetectorParams
-    from firmware_sim.ct_emulator import CtEmulator
+    from controller.protocol import framing as p
+    from firmware_sim.ct.physics import DetectorParams
+    from firmware_sim.ct.emulator import CtEmulator
 
     def choice(enum, value: str, hint: str):
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from controller import protocol as p
+from controller.protocol import framing as p
 
 Reply = p.Message | p.ErrorCode | None  # a reply message, a Nak reason, or None for Ack
 

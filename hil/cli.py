@@ -10,22 +10,19 @@ from pathlib import Path
 import typer
 
 import controller.cli
-import controller.hostlink_cli
-import hil.bench
+import hil.bench.cli
 import hil.commands
 import firmware_sim.cli
-import learner.ct_cli
-import learner.cli
-import learner.mems_cli
+import learner.ct.cli
+import learner.mems.cli
 
-# rich_markup_mode=None: help texts keep their units in brackets ([px], [dB]) instead of reading them as markup
-_GROUP = {"no_args_is_help": True, "rich_markup_mode": None}
+_GROUP = controller.cli.GROUP
 app = typer.Typer(**_GROUP, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
 sim_app = typer.Typer(**_GROUP, help="Simulated instruments served on a real (pty) serial port.")
 bench_app = typer.Typer(**_GROUP, help="Benchmarks; each prints one JSON object.")
 train_app = typer.Typer(**_GROUP, help="Train policies on the simulated instruments (host; needs the `learn` extra).")
 eval_app = typer.Typer(**_GROUP, help="Evaluate trained policies against baselines.")
-link_app = typer.Typer(**_GROUP, help="Talk to a running daemon over the authenticated host link.")
+link_app = typer.Typer(**_GROUP, help=controller.cli.LINK_HELP)
 hil_app = typer.Typer(**_GROUP, help="Hardware-in-the-loop scenarios against the simulated instruments.")
 app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
@@ -34,34 +31,23 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(hil_app, name="hil")
 app.add_typer(link_app, name="link")
 
-app.command("daemon")(controller.cli.daemon)
+controller.cli.register(app, link_app)  # daemon, push, rollback, link …: the edge's commands (edgetune-edge)
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
 sim_app.command("ct")(firmware_sim.cli.sim_ct)
-bench_app.command("sirt")(learner.ct_cli.bench_sirt)
-train_app.command("mems")(learner.mems_cli.train_mems)
-eval_app.command("mems")(learner.mems_cli.eval_mems)
-train_app.command("ct")(learner.ct_cli.train_ct)
-eval_app.command("ct")(learner.ct_cli.eval_ct)
-app.command("export")(learner.mems_cli.export)
+bench_app.command("sirt")(hil.bench.cli.bench_sirt)
+train_app.command("mems")(learner.mems.cli.train_mems)
+eval_app.command("mems")(learner.mems.cli.eval_mems)
+train_app.command("ct")(learner.ct.cli.train_ct)
+eval_app.command("ct")(learner.ct.cli.eval_ct)
+app.command("export")(learner.mems.cli.export)
 hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)
 hil_app.command("soak")(hil.commands.hil_soak)
 bench_app.command("fuzz")(hil.commands.bench_fuzz)
-app.command("push")(controller.cli.push)
-app.command("rollback")(controller.cli.rollback)
-link_app.command("policy-status")(controller.cli.policy_status)
-link_app.command("scan")(controller.cli.scan)
-link_app.command("abort")(controller.cli.abort)
-link_app.command("hold")(controller.cli.hold)
-link_app.command("resume")(controller.cli.resume)
-bench_app.command("swap")(hil.bench.bench_swap)
-bench_app.command("loop")(hil.bench.bench_loop)
-bench_app.command("ddpg")(learner.cli.bench_ddpg)
-bench_app.command("policy")(learner.cli.bench_policy)
-link_app.command("keygen")(controller.hostlink_cli.link_keygen)
-link_app.command("ping")(controller.hostlink_cli.link_ping)
-link_app.command("set-gains")(controller.hostlink_cli.link_set_gains)
-link_app.command("set-target")(controller.hostlink_cli.link_set_target)
+bench_app.command("swap")(hil.bench.cli.bench_swap)
+bench_app.command("loop")(hil.bench.cli.bench_loop)
+bench_app.command("ddpg")(hil.bench.cli.bench_ddpg)
+bench_app.command("policy")(hil.bench.cli.bench_policy)
 
 
 @app.command("demo")
@@ -72,7 +58,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder (tables
     """The main job: train DDPG, push the policy to the daemon on the simulated stand, Wiener test vs baselines."""
     import asyncio
 
-    from hil.demo import run_demo
+    from hil.mems.demo import run_demo
 
     asyncio.run(run_demo(out, seed, steps, run))
 

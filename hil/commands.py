@@ -9,7 +9,7 @@ import typer
 
 def hil_list() -> None:
     """The bundled scenarios (hil/scenarios/*.toml), one a line: name and what it checks."""
-    from hil.scenario import bundled, load_scenario
+    from hil.scenario.run import bundled, load_scenario
 
     for path in bundled():
         sc = load_scenario(path)
@@ -23,7 +23,7 @@ def hil_run(
     """Run a scenario against real processes, write its report; exit status 1 if a check failed."""
     import asyncio
 
-    from hil.scenario import SCENARIO_DIR, ScenarioError, load_scenario, run_scenario
+    from hil.scenario.run import SCENARIO_DIR, ScenarioError, load_scenario, run_scenario
 
     path = Path(scenario)
     if not path.exists():
@@ -68,7 +68,7 @@ def bench_fuzz(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
 ) -> None:
     """Property-based fuzzing of every decoder: no exception escapes a decoder's own error type."""
-    from hil.fuzz import run_all
+    from hil.bench.fuzz import run_all
 
     rep = run_all(cases, seed)
     if json_out:

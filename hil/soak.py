@@ -7,7 +7,7 @@ serial.stall → ticks went on and fresh frames came back; serial.unplug / seria
 reconnected; net.partition → link lost, baseline gains, link back; net.chaos → every damaged datagram
 dropped and counted; command.nan → the safety gate replaced a non-finite command; model.swap → over the
 authenticated push channel, a good policy is accepted and active, a bad one (a random kind from
-hil/faults_model.py: corrupt, wrong shape, other task, NaN/inf, slow, tampered, unsigned, forged) is refused
+hil/faults/model.py: corrupt, wrong shape, other task, NaN/inf, slow, tampered, unsigned, forged) is refused
 with its reason and the active policy kept, a second good one is accepted, and a rollback restores the
 first (``swaps`` counts each request). The daemon runs in rl-pid mode, so an accepted policy re-tunes the gains every few ticks.
 """
@@ -26,12 +26,12 @@ import numpy as np
 
 from controller.config import parse_config
 from controller.daemon import Daemon
-from controller.hostlink_wire import DROP_KINDS
+from controller.link.auth import DROP_KINDS
 from controller.recorder import read_ticks
-from controller.push_client import PushClient
-from hil import faults_model
-from hil.faults_net import NetFaults, UdpProxy
-from hil.faults_serial import SerialFaults
+from controller.link.host_push import PushClient
+from hil.faults import model as faults_model
+from hil.faults.net import NetFaults, UdpProxy
+from hil.faults.serial import SerialFaults
 from hil.stand import SimulatedStand
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ async def _host(stand: SimulatedStand, stop: asyncio.Event) -> None:
         n += 1
         try:
             if n % 20 == 0:
-                from controller.hostlink_wire import Gains
+                from controller.link.auth import Gains
 
                 await client.set_gains(Gains.from_rows([[12.0, 600.0, 0.0], [16.0, 816.0, 0.02]]))
             else:

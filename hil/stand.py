@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.hostclient import HostClient
-from controller.hostlink_wire import Keyring, load_keyring, write_keyfile
-from controller.policy import ACTIVE_FILE
+from controller.link.host_udp import HostClient
+from controller.link.auth import Keyring, load_keyring, write_keyfile
+from controller.policy.slot import ACTIVE_FILE
 
 
 def free_udp_port() -> int:
@@ -115,7 +115,7 @@ class SimulatedStand:
         return self.port
 
     def emulator_control(self, line: str) -> None:
-        """Send one fault line to the emulator (``serial_faults=True``; firmware_sim.emulator.CONTROL_HELP)."""
+        """Send one fault line to the emulator (``serial_faults=True``; firmware_sim.mems.emulator.CONTROL_HELP)."""
         assert self.emulator is not None and self.emulator.stdin is not None, "start with serial_faults=True"
         self.emulator.stdin.write(line.rstrip("\n") + "\n")
         self.emulator.stdin.flush()

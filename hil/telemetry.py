@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from controller.hostclient import HostClient
+from controller.link.host_udp import HostClient
 
 # columns of a collected telemetry array
 COLUMNS = ("t_s", "x_px", "y_px", "target_x_px", "target_y_px", "cmd_x_v", "cmd_y_v")

@@ -1,10 +1,10 @@
-"""Export an actor to the edge's policy artifact: `model.onnx` + `manifest.json` (controller/manifest.py).
+"""Export an actor to the edge's policy artifact: `model.onnx` + `manifest.json` (controller/policy/manifest.py).
 
 The graph is self-contained: raw observation -> (obs − mean)/std -> actor (ends in tanh, [-1, 1])
--> action map (default: affine to [low, high]; MEMS: into the robust gains, learner/robust_gains.py)
+-> action map (default: affine to [low, high]; MEMS: into the robust gains, learner/mems/robust_gains.py)
 -> clamp to [low, high]. The edge feeds raw readings and gets physical actions.
 `write_artifact` and `check_outputs` are the task-independent steps (ONNX export, onnxruntime-vs-torch
-parity, manifest), shared with other graphs (learner/ct_export.py).
+parity, manifest), shared with other graphs (learner/ct/export.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.manifest import (
+from controller.policy.manifest import (
     MODEL_NAME,
     ActionSpec,
     Manifest,
@@ -166,7 +166,7 @@ def export_policy(
 
     `actor` maps normalised observations (batch, obs_dim) to actions in [-1, 1]; `action_map` (default:
     affine) takes those to physical actions, which are then clamped to [low, high]. The manifest is
-    validated (controller.manifest) before anything is written; parity with onnxruntime is checked.
+    validated (controller.policy.manifest) before anything is written; parity with onnxruntime is checked.
     """
     obs_dim, act_dim = len(obs_mean), len(low)
     observation = ObservationSpec(shape=(obs_dim,), units=list(obs_units), normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std))))

@@ -1,0 +1,1 @@
+"""CT: adaptive angle selection (angles mode) and its reconstruction (SIRT)."""

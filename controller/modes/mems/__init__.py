@@ -1,0 +1,1 @@
+"""MEMS mirror stabilisation: PID, the stabilize and rl-pid tick modes."""

@@ -1,0 +1,105 @@
+"""rl-pid mode: the stabilize loop, with an ONNX actor re-tuning the PID on the edge (no host needed).
+
+Paper (mems-mirror-pid-rl, §II): the state is the last k observations o_i = (x_pos, y_pos, u_x, u_y,
+x_target, y_target) and the action is {P_x, I_x, P_y, I_y}; D stays at its baseline. Here the
+observations are per tick in raw units (px, V; the graph normalises), oldest first, flattened to
+(k·6,); every `every_n` ticks the actor runs and the gains change bumplessly (controller.modes.mems.pid).
+A failed decision (`PolicySlot.infer`: the call raised, ran over budget or was ended by the watchdog, or
+its action is not finite) gives the baseline gains for that decision (counted); after too many the slot
+quarantines the policy, and the next decision runs the previous one, or the baseline. Without an active
+policy the gains are left alone (the baseline, unless the host set others), and a rollback (or a
+quarantine) to no policy restores the baseline. The achieved decision period is measured so the daemon
+can report its drift from the manifest's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from controller.config import GainEnvelope
+from controller.modes.mems.pid import Pid
+from controller.policy.slot import LoadedPolicy, PolicySlot, PolicySpec
+from controller.safety import SafetyGate
+from controller.modes.mems.stabilize import StabilizeMode
+
+TASK = "mems-pid-gains"
+OBS_FIELDS = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
+ACTIONS = ("kp_x", "ki_x", "kp_y", "ki_y")
+_ACTION_INDEX = ((0, 0), (0, 1), (1, 0), (1, 1))  # action i -> gains[axis, term]
+
+
+def policy_spec(max_steps: int) -> PolicySpec:
+    return PolicySpec(task=TASK, obs_step=len(OBS_FIELDS), act_dim=len(ACTIONS), max_steps=max_steps)
+
+
+def envelope_arrays(env: GainEnvelope) -> tuple[np.ndarray, np.ndarray]:
+    """The gain envelope as (low, high) arrays [axis][P, I, D]."""
+    axes = (env.x, env.y)
+    return (np.array([[a.kp.min, a.ki.min, a.kd.min] for a in axes]),
+            np.array([[a.kp.max, a.ki.max, a.kd.max] for a in axes]))
+
+
+class RlPidMode(StabilizeMode):
+    def __init__(self, pid: Pid, gate: SafetyGate, baseline_gains: np.ndarray, target_px: np.ndarray,
+                 slot: PolicySlot, every_n: int, envelope: tuple[np.ndarray, np.ndarray]) -> None:
+        super().__init__(pid, gate, baseline_gains, target_px)
+        self.slot, self.every_n = slot, every_n
+        self.gain_low, self.gain_high = envelope
+        h = self._h = slot.spec.max_steps
+        self._hist = np.zeros((2 * h, len(OBS_FIELDS)), dtype=np.float32)  # each row twice: any window is a view
+        self._next = 0  # row the next observation goes to
+        self._filled = 0
+        self._ticks = 0
+        self._gains = self.baseline_gains.copy()
+        self.decisions = 0
+        self._policy: LoadedPolicy | None = None
+        self._last_decision_s: float | None = None
+        self._period_sum_s, self._period_n = 0.0, 0
+
+    def step(self, x_px: float, y_px: float, t_s: float) -> np.ndarray:
+        cmd = super().step(x_px, y_px, t_s)
+        i, h, row = self._next, self._h, self._hist[self._next]
+        row[0], row[1], row[2], row[3], row[4], row[5] = x_px, y_px, cmd[0], cmd[1], self.target[0], self.target[1]
+        self._hist[i + h] = row
+        self._next = (i + 1) % h
+        self._filled = min(self._filled + 1, h)
+        self._ticks += 1
+        if self._ticks >= self.every_n:
+            self._ticks = 0
+            self._decide(t_s)
+        return cmd  # the new gains act from the next tick
+
+    def safe(self) -> np.ndarray:
+        self._filled, self._last_decision_s = 0, None  # a gap in the readings: start the history again
+        return super().safe()
+
+    def _decide(self, t_s: float) -> None:
+        p = self.slot.active
+        if p is not self._policy:  # swapped: measure the new policy's period from scratch
+            if p is None:  # rolled back past the first push: the baseline gains again
+                self.restore_baseline()
+            self._policy, self._last_decision_s = p, None
+            self._period_sum_s, self._period_n = 0.0, 0
+        if p is None or self._filled < p.steps:
+            return
+        end = self._next + self._h
+        action = self.slot.infer(self._hist[end - p.steps:end].reshape(-1))
+        g = self._gains
+        g[...] = self.baseline_gains
+        if action is not None:  # None: the decision failed (counted by the slot), baseline gains for this one
+            for a, (axis, term) in zip(action, _ACTION_INDEX):
+                g[axis, term] = a
+            np.clip(g, self.gain_low, self.gain_high, out=g)
+        self.pid.set_gains(g)
+        self.decisions += 1
+        if self._last_decision_s is not None:
+            self._period_sum_s += t_s - self._last_decision_s
+            self._period_n += 1
+        self._last_decision_s = t_s
+
+    def take_period(self) -> tuple[LoadedPolicy, int, float] | None:
+        """(policy, decisions, mean achieved decision period [s]) since the last call, or None."""
+        if self._policy is None or self._period_n == 0:
+            return None
+        out = (self._policy, self._period_n, self._period_sum_s / self._period_n)
+        self._period_sum_s, self._period_n = 0.0, 0
+        return out

@@ -1,0 +1,1 @@
+"""The edge's policy runtime: manifest, validation in a child process, the slot that swaps policies."""

@@ -1,0 +1,1 @@
+"""The CT instrument: rotation stage + detector physics, phantoms and its firmware emulator."""

@@ -1,0 +1,1 @@
+"""The MEMS mirror stand: physics, disturbances and its firmware emulator."""

@@ -1,0 +1,1 @@
+"""Benchmarks (`edgetune bench …`); each prints one JSON object."""

@@ -1,0 +1,1 @@
+"""Fault injectors: network (proxy, attacks), serial (emulator control line), processes, models."""

@@ -1,0 +1,1 @@
+"""The MEMS demo: train, push, and the Wiener test against the baselines."""

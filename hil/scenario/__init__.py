@@ -1,0 +1,1 @@
+"""HIL scenarios: the model and registries, the runner, the checks, the report."""

@@ -1,0 +1,1 @@
+"""CT: the angle-selection environment, networks, training, evaluation and ONNX export."""

@@ -1,0 +1,141 @@
+"""`edgetune train mems`, `eval mems`, `export` (MEMS and CT runs). Module top: stdlib + typer only (torch loads inside)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_mems(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
+    steps: int = typer.Option(192_000, min=1, help="decisions in total, over all simulated stands"),
+    num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="continue RUN/checkpoint.pt to --steps in all, with the run's own "
+                                            "--num-envs, --seed and --robust"),
+    device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
+    robust: bool = typer.Option(True, help="only gains that amplify no vibration the baseline rejects "
+                                           "(learner/mems/robust_gains.py); --no-robust: the whole box"),
+) -> None:
+    """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
+    from learner.mems.train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
+
+    resuming = resume and (out / "checkpoint.pt").exists()
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise typer.BadParameter(f"{out} already holds a run: --resume to continue it, or another --out",
+                                 param_hint="--out")
+    if resuming:
+        cfg = load_run_config(out)
+        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "robust": cfg.robust}
+        if any(ctx.get_parameter_source(k).name == "COMMANDLINE" and ctx.params[k] != v for k, v in kept.items()):
+            raise typer.BadParameter(f"{out} was trained with --num-envs {cfg.num_envs} --seed {cfg.ddpg.seed} "
+                                     f"--{'' if cfg.robust else 'no-'}robust, and --resume keeps them",
+                                     param_hint="--resume")
+    else:
+        cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
+        cfg.ddpg.seed = seed
+    if steps % cfg.num_envs:
+        steps += cfg.num_envs - steps % cfg.num_envs
+        typer.echo(f"note: --steps rounded up to {steps}, a multiple of --num-envs {cfg.num_envs}", err=True)
+    if resuming and (done := checkpoint_step(out)) >= steps:
+        raise typer.BadParameter(f"{out} is already at {done} decisions: nothing to do (--steps is the total)",
+                                 param_hint="--steps")
+    cfg.ddpg.total_steps, cfg.ddpg.device = steps, device
+    typer.echo(json.dumps(run(out, cfg, resume=resume)))
+
+
+def eval_mems(
+    run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
+    disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (header line "
+                                                   "t_s,x_px,y_px; resampled to 120 Hz; the test runs 1000 frames: "
+                                                   "a shorter recording holds its last sample)"),
+    seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    out: Path = typer.Option(None, help="where to write the markdown table and PNGs (default: the run directory)"),
+    gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
+                                    help="also test these fixed gains [V/px, V/(px·s)] (repeatable)"),
+    burst_hz: Optional[float] = typer.Option(None, "--burst-hz",
+                                             help="with --disturbance bursts: their ring frequency [Hz] (default 12)"),
+) -> None:
+    """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s), π(s) retrained and your --gains."""
+    from firmware_sim.mems.disturbance import BURST_HZ, check_burst_hz
+    from learner.mems.eval import EVAL_SEEDS, evaluate_mems, file_stem, markdown
+
+    if run is not None and not (run / "checkpoint.pt").exists():
+        raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
+    if disturbance not in ("wiener", "steps", "sine", "bursts"):
+        _check_recording(Path(disturbance))
+    if burst_hz is not None and disturbance != "bursts":
+        raise typer.BadParameter("goes with --disturbance bursts", param_hint="--burst-hz")
+    burst_hz = BURST_HZ if burst_hz is None else burst_hz
+    try:
+        check_burst_hz(burst_hz)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--burst-hz") from None
+    result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
+                           candidates=[_parse_gains(g) for g in gains], burst_hz=burst_hz)
+    typer.echo(json.dumps(result) if as_json else markdown(result))
+    stem = file_stem(disturbance, burst_hz)
+    typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out or run}" if out or run
+               else "note: no --run or --out, so no markdown table or PNG was written", err=True)
+
+
+def _check_recording(path: Path) -> None:
+    """A clean error for a bad CSV; a note when it does not span the test (held or cut to FRAMES)."""
+    from firmware_sim.mems.disturbance import FRAME_RATE_HZ, from_csv
+    from learner.mems.eval import FRAMES
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{str(path)!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
+    try:
+        n = from_csv(path).shape[1]
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--disturbance") from None
+    if n != FRAMES:
+        rest = "its last sample is held to the end" if n < FRAMES else f"frames after {FRAMES} are not used"
+        typer.echo(f"note: {path} spans {n} frames at {FRAME_RATE_HZ:g} Hz; the test runs {FRAMES}, so {rest}", err=True)
+
+
+def _parse_gains(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    inf = float("inf")
+    if len(values) != 4 or not all(0.0 < p < inf and 0.0 <= i < inf for p, i in (values[:2], values[2:])):
+        raise typer.BadParameter(f"{text!r} is not four gains Px,Ix,Py,Iy (P > 0, I ≥ 0)", param_hint="--gains")
+    return values
+
+
+def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
+           version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a CT run (policy.pt, `train ct`) as an
+    angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    from datetime import datetime, timezone
+
+    from controller.policy.manifest import VERSION_RE, as_version
+
+    if (run / "policy.pt").exists():
+        kind = "ct"
+    elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
+        kind = "mems"
+    else:
+        raise typer.BadParameter(f"{run} is not a run directory: no policy.pt (`train ct`) or config.json + "
+                                 "checkpoint.pt (`train mems`)", param_hint="RUN")
+    if version is not None and not VERSION_RE.fullmatch(version):
+        raise typer.BadParameter(f"{version!r}: 1 to 64 characters of A-Z a-z 0-9 . _ + -, starting with a letter "
+                                 "or digit", param_hint="--version")
+    stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
+    if kind == "ct":
+        from learner.ct.export import export_ct
+
+        manifest = export_ct(run, out, version=version)
+    else:
+        from learner.mems.export import export_mems
+
+        manifest = export_mems(run, out, version=version)
+    typer.echo(f"wrote {out / 'model.onnx'} (sha256 {manifest.sha256[:12]}…) and {out / 'manifest.json'}")

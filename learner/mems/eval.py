@@ -1,0 +1,222 @@
+"""`edgetune eval mems`: the paper's test (Table 2) on the simulator, for every tuning method.
+
+Each method drives the same stands through the same test disturbance (several fixed seeds, 1000
+frames each, target at the sensor centre): the paper's baseline gains, Ziegler–Nichols gains found
+on the simulator, a_test (mean action over the last 20 % of training), the policy π(s) choosing gains
+from the last k frames at every decision, π(s) retrained online during the test (DDPG updates on
+the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
+Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
+seeds). Per method it also reports where its gains (mean over the test) amplify M1 vibration,
+|S(f)| > 1 (learner/mems/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
+sensitivity_<disturbance>.png.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+from firmware_sim.mems import disturbance as dist
+from learner.mems import loop_sensitivity
+from learner.mems.closed_loop import deviation_stats
+from learner.algos.ddpg import DDPG, ReplayBuffer
+from learner.mems.env import FEATURES, MemsTuningSim, baseline_action, gains_from_action
+from learner.mems.train import gain_map, load_agent, load_run_config
+from learner.mems.robust_gains import GainMap
+from learner.mems.ziegler_nichols import ziegler_nichols_gains
+
+EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ... per episode)
+FRAMES = 1000
+Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
+
+
+def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES, burst_hz: float = dist.BURST_HZ
+                     ) -> np.ndarray:
+    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts (ringing at `burst_hz`) | PATH.csv (one
+    trace for every seed; a recording shorter than `frames` holds its last sample, a longer one is cut)."""
+    b = len(seeds)
+    one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
+    match kind:
+        case "wiener":
+            return one(lambda s: dist.wiener(1, frames, s))
+        case "steps":
+            return one(lambda s: dist.steps(1, frames, s))
+        case "sine":
+            return one(lambda s: dist.sinusoids(1, frames, s))
+        case "bursts":
+            return one(lambda s: dist.drift_bursts(1, frames, s, burst_hz=burst_hz))
+    trace = dist.from_csv(kind)
+    if trace.shape[1] < frames:
+        trace = np.concatenate([trace, np.repeat(trace[:, -1:], frames - trace.shape[1], axis=1)], axis=1)
+    return np.repeat(trace[:, :frames], b, axis=0)
+
+
+def file_stem(disturbance: str, burst_hz: float = dist.BURST_HZ) -> str:
+    """What the test's files are named after: eval_<stem>.md, eval_<stem>.png, sensitivity_<stem>.png."""
+    if disturbance == "bursts" and burst_hz != dist.BURST_HZ:
+        return f"bursts_{burst_hz:g}hz"
+    return Path(disturbance).stem
+
+
+def fixed(action: np.ndarray) -> Controller:
+    return lambda obs, sim: np.broadcast_to(np.asarray(action, np.float32), (sim.b, 4))
+
+
+def policy(agent: DDPG, gains: GainMap) -> Controller:
+    return lambda obs, sim: gains.gains(agent.act(obs))
+
+
+def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarray, seed: int,
+               learn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the test; returns the trace (B, FRAMES, 4): x, y, target x, target y, and the mean action (4,)."""
+    obs = sim.reset(seed, disturbance)
+    actions = []
+    while sim.frame < disturbance.shape[1]:
+        action = controller(obs, sim)
+        actions.append(action)
+        nxt, reward, _, info = sim.step(action)
+        if learn is not None:
+            learn(obs, action, reward, nxt, info)
+        obs = nxt
+    return np.stack(sim.trace, axis=1)[:, :disturbance.shape[1]], np.mean(actions, axis=(0, 1))
+
+
+def online_learner(agent: DDPG, buffer: ReplayBuffer, gains: GainMap, gradient_steps: int = 4):
+    """DDPG keeps learning from the test's transitions (π(s)_retrain)."""
+
+    def learn(obs, action, reward, nxt, info) -> None:
+        n = len(reward)
+        buffer.add(obs, gains.actions(action), reward, nxt, np.zeros(n), info["dt"])
+        for _ in range(gradient_steps):
+            agent.update(*buffer.sample(agent.cfg.batch_size))
+
+    return learn
+
+
+def summarize(traces: dict[str, np.ndarray]) -> dict:
+    methods, per_seed = {}, {}
+    for name, tr in traces.items():
+        s = deviation_stats(tr[..., :2], tr[..., 2:])
+        methods[name] = {"mean_px": s["delta_mean"], "std_px": s["delta_std"], "mean_x_px": s["delta_x_mean"],
+                         "std_x_px": s["delta_x_std"], "mean_y_px": s["delta_y_mean"], "std_y_px": s["delta_y_std"]}
+        per_seed[name] = np.array([deviation_stats(t[:, :2], t[:, 2:])["delta_mean"] for t in tr])
+    base = per_seed["baseline"]
+    reductions = {}
+    for name, m in per_seed.items():
+        if name == "baseline":
+            continue
+        red = 100.0 * (base - m) / base
+        half = float(sps.t.ppf(0.975, len(red) - 1) * red.std(ddof=1) / np.sqrt(len(red))) if len(red) > 1 else float("nan")
+        reductions[name] = {"mean": float(red.mean()), "ci95": half}
+    return {"methods": methods, "reduction_vs_baseline_pct": reductions}
+
+
+def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[int, ...] = EVAL_SEEDS,
+                  out: Path | None = None, candidates: Sequence[Sequence[float]] = (),
+                  burst_hz: float = dist.BURST_HZ) -> dict:
+    """`candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
+    "gains Px,Ix,Py,Iy" beside the baselines (e.g. to check hand-tuned gains on a recorded disturbance).
+    `burst_hz`: the ring frequency of the bursts test."""
+    d = test_disturbance(disturbance, seeds, burst_hz=burst_hz)
+    cfg = load_run_config(run) if run else None
+    sim = MemsTuningSim(len(seeds), cfg.env) if cfg else MemsTuningSim(len(seeds))
+    controllers: dict[str, Controller] = {"baseline": fixed(baseline_action()),
+                                          "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
+    controllers |= {"gains " + ",".join(f"{g:g}" for g in c): fixed(np.asarray(c, np.float64)) for c in candidates}
+    learners = {}
+    if run is not None:
+        gmap = gain_map(cfg)
+        controllers["a_test"] = fixed(np.array(json.loads((run / "a_test.json").read_text())["action"]))
+        controllers["policy"] = policy(load_agent(run, cfg), gmap)
+        retrained = load_agent(run, cfg)
+        buffer = ReplayBuffer(cfg.ddpg.buffer_size, cfg.env.k * len(FEATURES), 4, retrained.device)
+        buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
+        controllers["policy_retrained"] = policy(retrained, gmap)
+        learners["policy_retrained"] = online_learner(retrained, buffer, gmap)
+    torch.manual_seed(seeds[0])  # π(s)_retrain samples its replay buffer: the same test, the same numbers
+    runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
+    traces = {name: trace for name, (trace, _) in runs.items()}
+    gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}
+    result = {"disturbance": disturbance, **({"burst_hz": burst_hz} if disturbance == "bursts" else {}),
+              "seeds": list(seeds), "frames": FRAMES, **summarize(traces),
+              "sensitivity": {name: loop_sensitivity.summary(g) for name, g in gains.items()}}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = file_stem(disturbance, burst_hz)
+        (out / f"eval_{stem}.md").write_text(markdown(result))
+        plot_traces(traces, out / f"eval_{stem}.png", _title(result))
+        plot_sensitivity(gains, out / f"sensitivity_{stem}.png")
+    return result
+
+
+def markdown(result: dict) -> str:
+    red = result["reduction_vs_baseline_pct"]
+    lines = [f"Test disturbance: {_title(result)}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
+             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | reduction vs baseline |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        r = red.get(name)
+        vs = f"{r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
+                                                                         "mean_y_px", "std_y_px")) + f" | {vs} |")
+    lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration "
+                  "(|S| > 1; learner/mems/loop_sensitivity.py):", "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
+    for name, axes in result["sensitivity"].items():
+        cells = [f"{a['amplifies_from_hz']:.1f}–{a['amplifies_to_hz']:.1f}, {a['peak']:.2f} at {a['peak_hz']:.1f}"
+                 if a["peak"] is not None and a["amplifies_from_hz"] is not None
+                 else ("unstable" if a["peak"] is None else "none") for a in axes.values()]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _title(result: dict) -> str:
+    hz = result.get("burst_hz")
+    return result["disturbance"] + (f" ringing at {hz:g} Hz" if hz is not None else "")
+
+
+def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:
+    """|S(f)| per axis for each method's gains: above 1, M1 vibration at f is amplified."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = loop_sensitivity.frequency_grid()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, g in gains.items():
+        s = loop_sensitivity.sensitivity(g, f)
+        for ax, curve in zip(axes, s):
+            ax.loglog(f, curve, lw=1.0, label=name)
+    for ax, axis in zip(axes, "xy"):
+        ax.axhline(1.0, color="k", lw=0.6, ls="--")
+        ax.set(xlabel="M1 disturbance frequency [Hz]", title=f"{axis} axis: sensitivity |S|")
+    axes[0].set(ylabel="|deviation| / |disturbance|")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def plot_traces(traces: dict[str, np.ndarray], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for name, tr in traces.items():
+        t = np.arange(tr.shape[1]) / 120.0
+        err = np.hypot(tr[0, :, 0] - tr[0, :, 2], tr[0, :, 1] - tr[0, :, 3])
+        axes[0].plot(t, err, lw=0.8, label=name)
+        axes[1].plot(t, tr[0, :, 0] - tr[0, :, 2], lw=0.8, label=name)
+    axes[0].set(ylabel="Δ [px]", title=f"tracking error, first seed ({title})")
+    axes[1].set(ylabel="Δx [px]", xlabel="time [s]")
+    axes[0].legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

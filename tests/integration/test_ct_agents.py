@@ -1,0 +1,109 @@
+"""CT agents: Algorithm 2 update maths on a tiny batch; short training of both algorithms; CLI."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import learner.ct.cli
+from learner.algos.actor_critic_stop import TerminalConfig, terminal_losses
+from learner.ct.net import CTActorCritic, masked_policy
+from learner.ct.train import TrainConfig, load_policy, train
+
+
+def _batch():
+    f = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return dict(logp=f(-1.0, -2.0).requires_grad_(), entropy=f(3.0, 4.0), v=f(10.0, 12.0).requires_grad_(),
+                p=f(0.2, 0.6).requires_grad_(), psnr=f(9.0, 14.0), v_next=f(11.0, 13.0), p_next=f(0.3, 0.9),
+                psnr_next=f(12.0, 15.0), done=torch.tensor([False, True]))
+
+
+def test_terminal_td_error_and_loss_terms():
+    cfg, b = TerminalConfig(), _batch()
+    t = terminal_losses(cfg, 0.5, **b)
+    # line 11: episode 0 continues -> expectation over d_{k+1}; episode 1 ends -> its PSNR reward
+    d0 = -0.5 + 0.99 * (0.7 * 11.0 + 0.3 * 12.0) - 10.0
+    d1 = -0.5 + 15.0 - 12.0
+    assert float(t["td"].detach()) == pytest.approx((d0 + d1) / 2)
+    assert float(t["actor"].detach()) == pytest.approx(-(-1.0 * d0 - 2.0 * d1) / 2)
+    assert float(t["critic"].detach()) == pytest.approx((d0**2 + d1**2) / 2)
+    assert float(t["terminal"].detach()) == pytest.approx(-(0.2 * (9.0 - 10.0) + 0.6 * (14.0 - 12.0)) / 2)
+    assert float(t["entropy"].detach()) == pytest.approx(-3.5)
+    assert (cfg.w_actor, cfg.w_critic, cfg.w_terminal, cfg.w_entropy, cfg.gamma) == (1.0, 0.5, 1.0, 0.01, 0.99)
+    assert (cfg.lr, cfg.weight_decay) == (1e-4, 1e-5)
+    expected = t["actor"] + 0.5 * t["critic"] + t["terminal"] + 0.01 * t["entropy"]
+    assert float(t["loss"].detach()) == pytest.approx(float(expected.detach()))
+
+
+def test_terminal_gradients_follow_paper_updates():
+    b = _batch()
+    terminal_losses(TerminalConfig(), 0.5, **b)["loss"].backward()
+    d = np.array([-0.5 + 0.99 * (0.7 * 11.0 + 0.3 * 12.0) - 10.0, 2.5])
+    # line 12: ∇ log π · δ ; line 14 (critic weight 0.5 on δ²): −δ ∇V ; eq. 16: ∇p · (PSNR − V_C)
+    np.testing.assert_allclose(b["logp"].grad.numpy(), -d / 2)
+    np.testing.assert_allclose(b["v"].grad.numpy(), -d / 2)
+    np.testing.assert_allclose(b["p"].grad.numpy(), -np.array([9.0 - 10.0, 14.0 - 12.0]) / 2)
+
+
+def test_network_shapes_and_masked_softmax():
+    assert CTActorCritic(239).actor.in_features == 2352  # Table 4
+    net = CTActorCritic(31)
+    logits, v, stop = net(torch.zeros(2, 1, 31, 31))
+    assert logits.shape == (2, 180) and v.shape == (2,) and stop.shape == (2,)
+    valid = torch.ones(2, 180, dtype=torch.bool)
+    valid[:, :170] = False
+    pi = masked_policy(logits, valid)
+    assert torch.all(pi.probs[:, :170] == 0) and torch.allclose(pi.probs.sum(-1), torch.ones(2))
+    assert torch.isfinite(pi.entropy()).all()
+
+
+@pytest.mark.parametrize("algo", ["terminal", "naive"])
+def test_short_training_resume_and_policy(tmp_path, algo):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(algo=algo, size=31, episodes=8, batch=4, checkpoint_every=4, max_angles=6)
+    out = train(cfg, tmp_path)
+    assert out["episodes"] >= 8
+    for f in ("checkpoint.pt", "policy.pt", "episodes.csv", "angles.png", "reconstructions.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    rows = list(csv.DictReader((tmp_path / "episodes.csv").open()))
+    assert all(1 <= int(r["angles"]) <= 6 or (algo == "naive" and int(r["angles"]) == 0) for r in rows)
+    before = {k: v.clone() for k, v in load_policy(tmp_path / "policy.pt")[0].net.state_dict().items()}
+    cfg.episodes = out["episodes"] + 4
+    again = train(cfg, tmp_path, resume=True)
+    assert again["episodes"] >= cfg.episodes and again["new_episodes"] < cfg.episodes
+    assert len(list(csv.DictReader((tmp_path / "episodes.csv").open()))) == again["episodes"]
+    after = load_policy(tmp_path / "policy.pt")[0].net.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
+    app = typer.Typer()
+    app.command("train")(learner.ct.cli.train_ct)
+    app.command("eval")(learner.ct.cli.eval_ct)
+    run = CliRunner()
+    res = run.invoke(app, ["train", "--size", "31", "--episodes", "4", "--batch", "4", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    ph = tmp_path / "ph"
+    ph.mkdir()
+    img = np.zeros((45, 45))
+    img[15:30, 12:33] = 0.62
+    np.save(ph / "good.npy", img)
+    np.save(ph / "bad.npy", np.full((4, 5), 0.5))
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--json", "--per-shape", "1",
+                           "--phantoms", str(ph), "--naive-run", str(tmp_path / "none")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    cells = out["cells"]
+    assert len(cells) == 3 * 4 + 4 and {c["shape"] for c in cells} >= {"triangle", "custom"}
+    assert {"angles_mean", "angles_std", "rl_psnr_mean", "rl_psnr_std", "gr_psnr_mean", "gr_psnr_std"} <= set(cells[0])
+    assert len(out["custom_skipped"]) == 1 and "bad.npy" in out["custom_skipped"][0]
+    assert "error" in out["naive"]
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--naive-run", str(tmp_path / "none")])
+    rows = [line for line in res.output.splitlines() if line.startswith("| triangle |")]  # without --json: a table
+    assert res.exit_code == 0 and len(rows) == 4 and "no naive policy" in res.output, res.output
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--phantoms", str(ph),
+                           "--naive-run", str(tmp_path / "none")])
+    assert "Skipped: " in res.output and "bad.npy" in res.output, res.output

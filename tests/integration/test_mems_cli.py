@@ -1,0 +1,158 @@
+"""The MEMS learning commands as a user runs them: train → export → eval (short budget)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from controller.policy.manifest import load_artifact
+from firmware_sim.mems.physics import MemsParams
+from hil.cli import app
+from learner.mems.robust_gains import baseline_crossover_hz, is_robust
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("mems") / "run"
+    res = runner.invoke(app, ["train", "mems", "--out", str(run), "--steps", "2400", "--num-envs", "8"])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_train_writes_run_artifacts(run_dir):
+    for name in ("config.json", "checkpoint.pt", "log.csv", "a_test.json", "reward.png", "summary.json"):
+        assert (run_dir / name).exists(), name
+    a_test = json.loads((run_dir / "a_test.json").read_text())["action"]
+    assert len(a_test) == 4 and 2.0 <= a_test[0] <= 40.0 and 120.0 <= a_test[1] <= 4800.0
+
+
+def test_train_refuses_to_overwrite_a_run(run_dir):
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "2400", "--num-envs", "8"])
+    assert res.exit_code == 2 and "already holds a run" in res.output, res.output
+
+
+@pytest.mark.parametrize("args, hint", [(["--steps", "2400", "--resume"], "already at 2400 decisions"),
+                                        (["--steps", "3200", "--resume", "--no-robust"], "--resume keeps them"),
+                                        (["--steps", "3200", "--resume", "--seed", "5"], "--resume keeps them")])
+def test_resume_refuses_what_would_rewrite_the_run(run_dir, args, hint):
+    config = (run_dir / "config.json").read_text()
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--num-envs", "8", *args])
+    assert res.exit_code == 2 and hint in " ".join(res.output.replace("│", " ").split()), res.output
+    assert (run_dir / "config.json").read_text() == config
+
+
+def test_resume_continues_from_the_checkpoint(run_dir):
+    before = json.loads((run_dir / "a_test.json").read_text())["action"]
+    res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--resume"])  # the run's 8 envs
+    assert res.exit_code == 0, res.output
+    rows = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert rows[:, 0].max() > 2400  # episodes after the resume point were logged and np.all(np.diff(rows[:, 0]) >= 0)
+    # the new a_test window (steps 2560–3200) lies after the resume point: a_test is recomputed from it
+    assert json.loads((run_dir / "a_test.json").read_text())["action"] != before
+
+
+def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
+    res = runner.invoke(app, ["export", str(run_dir), str(tmp_path / "policy")])
+    assert res.exit_code == 0, res.output
+    manifest, model = load_artifact(tmp_path / "policy")
+    assert manifest.task == "mems-pid-gains" and manifest.observation.shape == (48,)
+    assert manifest.version.startswith("run-")  # the run's name + export time: versions on the edge differ
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    raw = np.random.default_rng(0).normal(0, 150, (5, 48)).astype(np.float32)  # px and V, not normalised
+    (gains,) = sess.run(["action"], {"obs": raw})
+    assert np.all(gains >= np.array(manifest.action.low, np.float32) - 1e-4)
+    assert np.all(gains <= np.array(manifest.action.high, np.float32) + 1e-4)
+    below = baseline_crossover_hz(MemsParams())
+    for g in gains:  # the graph maps into the robust gains (trained with the default --robust)
+        assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, MemsParams(), below[ax]) for ax in range(2))
+
+
+def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
+    res = runner.invoke(app, ["export", str(tmp_path / "nowhere"), str(tmp_path / "policy")])
+    text = " ".join(res.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert res.exit_code == 2 and "is not a run directory" in text, res.output
+
+
+def test_eval_prints_the_table_json(run_dir):
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "a_test", "policy", "policy_retrained"}
+    for m in out["methods"].values():
+        assert {"mean_px", "std_px", "mean_x_px", "std_x_px", "mean_y_px", "std_y_px"} <= set(m)
+    assert set(out["reduction_vs_baseline_pct"]) == set(out["methods"]) - {"baseline"}
+    assert set(out["sensitivity"]) == set(out["methods"])
+    base = out["sensitivity"]["baseline"]["x"]  # the paper's gains: amplify from about 10 Hz, peak 1.34 near 27 Hz
+    assert 9.0 < base["amplifies_from_hz"] < 12.0 and 1.2 < base["peak"] < 1.5 and 20.0 < base["peak_hz"] < 35.0
+    for name in ("eval_wiener.md", "eval_wiener.png", "sensitivity_wiener.png"):
+        assert (run_dir / name).exists(), name
+    again = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
+    assert json.loads(again.stdout)["methods"] == out["methods"]  # π(s) retrained online too: deterministic
+
+
+def test_eval_rings_the_bursts_at_the_frequency_asked(tmp_path):
+    res = runner.invoke(app, ["eval", "mems", "--disturbance", "bursts", "--burst-hz", "5", "--seeds", "2",
+                              "--json", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    at5 = json.loads(res.stdout)
+    assert at5["burst_hz"] == 5.0 and (tmp_path / "eval_bursts_5hz.md").exists()
+    assert "bursts ringing at 5 Hz" in (tmp_path / "eval_bursts_5hz.md").read_text()
+    at12 = json.loads(runner.invoke(app, ["eval", "mems", "--disturbance", "bursts", "--seeds", "2", "--json"]).stdout)
+    assert at12["burst_hz"] == 12.0 and at12["methods"]["baseline"] != at5["methods"]["baseline"]
+
+
+@pytest.mark.parametrize("args", [["--burst-hz", "5"], ["--disturbance", "bursts", "--burst-hz", "60"],
+                                  ["--disturbance", "bursts", "--burst-hz", "0"]])
+def test_eval_rejects_a_burst_frequency_it_cannot_use(args):
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", *args])
+    assert res.exit_code == 2 and "--burst-hz" in res.output, res.output
+
+
+def test_eval_rejects_a_bad_disturbance(run_dir):
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", "nope"])
+    assert res.exit_code != 0 and "nope" in res.output
+
+
+def test_eval_replays_a_users_csv(run_dir, tmp_path):
+    t = np.arange(0, 3, 0.02)
+    csv = tmp_path / "stand.csv"
+    csv.write_text("t_s,x_px,y_px\n" + "\n".join(f"{a:.3f},{10 * np.sin(3 * a):.3f},{5 * np.cos(2 * a):.3f}" for a in t))
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--disturbance", str(csv), "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["methods"]["baseline"]["mean_px"] > 0
+    assert "spans 358 frames" in res.stderr and "held" in res.stderr  # 0–2.98 s at 120 Hz, shorter than the test
+
+
+def test_eval_rejects_a_csv_with_a_wrong_header_cleanly(tmp_path):
+    csv = tmp_path / "stand.csv"
+    csv.write_text("time,x,y\n0,1,2\n1,2,3\n")
+    res = runner.invoke(app, ["eval", "mems", "--disturbance", str(csv), "--seeds", "2"])
+    text = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 2 and "header must be 't_s,x_px,y_px'" in text, res.output  # a usage error, no traceback
+
+
+def test_eval_tests_a_users_own_gains_beside_the_baselines():
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,600,16,816",
+                              "--gains", "19,978,27.5,1376"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "gains 10,600,16,816", "gains 19,978,27.5,1376"}
+    assert out["methods"]["gains 10,600,16,816"] == out["methods"]["baseline"]  # the paper's gains, same stands
+    assert out["methods"]["gains 19,978,27.5,1376"]["mean_px"] != out["methods"]["baseline"]["mean_px"]
+    assert out["sensitivity"]["gains 19,978,27.5,1376"]["x"]["peak"] > 1.0
+
+
+@pytest.mark.parametrize("bad", ["10,600,16", "10,600,16,-1", "0,600,16,816", "10,600,16,nan", "a,b,c,d"])
+def test_eval_rejects_malformed_gains(bad):
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--gains", bad])
+    assert res.exit_code == 2 and "is not four gains" in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+def test_eval_takes_p_only_gains():
+    res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,0,16,0"])
+    assert res.exit_code == 0 and "gains 10,0,16,0" in json.loads(res.stdout)["methods"], res.output
