@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
-from controller.protocol import framing as p
+from controller.protocol import common, framing, mems
 from controller.config import ConfigError, parse_config
 from controller.link.auth import (
     HEADER, MAGIC, TAG_LEN, VERSION, HostLinkError, Keyring, ReplayGuard, decode, encode,
@@ -56,11 +56,11 @@ def _damage(data: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
 
 _FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
 _SERIAL_MSGS = st.one_of(
-    st.builds(p.Frame, st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1), _FLOATS, _FLOATS, st.booleans()),
-    st.builds(p.SetVoltages, _FLOATS, _FLOATS),
-    st.just(p.Identify()), st.just(p.StreamStart()), st.just(p.StatusRequest()),
+    st.builds(mems.Frame, st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1), _FLOATS, _FLOATS, st.booleans()),
+    st.builds(mems.SetVoltages, _FLOATS, _FLOATS),
+    st.just(common.Identify()), st.just(common.StreamStart()), st.just(common.StatusRequest()),
 )
-_SERIAL_FRAMES = st.builds(p.encode, _SERIAL_MSGS, st.integers(0, p.SEQ_MOD - 1))
+_SERIAL_FRAMES = st.builds(framing.encode, _SERIAL_MSGS, st.integers(0, framing.SEQ_MOD - 1))
 SERIAL_STREAM = st.lists(st.one_of(_damage(_SERIAL_FRAMES), st.binary(max_size=64)), max_size=12)
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -159,7 +159,7 @@ CONFIGS = _mutate(_CONFIG_DOC, _paths(_CONFIG_DOC))
 
 
 def serial_frames(chunks: list[bytes]) -> None:
-    dec = p.FrameDecoder(p.MEMS)
+    dec = framing.FrameDecoder(mems.MEMS)
     for c in chunks:
         dec.feed(c)  # never raises on wire input
 
