@@ -116,7 +116,8 @@ class CtDaemon(EdgeDaemon):
         np.save(path, res.reconstruction)
         return str(path)
 
-    def _summary(self, res: ScanResult, path: str | None, stage: ct.StageStatus, status: common.Status) -> dict[str, Any]:
+    def _summary(self, res: ScanResult, path: str | None, stage: ct.StageStatus,
+                 status: common.Status) -> dict[str, Any]:
         return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
                 "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
                 # the policy that chose the last angle (golden-ratio fallbacks skipped)

@@ -73,8 +73,8 @@ class Daemon(EdgeDaemon):
         self.trigger = (FrameTrigger(fallback_s=2.0 / cfg.loop.rate_hz + cfg.device.read_timeout_s)
                         if cfg.loop.pacing == "frames" else None)
         self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
-        driver = SerialDriver(cfg.device.port, cfg.device.baud, messages=MEMS, backoff_min_s=cfg.device.reconnect_backoff_min_s,
-                              backoff_max_s=cfg.device.reconnect_backoff_max_s,
+        driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
+                              messages=MEMS, backoff_max_s=cfg.device.reconnect_backoff_max_s,
                               on_frame=self._on_frame, on_link=self._on_device_link,
                               silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
         check_state_file(cfg.hostlink.state_file, "host-link state file")

@@ -296,7 +296,8 @@ class FrameDecoder:
             self.chunk_too_large += 1
             self._drop_transfer()
             return None
-        if not c.data or c.offset + len(c.data) > c.total or (cur is not None and (c.total, c.crc) != (cur.total, cur.crc)):
+        inconsistent = cur is not None and (c.total, c.crc) != (cur.total, cur.crc)
+        if not c.data or c.offset + len(c.data) > c.total or inconsistent:
             self.chunk_mismatch += 1
             self._drop_transfer()
             return None

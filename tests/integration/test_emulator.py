@@ -79,7 +79,8 @@ def emu_factory() -> Iterator:
 
 def test_identify_and_status(emu_factory) -> None:
     _, link = emu_factory(seed=1)
-    assert link.cmd(common.Identify()) == common.IdentifyReply(MemsEmulator.DEVICE, MemsEmulator.FW_VERSION, framing.PROTOCOL_VERSION)
+    assert link.cmd(common.Identify()) == common.IdentifyReply(MemsEmulator.DEVICE, MemsEmulator.FW_VERSION,
+                                                               framing.PROTOCOL_VERSION)
     st = link.cmd(common.StatusRequest())
     assert isinstance(st, common.Status) and not st.streaming and st.rx_ok == 2 and st.frames_dropped == 0
 

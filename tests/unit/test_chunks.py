@@ -85,7 +85,8 @@ def test_a_reassembled_payload_is_checked_like_a_frame() -> None:
 
     def send(payload: bytes) -> list[framing.Message]:
         crc = framing.zlib.crc32(payload)
-        return decoded(dec, [_chunk(1, 0, len(payload), crc, payload[:5]), _chunk(1, 5, len(payload), crc, payload[5:])])
+        return decoded(dec, [_chunk(1, 0, len(payload), crc, payload[:5]),
+                             _chunk(1, 5, len(payload), crc, payload[5:])])
 
     assert send(bytes([0x7F]) + bytes(40)) == [] and dec.unknown_type == 1
     assert send(bytes([common.Pattern.TYPE_ID]) + struct.pack("<IQHH", 0, 0, 2, 2) + bytes(15)) == []
