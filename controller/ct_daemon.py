@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.protocol import framing as p
+from controller.protocol import common, ct
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
 from controller.modes.ct.angles import TASK, AnglesMode, ScanResult, open_validated_policy, validated_decision_us
@@ -42,8 +42,8 @@ log = logging.getLogger("edgetune.ct_daemon")
 HELD = {"accepted": False, "reason": "held", "detail": "operator hold: scans resume after `edgetune link resume`"}
 
 
-def sample_message(spec: SampleSpec, size: int) -> p.SetSample:
-    return p.SetSample(p.SampleKind[spec.kind.upper()], spec.seed, p.Split[spec.split.upper()], size)
+def sample_message(spec: SampleSpec, size: int) -> ct.SetSample:
+    return ct.SetSample(ct.SampleKind[spec.kind.upper()], spec.seed, ct.Split[spec.split.upper()], size)
 
 
 class CtDaemon(EdgeDaemon):
@@ -54,7 +54,7 @@ class CtDaemon(EdgeDaemon):
     def __init__(self, cfg: EdgeConfig) -> None:
         a = self.angles = cfg.angles
         dev = cfg.device
-        driver = SerialDriver(dev.port, dev.baud, messages=p.CT, backoff_min_s=dev.reconnect_backoff_min_s,
+        driver = SerialDriver(dev.port, dev.baud, messages=ct.CT, backoff_min_s=dev.reconnect_backoff_min_s,
                               backoff_max_s=dev.reconnect_backoff_max_s, on_link=self._on_device_link)
         self.mode = AnglesMode(driver, a)
         # one "step" of the flat observation is the whole x̂ ‖ acquired vector
@@ -93,8 +93,8 @@ class CtDaemon(EdgeDaemon):
                 if self.held:  # held while the phantom was put on the stage; nothing awaits from here to the scan
                     return HELD
                 res = await self.mode.run()
-                stage: p.StageStatus = await self.driver.request(  # type: ignore[assignment]
-                    p.StageStatusRequest(), p.StageStatus, self.angles.request_timeout_s)
+                stage: ct.StageStatus = await self.driver.request(  # type: ignore[assignment]
+                    ct.StageStatusRequest(), ct.StageStatus, self.angles.request_timeout_s)
                 status = await self.driver.status()
             except (TimeoutError, ValueError) as e:  # Nak, lost device, angle outside the limits
                 log.warning("scan failed: %s", e)
@@ -116,7 +116,8 @@ class CtDaemon(EdgeDaemon):
         np.save(path, res.reconstruction)
         return str(path)
 
-    def _summary(self, res: ScanResult, path: str | None, stage: p.StageStatus, status: p.Status) -> dict[str, Any]:
+    def _summary(self, res: ScanResult, path: str | None, stage: ct.StageStatus,
+                 status: common.Status) -> dict[str, Any]:
         return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
                 "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
                 # the policy that chose the last angle (golden-ratio fallbacks skipped)

@@ -32,8 +32,8 @@ from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
 from controller.modes.mems.stabilize import StabilizeMode
 from controller.modes.mems.pid import Pid
 from controller.policy.slot import PolicySlot
-from controller.protocol.framing import Frame
-from controller.protocol.framing import SetDisturbance as DeviceSetDisturbance
+from controller.protocol.mems import MEMS, Frame
+from controller.protocol.mems import SetDisturbance as DeviceSetDisturbance
 from controller.link.edge_push import DRIFT_WARN, period_drift
 from controller.safety import SafetyGate
 from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
@@ -74,7 +74,7 @@ class Daemon(EdgeDaemon):
                         if cfg.loop.pacing == "frames" else None)
         self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
         driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
-                              backoff_max_s=cfg.device.reconnect_backoff_max_s,
+                              messages=MEMS, backoff_max_s=cfg.device.reconnect_backoff_max_s,
                               on_frame=self._on_frame, on_link=self._on_device_link,
                               silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
         check_state_file(cfg.hostlink.state_file, "host-link state file")

@@ -13,6 +13,9 @@ process holds) nothing would signal its return, so the wait is capped at ``backo
 sends no data message for ``silence_timeout_s`` (rebooted mid-stream, firmware hung) is treated the
 same way: dropped and reconnected (off by default: a request-driven device such as the CT stage is
 silent between acquisitions).
+On connect the driver asks the device who it is: a device other than the one its message set names
+(``MessageSet.device``: a MEMS daemon on a CT emulator, e.g. when a pty number was reused) is a failed
+connect (:class:`WrongDevice`, logged "expected X, got Y", counted, retried with back-off).
 ``keep_connected`` is that reconnect loop (``start`` runs it as a task; the daemons supervise it).
 ``tty_problem`` tells at start-up whether a port path that exists cannot be a serial device.
 """
@@ -29,10 +32,9 @@ from pathlib import Path
 
 import serial
 
-from controller.protocol.framing import (
-    MEMS, Ack, FrameDecoder, Identify, IdentifyReply, Message, MessageSet, Nak, SetVoltages,
-    Status, StatusRequest, StreamStart, StreamStop, encode,
-)
+from controller.protocol.common import Ack, Identify, IdentifyReply, Nak, Status, StatusRequest, StreamStart, StreamStop
+from controller.protocol.framing import FrameDecoder, Message, MessageSet, encode
+from controller.protocol.mems import SetVoltages
 from controller.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ def tty_problem(path: str) -> str | None:
     return None
 
 
+class WrongDevice(ConnectionError):
+    """The device on the port is not the one the driver's message set expects."""
+
+
 @dataclass
 class DriverStats:
     connects: int = 0
@@ -83,16 +89,18 @@ class DriverStats:
     write_dropped: int = 0  # writes the port could not take at once
     naks: int = 0  # commands the device refused
     last_nak: str = ""
+    wrong_device: int = 0  # connects refused because another device answered
 
 
 @dataclass
 class SerialDriver:
     """One device on one serial port. ``on_frame(msg, t_ns)`` runs for every data message received
-    (``msg.IS_DATA``: MEMS ``Frame``, CT ``Projection``); everything else is a reply to a command."""
+    (``msg.IS_DATA``: MEMS ``Frame``, CT ``Projection``, ``Pattern``); everything else is a reply to a command.
+    ``messages`` (keyword, required) is the device's message set (``mems.MEMS``, ``ct.CT``)."""
 
     port: str
     baud: int = 115200
-    messages: MessageSet = MEMS
+    messages: MessageSet = field(kw_only=True)
     backoff_min_s: float = 0.1
     backoff_max_s: float = 5.0
     backoff_present_max_s: float = PRESENT_BACKOFF_MAX_S  # the wait's cap while the port path exists
@@ -186,6 +194,10 @@ class SerialDriver:
         self.decoder.reset_sequence()
         asyncio.get_running_loop().add_reader(ser.fileno(), self._on_readable)
         reply = await self.request(Identify(), IdentifyReply, timeout_s=1.0)
+        expected = self.messages.device
+        if expected is not None and reply.device != expected:
+            self.stats.wrong_device += 1
+            raise WrongDevice(f"wrong device: expected {expected}, got {reply.device} (fw {reply.fw_version})")
         self.identity = reply
         self.send(StreamStart())
         self.stats.connects += 1

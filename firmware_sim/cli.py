@@ -68,7 +68,7 @@ def sim_ct(
     Stops on SIGINT/SIGTERM."""
     from dataclasses import replace
 
-    from controller.protocol import framing as p
+    from controller.protocol import ct
     from firmware_sim.ct.physics import DetectorParams
     from firmware_sim.ct.emulator import CtEmulator
 
@@ -79,7 +79,7 @@ def sim_ct(
             names = ", ".join(m.name.lower() for m in enum)
             raise typer.BadParameter(f"{value!r} is not one of {names}", param_hint=hint) from None
 
-    msg = p.SetSample(choice(p.SampleKind, sample, "--sample"), sample_seed, choice(p.Split, split, "--split"), size)
+    msg = ct.SetSample(choice(ct.SampleKind, sample, "--sample"), sample_seed, choice(ct.Split, split, "--split"), size)
     try:
         det = replace(DetectorParams(), noise=noise, noise_frac=noise_level, flux_per_s=flux)
         emu = CtEmulator(detector=det, sample=msg, seed=seed, speed=speed, tick_hz=tick_hz,

@@ -7,7 +7,8 @@ and keep it forever, so the emulator models the two buffers a real link has and 
 than they hold:
 - the edge's UART RX buffer (`rx_buffer`, bytes unread on the slave side, measured with FIONREAD), and
 - the device's own TX buffer (`tx_buffer`): a message that does not fit is dropped and counted; its
-  sequence number is spent, so the edge sees the gap.
+  sequence numbers are spent, so the edge sees the gap. A message larger than one frame (a `Pattern`)
+  goes out as chunk frames, buffered whole or dropped whole.
 Physics runs on absolute deadlines at `tick_hz` (device time), `speed` times faster than real time.
 Subclasses implement `_reset_physics`, `_tick` and `_handle` (their own messages).
 """
@@ -16,8 +17,10 @@ from __future__ import annotations
 import abc
 import array
 import fcntl
+import functools
 import os
 import queue
+import random
 import select
 import termios
 import threading
@@ -27,15 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from controller.protocol import framing as p
+from controller.protocol import common, framing
 
-Reply = p.Message | p.ErrorCode | None  # a reply message, a Nak reason, or None for Ack
+# per-frame wire faults: lose the frame, cut it in half, flip one bit, lose one byte (each on the next N frames)
+WIRE_FAULTS = ("drop", "truncate", "flip", "dropbyte")
+Reply = framing.Message | common.ErrorCode | None  # a reply message, a Nak reason, or None for Ack
 
 
 class EmulatedDevice(abc.ABC):
     DEVICE: ClassVar[str]
     FW_VERSION: ClassVar[str]
-    MESSAGES: ClassVar[p.MessageSet]
+    MESSAGES: ClassVar[framing.MessageSet]
 
     def __init__(self, *, seed: int, speed: float, tick_hz: float, tx_buffer: int, rx_buffer: int) -> None:
         if not speed > 0:
@@ -49,7 +54,8 @@ class EmulatedDevice(abc.ABC):
         self.master = self.slave = -1
         self.path = ""
         self.link: Path | None = None  # stable symlink to the current pty (survives unplug/replug)
-        self._drop_frames = self._truncate_frames = 0  # wire faults pending on the next messages sent
+        self._wire_faults = dict.fromkeys(WIRE_FAULTS, 0)  # faults pending on the next frames sent
+        self._fault_rng = random.Random(seed)  # where bits flip and bytes vanish: seeded, reproducible
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._boot()
 
@@ -63,19 +69,19 @@ class EmulatedDevice(abc.ABC):
     def _tick(self) -> None:
         """Advance the physics by one period (1 / tick_hz of device time)."""
 
-    def _handle(self, msg: p.Message) -> Reply:
+    def _handle(self, msg: framing.Message) -> Reply:
         """A device-specific message; the default refuses it (e.g. a device → host type)."""
-        return p.ErrorCode.UNSUPPORTED
+        return common.ErrorCode.UNSUPPORTED
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def _boot(self) -> None:
         """Power-on state: physics re-seeded, stream off, counters and sequence number zeroed."""
-        self.decoder = p.FrameDecoder(self.MESSAGES)
+        self.decoder = framing.FrameDecoder(self.MESSAGES)
         self.tx = bytearray()
         self.seq = 0
         self.streaming = False
-        self.frames_sent = self.frames_dropped = self.cmd_rejected = self.overruns = 0
+        self.frames_sent = self.frames_dropped = self.cmd_rejected = self.overruns = self.patterns_sent = 0
         self.t_boot = time.monotonic()
         self._reset_physics(self.seed)
 
@@ -140,13 +146,25 @@ class EmulatedDevice(abc.ABC):
         """Power-cycle: the TX buffer is lost and everything restarts from power-on state."""
         self._calls.put(self._boot)
 
+    def wire_fault(self, kind: str, n: int) -> None:
+        """Damage the next ``n`` frames on the wire (``WIRE_FAULTS``): ``drop`` loses them (their sequence
+        numbers are spent: a gap), ``truncate`` cuts them to half their bytes, ``flip`` flips one random bit,
+        ``dropbyte`` loses one random byte (the delimiter always survives)."""
+        if kind not in WIRE_FAULTS:
+            raise ValueError(f"unknown wire fault {kind!r}; known: {', '.join(WIRE_FAULTS)}")
+        self._calls.put(lambda: self._wire_faults.update({kind: self._wire_faults[kind] + n}))
+
     def drop_frames(self, n: int) -> None:
-        """Lose the next ``n`` messages on the wire (their sequence numbers are spent: a gap)."""
-        self._calls.put(lambda: setattr(self, "_drop_frames", self._drop_frames + n))
+        self.wire_fault("drop", n)
 
     def truncate_frames(self, n: int) -> None:
-        """Cut the next ``n`` messages short (half their bytes, then the delimiter)."""
-        self._calls.put(lambda: setattr(self, "_truncate_frames", self._truncate_frames + n))
+        self.wire_fault("truncate", n)
+
+    def send_pattern(self, data: bytes, height: int, width: int) -> None:
+        """Send one ``height × width`` float32 :class:`~controller.protocol.common.Pattern` (``data``
+        little endian, row major): the detector's 2-D frame, chunked on the wire."""
+        self._calls.put(lambda: self._send(common.Pattern(self.patterns_sent & 0xFFFFFFFF, self._uptime_us(),
+                                                          height, width, data)))
 
     def unplug(self, seconds: float) -> None:
         """Pull the cable: the pty (and ``link``) vanish for ``seconds``; then a new pty appears (``link``
@@ -161,14 +179,15 @@ class EmulatedDevice(abc.ABC):
         self.open()
         self._boot()
 
-    CONTROL_HELP: ClassVar[str] = "garbage N | stall S | reboot | unplug S | drop N | truncate N"
+    CONTROL_HELP: ClassVar[str] = "garbage N | stall S | reboot | unplug S | drop N | truncate N | flip N | dropbyte N"
 
     def control(self, line: str) -> None:
         """One fault command in the line protocol (``CONTROL_HELP``); ValueError on a bad line."""
         verb, *args = line.split() or [""]
         hooks: dict[str, tuple[Callable[..., None], type]] = {
             "garbage": (lambda n: self.inject(os.urandom(n)), int), "stall": (self.stall, float),
-            "unplug": (self.unplug, float), "drop": (self.drop_frames, int), "truncate": (self.truncate_frames, int)}
+            "unplug": (self.unplug, float),
+            **{kind: (functools.partial(self.wire_fault, kind), int) for kind in WIRE_FAULTS}}
         if verb == "reboot" and not args:
             self.reboot()
             return
@@ -182,20 +201,39 @@ class EmulatedDevice(abc.ABC):
 
     # --- wire ------------------------------------------------------------------------------------
 
-    def _send(self, msg: p.Message) -> None:
-        frame = p.encode(msg, self.seq)
-        self.seq = (self.seq + 1) % p.SEQ_MOD
-        if self._drop_frames:
-            self._drop_frames -= 1
+    def _send(self, msg: framing.Message) -> None:
+        """Queue ``msg`` (one frame, or its chunk frames) in the TX buffer, whole or not at all."""
+        frames = framing.encode_frames(msg, self.seq)
+        self.seq = (self.seq + len(frames)) % framing.SEQ_MOD
+        if len(self.tx) + sum(map(len, frames)) > self.tx_cap:
+            self.frames_dropped += len(frames)
             return
-        if self._truncate_frames:
-            self._truncate_frames -= 1
-            frame = frame[:len(frame) // 2] + b"\x00"
-        if len(self.tx) + len(frame) > self.tx_cap:
-            self.frames_dropped += 1
-            return
-        self.tx += frame
-        self.frames_sent += 1
+        for frame in frames:
+            frame = self._damage(frame)
+            if frame:
+                self.tx += frame
+                self.frames_sent += 1
+        if isinstance(msg, common.Pattern):
+            self.patterns_sent += 1
+
+    def _damage(self, frame: bytes) -> bytes:
+        """``frame`` with the first pending wire fault applied (b"" when it is lost)."""
+        kind = next((k for k in WIRE_FAULTS if self._wire_faults[k]), None)
+        if kind is None:
+            return frame
+        self._wire_faults[kind] -= 1
+        body, rng = bytearray(frame[:-1]), self._fault_rng
+        match kind:
+            case "drop":
+                return b""
+            case "truncate":
+                del body[len(body) // 2:]
+            case "flip":
+                i = rng.randrange(len(body) * 8)
+                body[i // 8] ^= 1 << (i % 8)
+            case "dropbyte":
+                del body[rng.randrange(len(body))]
+        return bytes(body) + b"\x00"
 
     def _flush(self) -> None:
         """Move TX bytes into the pty, but never more than the edge's RX buffer has room for."""
@@ -220,33 +258,35 @@ class EmulatedDevice(abc.ABC):
         for seq, msg in self.decoder.feed(data):
             self._execute(seq, msg)
 
-    def _execute(self, seq: int, msg: p.Message) -> None:
+    def _execute(self, seq: int, msg: framing.Message) -> None:
         """Every command gets exactly one reply: its reply message, an Ack, or a Nak (counted)."""
         reply: Reply = None
         match msg:
-            case p.Identify():
-                reply = p.IdentifyReply(self.DEVICE, self.FW_VERSION)
-            case p.StatusRequest():
+            case common.Identify():
+                reply = common.IdentifyReply(self.DEVICE, self.FW_VERSION)
+            case common.StatusRequest():
                 reply = self.status()
-            case p.StreamStart():
+            case common.StreamStart():
                 self.streaming = True
-            case p.StreamStop():
+            case common.StreamStop():
                 self.streaming = False
-            case p.Reset(seed=seed):
+            case common.Reset(seed=seed):
                 self._reset_physics(seed)
             case _:
                 reply = self._handle(msg)
         if reply is None:
-            self._send(p.Ack(seq))
-        elif isinstance(reply, p.Message):
+            self._send(common.Ack(seq))
+        elif isinstance(reply, framing.Message):
             self._send(reply)
         else:
             self.cmd_rejected += 1
-            self._send(p.Nak(seq, reply))
+            self._send(common.Nak(seq, reply))
 
-    def status(self) -> p.Status:
+    def _uptime_us(self) -> int:
+        return int((time.monotonic() - self.t_boot) * self.speed * 1e6)
+
+    def status(self) -> common.Status:
         d = self.decoder
-        uptime_us = int((time.monotonic() - self.t_boot) * self.speed * 1e6)
-        return p.Status(self.streaming, uptime_us, *(c & 0xFFFFFFFF for c in (
+        return common.Status(self.streaming, self._uptime_us(), *(c & 0xFFFFFFFF for c in (
             self.frames_sent, self.frames_dropped, d.ok, d.garbage, d.bad_crc, d.truncated, d.bad_version,
             d.unknown_type, d.bad_length, d.seq_gaps, self.cmd_rejected, self.overruns)))

@@ -14,34 +14,34 @@ from dataclasses import replace
 
 import numpy as np
 
-from controller.protocol import framing as p
+from controller.protocol import common, ct, framing
 from firmware_sim.ct.physics import Detector, DetectorParams, RotationStage, StageState
 from firmware_sim.ct.phantoms import SHAPES, Phantoms, make_phantoms
 from firmware_sim.serial_device import EmulatedDevice, Reply
 
 MAX_EXPOSURE_S = 10.0
-MAX_BINS = (p.MAX_PAYLOAD - 8 - p.Projection.BODY.size) // 4  # 505 float32 bins fit in one frame
-NOISE_NAMES = {p.NoiseModel.NONE: "none", p.NoiseModel.GAUSSIAN: "gaussian", p.NoiseModel.POISSON: "poisson"}
-DEFAULT_SAMPLE = p.SetSample(p.SampleKind.ANY, 0, p.Split.TRAIN, 63)
+MAX_BINS = (framing.MAX_PAYLOAD - 8 - ct.Projection.BODY.size) // 4  # 505 float32 bins fit in one frame
+NOISE_NAMES = {ct.NoiseModel.NONE: "none", ct.NoiseModel.GAUSSIAN: "gaussian", ct.NoiseModel.POISSON: "poisson"}
+DEFAULT_SAMPLE = ct.SetSample(ct.SampleKind.ANY, 0, ct.Split.TRAIN, 63)
 
 
-def make_sample(msg: p.SetSample) -> Phantoms:
+def make_sample(msg: ct.SetSample) -> Phantoms:
     """The phantom a SetSample describes (one of `firmware_sim.ct.phantoms`); ValueError when it is invalid."""
-    if msg.kind not in tuple(p.SampleKind) or msg.split not in (p.Split.TRAIN, p.Split.VAL):
+    if msg.kind not in tuple(ct.SampleKind) or msg.split not in (ct.Split.TRAIN, ct.Split.VAL):
         raise ValueError(f"unknown sample kind {msg.kind} or split {msg.split}")
     if not 15 <= msg.size <= MAX_BINS:
         raise ValueError(f"sample size must be 15..{MAX_BINS}, got {msg.size}")
-    shapes = SHAPES if msg.kind == p.SampleKind.ANY else (SHAPES[msg.kind],)
-    return make_phantoms(1, msg.size, msg.seed, p.Split(msg.split).name.lower(), shapes)
+    shapes = SHAPES if msg.kind == ct.SampleKind.ANY else (SHAPES[msg.kind],)
+    return make_phantoms(1, msg.size, msg.seed, ct.Split(msg.split).name.lower(), shapes)
 
 
 class CtEmulator(EmulatedDevice):
-    DEVICE = "edgetune-ct"
+    DEVICE = ct.CT.device or ""
     FW_VERSION = "0.1.0"
-    MESSAGES = p.CT
+    MESSAGES = ct.CT
 
     def __init__(self, stage: RotationStage | None = None, detector: DetectorParams | None = None, *,
-                 sample: p.SetSample = DEFAULT_SAMPLE, seed: int = 0, speed: float = 1.0, tick_hz: float = 200.0,
+                 sample: ct.SetSample = DEFAULT_SAMPLE, seed: int = 0, speed: float = 1.0, tick_hz: float = 200.0,
                  tx_buffer: int = 4096, rx_buffer: int = 4095) -> None:
         """``tick_hz``: stage physics rate in device time (the wall rate is tick_hz × speed)."""
         self.stage = stage or RotationStage()
@@ -73,10 +73,10 @@ class CtEmulator(EmulatedDevice):
     def in_position(self) -> bool:
         return not self.moving and not self.state.homing[0] and self.state.settled_s[0] >= self.stage.p.settle_s
 
-    def stage_status(self) -> p.StageStatus:
+    def stage_status(self) -> ct.StageStatus:
         s, lim = self.state, self.stage.p
         angle = float(self.stage.encoder(s)[0])
-        return p.StageStatus(int(round(s.t_s * 1e6)), angle, float(s.target_deg[0]), self.moving, self.in_position,
+        return ct.StageStatus(int(round(s.t_s * 1e6)), angle, float(s.target_deg[0]), self.moving, self.in_position,
                              self.homed, self.exposure is not None,
                              self.homed and angle <= lim.soft_min_deg + lim.tolerance_deg,
                              self.homed and angle >= lim.soft_max_deg - lim.tolerance_deg,
@@ -84,76 +84,76 @@ class CtEmulator(EmulatedDevice):
 
     # --- commands --------------------------------------------------------------------------------
 
-    def _handle(self, msg: p.Message) -> Reply:
+    def _handle(self, msg: framing.Message) -> Reply:
         match msg:
-            case p.StageStatusRequest():
+            case ct.StageStatusRequest():
                 return self.stage_status()
-            case p.Halt():
+            case ct.Halt():
                 self.state, self.exposure = self.stage.halt(self.state), None
                 return None
-            case p.Home():
+            case ct.Home():
                 return self._busy(self.moving) or self._home()
-            case p.MoveTo(angle_deg=a):
+            case ct.MoveTo(angle_deg=a):
                 return self._move(a)
-            case p.Acquire(exposure_s=e):
+            case ct.Acquire(exposure_s=e):
                 return self._acquire(e)
-            case p.SetSample():
+            case ct.SetSample():
                 return self._set_sample(msg)
-            case p.SetNoise():
+            case ct.SetNoise():
                 return self._set_noise(msg)
         return super()._handle(msg)
 
-    def _busy(self, moving: bool) -> p.ErrorCode | None:
+    def _busy(self, moving: bool) -> common.ErrorCode | None:
         if moving or self.exposure is not None:
             self.busy_refused += 1
-            return p.ErrorCode.BUSY
+            return common.ErrorCode.BUSY
         return None
 
     def _home(self) -> None:
         self.state = self.stage.home(self.state)
 
-    def _move(self, angle: float) -> p.ErrorCode | None:
+    def _move(self, angle: float) -> common.ErrorCode | None:
         if not math.isfinite(angle):
-            return p.ErrorCode.NOT_FINITE
+            return common.ErrorCode.NOT_FINITE
         if not self.homed:
-            return p.ErrorCode.NOT_HOMED
+            return common.ErrorCode.NOT_HOMED
         if err := self._busy(self.moving):
             return err
         if not self.stage.p.soft_min_deg <= angle <= self.stage.p.soft_max_deg:
-            return p.ErrorCode.OUT_OF_RANGE
+            return common.ErrorCode.OUT_OF_RANGE
         self.state = self.stage.command(self.state, np.array([angle]))
         return None
 
-    def _acquire(self, exposure_s: float) -> p.ErrorCode | None:
+    def _acquire(self, exposure_s: float) -> common.ErrorCode | None:
         if not math.isfinite(exposure_s):
-            return p.ErrorCode.NOT_FINITE
+            return common.ErrorCode.NOT_FINITE
         if not self.homed:
-            return p.ErrorCode.NOT_HOMED
+            return common.ErrorCode.NOT_HOMED
         if err := self._busy(not self.in_position):
             return err
         if not 0.0 < exposure_s <= MAX_EXPOSURE_S:
-            return p.ErrorCode.OUT_OF_RANGE
+            return common.ErrorCode.OUT_OF_RANGE
         self.exposure = (self.state.t_s + exposure_s, exposure_s)
         return None
 
-    def _set_sample(self, msg: p.SetSample) -> p.ErrorCode | None:
+    def _set_sample(self, msg: ct.SetSample) -> common.ErrorCode | None:
         if self.exposure is not None:
             self.busy_refused += 1
-            return p.ErrorCode.BUSY
+            return common.ErrorCode.BUSY
         try:
             self.sample = make_sample(msg)
         except ValueError:
-            return p.ErrorCode.BAD_PARAM
+            return common.ErrorCode.BAD_PARAM
         return None
 
-    def _set_noise(self, msg: p.SetNoise) -> p.ErrorCode | None:
+    def _set_noise(self, msg: ct.SetNoise) -> common.ErrorCode | None:
         if msg.model not in NOISE_NAMES:
-            return p.ErrorCode.BAD_PARAM
+            return common.ErrorCode.BAD_PARAM
         if not (math.isfinite(msg.level) and math.isfinite(msg.flux)):
-            return p.ErrorCode.NOT_FINITE
+            return common.ErrorCode.NOT_FINITE
         if not (0.0 <= msg.level <= 1.0 and msg.flux > 0.0):
-            return p.ErrorCode.OUT_OF_RANGE
-        self.detector = replace(self.detector, noise=NOISE_NAMES[p.NoiseModel(msg.model)], noise_frac=msg.level,
+            return common.ErrorCode.OUT_OF_RANGE
+        self.detector = replace(self.detector, noise=NOISE_NAMES[ct.NoiseModel(msg.model)], noise_frac=msg.level,
                                 flux_per_s=msg.flux)
         return None
 
@@ -166,5 +166,5 @@ class CtEmulator(EmulatedDevice):
             self.exposure = None
             det = Detector(replace(self.detector, exposure_s=exposure_s))
             data = det.acquire(self.sample, self.state.angle_deg, self.rng)[0]  # at the actual angle
-            self._send(p.Projection(float(self.stage.encoder(self.state)[0]), int(round(self.state.t_s * 1e6)),
+            self._send(ct.Projection(float(self.stage.encoder(self.state)[0]), int(round(self.state.t_s * 1e6)),
                                     exposure_s, tuple(data.tolist())))

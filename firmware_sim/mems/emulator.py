@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.protocol import framing as p
+from controller.protocol import common, framing, mems
 from firmware_sim.mems import disturbance as dist
 from firmware_sim.mems.physics import MemsStand
 from firmware_sim.serial_device import EmulatedDevice, Reply
@@ -18,9 +18,9 @@ MAX_DISTURBANCE_S = 600.0  # longest disturbance program the device accepts [s]
 
 
 class MemsEmulator(EmulatedDevice):
-    DEVICE = "edgetune-mems"
+    DEVICE = mems.MEMS.device or ""
     FW_VERSION = "0.1.0"
-    MESSAGES = p.MEMS
+    MESSAGES = mems.MEMS
 
     def __init__(self, stand: MemsStand | None = None, *, seed: int = 0, speed: float = 1.0,
                  tx_buffer: int = 4096, rx_buffer: int = 4095, disturbance_px: np.ndarray | None = None) -> None:
@@ -37,46 +37,46 @@ class MemsEmulator(EmulatedDevice):
         self.frame_index = 0
         self.program_pos = 0  # frame within the disturbance program, which restarts here
 
-    def _handle(self, msg: p.Message) -> Reply:
+    def _handle(self, msg: framing.Message) -> Reply:
         match msg:
-            case p.SetVoltages(vx=vx, vy=vy):
+            case mems.SetVoltages(vx=vx, vy=vy):
                 return self._set_voltages(vx, vy)
-            case p.SetDisturbance():
+            case mems.SetDisturbance():
                 return self._set_disturbance(msg)
         return super()._handle(msg)
 
-    def _set_voltages(self, vx: float, vy: float) -> p.ErrorCode | None:
+    def _set_voltages(self, vx: float, vy: float) -> common.ErrorCode | None:
         if not (np.isfinite(vx) and np.isfinite(vy)):
-            return p.ErrorCode.NOT_FINITE
+            return common.ErrorCode.NOT_FINITE
         if abs(vx) > self.v_limit or abs(vy) > self.v_limit:
-            return p.ErrorCode.OUT_OF_RANGE
+            return common.ErrorCode.OUT_OF_RANGE
         self.command[0] = (vx, vy)
         return None
 
-    def _set_disturbance(self, msg: p.SetDisturbance) -> p.ErrorCode | None:
+    def _set_disturbance(self, msg: mems.SetDisturbance) -> common.ErrorCode | None:
         """Compute the M1 program (docs/protocol.md: p0 duration [s], p1.. per profile); it plays from
         the next frame, restarts on Reset and holds its last value when it ends."""
         duration, a, b, c = msg.p0, msg.p1, msg.p2, msg.p3
         if not np.all(np.isfinite([duration, a, b, c])):
-            return p.ErrorCode.NOT_FINITE
-        if msg.profile == p.Disturbance.NONE:
+            return common.ErrorCode.NOT_FINITE
+        if msg.profile == mems.Disturbance.NONE:
             self._program, self.program_pos = np.zeros((1, 2)), 0
             return None
         if not 0 < duration <= MAX_DISTURBANCE_S:
-            return p.ErrorCode.OUT_OF_RANGE
+            return common.ErrorCode.OUT_OF_RANGE
         n, fr = int(round(duration * self.frame_rate)) or 1, self.frame_rate
         try:
             match msg.profile:
-                case p.Disturbance.STEPS:
+                case mems.Disturbance.STEPS:
                     trace = dist.steps(1, n, msg.seed, step_px=a, hold_frames=int(round(b * fr)), limit_px=c)
-                case p.Disturbance.WIENER:
+                case mems.Disturbance.WIENER:
                     trace = dist.wiener(1, n, msg.seed, sigma_px_sqrt_s=a, frame_rate=fr)
-                case p.Disturbance.SINE if 0 < b <= c:
+                case mems.Disturbance.SINE if 0 < b <= c:
                     trace = dist.sinusoids(1, n, msg.seed, amplitude_px=a, f_range_hz=(b, c), frame_rate=fr)
                 case _:
-                    return p.ErrorCode.BAD_PARAM
+                    return common.ErrorCode.BAD_PARAM
         except ValueError:
-            return p.ErrorCode.BAD_PARAM
+            return common.ErrorCode.BAD_PARAM
         self._program, self.program_pos = trace[0], 0
         return None
 
@@ -85,6 +85,6 @@ class MemsEmulator(EmulatedDevice):
         self.program_pos += 1
         self.state, frame = self.stand.step(self.state, self.command, 1.0 / self.frame_rate, m1[None])
         if self.streaming:
-            self._send(p.Frame(self.frame_index & 0xFFFFFFFF, int(round(float(frame.t_s[0]) * 1e6)),
+            self._send(mems.Frame(self.frame_index & 0xFFFFFFFF, int(round(float(frame.t_s[0]) * 1e6)),
                                float(frame.x_px[0]), float(frame.y_px[0]), bool(frame.lost[0])))
         self.frame_index += 1

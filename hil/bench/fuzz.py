@@ -2,7 +2,7 @@
 (`edgetune bench fuzz --cases N`; tests/unit/test_fuzz_decoders.py runs the same properties with fewer cases).
 
 The property, per decoder: any input either decodes or raises the decoder's own error type — nothing
-else escapes. Inputs are random bytes *and* valid encodings damaged (bit flips, cuts, splices), and for
+else escapes. For chunked serial payloads, also: whatever is reassembled is exactly a payload that was sent. Inputs are random bytes *and* valid encodings damaged (bit flips, cuts, splices), and for
 the host link and the push channel, arbitrary bodies (and push preambles) under a valid HMAC tag so
 the parsers behind authentication are reached too. The push property parses a request as the edge's
 server does: the fixed-size preamble it reads before authentication, then the header.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
-from controller.protocol import framing as p
+from controller.protocol import common, framing, mems
 from controller.config import ConfigError, parse_config
 from controller.link.auth import (
     HEADER, MAGIC, TAG_LEN, VERSION, HostLinkError, Keyring, ReplayGuard, decode, encode,
@@ -56,12 +57,56 @@ def _damage(data: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
 
 _FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
 _SERIAL_MSGS = st.one_of(
-    st.builds(p.Frame, st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1), _FLOATS, _FLOATS, st.booleans()),
-    st.builds(p.SetVoltages, _FLOATS, _FLOATS),
-    st.just(p.Identify()), st.just(p.StreamStart()), st.just(p.StatusRequest()),
+    st.builds(mems.Frame, st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1), _FLOATS, _FLOATS, st.booleans()),
+    st.builds(mems.SetVoltages, _FLOATS, _FLOATS),
+    st.just(common.Identify()), st.just(common.StreamStart()), st.just(common.StatusRequest()),
 )
-_SERIAL_FRAMES = st.builds(p.encode, _SERIAL_MSGS, st.integers(0, p.SEQ_MOD - 1))
+_SERIAL_FRAMES = st.builds(framing.encode, _SERIAL_MSGS, st.integers(0, framing.SEQ_MOD - 1))
 SERIAL_STREAM = st.lists(st.one_of(_damage(_SERIAL_FRAMES), st.binary(max_size=64)), max_size=12)
+
+
+def _pattern(t: tuple[int, int, int]) -> common.Pattern:
+    index, h, w = t
+    return common.Pattern(index, index, h, w, random.Random(index).randbytes(4 * h * w))
+
+
+_PATTERNS = st.builds(_pattern, st.tuples(st.integers(0, 2**32 - 1), st.integers(23, 32), st.integers(23, 32)))
+
+
+def _chunk_frames(t: tuple[list[common.Pattern], int, int]) -> tuple[list[common.Pattern], list[bytes]]:
+    patterns, seq, size = t
+    return patterns, [f for i, m in enumerate(patterns) for f in framing.encode_frames(m, (seq + 64 * i) % 65536, size)]
+
+
+def _damage_frames(t: tuple[tuple[list[common.Pattern], list[bytes]], list[tuple[int, int, bytes]]]
+                   ) -> tuple[list[common.Pattern], list[bytes]]:
+    """Chunk frames with some lost, cut, bit-flipped, duplicated or spliced with random bytes."""
+    (patterns, frames), edits = t
+    frames = list(frames)
+    for op, x, junk in edits:
+        i = x % len(frames)
+        f, cut = frames[i], x % len(frames[i])
+        match op:
+            case 0:
+                del frames[i]
+            case 1:
+                frames[i] = f[:cut] + b"\x00"
+            case 2:
+                frames[i] = f[:cut] + bytes([f[cut] ^ (1 << x % 8)]) + f[cut + 1:]
+            case 3:
+                frames.insert(i, f)
+            case _:
+                frames.insert(i, junk)
+        if not frames:
+            break
+    return patterns, frames
+
+
+CHUNK_STREAMS = st.tuples(
+    st.tuples(st.lists(_PATTERNS, min_size=1, max_size=3), st.integers(0, 65535), st.integers(256, framing.CHUNK_DATA))
+    .map(_chunk_frames),
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 20), st.binary(min_size=1, max_size=16)), max_size=6),
+).map(_damage_frames)
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                      lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
@@ -159,9 +204,19 @@ CONFIGS = _mutate(_CONFIG_DOC, _paths(_CONFIG_DOC))
 
 
 def serial_frames(chunks: list[bytes]) -> None:
-    dec = p.FrameDecoder(p.MEMS)
+    dec = framing.FrameDecoder(mems.MEMS)
     for c in chunks:
         dec.feed(c)  # never raises on wire input
+
+
+def chunk_streams(t: tuple[list[common.Pattern], list[bytes]]) -> None:
+    """Damaged chunked payloads: never raises, and whatever is delivered is exactly one of the payloads sent."""
+    sent, frames = t
+    dec = framing.FrameDecoder(mems.MEMS)
+    for f in frames:
+        for _, msg in dec.feed(f):
+            if msg not in sent:
+                raise AssertionError(f"a damaged chunk stream delivered a wrong {type(msg).__name__}")
 
 
 def hostlink_packets(datagram: bytes) -> None:
@@ -203,7 +258,7 @@ def configs(doc: dict[str, Any]) -> None:
 
 
 DECODERS: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
-    "serial": (serial_frames, SERIAL_STREAM), "hostlink": (hostlink_packets, DATAGRAMS),
+    "serial": (serial_frames, SERIAL_STREAM), "chunks": (chunk_streams, CHUNK_STREAMS), "hostlink": (hostlink_packets, DATAGRAMS),
     "push": (push_requests, PUSH_REQUESTS),
     "manifest": (manifests, MANIFESTS), "config": (configs, CONFIGS),
 }

@@ -1,8 +1,10 @@
 """Serial faults, injected inside the firmware emulator through its control line protocol
 (``firmware_sim.mems.emulator.MemsEmulator.control``; `edgetune sim mems --control-stdin --link PATH`).
 
-garbage N    N random bytes on the wire         drop N      the next N data frames lost
-truncate N   the next N data frames cut short   stall S     firmware frozen for S seconds
+garbage N    N random bytes on the wire         drop N      the next N frames lost
+truncate N   the next N frames cut short        stall S     firmware frozen for S seconds
+flip N       one bit flipped in each of the     dropbyte N  one byte lost from each of the next N frames
+             next N frames
 reboot       device reset mid-stream            unplug S    the pty vanishes for S s, then a new one
 """
 from __future__ import annotations
@@ -11,8 +13,8 @@ from collections.abc import Callable
 
 # kind -> what its value means (None: takes none)
 SERIAL_FAULTS: dict[str, str | None] = {
-    "garbage": "bytes", "drop": "frames", "truncate": "frames", "stall": "seconds", "unplug": "seconds",
-    "reboot": None,
+    "garbage": "bytes", "drop": "frames", "truncate": "frames", "flip": "frames", "dropbyte": "frames",
+    "stall": "seconds", "unplug": "seconds", "reboot": None,
 }
 
 

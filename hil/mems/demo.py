@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from controller.protocol.framing import Disturbance
+from controller.protocol.mems import Disturbance
 from firmware_sim.mems.disturbance import WIENER_SIGMA_PX_SQRT_S
 from hil.stand import SimulatedStand
 from hil.telemetry import collect, settling_time_s

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from controller.protocol import framing as p
+from controller.protocol import ct
 from controller.modes.ct import tomo
 from controller.link.auth import write_keyfile
 from controller.modes.ct.angles import AnglePolicy
@@ -61,7 +61,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 
 def reference_scan(policy: AnglePolicy, spec: SampleSpec, seed: int) -> tuple[list[float], np.ndarray, str]:
     """The scan AnglesMode makes, in-process (module doc): commanded angles, final reconstruction, stop reason."""
-    phantom = make_sample(p.SetSample(p.SampleKind[spec.kind.upper()], spec.seed, p.Split[spec.split.upper()], SIZE))
+    phantom = make_sample(ct.SetSample(ct.SampleKind[spec.kind.upper()], spec.seed, ct.Split[spec.split.upper()], SIZE))
     detector, rng, grid = Detector(DetectorParams()), np.random.default_rng(seed), tomo.angle_grid(A)
     image, acquired = np.zeros((SIZE, SIZE), np.float32), np.zeros(A, bool)
     angles: list[float] = []
@@ -127,7 +127,7 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         assert np.allclose(res["measured_deg"], angles, atol=0.011) and not res["stage"]["moving"]
         assert all(0.0 <= a <= 180.0 for a in res["measured_deg"])
         assert not (res["stage"]["at_min"] or res["stage"]["at_max"])
-        truth = make_sample(p.SetSample(p.SampleKind.ANY, SAMPLE.seed, p.Split.VAL, SIZE)).images[0]
+        truth = make_sample(ct.SetSample(ct.SampleKind.ANY, SAMPLE.seed, ct.Split.VAL, SIZE)).images[0]
         recon = np.load(res["reconstruction"])
         assert recon.shape == (SIZE, SIZE)
         assert tomo.psnr(recon, truth) == pytest.approx(tomo.psnr(image, truth), abs=PSNR_TOL)

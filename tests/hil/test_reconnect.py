@@ -11,6 +11,7 @@ import time
 import pytest
 
 from controller.driver import SerialDriver
+from controller.protocol.mems import MEMS
 from controller.recorder import read_events
 from firmware_sim.mems.emulator import MemsEmulator
 from hil.stand import SimulatedStand
@@ -55,7 +56,7 @@ async def test_a_port_path_that_stays_present_is_retried_every_half_second() -> 
     stop = threading.Event()
     th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
     th.start()
-    driver = SerialDriver(path, backoff_min_s=0.5, backoff_max_s=5.0)
+    driver = SerialDriver(path, messages=MEMS, backoff_min_s=0.5, backoff_max_s=5.0)
     try:
         await driver.start()
         await asyncio.sleep(1.6)

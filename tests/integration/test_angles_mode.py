@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from controller.protocol import framing as p
+from controller.protocol import ct
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
 from controller.modes.ct.angles import TASK, AnglePolicy, AnglesConfig, AnglesMode, PolicyError
@@ -20,7 +20,7 @@ from controller.policy.guard import RuntimeLimits
 from firmware_sim.ct.emulator import CtEmulator, make_sample
 
 SIZE = 31
-SAMPLE = p.SetSample(p.SampleKind.ANY, 11, p.Split.VAL, SIZE)
+SAMPLE = ct.SetSample(ct.SampleKind.ANY, 11, ct.Split.VAL, SIZE)
 FAST = dict(poll_s=0.002, exposure_s=0.04)
 
 
@@ -29,7 +29,7 @@ async def stand() -> AsyncIterator:
     """An emulator (20× real time) serving on a pty and a connected CT driver."""
     emu = CtEmulator(sample=SAMPLE, seed=0, speed=20.0, tick_hz=100.0)
     stop = threading.Event()
-    driver = SerialDriver(emu.open(), messages=p.CT, silence_timeout_s=None)
+    driver = SerialDriver(emu.open(), messages=ct.CT, silence_timeout_s=None)
     th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
     th.start()
     await driver.start(connect_timeout_s=3.0)
@@ -111,10 +111,10 @@ async def test_abort_mid_scan_halts_and_holds_the_stage(stand) -> None:
     await mode.abort()
     res = await asyncio.wait_for(scan, 1.0)
     assert res.stopped_by == "aborted" and 3 <= len(res.angles_deg) < 30 and not mode.running
-    st = await driver.request(p.StageStatusRequest(), p.StageStatus)
+    st = await driver.request(ct.StageStatusRequest(), ct.StageStatus)
     assert not st.moving and not st.exposing and st.homed
     await asyncio.sleep(0.1)
-    later = await driver.request(p.StageStatusRequest(), p.StageStatus)
+    later = await driver.request(ct.StageStatusRequest(), ct.StageStatus)
     assert later.angle_deg == st.angle_deg and emu.busy_refused == 0  # held, nothing pending
     again = await AnglesMode(driver, AnglesConfig(size=SIZE, max_angles=2, **FAST)).run()  # usable again
     assert again.stopped_by == "max_angles" and len(again.projections) == 2

@@ -17,30 +17,30 @@ import pytest
 import serial
 from cobs import cobs
 
-from controller.protocol import framing as p
+from controller.protocol import common, ct, framing
 from controller.driver import SerialDriver
 from firmware_sim.ct.physics import line_integrals
 from firmware_sim.ct.emulator import CtEmulator, make_sample
 
-E = p.ErrorCode
-SAMPLE = p.SetSample(p.SampleKind.PENTAGON, 3, p.Split.TRAIN, 63)
+E = common.ErrorCode
+SAMPLE = ct.SetSample(ct.SampleKind.PENTAGON, 3, ct.Split.TRAIN, 63)
 
 
 class Device:
     def __init__(self, emu: CtEmulator, driver: SerialDriver) -> None:
         self.emu, self.driver = emu, driver
-        self.data: list[p.Projection] = []
+        self.data: list[ct.Projection] = []
         driver.on_frame = lambda msg, _t: self.data.append(msg)
 
-    async def status(self) -> p.StageStatus:
-        return await self.driver.request(p.StageStatusRequest(), p.StageStatus)
+    async def status(self) -> ct.StageStatus:
+        return await self.driver.request(ct.StageStatusRequest(), ct.StageStatus)
 
-    async def refused(self, msg: p.Message) -> str:
+    async def refused(self, msg: framing.Message) -> str:
         with pytest.raises(ValueError, match="device refused") as e:
             await self.driver.command(msg)
         return str(e.value).rsplit(" ", 1)[-1]
 
-    async def wait(self, pred, timeout: float = 5.0) -> p.StageStatus:
+    async def wait(self, pred, timeout: float = 5.0) -> ct.StageStatus:
         end = time.monotonic() + timeout
         while not pred(st := await self.status()):
             assert time.monotonic() < end, st
@@ -48,12 +48,12 @@ class Device:
         return st
 
     async def home(self) -> None:
-        await self.driver.command(p.Home())
+        await self.driver.command(ct.Home())
         await self.wait(lambda s: s.homed and s.in_position)
 
-    async def projection(self, exposure_s: float = 0.08) -> p.Projection:
+    async def projection(self, exposure_s: float = 0.08) -> ct.Projection:
         n = len(self.data)
-        await self.driver.command(p.Acquire(exposure_s))
+        await self.driver.command(ct.Acquire(exposure_s))
         end = time.monotonic() + 3.0
         while len(self.data) == n:
             assert time.monotonic() < end
@@ -62,14 +62,14 @@ class Device:
 
 
 @pytest.fixture
-async def ct() -> AsyncIterator:
+async def ct_device() -> AsyncIterator:
     started: list[tuple[CtEmulator, threading.Event, threading.Thread, SerialDriver]] = []
 
     async def start(**kw) -> Device:
         emu = CtEmulator(sample=kw.pop("sample", SAMPLE), **kw)
         stop = threading.Event()
         th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
-        driver = SerialDriver(emu.open(), messages=p.CT, silence_timeout_s=None)
+        driver = SerialDriver(emu.open(), messages=ct.CT, silence_timeout_s=None)
         th.start()
         await driver.start(connect_timeout_s=3.0)
         started.append((emu, stop, th, driver))
@@ -83,25 +83,25 @@ async def ct() -> AsyncIterator:
         emu.close()
 
 
-async def test_unhomed_stage_refuses_motion_and_acquisition_then_homes(ct) -> None:
-    dev = await ct(seed=1, speed=4.0)
+async def test_unhomed_stage_refuses_motion_and_acquisition_then_homes(ct_device) -> None:
+    dev = await ct_device(seed=1, speed=4.0)
     assert dev.driver.identity.device == CtEmulator.DEVICE
     st = await dev.status()
     assert math.isnan(st.angle_deg) and not st.homed and not st.moving
-    assert await dev.refused(p.MoveTo(10.0)) == "NOT_HOMED"
-    assert await dev.refused(p.Acquire(0.08)) == "NOT_HOMED"
+    assert await dev.refused(ct.MoveTo(10.0)) == "NOT_HOMED"
+    assert await dev.refused(ct.Acquire(0.08)) == "NOT_HOMED"
     await dev.home()
     st = await dev.status()
     assert st.angle_deg == 0.0 and st.target_deg == 0.0 and not st.at_min and not st.at_max
     assert (await dev.driver.status()).cmd_rejected == 2
 
 
-async def test_move_follows_slew_accel_and_settle(ct) -> None:
-    dev = await ct(seed=2, speed=4.0, tick_hz=500.0)
+async def test_move_follows_slew_accel_and_settle(ct_device) -> None:
+    dev = await ct_device(seed=2, speed=4.0, tick_hz=500.0)
     await dev.home()
-    await dev.driver.command(p.MoveTo(90.0))
+    await dev.driver.command(ct.MoveTo(90.0))
     t0 = (await dev.status()).t_us
-    seen: list[p.StageStatus] = []
+    seen: list[ct.StageStatus] = []
     while not (st := await dev.status()).in_position:
         seen.append(st)
         await asyncio.sleep(0.001)
@@ -115,46 +115,46 @@ async def test_move_follows_slew_accel_and_settle(ct) -> None:
     assert early.angle_deg == pytest.approx(360.0 * ((early.t_us - t0) / 1e6) ** 2 / 2, abs=1.0)
 
 
-async def test_busy_and_out_of_range_commands_are_refused_and_counted(ct) -> None:
-    dev = await ct(seed=3, speed=4.0)
+async def test_busy_and_out_of_range_commands_are_refused_and_counted(ct_device) -> None:
+    dev = await ct_device(seed=3, speed=4.0)
     await dev.home()
-    await dev.driver.command(p.MoveTo(300.0))  # ≈ 0.9 s of wall time to be refused in
+    await dev.driver.command(ct.MoveTo(300.0))  # ≈ 0.9 s of wall time to be refused in
     await dev.wait(lambda s: s.moving and s.angle_deg > 1.0)
-    assert [await dev.refused(m) for m in (p.MoveTo(30.0), p.Acquire(0.08), p.Home())] == ["BUSY"] * 3
+    assert [await dev.refused(m) for m in (ct.MoveTo(30.0), ct.Acquire(0.08), ct.Home())] == ["BUSY"] * 3
     st = await dev.wait(lambda s: s.in_position)
     assert st.angle_deg == pytest.approx(300.0, abs=0.003) and st.busy_refused == 3
-    for msg, why in ((p.MoveTo(365.5), "OUT_OF_RANGE"), (p.MoveTo(-5.5), "OUT_OF_RANGE"),
-                     (p.MoveTo(math.nan), "NOT_FINITE"), (p.Acquire(0.0), "OUT_OF_RANGE"),
-                     (p.Acquire(math.inf), "NOT_FINITE"), (p.SetSample(7, 0, 0, 63), "BAD_PARAM"),
-                     (p.SetSample(0, 0, 0, 64), "BAD_PARAM"), (p.SetNoise(9), "BAD_PARAM"),
-                     (p.SetNoise(1, 1.5), "OUT_OF_RANGE"), (p.Projection(0.0, 0, 0.1, ()), "UNSUPPORTED")):
+    for msg, why in ((ct.MoveTo(365.5), "OUT_OF_RANGE"), (ct.MoveTo(-5.5), "OUT_OF_RANGE"),
+                     (ct.MoveTo(math.nan), "NOT_FINITE"), (ct.Acquire(0.0), "OUT_OF_RANGE"),
+                     (ct.Acquire(math.inf), "NOT_FINITE"), (ct.SetSample(7, 0, 0, 63), "BAD_PARAM"),
+                     (ct.SetSample(0, 0, 0, 64), "BAD_PARAM"), (ct.SetNoise(9), "BAD_PARAM"),
+                     (ct.SetNoise(1, 1.5), "OUT_OF_RANGE"), (ct.Projection(0.0, 0, 0.1, ()), "UNSUPPORTED")):
         assert await dev.refused(msg) == why, msg
     st = await dev.status()
     assert st.target_deg == pytest.approx(300.0) and not st.moving and st.busy_refused == 3
-    await dev.driver.command(p.MoveTo(365.0))  # the soft limit itself is allowed and flagged
+    await dev.driver.command(ct.MoveTo(365.0))  # the soft limit itself is allowed and flagged
     assert (await dev.wait(lambda s: s.in_position, timeout=10.0)).at_max
 
 
-async def test_exposure_takes_its_time_blocks_motion_and_halt_cancels_it(ct) -> None:
-    dev = await ct(seed=4, speed=2.0)
+async def test_exposure_takes_its_time_blocks_motion_and_halt_cancels_it(ct_device) -> None:
+    dev = await ct_device(seed=4, speed=2.0)
     await dev.home()
     t0 = (await dev.status()).t_us
     proj = await dev.projection(0.2)
     assert (proj.t_us - t0) / 1e6 == pytest.approx(0.2, abs=0.03) and proj.exposure_s == pytest.approx(0.2)
-    await dev.driver.command(p.Acquire(1.0))  # 0.5 s of wall time
+    await dev.driver.command(ct.Acquire(1.0))  # 0.5 s of wall time
     assert (await dev.status()).exposing
-    assert await dev.refused(p.MoveTo(10.0)) == "BUSY"
-    await dev.driver.command(p.Halt())
+    assert await dev.refused(ct.MoveTo(10.0)) == "BUSY"
+    await dev.driver.command(ct.Halt())
     await asyncio.sleep(0.6)  # past the exposure's end: its projection never comes
     assert len(dev.data) == 1 and not (await dev.status()).exposing
 
 
-async def test_halt_brakes_and_holds_the_stage(ct) -> None:
-    dev = await ct(seed=5, speed=4.0)
+async def test_halt_brakes_and_holds_the_stage(ct_device) -> None:
+    dev = await ct_device(seed=5, speed=4.0)
     await dev.home()
-    await dev.driver.command(p.MoveTo(180.0))
+    await dev.driver.command(ct.MoveTo(180.0))
     await dev.wait(lambda s: s.angle_deg > 60.0)
-    await dev.driver.command(p.Halt())
+    await dev.driver.command(ct.Halt())
     braking = await dev.status()
     st = await dev.wait(lambda s: s.in_position)
     # braking from ≤ 90°/s at 360°/s² takes ≤ 11.25°; the stage holds where it came to rest
@@ -164,28 +164,28 @@ async def test_halt_brakes_and_holds_the_stage(ct) -> None:
     assert (await dev.status()).angle_deg == st.angle_deg
 
 
-async def test_projection_is_the_phantoms_line_integrals_and_gaussian_noise_is_5_percent(ct) -> None:
-    dev = await ct(seed=6, speed=4.0)
+async def test_projection_is_the_phantoms_line_integrals_and_gaussian_noise_is_5_percent(ct_device) -> None:
+    dev = await ct_device(seed=6, speed=4.0)
     await dev.home()
-    await dev.driver.command(p.MoveTo(37.0))
+    await dev.driver.command(ct.MoveTo(37.0))
     await dev.wait(lambda s: s.in_position)
     clean = line_integrals(make_sample(SAMPLE).vertices, np.array([37.0]), 63)[0]
-    await dev.driver.command(p.SetNoise(p.NoiseModel.NONE))
+    await dev.driver.command(ct.SetNoise(ct.NoiseModel.NONE))
     proj = await dev.projection()
     assert proj.angle_deg == pytest.approx(37.0, abs=0.003) and len(proj.data) == 63
     assert np.allclose(proj.data, clean, atol=1e-4 * clean.max())
-    await dev.driver.command(p.SetNoise(p.NoiseModel.GAUSSIAN, 0.05))
+    await dev.driver.command(ct.SetNoise(ct.NoiseModel.GAUSSIAN, 0.05))
     noisy = np.array([(await dev.projection(0.02)).data for _ in range(12)])
     assert (noisy - clean).std() / clean.std() == pytest.approx(0.05, rel=0.15)
     assert len({row.tobytes() for row in noisy}) == 12  # fresh noise per exposure
 
 
-async def test_poisson_noise_follows_photon_statistics_and_exposure(ct) -> None:
-    dev = await ct(seed=7, speed=4.0)
+async def test_poisson_noise_follows_photon_statistics_and_exposure(ct_device) -> None:
+    dev = await ct_device(seed=7, speed=4.0)
     await dev.home()
     clean = line_integrals(make_sample(SAMPLE).vertices, np.array([0.0]), 63)[0]
     flux, mu = 1.0e5, dev.emu.detector.mu_per_unit
-    await dev.driver.command(p.SetNoise(p.NoiseModel.POISSON, 0.0, flux))
+    await dev.driver.command(ct.SetNoise(ct.NoiseModel.POISSON, 0.0, flux))
     for exposure in (0.1, 0.01):
         y = np.array([(await dev.projection(exposure)).data for _ in range(10)])
         photons = flux * exposure * np.exp(-mu * clean)  # expected counts per bin
@@ -194,13 +194,13 @@ async def test_poisson_noise_follows_photon_statistics_and_exposure(ct) -> None:
 
 
 def test_projection_frames_are_variable_length_and_checked() -> None:
-    msg = p.Projection(12.5, 7, 0.25, tuple(float(i) for i in range(239)))
-    frame = p.encode(msg, 1)
-    assert len(frame) < p.MAX_PAYLOAD and p.FrameDecoder(p.CT).feed(frame) == [(1, msg)]
-    with pytest.raises(p.ProtocolError):
-        p.encode(p.Projection(0.0, 0, 0.1, (0.0,) * 506), 0)  # 505 bins is the most one frame holds
-    dec = p.FrameDecoder(p.CT)
-    cut = p.encode(p.Projection(0.0, 0, 0.1, (1.0, 2.0)), 0)
+    msg = ct.Projection(12.5, 7, 0.25, tuple(float(i) for i in range(239)))
+    frame = framing.encode(msg, 1)
+    assert len(frame) < framing.MAX_PAYLOAD and framing.FrameDecoder(ct.CT).feed(frame) == [(1, msg)]
+    with pytest.raises(framing.ProtocolError):
+        framing.encode(ct.Projection(0.0, 0, 0.1, (0.0,) * 506), 0)  # 505 bins is the most one frame holds
+    dec = framing.FrameDecoder(ct.CT)
+    cut = framing.encode(ct.Projection(0.0, 0, 0.1, (1.0, 2.0)), 0)
     forged = cobs.decode(cut[:-1])[:-5]  # drop one data byte and the CRC, then re-sign
     forged += zlib.crc32(forged).to_bytes(4, "little")
     assert dec.feed(cobs.encode(forged) + b"\x00") == [] and dec.bad_length == 1
@@ -214,8 +214,8 @@ def test_cli_serves_ct_and_stops_on_sigterm() -> None:
         path = proc.stdout.readline().strip()
         assert path.startswith("/dev/pts/")
         with serial.Serial(path, timeout=1.0) as port:
-            port.write(p.encode(p.Identify(), 0))
-            dec, got = p.FrameDecoder(p.CT), []
+            port.write(framing.encode(common.Identify(), 0))
+            dec, got = framing.FrameDecoder(ct.CT), []
             end = time.monotonic() + 2.0
             while not got and time.monotonic() < end:
                 got = dec.feed(port.read(max(1, port.in_waiting)))

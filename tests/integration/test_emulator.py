@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import serial
 
-from controller.protocol import framing as p
+from controller.protocol import common, framing, mems
 from firmware_sim.mems.emulator import MemsEmulator
 from firmware_sim.mems.physics import MemsParams, MemsStand
 
@@ -24,15 +24,15 @@ class Link:
 
     def __init__(self, path: str) -> None:
         self.port = serial.Serial(path, timeout=0.02)
-        self.dec = p.FrameDecoder(p.MEMS)
+        self.dec = framing.FrameDecoder(mems.MEMS)
         self.seq = 0
-        self.frames: list[p.Frame] = []
-        self.replies: list[p.Message] = []
-        self.log: list[p.Message] = []  # everything received, in order
+        self.frames: list[mems.Frame] = []
+        self.replies: list[framing.Message] = []
+        self.log: list[framing.Message] = []  # everything received, in order
 
-    def send(self, msg: p.Message) -> int:
+    def send(self, msg: framing.Message) -> int:
         seq, self.seq = self.seq, self.seq + 1
-        self.port.write(p.encode(msg, seq))
+        self.port.write(framing.encode(msg, seq))
         return seq
 
     def pump(self, seconds: float) -> None:
@@ -43,9 +43,9 @@ class Link:
     def _read(self) -> None:
         for _, m in self.dec.feed(self.port.read(max(1, self.port.in_waiting))):
             self.log.append(m)
-            (self.frames if isinstance(m, p.Frame) else self.replies).append(m)
+            (self.frames if isinstance(m, mems.Frame) else self.replies).append(m)
 
-    def cmd(self, msg: p.Message, timeout: float = 2.0) -> p.Message:
+    def cmd(self, msg: framing.Message, timeout: float = 2.0) -> framing.Message:
         seq = self.send(msg)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -79,14 +79,15 @@ def emu_factory() -> Iterator:
 
 def test_identify_and_status(emu_factory) -> None:
     _, link = emu_factory(seed=1)
-    assert link.cmd(p.Identify()) == p.IdentifyReply(MemsEmulator.DEVICE, MemsEmulator.FW_VERSION, p.PROTOCOL_VERSION)
-    st = link.cmd(p.StatusRequest())
-    assert isinstance(st, p.Status) and not st.streaming and st.rx_ok == 2 and st.frames_dropped == 0
+    assert link.cmd(common.Identify()) == common.IdentifyReply(MemsEmulator.DEVICE, MemsEmulator.FW_VERSION,
+                                                               framing.PROTOCOL_VERSION)
+    st = link.cmd(common.StatusRequest())
+    assert isinstance(st, common.Status) and not st.streaming and st.rx_ok == 2 and st.frames_dropped == 0
 
 
 def test_stream_runs_at_the_frame_rate(emu_factory) -> None:
     _, link = emu_factory(seed=1)
-    assert link.cmd(p.StreamStart()) == p.Ack(0)
+    assert link.cmd(common.StreamStart()) == common.Ack(0)
     link.frames.clear()
     t0 = time.monotonic()
     link.pump(0.5)
@@ -96,7 +97,7 @@ def test_stream_runs_at_the_frame_rate(emu_factory) -> None:
     idx = [f.frame_index for f in link.frames]
     assert idx == list(range(idx[0], idx[0] + n))
     assert np.allclose(np.diff([f.t_us for f in link.frames]), 1e6 / 120, atol=1)
-    assert link.cmd(p.StreamStop()) == p.Ack(1)
+    assert link.cmd(common.StreamStop()) == common.Ack(1)
     link.pump(0.05)
     link.frames.clear()
     link.pump(0.1)
@@ -105,7 +106,7 @@ def test_stream_runs_at_the_frame_rate(emu_factory) -> None:
 
 def test_faster_than_real_time(emu_factory) -> None:
     _, link = emu_factory(seed=1, speed=3.0)
-    link.cmd(p.StreamStart())
+    link.cmd(common.StreamStart())
     link.frames.clear()
     t0 = time.monotonic()
     link.pump(0.3)
@@ -122,46 +123,46 @@ def _settled(link: Link, seconds: float = 0.3) -> np.ndarray:
 def test_voltages_move_the_spot_and_out_of_range_is_refused(emu_factory) -> None:
     emu, link = emu_factory(seed=2)
     params = emu.stand.params
-    link.cmd(p.StreamStart())
+    link.cmd(common.StreamStart())
     assert np.all(np.abs(_settled(link)) < 1.0)
-    assert link.cmd(p.SetVoltages(1000.0, -500.0)) == p.Ack(1)
+    assert link.cmd(mems.SetVoltages(1000.0, -500.0)) == common.Ack(1)
     g, c = np.array(params.gain_px_per_v), params.coupling
     want = (np.array([1000.0, -500.0]) @ np.array([[1, c], [c, 1]])) * g
     moved = _settled(link)
     assert np.allclose(moved, want, atol=0.5), (moved, want)
     # refused as the device would: Nak with a reason, counter up, mirror keeps its command
-    assert link.cmd(p.SetVoltages(params.v_limit * 1.01, 0.0)) == p.Nak(2, p.ErrorCode.OUT_OF_RANGE)
-    assert link.cmd(p.SetVoltages(math.nan, 0.0)) == p.Nak(3, p.ErrorCode.NOT_FINITE)
-    assert link.cmd(p.Frame(0, 0, 0.0, 0.0)) == p.Nak(4, p.ErrorCode.UNSUPPORTED)
+    assert link.cmd(mems.SetVoltages(params.v_limit * 1.01, 0.0)) == common.Nak(2, common.ErrorCode.OUT_OF_RANGE)
+    assert link.cmd(mems.SetVoltages(math.nan, 0.0)) == common.Nak(3, common.ErrorCode.NOT_FINITE)
+    assert link.cmd(mems.Frame(0, 0, 0.0, 0.0)) == common.Nak(4, common.ErrorCode.UNSUPPORTED)
     assert np.allclose(_settled(link), want, atol=0.5)
-    assert link.cmd(p.StatusRequest()).cmd_rejected == 3
+    assert link.cmd(common.StatusRequest()).cmd_rejected == 3
 
 
 def test_disturbance_program_and_its_validation(emu_factory) -> None:
     _, link = emu_factory(seed=3, speed=4.0)
-    link.cmd(p.StreamStart())
-    D = p.Disturbance
-    assert link.cmd(p.SetDisturbance(D.STEPS, 1, 0.0, 100, 1, 300)) == p.Nak(1, p.ErrorCode.OUT_OF_RANGE)
-    assert link.cmd(p.SetDisturbance(D.STEPS, 1, 5.0, 100, 1, 50)) == p.Nak(2, p.ErrorCode.BAD_PARAM)
-    assert link.cmd(p.SetDisturbance(9, 1, 5.0)) == p.Nak(3, p.ErrorCode.BAD_PARAM)
-    assert link.cmd(p.SetDisturbance(D.SINE, 1, 5.0, 10, math.inf, 2)) == p.Nak(4, p.ErrorCode.NOT_FINITE)
+    link.cmd(common.StreamStart())
+    D = mems.Disturbance
+    assert link.cmd(mems.SetDisturbance(D.STEPS, 1, 0.0, 100, 1, 300)) == common.Nak(1, common.ErrorCode.OUT_OF_RANGE)
+    assert link.cmd(mems.SetDisturbance(D.STEPS, 1, 5.0, 100, 1, 50)) == common.Nak(2, common.ErrorCode.BAD_PARAM)
+    assert link.cmd(mems.SetDisturbance(9, 1, 5.0)) == common.Nak(3, common.ErrorCode.BAD_PARAM)
+    assert link.cmd(mems.SetDisturbance(D.SINE, 1, 5.0, 10, math.inf, 2)) == common.Nak(4, common.ErrorCode.NOT_FINITE)
     # steps of exactly 100 px every 0.25 s (device time): the spot lands on multiples of 100 px
-    assert link.cmd(p.SetDisturbance(D.STEPS, 1, 5.0, 100, 0.25, 300)) == p.Ack(5)
+    assert link.cmd(mems.SetDisturbance(D.STEPS, 1, 5.0, 100, 0.25, 300)) == common.Ack(5)
     link.frames.clear()
     link.pump(0.4)
     xy = np.array([[f.x_px, f.y_px] for f in link.frames])
     assert np.max(np.abs(xy)) > 90
     assert np.abs(xy[-1] - 100 * np.round(xy[-1] / 100)).max() < 2
-    assert link.cmd(p.SetDisturbance(D.NONE, 0)) == p.Ack(6)
+    assert link.cmd(mems.SetDisturbance(D.NONE, 0)) == common.Ack(6)
     assert np.all(np.abs(_settled(link, 0.1)) < 1.5)
 
 
 def test_reset_is_reproducible(emu_factory) -> None:
     _, link = emu_factory(seed=0, speed=2.0)
-    link.cmd(p.StreamStart())
+    link.cmd(common.StreamStart())
 
     def run(seed: int) -> list[tuple[float, float]]:
-        ack = link.cmd(p.Reset(seed))
+        ack = link.cmd(common.Reset(seed))
         link.pump(0.1)
         after = link.log[len(link.log) - link.log[::-1].index(ack):]  # frames after the Ack: the new run
         assert [f.frame_index for f in after[:8]] == list(range(8))
@@ -173,7 +174,7 @@ def test_reset_is_reproducible(emu_factory) -> None:
 
 def test_overflow_when_the_edge_stops_reading(emu_factory) -> None:
     emu, link = emu_factory(seed=4, speed=2.0, tx_buffer=1024, rx_buffer=1024)
-    link.cmd(p.StreamStart())
+    link.cmd(common.StreamStart())
     link.pump(0.1)
     time.sleep(0.8)  # the edge stalls: ~190 frames (~6 KB) produced, 2 KiB of buffers
     stale = link.port.read(link.port.in_waiting)
@@ -183,28 +184,28 @@ def test_overflow_when_the_edge_stops_reading(emu_factory) -> None:
     assert link.dec.seq_gaps > 50
     live = link.frames[-20:]  # resynchronised: consecutive frames again
     assert [f.frame_index for f in live] == list(range(live[0].frame_index, live[0].frame_index + 20))
-    link.cmd(p.StreamStop())
+    link.cmd(common.StreamStop())
     link.pump(0.05)
-    st = link.cmd(p.StatusRequest())
+    st = link.cmd(common.StatusRequest())
     assert st.frames_dropped == link.dec.seq_gaps  # every gap the edge saw is a frame the device dropped
     assert link.dec.rejected == 0  # frames are dropped whole: the stream never tears
 
 
 def test_garbage_from_the_edge_is_counted_and_commands_still_work(emu_factory) -> None:
     _, link = emu_factory(seed=5)
-    bad = bytearray(p.encode(p.SetVoltages(1.0, 1.0), 50))
+    bad = bytearray(framing.encode(mems.SetVoltages(1.0, 1.0), 50))
     bad[5] ^= 0xFF
-    link.port.write(b"\xde\xad\xbe\xef" * 20 + b"\x00" + bytes(bad) + p.encode(p.StatusRequest(), 51)[:-3] + b"\x00")
+    link.port.write(b"\xde\xad\xbe\xef" * 20 + b"\x00" + bytes(bad) + framing.encode(common.StatusRequest(), 51)[:-3] + b"\x00")
     link.seq = 60
-    assert link.cmd(p.Identify()).device == MemsEmulator.DEVICE
-    st = link.cmd(p.StatusRequest())
+    assert link.cmd(common.Identify()).device == MemsEmulator.DEVICE
+    st = link.cmd(common.StatusRequest())
     assert st.rx_garbage + st.rx_bad_crc + st.rx_truncated >= 3 and st.rx_ok == 2
     assert st.rx_seq_gaps == 0 and st.cmd_rejected == 0
 
 
 def test_fault_hooks_inject_and_reboot(emu_factory) -> None:
     emu, link = emu_factory(seed=6, speed=2.0)
-    link.cmd(p.StreamStart())
+    link.cmd(common.StreamStart())
     link.pump(0.1)
     emu.inject(b"\x07garbage")  # a torn frame: merges with the next one, both rejected
     link.pump(0.1)
@@ -216,11 +217,11 @@ def test_fault_hooks_inject_and_reboot(emu_factory) -> None:
     assert link.frames == []
     link.pump(0.3)
     assert 0 < len(link.frames) < 0.4 * 240
-    assert link.cmd(p.StatusRequest()).overruns >= 0.2 * 240
+    assert link.cmd(common.StatusRequest()).overruns >= 0.2 * 240
     emu.reboot()
     link.pump(0.1)
     link.dec.reset_sequence()
-    reply = link.cmd(p.StatusRequest())
+    reply = link.cmd(common.StatusRequest())
     assert reply.streaming is False and reply.rx_ok == 1 and reply.frames_sent == 0
 
 
@@ -231,8 +232,8 @@ def test_cli_prints_path_serves_and_stops_on_sigterm() -> None:
         path = proc.stdout.readline().strip()
         assert path.startswith("/dev/pts/")
         link = Link(path)
-        assert link.cmd(p.Identify()).device == MemsEmulator.DEVICE
-        link.cmd(p.StreamStart())
+        assert link.cmd(common.Identify()).device == MemsEmulator.DEVICE
+        link.cmd(common.StreamStart())
         link.pump(0.2)
         assert len(link.frames) > 20
         link.port.close()

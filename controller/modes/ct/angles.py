@@ -35,7 +35,7 @@ import onnxruntime as ort
 import scipy.sparse as sp
 from pydantic import ConfigDict
 
-from controller.protocol import framing as p
+from controller.protocol import ct, framing
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
 from controller.policy.manifest import Manifest
@@ -196,14 +196,14 @@ class AnglesMode:
 
     def __init__(self, driver: SerialDriver, config: AnglesConfig = AnglesConfig(),
                  policy: AnglePolicy | None = None) -> None:
-        if p.Projection not in driver.messages:
+        if ct.Projection not in driver.messages:
             raise ValueError("the driver must decode protocol.CT messages")
         self.driver, self.cfg, self.policy = driver, config, policy
         self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines the policy's decisions
         self.result = ScanResult()  # the scan in progress (or the last one)
         self.grid = tomo.angle_grid(config.n_angles)
         driver.on_frame = self._on_data
-        self._projection: asyncio.Future[p.Projection] | None = None
+        self._projection: asyncio.Future[ct.Projection] | None = None
         self._abort = asyncio.Event()
         self._done: asyncio.Event | None = None
         self.unexpected_data = 0  # data messages that arrived with no acquisition waiting
@@ -244,12 +244,12 @@ class AnglesMode:
             self._abort.set()
             await self._done.wait()  # type: ignore[union-attr]
 
-    async def home(self) -> p.StageStatus:
+    async def home(self) -> ct.StageStatus:
         """Home the stage unless it already is; returns its status once in position at home."""
         st = await self._stage_status()
         if st.homed and not st.moving:
             return st
-        await self.driver.command(p.Home(), self.cfg.request_timeout_s)
+        await self.driver.command(ct.Home(), self.cfg.request_timeout_s)
         return await self._wait_in_position(lambda s: s.homed)
 
     # --- the scan --------------------------------------------------------------------------------
@@ -347,11 +347,11 @@ class AnglesMode:
         await asyncio.gather(task, return_exceptions=True)
         raise _Aborted
 
-    async def _stage_status(self) -> p.StageStatus:
-        return await self.driver.request(p.StageStatusRequest(), p.StageStatus,  # type: ignore[return-value]
+    async def _stage_status(self) -> ct.StageStatus:
+        return await self.driver.request(ct.StageStatusRequest(), ct.StageStatus,  # type: ignore[return-value]
                                          self.cfg.request_timeout_s)
 
-    async def _wait_in_position(self, ok: Callable[[p.StageStatus], bool]) -> p.StageStatus:
+    async def _wait_in_position(self, ok: Callable[[ct.StageStatus], bool]) -> ct.StageStatus:
         deadline = time.monotonic() + self.cfg.move_timeout_s
         while True:
             st = await self._stage_status()
@@ -361,21 +361,21 @@ class AnglesMode:
                 raise TimeoutError(f"stage not in position within {self.cfg.move_timeout_s} s: {st}")
             await asyncio.sleep(self.cfg.poll_s)
 
-    async def _move(self, angle: float) -> p.StageStatus:
+    async def _move(self, angle: float) -> ct.StageStatus:
         """MoveTo only a resting stage (the previous step ended in position), then wait for in-position."""
-        await self.driver.command(p.MoveTo(angle), self.cfg.request_timeout_s)
+        await self.driver.command(ct.MoveTo(angle), self.cfg.request_timeout_s)
         target = np.float32(angle)
         return await self._wait_in_position(lambda s: np.float32(s.target_deg) == target)
 
-    async def _acquire(self) -> p.Projection:
+    async def _acquire(self) -> ct.Projection:
         self._projection = asyncio.get_running_loop().create_future()
-        await self.driver.command(p.Acquire(self.cfg.exposure_s), self.cfg.request_timeout_s)
+        await self.driver.command(ct.Acquire(self.cfg.exposure_s), self.cfg.request_timeout_s)
         async with asyncio.timeout(self.cfg.exposure_s + self.cfg.move_timeout_s):
             return await self._projection
 
-    def _on_data(self, msg: p.Message, t_ns: int) -> None:
+    def _on_data(self, msg: framing.Message, t_ns: int) -> None:
         fut = self._projection
-        if isinstance(msg, p.Projection) and fut is not None and not fut.done():
+        if isinstance(msg, ct.Projection) and fut is not None and not fut.done():
             fut.set_result(msg)
         else:
             self.unexpected_data += 1
@@ -383,7 +383,7 @@ class AnglesMode:
     async def _halt(self) -> None:
         """Brake, hold, and wait until the stage rests (best effort: a lost link is logged, not raised)."""
         try:
-            await self.driver.command(p.Halt(), self.cfg.request_timeout_s)
+            await self.driver.command(ct.Halt(), self.cfg.request_timeout_s)
             deadline = time.monotonic() + self.cfg.move_timeout_s
             while (await self._stage_status()).moving and time.monotonic() < deadline:
                 await asyncio.sleep(self.cfg.poll_s)
