@@ -286,6 +286,7 @@ class EdgeDaemon:
         d, rec = self.driver, self.recorder
         out = {"device": self.device_faults, "serial_rejected": d.decoder.rejected,
                "serial_frames_missed": d.decoder.seq_gaps, "serial_write_dropped": d.stats.write_dropped,
+               "serial_chunk_rejected": d.decoder.chunk_rejected, "serial_wrong_device": d.stats.wrong_device,
                **{f"push_{k}": v for k, v in self.push.counters.items()},
                **{f"task_restart:{k}": v for k, v in self.supervisor.restarts.items()}}
         if self.slot is not None:
