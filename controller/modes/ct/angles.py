@@ -40,6 +40,7 @@ from controller.modes.ct import tomo
 from controller.driver import SerialDriver
 from controller.policy.manifest import Manifest
 from controller.policy.slot import PolicyRejected, PolicySlot, load_for_task, session_options
+from controller.safety import StageGate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +155,8 @@ class AnglesConfig:
     warm_start: bool = True  # start each SIRT from the previous reconstruction
     min_deg: float = 0.0  # the edge's own limits on commanded angles [deg]
     max_deg: float = 180.0
+    max_step_deg: float = 180.0  # largest move per command [deg]
+    max_rate_deg_s: float = 1e5  # largest move per second since the previous command [deg/s]
     poll_s: float = 0.005  # StageStatus polling period while waiting [s, wall]
     move_timeout_s: float = 30.0  # [s, wall]
     request_timeout_s: float = 0.5  # per command / reply [s, wall]
@@ -161,7 +164,8 @@ class AnglesConfig:
     def __post_init__(self) -> None:
         if self.size < 3 or self.size % 2 == 0 or not 1 <= self.max_angles <= self.n_angles:
             raise ValueError(f"need an odd size ≥ 3 and 1 ≤ max_angles ≤ n_angles: {self}")
-        if not 0.0 < self.exposure_s <= 10.0 or self.min_deg > self.max_deg:
+        if not 0.0 < self.exposure_s <= 10.0 or self.min_deg > self.max_deg or min(self.max_step_deg,
+                                                                                    self.max_rate_deg_s) <= 0.0:
             raise ValueError(f"bad exposure or angle limits: {self}")
         if self.sirt_iterations < 1 or min(self.poll_s, self.move_timeout_s, self.request_timeout_s) <= 0.0:
             raise ValueError(f"need sirt_iterations ≥ 1 and positive poll_s and timeouts: {self}")
@@ -202,6 +206,9 @@ class AnglesMode:
         self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines the policy's decisions
         self.result = ScanResult()  # the scan in progress (or the last one)
         self.grid = tomo.angle_grid(config.n_angles)
+        # the stage's safety gate: every MoveTo target passes it (the daemon's faults command_clamped/_non_finite)
+        self.gate = StageGate(config.min_deg, config.max_deg, config.max_step_deg, config.max_rate_deg_s)
+        self.position_deg = 0.0  # the target the stage rests at (after home, after each move)
         driver.on_frame = self._on_data
         self._projection: asyncio.Future[p.Projection] | None = None
         self._abort = asyncio.Event()
@@ -247,10 +254,11 @@ class AnglesMode:
     async def home(self) -> p.StageStatus:
         """Home the stage unless it already is; returns its status once in position at home."""
         st = await self._stage_status()
-        if st.homed and not st.moving:
-            return st
-        await self.driver.command(p.Home(), self.cfg.request_timeout_s)
-        return await self._wait_in_position(lambda s: s.homed)
+        if not (st.homed and not st.moving):
+            await self.driver.command(p.Home(), self.cfg.request_timeout_s)
+            st = await self._wait_in_position(lambda s: s.homed)
+        self.position_deg = st.target_deg
+        return st
 
     # --- the scan --------------------------------------------------------------------------------
 
@@ -264,7 +272,7 @@ class AnglesMode:
         for k in range(cfg.max_angles):
             stop = k + 1 == cfg.max_angles  # d_M ≡ 1
             decision = None
-            policy = self.policy  # a swap (ct_daemon) takes effect at the next decision
+            policy = self.policy  # a swap (the daemon's slot) takes effect at the next decision
             if policy is not None:
                 if update is not None:
                     image, update = await self._guard(update), None
@@ -278,8 +286,7 @@ class AnglesMode:
                 angle, stop = float(self.grid[idx]), stop or d
             else:  # no policy, or its output was not finite: the next golden-ratio angle not yet acquired
                 angle = float(next(a for a in golden if not acquired[tomo.to_grid_index(a, cfg.n_angles)]))
-            if not cfg.min_deg <= angle <= cfg.max_deg:
-                raise ValueError(f"angle {angle}° outside the configured limits [{cfg.min_deg}, {cfg.max_deg}]")
+            angle = self.gate(angle, self.position_deg, time.monotonic())
             t = time.perf_counter()
             await self._guard(self._move(angle))
             res.timings["move"].append(time.perf_counter() - t)
@@ -365,7 +372,9 @@ class AnglesMode:
         """MoveTo only a resting stage (the previous step ended in position), then wait for in-position."""
         await self.driver.command(p.MoveTo(angle), self.cfg.request_timeout_s)
         target = np.float32(angle)
-        return await self._wait_in_position(lambda s: np.float32(s.target_deg) == target)
+        st = await self._wait_in_position(lambda s: np.float32(s.target_deg) == target)
+        self.position_deg = angle
+        return st
 
     async def _acquire(self) -> p.Projection:
         self._projection = asyncio.get_running_loop().create_future()
