@@ -180,7 +180,7 @@ class EdgeConfig(_Section):
     recorder: RecorderConfig = RecorderConfig()
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
-    angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/ct_daemon.py)
+    angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/modes/ct/session.py)
     log: LogConfig = LogConfig()
 
 
