@@ -58,3 +58,11 @@ def test_default_angle_limits_never_bind_on_the_grid() -> None:
         pos = g(target, pos, t)
         assert pos == target
     assert g.clamped == 0
+
+
+def test_the_config_takes_registered_modes_only() -> None:
+    from controller.config import ConfigError, parse_config
+
+    assert parse_config({"loop": {"mode": "angles"}}).loop.mode == "angles"
+    with pytest.raises(ConfigError, match="unknown mode 'ptycho'; registered: angles, rl-pid, stabilize"):
+        parse_config({"loop": {"mode": "ptycho"}})
