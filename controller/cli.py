@@ -28,10 +28,7 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
         typer.echo(f"invalid configuration:\n{e}", err=True)
         raise typer.Exit(2) from None
     setup_logging(cfg.log.level, cfg.log.json_lines)
-    if cfg.loop.mode == "angles":
-        from controller.ct_daemon import CtDaemon as Daemon
-    else:
-        from controller.daemon import Daemon
+    from controller.daemon import Daemon
 
     try:
         asyncio.run(Daemon(cfg).run())

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from controller.modes.ct.angles import AnglesConfig
 from controller.modes.mems.pid import BASELINE_GAINS
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -63,8 +63,15 @@ class DeviceConfig(_Section):
 class LoopConfig(_Section):
     rate_hz: float = Field(120.0, gt=0)
     pacing: Literal["frames", "timer"] = "frames"
-    mode: Literal["stabilize", "rl-pid", "angles"] = "stabilize"
+    mode: str = "stabilize"  # a registered mode (controller/modes/registry.py): stabilize, rl-pid, angles
     realtime_priority: int = Field(0, ge=0, le=99)  # SCHED_FIFO priority of the tick loop's thread; 0: normal
+
+    @field_validator("mode")
+    @classmethod
+    def _registered(cls, mode: str) -> str:
+        from controller.modes import registry  # its modes import this module
+        registry.get(mode)  # ValueError names the registered modes
+        return mode
 
 
 class PidAxisConfig(_Section):
@@ -180,7 +187,7 @@ class EdgeConfig(_Section):
     recorder: RecorderConfig = RecorderConfig()
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
-    angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/ct_daemon.py)
+    angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/modes/ct/session.py)
     log: LogConfig = LogConfig()
 
 

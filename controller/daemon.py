@@ -1,17 +1,21 @@
-"""The edge daemon: device driver + scheduler + mode + safety gate + host link + recorder + metrics,
-and in rl-pid mode the policy slot with its model-push server (controller/policy/slot.py, controller/link/edge_push.py).
-Start-up, supervised tasks, the operator hold and shutdown are shared with the angles daemon
-(controller/lifecycle.py).
+"""The one edge daemon: device driver + mode + safety gate + host link + recorder + metrics + push channel,
+for every mode. The mode comes from the registry (controller/modes/registry.py) by ``loop.mode``; its spec
+names its message set, its policy slot, its push ops and how to build it. Start-up, supervised tasks, the
+operator hold, metrics, the systemd watchdog and shutdown are controller/lifecycle.py's.
 
-One tick (read → update → write, ros2_control style):
-  1. apply what the host sent since the last tick (gains, target, link state, a validated policy swap
-     or rollback) — tick boundary only;
-  2. the mode turns the latest camera frame into a command; the safety gate clamps it. Without a
-     fresh frame, or under an operator hold, the command is the configured safe value (the PID is
-     reset; host gains and targets are still taken and act from the resume on);
-  3. the command is written to the device (non-blocking);
+A *tick mode* (stabilize, rl-pid) runs on the scheduler. One tick (read → update → write, ros2_control style):
+  1. apply what the host sent since the last tick (the mode's commands: gains, target; link state) and a
+     validated policy swap or rollback — tick boundary only;
+  2. the mode turns the latest reading into a command; without a fresh reading, or under an operator hold,
+     the command is the mode's safe command;
+  3. the safety gate (the mode's: controller/safety.py) clamps it (a non-finite one becomes the safe command;
+     both counted), it is written to the device (non-blocking), and the mode is told what was written;
   4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held) and to the host (decimated,
      non-blocking).
+A *session mode* (angles) rests until a push op (scan, abort, …) starts or stops a session; its stage moves
+pass its own gate (controller/safety.py's StageGate). The host link runs in every mode: pings, link
+up/down (recorded, the metrics' link gauge) and the mode's host commands; the watchdog pings while the
+housekeeping runs and no supervised task is dead (and, for a tick mode, the loop ticks on time).
 Everything slow (connecting, disk, metrics export, sd_notify) runs in other tasks or threads.
 """
 from __future__ import annotations
@@ -25,109 +29,108 @@ import numpy as np
 
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
-from controller.link.edge_udp import HostLink, LinkChange, baseline_gains
-from controller.link.auth import Gains, SetDisturbance, SetGains, SetTarget, Telemetry
 from controller.lifecycle import EdgeDaemon, Undo, check_state_file, starting
-from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
-from controller.modes.mems.stabilize import StabilizeMode
-from controller.modes.mems.pid import Pid
-from controller.policy.slot import PolicySlot
-from controller.protocol.mems import MEMS, Frame
-from controller.protocol.mems import SetDisturbance as DeviceSetDisturbance
-from controller.link.edge_push import DRIFT_WARN, period_drift
-from controller.safety import SafetyGate
+from controller.link.auth import Gains, Telemetry
+from controller.link.edge_udp import HostLink, LinkChange, baseline_gains
+from controller.modes import registry
+from controller.modes.base import ModeSpec, SessionMode, TickMode
+from controller.protocol.mems import Frame
 from controller.scheduler import FrameTrigger, Scheduler, Tick, realtime
 
 log = logging.getLogger("edgetune.daemon")
-DRIFT_REPORT_S = 10  # seconds between decision-period records
 FLAG_STALE, FLAG_HELD = 1, 2  # recorder tick flags
-
-
-def _gate(cfg: EdgeConfig) -> SafetyGate:
-    lim, safe = cfg.device.voltage_limits_v, cfg.device.safe_voltage_v
-    return SafetyGate(low=np.array([lim.x.min, lim.y.min]), high=np.array([lim.x.max, lim.y.max]),
-                      safe=np.array([safe.x, safe.y]))
 
 
 class Daemon(EdgeDaemon):
     """Build from a validated config; ``await run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
 
-    name = "the tick loop"
-
     def __init__(self, cfg: EdgeConfig) -> None:
-        self.baseline = baseline_gains(cfg.pid)
-        gate = _gate(cfg)
-        pid = Pid(np.asarray(self.baseline.rows()), u_min=[cfg.pid.x.output_v.min, cfg.pid.y.output_v.min],
-                  u_max=[cfg.pid.x.output_v.max, cfg.pid.y.output_v.max], tau_d=cfg.pid.x.tau_s)
-        baseline, target = np.asarray(self.baseline.rows()), np.array([cfg.target.x_px, cfg.target.y_px])
-        slot: PolicySlot | None = None
-        if cfg.loop.mode == "rl-pid":
-            slot = PolicySlot(policy_spec(cfg.policy.max_history),
-                              budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz,
-                              validate_timeout_s=cfg.policy.validate_timeout_s)
-            self.mode: StabilizeMode = RlPidMode(pid, gate, baseline, target, slot, cfg.policy.decision_every_n_ticks,
-                                                 envelope_arrays(cfg.hostlink.envelope))
-        else:
-            self.mode = StabilizeMode(pid, gate, baseline, target)
-        # frame-paced: without frames (device away) tick on at a slower pace, commanding the safe value
-        self.trigger = (FrameTrigger(fallback_s=2.0 / cfg.loop.rate_hz + cfg.device.read_timeout_s)
-                        if cfg.loop.pacing == "frames" else None)
-        self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
-        driver = SerialDriver(cfg.device.port, cfg.device.baud, backoff_min_s=cfg.device.reconnect_backoff_min_s,
-                              messages=MEMS, backoff_max_s=cfg.device.reconnect_backoff_max_s,
-                              on_frame=self._on_frame, on_link=self._on_device_link,
-                              silence_timeout_s=2 * cfg.device.read_timeout_s)  # the MEMS stand streams
+        spec: ModeSpec = registry.get(cfg.loop.mode)
+        self.spec = spec
+        self.name = "the tick loop" if spec.kind == "tick" else f"the {spec.name} daemon"
+        dev = cfg.device
+        self.trigger: FrameTrigger | None = None
+        self.scheduler: Scheduler | None = None
+        if spec.kind == "tick":
+            # frame-paced: without frames (device away) tick on at a slower pace, commanding the safe value
+            self.trigger = (FrameTrigger(fallback_s=2.0 / cfg.loop.rate_hz + dev.read_timeout_s)
+                            if cfg.loop.pacing == "frames" else None)
+            self.scheduler = Scheduler(1.0 / cfg.loop.rate_hz, trigger=self.trigger)
+        driver = SerialDriver(dev.port, dev.baud, messages=spec.messages, backoff_min_s=dev.reconnect_backoff_min_s,
+                              backoff_max_s=dev.reconnect_backoff_max_s, on_frame=self._on_frame,
+                              on_link=self._on_device_link,
+                              **({"silence_timeout_s": 2 * dev.read_timeout_s} if spec.streams else {}))
+        slot = None
+        if spec.slot is not None:
+            slot = spec.slot(cfg, lambda: self.mode.boundary())  # type: ignore[union-attr]
         check_state_file(cfg.hostlink.state_file, "host-link state file")
-        super().__init__(cfg, driver, slot, nominal_period_s=cfg.policy.decision_every_n_ticks / cfg.loop.rate_hz,
-                         stats=self.scheduler.stats)
-        self.hostlink = HostLink(cfg.hostlink, self.keyring, self.baseline)
+        self.driver, self.slot, self.cfg, self.held = driver, slot, cfg, False  # what the mode's build reads
+        self.mode = spec.build(self)
+        ops = self.mode.ops() if isinstance(self.mode, SessionMode) else {}
+        super().__init__(cfg, driver, slot, nominal_period_s=spec.decision_period_s(cfg),
+                         stats=self.scheduler.stats if self.scheduler is not None else None, ops=ops)
+        self.hostlink = HostLink(cfg.hostlink, self.keyring, baseline_gains(cfg.pid))
         self.frame: Frame | None = None
         self.frame_t_ns = 0
-        self._drift_warned: object = None  # the policy whose decision-period drift was logged
+        self._reading = np.zeros(2)
         self._background_tasks: set[asyncio.Task] = set()
+
+    @property
+    def session(self) -> str:
+        assert self.recorder is not None
+        return self.recorder.session
 
     # -- callbacks from the driver (run on the loop, between ticks) --------------------------------
 
-    def _on_frame(self, frame: Frame, t_ns: int) -> None:
+    def _on_frame(self, frame: Any, t_ns: int) -> None:
         self.frame, self.frame_t_ns = frame, t_ns
         if self.trigger is not None:
             self.trigger.notify(t_ns)
 
     def _on_device_link(self, up: bool, reason: str) -> None:
         super()._on_device_link(up, reason)
-        if up:
-            self.driver.write_voltages(*self.mode.gate.safe)  # start from the safe command
-        else:
+        if not up:
             self.frame = None
+        elif isinstance(self.mode, TickMode):
+            self._write(self.mode.gate.safe)  # start from the safe command
 
-    # -- the tick --------------------------------------------------------------------------------
+    # -- host link ---------------------------------------------------------------------------------
 
     def _apply_host_commands(self) -> None:
+        """The host's commands since the last call (a tick boundary, or once a second for a session mode)."""
         mode, mailbox = self.mode, self.hostlink.mailbox
         while (msg := mailbox.poll()) is not None:
-            if isinstance(msg, SetGains):
-                mode.set_gains(np.asarray(msg.gains.rows()))
-                self.record("gains", {"gains": msg.gains.rows(), "source": "host"})
-            elif isinstance(msg, SetTarget):
-                mode.set_target(msg.x_px, msg.y_px)
-                self.record("target", {"x_px": msg.x_px, "y_px": msg.y_px})
-            elif isinstance(msg, SetDisturbance):
-                self._background(self.driver.command(DeviceSetDisturbance(msg.profile, msg.seed, *msg.p)), "disturbance")
-            elif isinstance(msg, LinkChange):
-                if not msg.up:
-                    mode.restore_baseline()
-                self.record("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"})
+            if isinstance(msg, LinkChange):
+                if not msg.up and isinstance(mode, TickMode):
+                    mode.link_lost()
+                self.record("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"}
+                            if isinstance(mode, TickMode) else {"up": msg.up})
+            elif not (isinstance(mode, TickMode) and mode.host_message(msg, self)):
+                self.hostlink.counters["unsupported"] += 1
+
+    # -- the tick (tick modes) ---------------------------------------------------------------------
+
+    def _write(self, command: np.ndarray) -> None:
+        if self.driver.connected:
+            self.driver.write_voltages(float(command[0]), float(command[1]))
 
     def tick(self, tick: Tick) -> None:
         self._apply_host_commands()
         if self.slot is not None and self.slot.boundary() and self.metrics is not None:
             self.metrics.model_swapped()
         mode, frame = self.mode, self.frame
+        assert isinstance(mode, TickMode)
         stale = frame is None or tick.t_ns - self.frame_t_ns > self.cfg.device.read_timeout_s * 1e9
         x, y = (math.nan, math.nan) if stale or frame.lost else (frame.x_px, frame.y_px)
-        cmd = mode.safe() if stale or self.held else mode.step(x, y, tick.t_ns * 1e-9)
-        if self.driver.connected:
-            self.driver.write_voltages(float(cmd[0]), float(cmd[1]))
+        t_s = tick.t_ns * 1e-9
+        if stale or self.held:
+            cmd = mode.safe()
+        else:
+            r = self._reading
+            r[0], r[1] = x, y
+            cmd = mode.gate(mode.update(r, t_s))  # the one safety gate, just before the write
+            mode.commanded(cmd, t_s)
+        self._write(cmd)
         gains = mode.gains
         tx, ty, cx, cy = float(mode.target[0]), float(mode.target[1]), float(cmd[0]), float(cmd[1])
         self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
@@ -135,7 +138,7 @@ class Daemon(EdgeDaemon):
         if self.hostlink.wants_telemetry(tick.index):
             self.hostlink.send_telemetry(Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains)))
 
-    def _background(self, coro: Any, what: str) -> None:
+    def background(self, coro: Any, what: str) -> None:
         """Run slow work (device round trips) off the tick; failures are logged and recorded."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background_tasks.add(task)
@@ -152,7 +155,8 @@ class Daemon(EdgeDaemon):
 
     def stop(self) -> None:
         super().stop()
-        self.scheduler.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     async def _bind(self, undo: Undo) -> None:
         h = self.cfg.hostlink
@@ -166,58 +170,65 @@ class Daemon(EdgeDaemon):
                 ("hostlink-watchdog", self.hostlink.watch_forever)]
 
     async def _serve(self) -> None:
+        if self.scheduler is None:  # a session mode: its sessions run from the push ops
+            await self._stop.wait()
+            return
         prio = self.cfg.loop.realtime_priority
         with realtime(prio) as rt:
             self.record("loop", {"sched": "fifo" if rt else "other", "priority": prio if rt else 0})
             await self.scheduler.run(self.tick)
 
     async def _apply_hold(self, held: bool) -> None:
-        """The tick reads ``held``: the next one commands the safe value (or the mode's again)."""
+        """A tick mode: the tick reads ``held`` (the next one commands the safe value, or the mode's again).
+        A session mode: the session in flight is aborted."""
+        if isinstance(self.mode, SessionMode):
+            await self.mode.apply_hold(held)
 
     async def _actuators_safe(self) -> None:
-        if self.driver.connected:  # actuators safe before anything else goes down
-            self.driver.write_voltages(*map(float, self.mode.gate.safe))
+        if isinstance(self.mode, SessionMode):
+            await self.mode.actuators_safe()
+        else:
+            self._write(self.mode.gate.safe)  # actuators safe before anything else goes down
 
     def _log_up(self) -> None:
-        log.info("daemon up: device %s, host link %s:%d, model push %s:%d, %.0f Hz (%s-paced), mode %s",
-                 self.cfg.device.port, *self.hostlink.address, *self.push.address, self.cfg.loop.rate_hz,
-                 self.cfg.loop.pacing, self.cfg.loop.mode)
+        c = self.cfg
+        if self.scheduler is not None:
+            details = f"{c.loop.rate_hz:.0f} Hz ({c.loop.pacing}-paced)"
+        else:
+            details = self.mode.describe()  # type: ignore[union-attr]
+        log.info("daemon up: device %s, host link %s:%d, model push %s:%d, mode %s, %s", c.device.port,
+                 *self.hostlink.address, *self.push.address, c.loop.mode, details)
 
     def _log_stopped(self) -> None:
-        log.info("daemon stopped after %d ticks (%d overruns)", self.scheduler.stats.ticks,
-                 self.scheduler.stats.overruns)
+        if self.scheduler is None:
+            log.info("%s daemon stopped after %d scans", self.spec.name, self.mode.scans)  # type: ignore[union-attr]
+        else:
+            log.info("daemon stopped after %d ticks (%d overruns)", self.scheduler.stats.ticks,
+                     self.scheduler.stats.overruns)
 
     def _stop_details(self) -> dict[str, Any]:
+        if isinstance(self.mode, SessionMode):
+            return self.mode.stop_details()
+        assert self.scheduler is not None
         return {"ticks": self.scheduler.stats.ticks}
+
+    def _status(self) -> dict[str, Any]:
+        return self.mode.status() if isinstance(self.mode, SessionMode) else {}
 
     # -- housekeeping ------------------------------------------------------------------------------
 
     def _gauges(self) -> dict[str, Any]:
-        return {"link_up": self.hostlink.state == "up", "gains": self.mode.gains}
+        gauges = self.mode.gauges() if isinstance(self.mode, TickMode) else {}
+        return {"link_up": self.hostlink.state == "up", **gauges}
 
     def _faults(self) -> dict[str, int]:
         """The shared fault kinds, the host link's drops (its rx_ok/tx_ok are traffic) and the safety gate's."""
         link = {k: v for k, v in self.hostlink.counters.items() if not k.endswith("_ok")}
-        return {**super()._faults(), **link, "command_clamped": self.mode.gate.clamped,
-                "command_non_finite": self.mode.gate.non_finite}
+        gate = self.mode.gate
+        return {**super()._faults(), **link, "command_clamped": gate.clamped, "command_non_finite": gate.non_finite}
 
     def _each_second(self, seconds: int) -> None:
-        if isinstance(self.mode, RlPidMode):
-            self._report_decision_period(self.mode, record=seconds % DRIFT_REPORT_S == 0)
-
-    def _report_decision_period(self, mode: RlPidMode, record: bool) -> None:
-        """The decision period the loop achieves vs. the one the active policy was trained at."""
-        if (period := mode.take_period()) is None:
-            return
-        policy, n, achieved_s = period
-        trained_s = policy.manifest.decision_period_s
-        drift = period_drift(achieved_s, trained_s)
-        if self.metrics is not None:
-            self.metrics.policy_period(achieved_s, drift)
-        if record:
-            self.record("decision_period", {"version": policy.version, "decisions": n, "achieved_s": achieved_s,
-                                            "manifest_s": trained_s, "drift": drift})
-        if abs(drift) > DRIFT_WARN and self._drift_warned is not policy:
-            self._drift_warned = policy
-            log.warning("policy %s decides every %.4g s, trained at %.4g s (drift %+.1f%%)", policy.version,
-                        achieved_s, trained_s, 100 * drift)
+        if isinstance(self.mode, SessionMode):
+            self._apply_host_commands()
+        else:
+            self.mode.each_second(self, seconds)

@@ -1,4 +1,4 @@
-"""What both edge daemons (controller/daemon.py, controller/ct_daemon.py) share around their main work:
+"""What the edge daemon (controller/daemon.py) shares around every mode's main work:
 start-up steps that fail in one line, supervised tasks, the operator hold, metrics and the shutdown order.
 
 Start-up. ``__init__`` checks what can be checked without side effects: the key file, that the state

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_WARN = 0.05  # relative decision-period mismatch that is logged as a warning
 BUFFER_LIMIT = 4096  # StreamReader limit: a socket nobody reads from is paused beyond 2× this (+ one recv)
+SLOT_OPS = ("push", "rollback")  # served by the policy slot; every other op by a handler in `ops`
 BACKLOG = 128  # the kernel's accept queue (and asyncio's accepts per loop iteration)
 REFUSAL_REPORT_S = 10.0  # at most one log line and one recorder event about refused connections per this
 
@@ -214,6 +215,8 @@ class PushServer:
                 raise PushRefused("bad_frame", f"only a push carries a model, not {header.op!r}")
             if (handler := self.ops.get(header.op)) is not None:
                 reply = await handler(header)
+            elif header.op not in SLOT_OPS:
+                raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
             else:
                 async with self._lock:  # one push at a time: its model is read only now
                     async with asyncio.timeout(self.cfg.io_timeout_s):
@@ -259,8 +262,6 @@ class PushServer:
             policy, t_ns = await self._at_boundary(slot.request_rollback())
             await self._remember(slot)
             return self._done("rolled_back", policy, t0_ns, t_ns)
-        if header.op != "push":
-            raise PushRefused("unsupported_op", f"op {header.op!r} is not served in this mode")
         if header.manifest is None or header.model_sha256 is None:
             raise PushRefused("bad_frame", "a push needs manifest and model_sha256")
         if hashlib.sha256(model).hexdigest() != header.model_sha256:

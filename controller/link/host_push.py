@@ -3,7 +3,7 @@
     client = PushClient(("edge", 9751), load_keyring("hostlink.keys"), key_id=1)
     reply = client.push("runs/ddpg/policy")   # {"accepted", "reason", "swap_latency_ms", "version", ...}
     client.rollback(); client.status(); client.hold(); client.resume()
-    client.scan(SampleSpec(seed=7)); client.abort()   # angles mode (controller/ct_daemon.py)
+    client.scan(SampleSpec(seed=7)); client.abort()   # angles mode (controller/modes/ct/session.py)
 
 Every reply is an authenticated dict; ``accepted`` False carries ``reason`` (and ``detail``). Network
 failures raise OSError; a request the edge refused before authentication (it gives no reply then)

@@ -35,8 +35,11 @@ MAX_HEADER = 1024 * 1024  # the manifest rides in the header: a 63-px angle poli
 MAX_REPLY = 64 * 1024
 HEADER_LABEL, REPLY_LABEL = b"H", b"R"
 
-# scan, abort: angles mode (controller/ct_daemon.py); hold, resume: the operator hold (controller/lifecycle.py)
-Op = Literal["push", "rollback", "status", "scan", "abort", "hold", "resume"]
+# An op is a name; which ones an edge serves is registered, not fixed here: push, rollback, status, hold and
+# resume in every mode (controller/lifecycle.py), the rest by the mode (controller/modes/registry.py, e.g.
+# scan and abort in angles mode). The edge refuses one it does not serve as "unsupported_op".
+Op = str
+OP_PATTERN = r"^[a-z][a-z_]{0,31}$"
 
 
 class PushRefused(Exception):
@@ -60,7 +63,7 @@ class SampleSpec(BaseModel):
 class PushHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    op: Op
+    op: Op = Field(pattern=OP_PATTERN)
     manifest: str | None = None  # manifest.json text (push)
     model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the model bytes that follow (push)
     sample: SampleSpec | None = None  # scan: the phantom to put on the stage first (None: keep the current one)

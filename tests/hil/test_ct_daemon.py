@@ -184,10 +184,10 @@ async def test_abort_gives_up_waiting_for_a_scan_request_stuck_outside_its_scan(
     reconstruction to storage that does not answer — must not hang `abort` (nor `hold`) forever: it gives up
     after move_timeout_s, logged."""
     from controller.config import parse_config
-    from controller.ct_daemon import CtDaemon
+    from controller.daemon import Daemon
 
     write_keyfile(tmp_path / "keys")
-    daemon = CtDaemon(parse_config({
+    daemon = Daemon(parse_config({
         "device": {"port": str(tmp_path / "no-device")},
         "loop": {"mode": "angles"},
         "angles": {"move_timeout_s": 0.3},
@@ -196,10 +196,10 @@ async def test_abort_gives_up_waiting_for_a_scan_request_stuck_outside_its_scan(
         "policy": {"dir": str(tmp_path / "policies")},
     }))
     try:
-        async with daemon._scan_lock:  # the stuck request
+        async with daemon.mode._scan_lock:  # the stuck request
             t0 = time.monotonic()
             async with asyncio.timeout(5):
-                assert await daemon._abort_scan("abort") is False
+                assert await daemon.mode.abort("abort") is False
             assert time.monotonic() - t0 < 2.0
         assert any("did not reach or leave its scan within 0.3 s" in r.getMessage() for r in caplog.records)
     finally:

@@ -51,7 +51,7 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     good1 = make_artifact("good", tmp_path / "v1", version="1", bias=0.5, decision_period_s=0.1)
     good2 = make_artifact("good", tmp_path / "v2", version="2", bias=-0.5, steps=2, decision_period_s=0.1)
     assert (await call(pusher.status))["active"] is None
-    for op in (pusher.scan, pusher.abort):  # angles-mode ops (controller/ct_daemon.py)
+    for op in (pusher.scan, pusher.abort):  # angles-mode ops (registered by controller/modes/ct/session.py)
         assert (await call(op))["reason"] == "unsupported_op"
     quiet0 = await metrics_after_update(stand)
     before = await metrics_after_update(stand)

@@ -151,7 +151,7 @@ async def test_a_policy_that_fails_at_run_time_falls_back_and_is_quarantined(sta
     mode = AnglesMode(driver, cfg, policy)
     slot = PolicySlot(PolicySpec(TASK, SIZE * SIZE + 180, 181, 1), budget_s=cfg.exposure_s, active=policy,
                       limits=RuntimeLimits(max_failures=2), on_request=lambda: setattr(mode, "policy", slot.active))
-    mode.slot = slot  # as controller/ct_daemon.py
+    mode.slot = slot  # as the daemon (controller/modes/ct/session.py)
     try:
         res = await mode.run()
     finally:

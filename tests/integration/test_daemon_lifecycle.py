@@ -184,3 +184,47 @@ async def test_a_validator_that_cannot_be_spawned_is_a_one_line_startup_error(tm
         async with asyncio.timeout(10):
             await Daemon(cfg).run()
     assert [ended > 0 for _, ended in _sessions(cfg.recorder.path)] == [True]
+
+
+def _scrape(port: int, name: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), None)
+
+
+async def test_the_angles_mode_runs_in_the_same_daemon_with_host_link_metrics_and_watchdog(tmp_path: Path) -> None:
+    """One daemon for every mode: in angles mode the host link answers pings (link up in the metrics), a MEMS
+    command it does not take is counted, not applied, and the watchdog pings while housekeeping runs."""
+    from controller.link.auth import Gains, load_keyring
+    from controller.link.host_udp import HostClient
+    from controller.sdnotify import Watchdog
+
+    write_keyfile(tmp_path / "keys")
+    daemon = Daemon(parse_config({
+        "device": {"port": str(tmp_path / "no-device")},
+        "loop": {"mode": "angles"},
+        "hostlink": {"port": 0, "key_file": str(tmp_path / "keys"), "state_file": str(tmp_path / "state.json")},
+        "recorder": {"path": str(tmp_path / "run.sqlite"), "flush_ms": 20.0},
+        "metrics": {"port": 0},
+        "policy": {"push_port": 0, "dir": str(tmp_path / "policies")},
+    }))
+    assert daemon.scheduler is None and set(daemon.push.ops) >= {"scan", "abort", "hold", "status"}
+    pings: list[str] = []
+    daemon.watchdog = Watchdog(None, interval_s=0.5, dead=daemon.supervisor.dead,
+                               notifier=type("N", (), {"notify": lambda self, *m: pings.extend(m)})())
+    run = asyncio.create_task(daemon.run())
+    try:
+        await _until(lambda: daemon.recorder is not None and daemon.hostlink.address[1] != 0)
+        ring = load_keyring(tmp_path / "keys")
+        async with HostClient(daemon.hostlink.address, ring, key_id=ring.newest) as client:
+            assert await client.ping() >= 0.0
+            await client.set_gains(Gains.from_rows([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+        port = daemon.metrics._address[1]
+        async with asyncio.timeout(5):
+            while await asyncio.to_thread(_scrape, port, "edgetune_link_up") != 1.0:
+                await asyncio.sleep(0.05)
+        await _until(lambda: daemon.hostlink.counters["unsupported"] == 1 and "WATCHDOG=1" in pings)
+    finally:
+        daemon.stop()
+        async with asyncio.timeout(10):
+            await run
+    assert [e["details"] for e in read_events(tmp_path / "run.sqlite") if e["kind"] == "link"][0] == {"up": True}

@@ -17,7 +17,7 @@ try:
     code = 0
 except SystemExit as e:
     code = e.code
-import controller.daemon, controller.ct_daemon  # the code `daemon` runs: the edge's own modules only
+import controller.daemon, controller.modes.registry as r; r.names()  # the code `daemon` runs: the edge's own modules only
 print(json.dumps({"exit": code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "learner", "hil"))}))
 """
 

@@ -188,6 +188,11 @@ async def test_a_validation_that_hangs_is_refused_and_its_process_killed(artifac
         slot.close()
 
 
+def _tick(mode: RlPidMode, x: float, y: float, t_s: float) -> None:
+    """What the daemon's tick does: update, the gate, then tell the mode what was written."""
+    mode.commanded(mode.gate(mode.update(np.array([x, y]), t_s)), t_s)
+
+
 def _mode(slot: PolicySlot, every_n: int = 3) -> RlPidMode:
     gate = SafetyGate(low=np.full(2, -2e4), high=np.full(2, 2e4), safe=np.zeros(2))
     pid = Pid(BASELINE_GAINS, u_min=-2e4, u_max=2e4)
@@ -198,14 +203,14 @@ async def test_rl_pid_sets_p_and_i_from_the_last_k_observations_and_falls_back_o
     slot = PolicySlot(SPEC, BUDGET_S)
     mode = _mode(slot)
     for i in range(6):  # no policy: baseline gains
-        mode.step(1.0, -1.0, i / 120)
+        _tick(mode, 1.0, -1.0, i / 120)
     np.testing.assert_array_equal(mode.gains, BASELINE_GAINS)
     policy = await slot.load(artifacts["v1"])
     slot.request_swap(policy)
     slot.boundary()
     t = 6
     for x in (3.0, 2.0, 1.0):  # three ticks: one decision on the last 4 observations
-        mode.step(x, 0.5, t / 120)
+        _tick(mode, x, 0.5, t / 120)
         t += 1
     obs = mode._hist[mode._next + mode._h - 4:mode._next + mode._h]
     np.testing.assert_array_equal(obs[-3:, 0], [3.0, 2.0, 1.0])  # oldest first, newest last
@@ -216,7 +221,7 @@ async def test_rl_pid_sets_p_and_i_from_the_last_k_observations_and_falls_back_o
     assert mode.decisions == 1
     # a lost spot (NaN reading) in the window: NaN action → baseline gains for that decision, counted
     for x in (math.nan, 0.0, 0.0):
-        mode.step(x, 0.0, t / 120)
+        _tick(mode, x, 0.0, t / 120)
         t += 1
     np.testing.assert_array_equal(mode.gains, BASELINE_GAINS)
     assert slot.counters["non_finite_output"] == 1 and mode.decisions == 2

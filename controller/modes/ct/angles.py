@@ -12,7 +12,9 @@ previous reconstruction runs. A decision whose call fails (raises, runs over bud
 watchdog: controller/policy/guard.py) or whose outputs are not finite takes the next golden-ratio angle; with
 the daemon's `slot` set, the slot counts it and quarantines the policy after too many (controller/policy/slot.py).
 `abort()` cancels the step in flight, halts the stage and waits until it rests. The reconstruction uses the
-encoder angle each projection was measured at.
+encoder angle each projection was measured at. The loop itself (move → in position → acquire → update off the
+loop → decide, abort, the stage's safety gate) is the shared one (controller/modes/acquisition.py); this module
+fills in its hooks.
 
 The ONNX contract (docs/design.md, "Angle policy"): input "obs" (1, 1, N, N) float32, optional input
 "acquired" (1, A) float32 (1 = acquired); outputs "angle_logits" (1, A) and "stop_logit" (1, 1).
@@ -25,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -38,11 +41,12 @@ from pydantic import ConfigDict
 from controller.protocol import ct, framing
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
+from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult
 from controller.policy.manifest import Manifest
 from controller.policy.slot import PolicyRejected, PolicySlot, load_for_task, session_options
+from controller.safety import StageGate
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 StopReason = Literal["policy", "max_angles", "aborted"]
 TASK = "ct-angles"  # the manifest task of angle policies
 
@@ -154,6 +158,8 @@ class AnglesConfig:
     warm_start: bool = True  # start each SIRT from the previous reconstruction
     min_deg: float = 0.0  # the edge's own limits on commanded angles [deg]
     max_deg: float = 180.0
+    max_step_deg: float = 180.0  # largest move per command [deg]
+    max_rate_deg_s: float = 1e5  # largest move per second since the previous command [deg/s]
     poll_s: float = 0.005  # StageStatus polling period while waiting [s, wall]
     move_timeout_s: float = 30.0  # [s, wall]
     request_timeout_s: float = 0.5  # per command / reply [s, wall]
@@ -161,22 +167,23 @@ class AnglesConfig:
     def __post_init__(self) -> None:
         if self.size < 3 or self.size % 2 == 0 or not 1 <= self.max_angles <= self.n_angles:
             raise ValueError(f"need an odd size ≥ 3 and 1 ≤ max_angles ≤ n_angles: {self}")
-        if not 0.0 < self.exposure_s <= 10.0 or self.min_deg > self.max_deg:
+        if not 0.0 < self.exposure_s <= 10.0 or self.min_deg > self.max_deg or min(self.max_step_deg,
+                                                                                    self.max_rate_deg_s) <= 0.0:
             raise ValueError(f"bad exposure or angle limits: {self}")
         if self.sirt_iterations < 1 or min(self.poll_s, self.move_timeout_s, self.request_timeout_s) <= 0.0:
             raise ValueError(f"need sirt_iterations ≥ 1 and positive poll_s and timeouts: {self}")
 
 
 @dataclass
-class ScanResult:
+class ScanResult(AcquisitionResult):
+    """reconstruction: (N, N) from all projections (None before the first)."""
+
     angles_deg: list[float] = field(default_factory=list)  # commanded, in acquisition order
     measured_deg: list[float] = field(default_factory=list)  # encoder angle of each projection
     projections: list[np.ndarray] = field(default_factory=list)  # (N,) float32 each
-    reconstruction: np.ndarray | None = None  # (N, N) from all projections (None before the first)
     stopped_by: StopReason | None = None
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "move", "acquire", "sirt")})
-    total_s: float = 0.0
     policy_faults: int = 0  # steps where the policy failed (golden-ratio angle used): non-finite output, error, overrun
     policy_versions: list[str | None] = field(default_factory=list)  # per angle: the policy that chose it (None: golden ratio)
 
@@ -185,126 +192,95 @@ class ScanResult:
         return np.stack(self.projections) if self.projections else np.zeros((0, 0), np.float32)
 
 
-class _Aborted(Exception):
-    pass
-
-
-class AnglesMode:
-    """Drives a CT device (SerialDriver with messages=protocol.CT). Takes over the driver's data hook
-    (``driver.on_frame``) to receive projections. One scan at a time: ``await run()``; ``await abort()``
-    from another task stops it cleanly."""
+class AnglesMode(AcquisitionLoop[ScanResult]):
+    """Drives a CT device (SerialDriver with messages=protocol.CT) with the shared acquisition loop
+    (controller/modes/acquisition.py): decide = the angle policy (or golden ratio), update = SIRT. Takes over
+    the driver's data hook (``driver.on_frame``) to receive projections. One scan at a time: ``await run()``;
+    ``await abort()`` from another task stops it cleanly."""
 
     def __init__(self, driver: SerialDriver, config: AnglesConfig = AnglesConfig(),
                  policy: AnglePolicy | None = None) -> None:
         if ct.Projection not in driver.messages:
             raise ValueError("the driver must decode protocol.CT messages")
+        super().__init__()
         self.driver, self.cfg, self.policy = driver, config, policy
+        self.max_steps = config.max_angles
         self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines the policy's decisions
         self.result = ScanResult()  # the scan in progress (or the last one)
         self.grid = tomo.angle_grid(config.n_angles)
+        self.golden = tomo.golden_ratio_angles(4 * config.n_angles)  # fallback sequence (its first M: the fixed scan)
+        # the stage's safety gate: every MoveTo target passes it (the daemon's faults command_clamped/_non_finite)
+        self.gate = StageGate(config.min_deg, config.max_deg, config.max_step_deg, config.max_rate_deg_s)
         driver.on_frame = self._on_data
         self._projection: asyncio.Future[ct.Projection] | None = None
-        self._abort = asyncio.Event()
-        self._done: asyncio.Event | None = None
+        self._acquired = np.zeros(config.n_angles, bool)
+        self._blocks: list[sp.csr_matrix] = []
+        self._policy: AnglePolicy | None = None  # this step's
+        self._version: str | None = None  # the version that chose this step's angle (None: golden ratio)
         self.unexpected_data = 0  # data messages that arrived with no acquisition waiting
-
-    @property
-    def running(self) -> bool:
-        return self._done is not None and not self._done.is_set()
-
-    # --- public API ------------------------------------------------------------------------------
-
-    async def run(self) -> ScanResult:
-        """One scan (module doc). Device errors (Nak, timeouts) halt the stage and propagate."""
-        if self.running:
-            raise RuntimeError("a scan is already running")
-        self._abort.clear()
-        self._done = asyncio.Event()
-        res = self.result = ScanResult()
-        t0 = time.perf_counter()
-        try:
-            await self._guard(self.home())
-            await self._scan(res)
-        except _Aborted:
-            res.stopped_by = "aborted"
-            await self._halt()
-        except BaseException:
-            await asyncio.shield(self._halt())
-            raise
-        finally:
-            res.total_s = time.perf_counter() - t0
-            self._projection = None
-            self._done.set()
-        return res
-
-    async def abort(self) -> None:
-        """Stop the scan in flight: the pending step is cancelled, the stage halted and held; returns when
-        the stage rests and no command is outstanding. A no-op when no scan runs."""
-        if self.running:
-            self._abort.set()
-            await self._done.wait()  # type: ignore[union-attr]
 
     async def home(self) -> ct.StageStatus:
         """Home the stage unless it already is; returns its status once in position at home."""
         st = await self._stage_status()
-        if st.homed and not st.moving:
-            return st
-        await self.driver.command(ct.Home(), self.cfg.request_timeout_s)
-        return await self._wait_in_position(lambda s: s.homed)
+        if not (st.homed and not st.moving):
+            await self.driver.command(ct.Home(), self.cfg.request_timeout_s)
+            st = await self._wait_in_position(lambda s: s.homed)
+        self.position = st.target_deg
+        return st
 
-    # --- the scan --------------------------------------------------------------------------------
+    # --- the acquisition loop's hooks ------------------------------------------------------------
 
-    async def _scan(self, res: ScanResult) -> None:
+    def new_result(self) -> ScanResult:
+        self._acquired[:] = False
+        self._blocks = []
+        return ScanResult()
+
+    async def prepare(self) -> None:
+        await self.home()
+
+    def new_reconstruction(self) -> np.ndarray:
+        return np.zeros((self.cfg.size, self.cfg.size), np.float32)  # x̂_1 = 0
+
+    def begin_step(self) -> bool:
+        self._policy = self.policy  # a swap (the daemon's slot) takes effect at the next decision
+        return self._policy is not None
+
+    async def decide(self, step: int, reconstruction: np.ndarray, res: ScanResult) -> tuple[float, bool]:
+        policy, decision = self._policy, None
+        if policy is not None:
+            t = time.perf_counter()
+            decision = await self._decide(policy, reconstruction, self._acquired)
+            res.timings["policy"].append(time.perf_counter() - t)
+            if decision is None:
+                res.policy_faults += 1
+        self._version = policy.version if policy is not None and decision is not None else None
+        if decision is not None:
+            idx, stop = decision
+            return float(self.grid[idx]), stop
+        # no policy, or its decision failed: the next golden-ratio angle not yet acquired
+        n = self.cfg.n_angles
+        return float(next(a for a in self.golden if not self._acquired[tomo.to_grid_index(a, n)])), False
+
+    def record(self, res: ScanResult, target: float, measurement: ct.Projection) -> None:
         cfg = self.cfg
-        acquired = np.zeros(cfg.n_angles, bool)
-        golden = tomo.golden_ratio_angles(4 * cfg.n_angles)  # fallback sequence (its first M: the fixed scan)
-        blocks: list[sp.csr_matrix] = []
-        image = np.zeros((cfg.size, cfg.size), np.float32)  # x̂_1 = 0
-        update: asyncio.Future[np.ndarray] | None = None
-        for k in range(cfg.max_angles):
-            stop = k + 1 == cfg.max_angles  # d_M ≡ 1
-            decision = None
-            policy = self.policy  # a swap (ct_daemon) takes effect at the next decision
-            if policy is not None:
-                if update is not None:
-                    image, update = await self._guard(update), None
-                t = time.perf_counter()
-                decision = await self._guard(self._decide(policy, image, acquired))
-                res.timings["policy"].append(time.perf_counter() - t)
-                if decision is None:
-                    res.policy_faults += 1
-            if decision is not None:
-                idx, d = decision
-                angle, stop = float(self.grid[idx]), stop or d
-            else:  # no policy, or its output was not finite: the next golden-ratio angle not yet acquired
-                angle = float(next(a for a in golden if not acquired[tomo.to_grid_index(a, cfg.n_angles)]))
-            if not cfg.min_deg <= angle <= cfg.max_deg:
-                raise ValueError(f"angle {angle}° outside the configured limits [{cfg.min_deg}, {cfg.max_deg}]")
-            t = time.perf_counter()
-            await self._guard(self._move(angle))
-            res.timings["move"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            proj = await self._guard(self._acquire())
-            res.timings["acquire"].append(time.perf_counter() - t)
-            data = np.asarray(proj.data, np.float32)
-            if data.shape != (cfg.size,):
-                raise ValueError(f"detector sent {data.size} bins, the mode reconstructs {cfg.size}")
-            acquired[tomo.to_grid_index(angle, cfg.n_angles)] = True
-            res.angles_deg.append(angle)
-            res.policy_versions.append(policy.version if decision is not None else None)
-            res.measured_deg.append(proj.angle_deg)
-            res.projections.append(data)
-            blocks.append(tomo.system_matrix(cfg.size, [proj.angle_deg]))
-            if update is not None:  # the previous update ran while the stage moved
-                image = await self._guard(update)
-            update = asyncio.ensure_future(asyncio.to_thread(self._reconstruct, blocks.copy(), res.sinogram,
-                                                             image, res.timings["sirt"]))
-            res.reconstruction = image  # the latest finished reconstruction, until the update lands
-            if stop:
-                res.stopped_by = "policy" if k + 1 < cfg.max_angles else "max_angles"
-                break
-        if update is not None:
-            res.reconstruction = await self._guard(update)
+        data = np.asarray(measurement.data, np.float32)
+        if data.shape != (cfg.size,):
+            raise ValueError(f"detector sent {data.size} bins, the mode reconstructs {cfg.size}")
+        self._acquired[tomo.to_grid_index(target, cfg.n_angles)] = True
+        res.angles_deg.append(target)
+        res.policy_versions.append(self._version)
+        res.measured_deg.append(measurement.angle_deg)
+        res.projections.append(data)
+        self._blocks.append(tomo.system_matrix(cfg.size, [measurement.angle_deg]))
+
+    def update(self, res: ScanResult, reconstruction: np.ndarray) -> Callable[[], np.ndarray]:
+        return partial(self._reconstruct, self._blocks.copy(), res.sinogram, reconstruction, res.timings["sirt"])
+
+    def stop_reason(self, stopped: bool) -> str:
+        return "policy" if stopped else "max_angles"
+
+    def finish(self) -> None:
+        self._projection = None
 
     async def _decide(self, policy: AnglePolicy, image: np.ndarray, acquired: np.ndarray) -> tuple[int, bool] | None:
         """The policy's decision (in a worker thread), or None when it failed (module doc). Never raises."""
@@ -333,20 +309,6 @@ class AnglesMode:
 
     # --- device steps ----------------------------------------------------------------------------
 
-    async def _guard(self, aw: Awaitable[T]) -> T:
-        """Await ``aw`` unless abort() fires first; then cancel it and raise _Aborted."""
-        task = asyncio.ensure_future(aw)
-        aborted = asyncio.ensure_future(self._abort.wait())
-        try:
-            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            aborted.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise _Aborted
-
     async def _stage_status(self) -> ct.StageStatus:
         return await self.driver.request(ct.StageStatusRequest(), ct.StageStatus,  # type: ignore[return-value]
                                          self.cfg.request_timeout_s)
@@ -361,13 +323,14 @@ class AnglesMode:
                 raise TimeoutError(f"stage not in position within {self.cfg.move_timeout_s} s: {st}")
             await asyncio.sleep(self.cfg.poll_s)
 
-    async def _move(self, angle: float) -> ct.StageStatus:
+    async def move(self, target: float) -> None:
         """MoveTo only a resting stage (the previous step ended in position), then wait for in-position."""
-        await self.driver.command(ct.MoveTo(angle), self.cfg.request_timeout_s)
-        target = np.float32(angle)
-        return await self._wait_in_position(lambda s: np.float32(s.target_deg) == target)
+        await self.driver.command(ct.MoveTo(target), self.cfg.request_timeout_s)
+        want = np.float32(target)
+        await self._wait_in_position(lambda s: np.float32(s.target_deg) == want)
+        self.position = target
 
-    async def _acquire(self) -> ct.Projection:
+    async def measure(self) -> ct.Projection:
         self._projection = asyncio.get_running_loop().create_future()
         await self.driver.command(ct.Acquire(self.cfg.exposure_s), self.cfg.request_timeout_s)
         async with asyncio.timeout(self.cfg.exposure_s + self.cfg.move_timeout_s):
@@ -380,7 +343,7 @@ class AnglesMode:
         else:
             self.unexpected_data += 1
 
-    async def _halt(self) -> None:
+    async def halt(self) -> None:
         """Brake, hold, and wait until the stage rests (best effort: a lost link is logged, not raised)."""
         try:
             await self.driver.command(ct.Halt(), self.cfg.request_timeout_s)

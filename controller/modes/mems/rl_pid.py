@@ -13,13 +13,24 @@ can report its drift from the manifest's.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-from controller.config import GainEnvelope
+from controller.config import EdgeConfig, GainEnvelope
+from controller.link.edge_push import DRIFT_WARN, period_drift
+from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.mems.pid import Pid
+from controller.modes.mems.stabilize import StabilizeMode, mems_args
+from controller.modes.registry import register
 from controller.policy.slot import LoadedPolicy, PolicySlot, PolicySpec
+from controller.protocol import mems as p
 from controller.safety import SafetyGate
-from controller.modes.mems.stabilize import StabilizeMode
+
+log = logging.getLogger("edgetune.daemon")
+DRIFT_REPORT_S = 10  # seconds between decision-period records
 
 TASK = "mems-pid-gains"
 OBS_FIELDS = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
@@ -42,6 +53,7 @@ class RlPidMode(StabilizeMode):
     def __init__(self, pid: Pid, gate: SafetyGate, baseline_gains: np.ndarray, target_px: np.ndarray,
                  slot: PolicySlot, every_n: int, envelope: tuple[np.ndarray, np.ndarray]) -> None:
         super().__init__(pid, gate, baseline_gains, target_px)
+        self.pid_measured = np.zeros(2)  # this tick's reading
         self.slot, self.every_n = slot, every_n
         self.gain_low, self.gain_high = envelope
         h = self._h = slot.spec.max_steps
@@ -54,19 +66,23 @@ class RlPidMode(StabilizeMode):
         self._policy: LoadedPolicy | None = None
         self._last_decision_s: float | None = None
         self._period_sum_s, self._period_n = 0.0, 0
+        self._drift_warned: object = None  # the policy whose decision-period drift was logged
 
-    def step(self, x_px: float, y_px: float, t_s: float) -> np.ndarray:
-        cmd = super().step(x_px, y_px, t_s)
-        i, h, row = self._next, self._h, self._hist[self._next]
-        row[0], row[1], row[2], row[3], row[4], row[5] = x_px, y_px, cmd[0], cmd[1], self.target[0], self.target[1]
+    def commanded(self, cmd: np.ndarray, t_s: float) -> None:
+        """Append the tick's observation (reading, the written command, target); every `every_n` ticks decide."""
+        i, h, row, m = self._next, self._h, self._hist[self._next], self.pid_measured
+        row[0], row[1], row[2], row[3], row[4], row[5] = m[0], m[1], cmd[0], cmd[1], self.target[0], self.target[1]
         self._hist[i + h] = row
         self._next = (i + 1) % h
         self._filled = min(self._filled + 1, h)
         self._ticks += 1
         if self._ticks >= self.every_n:
             self._ticks = 0
-            self._decide(t_s)
-        return cmd  # the new gains act from the next tick
+            self._decide(t_s)  # the new gains act from the next tick
+
+    def update(self, reading: np.ndarray, t_s: float) -> np.ndarray:
+        self.pid_measured[:] = reading
+        return super().update(reading, t_s)
 
     def safe(self) -> np.ndarray:
         self._filled, self._last_decision_s = 0, None  # a gap in the readings: start the history again
@@ -103,3 +119,38 @@ class RlPidMode(StabilizeMode):
         out = (self._policy, self._period_n, self._period_sum_s / self._period_n)
         self._period_sum_s, self._period_n = 0.0, 0
         return out
+
+    def each_second(self, host: Any, seconds: int) -> None:
+        self.report_decision_period(host, record=seconds % DRIFT_REPORT_S == 0)
+
+    def report_decision_period(self, host: Any, record: bool) -> None:
+        """The decision period the loop achieves vs. the one the active policy was trained at (metrics, a
+        recorder event every DRIFT_REPORT_S, one warning per policy beyond DRIFT_WARN)."""
+        if (period := self.take_period()) is None:
+            return
+        policy, n, achieved_s = period
+        trained_s = policy.manifest.decision_period_s
+        drift = period_drift(achieved_s, trained_s)
+        if host.metrics is not None:
+            host.metrics.policy_period(achieved_s, drift)
+        if record:
+            host.record("decision_period", {"version": policy.version, "decisions": n, "achieved_s": achieved_s,
+                                            "manifest_s": trained_s, "drift": drift})
+        if abs(drift) > DRIFT_WARN and self._drift_warned is not policy:
+            self._drift_warned = policy
+            log.warning("policy %s decides every %.4g s, trained at %.4g s (drift %+.1f%%)", policy.version,
+                        achieved_s, trained_s, 100 * drift)
+
+
+def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
+    return PolicySlot(policy_spec(cfg.policy.max_history), budget_s=cfg.policy.max_inference_fraction / cfg.loop.rate_hz,
+                      validate_timeout_s=cfg.policy.validate_timeout_s)
+
+
+def _build(host: ModeHost) -> RlPidMode:
+    assert host.slot is not None
+    cfg = host.cfg
+    return RlPidMode(*mems_args(cfg), host.slot, cfg.policy.decision_every_n_ticks, envelope_arrays(cfg.hostlink.envelope))
+
+
+SPEC = register(ModeSpec(name="rl-pid", kind="tick", messages=p.MEMS, streams=True, build=_build, slot=_slot))

@@ -1,0 +1,267 @@
+"""What every session mode (controller/modes/base.py) shares: the acquisition loop and the push ops.
+
+``AcquisitionLoop``: one acquisition, step by step:
+  prepare (home) → [the latest reconstruction, when the decision needs it] → decide (policy: next target,
+  stop?) → the safety gate → move and wait in position (a moving axis is never commanded) → acquire →
+  record the step → update the reconstruction off the loop (a worker thread; the previous update is awaited
+  first, so updates stay in order and overlap the next move) → next step, until the decision stops or
+  ``max_steps``; then the last update. ``abort()`` from another task cancels the step in flight, halts the
+  actuators and returns once they rest; a device error halts them too and propagates. The policy is read at
+  each decision, so a swap applies at the next decision boundary. An application fills in the hooks
+  (controller/modes/ct/angles.py: decide = the angle policy, update = SIRT).
+
+``AcquisitionSession``: the push ops ``scan`` (one acquisition per request, its summary as the reply) and
+``abort`` (halt the one in flight, reply once the actuators rest), refusals (busy, held, device down, device
+error), and the abort/hold path that must not hang on a request stuck outside its acquisition. A subclass
+supplies ``acquire(header)`` (prepare the sample, run the acquisition, summarise it), ``running`` and
+``stop()``, and its timing knobs.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from controller.link.push_wire import PushHeader
+from controller.modes.base import ModeHost, PushOp, SessionMode
+
+log = logging.getLogger("edgetune.daemon")
+
+T = TypeVar("T")
+R = TypeVar("R", bound="AcquisitionResult")
+
+
+@dataclass
+class AcquisitionResult:
+    """What every acquisition reports; an application's result adds its per-step records."""
+
+    reconstruction: Any = None  # the latest finished reconstruction (None before the first)
+    stopped_by: str | None = None  # "policy", "max_steps" (the application may name it) or "aborted"
+    timings: dict[str, list[float]] = field(default_factory=dict)  # per step [s]: decide, move, acquire, …
+    total_s: float = 0.0
+
+
+class Aborted(Exception):
+    """``abort()`` fired while a step was in flight."""
+
+
+class AcquisitionLoop(ABC, Generic[R]):
+    """The shared loop (module doc). ``await run()`` (one at a time); ``await abort()`` from another task."""
+
+    max_steps: int
+    gate: Any  # controller.safety.StageGate: every move target passes it
+    position: float = 0.0  # where the actuators rest (after prepare, after each move)
+
+    def __init__(self) -> None:
+        self._abort = asyncio.Event()
+        self._done: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._done is not None and not self._done.is_set()
+
+    # -- the hooks -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def new_result(self) -> R: ...
+
+    @abstractmethod
+    async def prepare(self) -> None:
+        """Bring the actuators to their start (home) and set ``position``."""
+
+    @abstractmethod
+    def begin_step(self) -> bool:
+        """Fix the policy for this step's decision (a swap applies from the next); True when the decision
+        reads the latest reconstruction (else the update overlaps the move)."""
+
+    @abstractmethod
+    async def decide(self, step: int, reconstruction: Any, res: R) -> tuple[float, bool]:
+        """(next target, stop after it); never raises for a policy failure (it falls back)."""
+
+    @abstractmethod
+    async def move(self, target: float) -> None:
+        """Command a resting axis to ``target`` and return once it is in position there."""
+
+    @abstractmethod
+    async def measure(self) -> Any:
+        """Acquire one measurement at the current position."""
+
+    @abstractmethod
+    def record(self, res: R, target: float, measurement: Any) -> None:
+        """The step's records (raise ValueError for a measurement that does not fit)."""
+
+    @abstractmethod
+    def update(self, res: R, reconstruction: Any) -> Callable[[], Any]:
+        """A function (run in a worker thread) that returns the reconstruction updated with every step so far."""
+
+    @abstractmethod
+    async def halt(self) -> None:
+        """Stop the actuators and wait until they rest (best effort: never raises)."""
+
+    def stop_reason(self, stopped: bool) -> str:
+        return "policy" if stopped else "max_steps"
+
+    def finish(self) -> None:
+        """After every acquisition (aborted or failed too): drop what waits for the device."""
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> R:
+        """One acquisition (module doc). Device errors (Nak, timeouts) halt the actuators and propagate."""
+        if self.running:
+            raise RuntimeError("an acquisition is already running")
+        self._abort.clear()
+        self._done = asyncio.Event()
+        res = self.result = self.new_result()
+        t0 = time.perf_counter()
+        try:
+            await self.guard(self.prepare())
+            await self._steps(res)
+        except Aborted:
+            res.stopped_by = "aborted"
+            await self.halt()
+        except BaseException:
+            await asyncio.shield(self.halt())
+            raise
+        finally:
+            res.total_s = time.perf_counter() - t0
+            self.finish()
+            self._done.set()
+        return res
+
+    async def abort(self) -> None:
+        """Stop the acquisition in flight: the pending step is cancelled, the actuators halted; returns when
+        they rest and no command is outstanding. A no-op when none runs."""
+        if self.running:
+            self._abort.set()
+            await self._done.wait()  # type: ignore[union-attr]
+
+    async def _steps(self, res: R) -> None:
+        image: Any = self.new_reconstruction()
+        pending: asyncio.Future[Any] | None = None
+        for k in range(self.max_steps):
+            if self.begin_step() and pending is not None:
+                image, pending = await self.guard(pending), None
+            target, stop = await self.guard(self.decide(k, image, res))
+            stop = stop or k + 1 == self.max_steps  # the last step always stops
+            target = self.gate(target, self.position, time.monotonic())
+            await self._timed(res, "move", self.move(target))
+            measurement = await self._timed(res, "acquire", self.measure())
+            self.record(res, target, measurement)
+            if pending is not None:  # the previous update ran while the axis moved
+                image = await self.guard(pending)
+            pending = asyncio.ensure_future(asyncio.to_thread(self.update(res, image)))
+            res.reconstruction = image  # the latest finished reconstruction, until the update lands
+            if stop:
+                res.stopped_by = self.stop_reason(k + 1 < self.max_steps)
+                break
+        if pending is not None:
+            res.reconstruction = await self.guard(pending)
+
+    def new_reconstruction(self) -> Any:
+        """The reconstruction before the first measurement (x̂_1)."""
+        return None
+
+    async def _timed(self, res: R, what: str, aw: Awaitable[T]) -> T:
+        t = time.perf_counter()
+        out = await self.guard(aw)
+        res.timings.setdefault(what, []).append(time.perf_counter() - t)
+        return out
+
+    async def guard(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless abort() fires first; then cancel it and raise Aborted."""
+        task = asyncio.ensure_future(aw)
+        aborted = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise Aborted
+
+
+HELD = {"accepted": False, "reason": "held", "detail": "operator hold: scans resume after `edgetune link resume`"}
+
+
+class Held(Exception):
+    """The operator held the daemon while the acquisition was being prepared."""
+
+
+class AcquisitionSession(SessionMode):
+    """The push ops of an acquiring mode (module doc)."""
+
+    OPS = ("scan", "abort")
+
+    def __init__(self, host: ModeHost, poll_s: float, abort_timeout_s: float) -> None:
+        self.host, self.poll_s, self.abort_timeout_s = host, poll_s, abort_timeout_s
+        self.scans = 0
+        self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
+
+    @property
+    @abstractmethod
+    def running(self) -> bool:
+        """An acquisition is in flight."""
+
+    @abstractmethod
+    async def acquire(self, header: PushHeader) -> dict[str, Any]:
+        """Run one acquisition (raise Held when held before it starts); the reply's fields."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Abort the acquisition in flight; returns when the actuators rest."""
+
+    def ops(self) -> dict[str, PushOp]:
+        return {"scan": self._scan_op, "abort": self._abort_op}
+
+    def held_check(self) -> None:
+        if self.host.held:
+            raise Held
+
+    async def _scan_op(self, header: PushHeader) -> dict[str, Any]:
+        if self._scan_lock.locked():
+            return {"accepted": False, "reason": "busy", "detail": "a scan is running"}
+        async with self._scan_lock:
+            if self.host.held:
+                return HELD
+            if not self.host.driver.connected:
+                return {"accepted": False, "reason": "device_down", "detail": f"no device on {self.host.cfg.device.port}"}
+            try:
+                summary = await self.acquire(header)
+            except Held:
+                return HELD
+            except (TimeoutError, ValueError) as e:  # Nak, lost device, a command the gate refused
+                log.warning("scan failed: %s", e)
+                self.host.record("scan", {"error": str(e)})
+                return {"accepted": False, "reason": "device_error", "detail": str(e)}
+            return {"accepted": True, "reason": "scanned", **summary}
+
+    async def _abort_op(self, header: PushHeader) -> dict[str, Any]:
+        return {"accepted": True, "reason": "aborted" if await self.abort("abort") else "idle"}
+
+    async def abort(self, by: str) -> bool:
+        """Halt the scan in flight (if any) and wait until the stage rests; True when one was running."""
+        deadline = time.monotonic() + self.abort_timeout_s
+        while self._scan_lock.locked() and not self.running:  # a scan op before or after its scan (ms)
+            if time.monotonic() > deadline:  # e.g. saving a reconstruction to storage that does not answer
+                log.error("%s: the scan request did not reach or leave its scan within %g s (move_timeout_s); "
+                          "aborting what runs now", by, self.abort_timeout_s)
+                break
+            await asyncio.sleep(self.poll_s)
+        running = self.running
+        await self.stop()
+        if running:
+            self.host.record("abort", {"scan": self.scans + 1, "by": by})
+        return running
+
+    async def actuators_safe(self) -> None:
+        await self.stop()  # the stage rests before anything goes down
+
+    def stop_details(self) -> dict[str, Any]:
+        return {"scans": self.scans}

@@ -1,0 +1,68 @@
+"""The mode registry, push ops registered by the mode, and the stage's safety gate."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from controller.link.push_wire import PushHeader
+from controller.modes import registry
+from controller.modes.base import ModeSpec
+from controller.modes.ct.angles import AnglesConfig
+from controller.protocol import ct as p
+from controller.safety import StageGate
+
+
+def test_every_configurable_mode_is_registered_with_its_kind_and_ops() -> None:
+    assert registry.names() == ["angles", "rl-pid", "stabilize"]
+    assert registry.get("stabilize").kind == "tick" and registry.get("angles").kind == "session"
+    assert registry.get("angles").ops == ("scan", "abort") and registry.get("rl-pid").ops == ()
+    assert {"scan", "abort", "push", "hold"} <= registry.ops()
+    with pytest.raises(ValueError, match="unknown mode 'ptycho'; registered: angles, rl-pid, stabilize"):
+        registry.get("ptycho")
+
+
+def test_a_mode_cannot_take_a_core_op_or_a_registered_name() -> None:
+    spec = registry.get("angles")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(ModeSpec(name="angles", kind="session", messages=p.CT, build=spec.build))
+    with pytest.raises(ValueError, match="core push ops"):
+        registry.register(ModeSpec(name="x", kind="session", messages=p.CT, build=spec.build, ops=("hold",)))
+
+
+def test_push_ops_are_names_not_a_fixed_list() -> None:
+    assert PushHeader(op="ring").op == "ring"  # a future mode's op passes the wire; the edge decides
+    for bad in ("", "Scan", "x" * 40, "scan;rm"):
+        with pytest.raises(ValidationError):
+            PushHeader(op=bad)
+
+
+def test_stage_gate_clamps_range_step_and_rate_and_counts() -> None:
+    g = StageGate(low=10.0, high=170.0, max_step=50.0, max_rate=100.0)
+    assert g(5.0, 20.0, 0.0) == 10.0 and g.clamped == 1  # range (first command: no rate history)
+    assert g(100.0, 10.0, 10.0) == 60.0 and g.clamped == 2  # step
+    assert g(90.0, 60.0, 10.25) == 85.0 and g.clamped == 3  # rate: 100 °/s × 0.25 s
+    assert g(75.0, 85.0, 20.0) == 75.0 and g.clamped == 3  # inside every limit: unchanged
+    assert g(math.nan, 75.0, 21.0) == 75.0 and g.non_finite == 1  # non-finite: stay where it is
+    with pytest.raises(ValueError):
+        StageGate(low=1.0, high=0.0, max_step=1.0, max_rate=1.0)
+
+
+def test_default_angle_limits_never_bind_on_the_grid() -> None:
+    a = AnglesConfig()
+    g = StageGate(a.min_deg, a.max_deg, a.max_step_deg, a.max_rate_deg_s)
+    t, pos = 0.0, 0.0
+    for target in (179.0, 0.0, 90.5, 179.9, 0.1):
+        t += 0.002  # a move and an acquisition take far longer
+        pos = g(target, pos, t)
+        assert pos == target
+    assert g.clamped == 0
+
+
+def test_the_config_takes_registered_modes_only() -> None:
+    from controller.config import ConfigError, parse_config
+
+    assert parse_config({"loop": {"mode": "angles"}}).loop.mode == "angles"
+    with pytest.raises(ConfigError, match="unknown mode 'ptycho'; registered: angles, rl-pid, stabilize"):
+        parse_config({"loop": {"mode": "ptycho"}})
