@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controller.policy.manifest import MODEL_NAME, ActionSpec, Manifest, Normalisation, ObservationSpec, file_sha256, write_manifest
+from controller.policy.manifest import (MODEL_NAME, Bounds, InputSpec, Manifest, Normalisation, OutputSpec, file_sha256,
+                                       write_manifest)
 from controller.modes.mems.rl_pid import ACTIONS, OBS_FIELDS, TASK
 
 Fault = Literal["good", "nan", "inf", "wrong_shape", "slow", "other_task", "corrupt", "sha256_mismatch", "nan_above_x",
@@ -128,10 +129,10 @@ def write_artifact(out_dir: str | Path, model: onnx.ModelProto, *, steps: int, t
     onnx.save(model, str(out / MODEL_NAME))
     manifest = Manifest(
         task=task, version=version, decision_period_s=decision_period_s, training_run=f"hil-{version}",
-        observation=ObservationSpec(shape=(steps * len(OBS_FIELDS),), units=list(OBS_UNITS) * steps,
-                                    normalisation=Normalisation(mean=[0.0] * steps * len(OBS_FIELDS), std=list(OBS_STD) * steps)),
-        action=ActionSpec(shape=(act_dim,), units=list(np.resize(ACT_UNITS, act_dim)), low=list(np.resize(LOW, act_dim)),
-                          high=list(np.resize(HIGH, act_dim))),
+        inputs=[InputSpec(name="obs", shape=(steps * len(OBS_FIELDS),), units=list(OBS_UNITS) * steps,
+                          normalisation=Normalisation(mean=[0.0] * steps * len(OBS_FIELDS), std=list(OBS_STD) * steps))],
+        outputs=[OutputSpec(name="action", shape=(act_dim,), units=list(np.resize(ACT_UNITS, act_dim)),
+                            bounds=Bounds(low=list(np.resize(LOW, act_dim)), high=list(np.resize(HIGH, act_dim))))],
         sha256=file_sha256(out / MODEL_NAME), created=datetime.now(timezone.utc), producer={"edgetune": "hil"}, opset=17)
     write_manifest(manifest, out)
     return manifest
