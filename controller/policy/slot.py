@@ -63,12 +63,15 @@ BOUNDS_RTOL = 1e-5  # float32 slack on the manifest's action bounds
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """What a mode accepts: its task, observations as k steps of `obs_step` values, `act_dim` actions."""
+    """What a mode accepts: its task, observations as k steps of `obs_step` values, `act_dim` actions, and
+    (when given: the task's spec module) the units of one step's values and of the actions."""
 
     task: str
     obs_step: int
     act_dim: int
     max_steps: int  # the longest history (k) the mode keeps
+    obs_units: tuple[str, ...] | None = None
+    act_units: tuple[str, ...] | None = None
 
 
 def _probe_inputs(m: Manifest, seed: int = 0) -> np.ndarray:
@@ -94,11 +97,16 @@ def _open(directory: Path, spec: PolicySpec) -> LoadedPolicy:
     if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
         raise PolicyRejected("wrong_shape", f"manifest says obs {obs.shape} action {act.shape}; this mode takes "
                                             f"obs (k·{spec.obs_step},) with 1 ≤ k ≤ {spec.max_steps}, action ({spec.act_dim},)")
+    k = obs_dim // spec.obs_step
+    for what, units, want in (("obs", obs.units, spec.obs_units and spec.obs_units * k),
+                              ("action", act.units, spec.act_units)):
+        if want is not None and tuple(units) * (len(want) // len(units)) != tuple(want):
+            raise PolicyRejected("wrong_shape", f"manifest's {what} units {units[:12]} are not this mode's {want[:12]}")
     session = open_session(model)
     check_graph_io(session, {obs.name: obs.shape} | {s.name: s.shape for s in manifest.state},
                    {act.name: act.shape} | {s.next: s.shape for s in manifest.state})
     policy = LoadedPolicy(manifest, directory, session)
-    policy.steps = obs_dim // spec.obs_step
+    policy.steps = k
     return policy
 
 

@@ -17,18 +17,17 @@ import numpy as np
 
 from controller.config import GainEnvelope
 from controller.modes.mems.pid import Pid
+from controller.modes.mems.spec import ACT_UNITS, ACTIONS, OBS_FIELDS, OBS_UNITS, TASK
 from controller.policy.slot import LoadedPolicy, PolicySlot, PolicySpec
 from controller.safety import SafetyGate
 from controller.modes.mems.stabilize import StabilizeMode
 
-TASK = "mems-pid-gains"
-OBS_FIELDS = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
-ACTIONS = ("kp_x", "ki_x", "kp_y", "ki_y")
 _ACTION_INDEX = ((0, 0), (0, 1), (1, 0), (1, 1))  # action i -> gains[axis, term]
 
 
 def policy_spec(max_steps: int) -> PolicySpec:
-    return PolicySpec(task=TASK, obs_step=len(OBS_FIELDS), act_dim=len(ACTIONS), max_steps=max_steps)
+    return PolicySpec(task=TASK, obs_step=len(OBS_FIELDS), act_dim=len(ACTIONS), max_steps=max_steps,
+                      obs_units=OBS_UNITS, act_units=ACT_UNITS)
 
 
 def envelope_arrays(env: GainEnvelope) -> tuple[np.ndarray, np.ndarray]:
