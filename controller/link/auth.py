@@ -266,6 +266,15 @@ def load_keyring(path: str | os.PathLike) -> Keyring:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyringError(f"{p}: key file is accessible by group/others (mode {stat.filemode(mode)}); "
                            f"run `chmod 600 {p}`")
+    keys = parse_id_hex(p, text)
+    try:
+        return Keyring(keys)
+    except KeyringError as e:
+        raise KeyringError(f"{p}: {e}") from None
+
+
+def parse_id_hex(path: Path, text: str) -> dict[int, bytes]:
+    """``id:hex`` lines (``#`` comments) → {id: bytes}; raises KeyringError naming the line."""
     keys: dict[int, bytes] = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -278,11 +287,8 @@ def load_keyring(path: str | os.PathLike) -> Keyring:
                 raise ValueError(f"duplicate key id {kid}")
             keys[kid] = bytes.fromhex(hex_s.strip())
         except ValueError as e:
-            raise KeyringError(f"{p}:{n}: expected `id:hexkey`: {e}") from None
-    try:
-        return Keyring(keys)
-    except KeyringError as e:
-        raise KeyringError(f"{p}: {e}") from None
+            raise KeyringError(f"{path}:{n}: expected `id:hexkey`: {e}") from None
+    return keys
 
 
 def write_keyfile(path: str | os.PathLike, key_ids: tuple[int, ...] = (1,)) -> Keyring:

@@ -38,6 +38,7 @@ from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.link.auth import TAG_LEN, HostLinkError, Keyring, ReplayGuard
+from controller.policy.signature import SignatureRefused, TrustedKeys
 from controller.policy.slot import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
                                remembered_active)
 from controller.policy.guard import RuntimeLimits
@@ -71,6 +72,7 @@ class PushServer:
         self.ops = ops or {}  # op → handler, served outside the one-at-a-time lock; raise PushRefused to refuse
         self.nominal_period_s = nominal_period_s  # the decision period this daemon is configured for
         self.guard = ReplayGuard(replay_window, max_clock_skew_s)
+        self.trusted = TrustedKeys.load(cfg.trusted_keys, cfg.allow_unsigned)  # artifact signatures (push)
         self.counters: Counter[str] = Counter()
         self.refusals = Summary(self._report_refusals, REFUSAL_REPORT_S)
         self._lock = asyncio.Lock()
@@ -265,6 +267,10 @@ class PushServer:
             raise PushRefused("bad_frame", "a push needs manifest and model_sha256")
         if hashlib.sha256(model).hexdigest() != header.model_sha256:
             raise PushRefused("sha256_mismatch", "model bytes do not match the signed sha256")
+        try:
+            self.trusted.verify(header.manifest.encode(), model, header.signature)
+        except SignatureRefused as e:
+            raise PushRefused(e.reason, e.detail) from None
         try:
             directory = await slot.off_loop(install, self.cfg.dir, header.manifest.encode(), model)
         except PolicyRejected as e:

@@ -17,6 +17,7 @@ from typing import Any
 
 from controller.link.auth import TAG_LEN, Keyring, KeyringError, wall_us
 from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
+from controller.policy.signature import SIGNATURE_NAME
 from controller.link.push_wire import (
     MAX_REPLY, REPLY_LEN, Op, PushHeader, SampleSpec, decode_reply, encode_request, request_tag,
 )
@@ -61,8 +62,10 @@ class PushClient:
 
     def push_frame(self, out_dir: str | Path) -> bytes:
         d = Path(out_dir)
+        signature = d / SIGNATURE_NAME
         return self.frame("push", (d / MODEL_NAME).read_bytes(), manifest=(d / MANIFEST_NAME).read_text("utf-8"),
-                          model_sha256=file_sha256(d / MODEL_NAME))
+                          model_sha256=file_sha256(d / MODEL_NAME),
+                          signature=signature.read_text("utf-8") if signature.exists() else None)
 
     def frame(self, op: Op, model: bytes = b"", **fields: Any) -> bytes:
         """One signed request, fresh seq and timestamp (``send`` it; public for fault injection)."""

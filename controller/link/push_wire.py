@@ -64,6 +64,7 @@ class PushHeader(BaseModel):
     manifest: str | None = None  # manifest.json text (push)
     model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the model bytes that follow (push)
     sample: SampleSpec | None = None  # scan: the phantom to put on the stage first (None: keep the current one)
+    signature: str | None = Field(None, max_length=1024)  # push: signature.json text (controller/policy/signature.py)
 
 
 @dataclass(frozen=True)
