@@ -43,7 +43,7 @@ from controller.policy.slot import (LoadedPolicy, PolicyRejected, PolicySlot, Qu
                                remembered_active)
 from controller.policy.guard import RuntimeLimits
 from controller.link.push_wire import (
-    PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
+    MAGIC, PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
 )
 from controller.ratelog import Summary
 
@@ -182,6 +182,8 @@ class PushServer:
             return pre
         except PushRefused as e:
             reason = e.reason
+            if reason == "bad_version":  # tell it which version this edge speaks (4 bytes: no amplification)
+                writer.write(MAGIC)
         except HostLinkError as e:  # stale, replayed
             reason = e.kind
         except TimeoutError:
