@@ -2,7 +2,8 @@
 
 Per connection, one request. Before anything else the fixed-size preamble is read (within
 ``preauth_timeout_s``), authenticated and checked by the replay guard; a connection that fails there
-is closed without a reply and counted (``counters["refused:<reason>"]``: bad_magic, unknown_key,
+is closed without a reply (but bad_version: answered with this edge's magic, its version) and counted
+(``counters["refused:<reason>"]``: bad_version, bad_magic, unknown_key,
 bad_signature, stale, replayed, preauth_timeout, incomplete, too_many_unauthenticated,
 too_many_connections), and refusals are logged and recorded as one summary (recorder event
 "push_refused") at most every ``REFUSAL_REPORT_S``. The pre-authentication budget: at most

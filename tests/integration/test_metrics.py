@@ -103,7 +103,7 @@ def test_every_push_refusal_reason_is_documented_in_docs_metrics_md() -> None:
     listed = re.search(r'counters\["refused:<reason>"\]``: ([a-z_,\s]+)\)', push.__doc__ or "")
     assert listed is not None, "edge_push.py's docstring lists the refusal reasons"
     reasons = set(listed.group(1).replace(",", " ").split())
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     row = next(line for line in doc.splitlines() if line.startswith("| `push_refused:<reason>`"))
     assert reasons == set(re.findall(r"`([a-z_]+)`", row.split("|")[3])), row
     assert len(reasons) >= 9
