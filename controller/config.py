@@ -165,6 +165,10 @@ class PolicyConfig(_Section):
     runtime_max_failures: int = Field(3, ge=0)  # this many within the window quarantine the policy; 0: never
     runtime_failure_window_s: float = Field(10.0, gt=0)
     runtime_terminate_factor: float = Field(4.0, gt=1)  # an inference running this many budgets (wall clock) is ended
+    # artifact signatures (controller/policy/signature.py): a file of `id:hex` Ed25519 public keys; unsigned
+    # artifacts are refused when it is set, unless allow_unsigned = true (unset: allowed only without trusted_keys)
+    trusted_keys: Path | None = None
+    allow_unsigned: bool | None = None
 
     @model_validator(mode="after")
     def _connection_caps(self) -> PolicyConfig:

@@ -50,6 +50,25 @@ bench_app.command("ddpg")(hil.bench.cli.bench_ddpg)
 bench_app.command("policy")(hil.bench.cli.bench_policy)
 
 
+@app.command("sign")
+def sign(target: str = typer.Argument(..., help="ARTIFACT_DIR to sign, or `keygen` to create a signing key"),
+         key: Path = typer.Option(..., "--key", help="private key file (keygen: created, with KEY.pub beside it)"),
+         key_id: int = typer.Option(None, "--key-id", help="key id (keygen: 1; sign: the newest in the file)")) -> None:
+    """Sign an artifact (Ed25519 over manifest + model → signature.json) on the build host, or create a key pair;
+    the edge trusts the public keys in [policy] trusted_keys."""
+    from controller.link.auth import KeyringError
+    from controller.policy.signature import keygen, sign_artifact
+
+    try:
+        if target == "keygen":
+            typer.echo(f"wrote {key} (mode 600, keep it on the build host) and {keygen(key, 1 if key_id is None else key_id)}")
+        else:
+            typer.echo(f"wrote {sign_artifact(Path(target), key, key_id)}")
+    except (OSError, KeyringError) as e:
+        typer.echo(f"edgetune sign: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder (tables, PNGs, stand logs)."),
          seed: int = typer.Option(1, help="Disturbance seed."),

@@ -22,10 +22,12 @@ from torch import nn
 
 from controller.policy.manifest import (
     MODEL_NAME,
-    ActionSpec,
+    Bounds,
+    InputSpec,
     Manifest,
     Normalisation,
-    ObservationSpec,
+    OutputSpec,
+    StateSpec,
     file_sha256,
     write_manifest,
 )
@@ -116,14 +118,16 @@ def write_artifact(
     *,
     task: str,
     version: str,
-    observation: ObservationSpec,
-    action: ActionSpec,
+    input_specs: Sequence[InputSpec],
+    output_specs: Sequence[OutputSpec],
+    state: Sequence[StateSpec] = (),
     decision_period_s: float,
     training_run: str,
     opset: int,
 ) -> Manifest:
     """Export `graph` (CPU, eval mode) to `out_dir/model.onnx` with example `inputs` (name -> tensor) and a
-    dynamic batch axis on every input and output, run `parity(model_path)`, then write and return the manifest."""
+    dynamic batch axis on every input and output, run `parity(model_path)`, then write and return the (v2) manifest
+    of `input_specs`, `output_specs` and recurrent `state` (their graph names among `inputs` / `outputs`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_NAME
@@ -138,7 +142,7 @@ def write_artifact(
         opset_version=opset,
     )
     parity(model_path)
-    manifest = Manifest(task=task, version=version, observation=observation, action=action,
+    manifest = Manifest(task=task, version=version, inputs=list(input_specs), outputs=list(output_specs), state=list(state),
                         decision_period_s=decision_period_s, training_run=training_run, producer=_producer(),
                         opset=opset, sha256=file_sha256(model_path), created=datetime.now(timezone.utc))
     write_manifest(manifest, out)
@@ -169,13 +173,15 @@ def export_policy(
     validated (controller.policy.manifest) before anything is written; parity with onnxruntime is checked.
     """
     obs_dim, act_dim = len(obs_mean), len(low)
-    observation = ObservationSpec(shape=(obs_dim,), units=list(obs_units), normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std))))
-    action = ActionSpec(shape=(act_dim,), units=list(act_units), low=list(map(float, low)), high=list(map(float, high)))
+    observation = InputSpec(name="obs", shape=(obs_dim,), units=list(obs_units),
+                            normalisation=Normalisation(mean=list(map(float, obs_mean)), std=list(map(float, obs_std))))
+    action = OutputSpec(name="action", shape=(act_dim,), units=list(act_units),
+                        bounds=Bounds(low=list(map(float, low)), high=list(map(float, high))))
     graph = PolicyGraph(copy.deepcopy(actor).cpu(), obs_mean, obs_std, low, high,
                         None if action_map is None else copy.deepcopy(action_map).cpu()).eval()  # leave the caller's actor where it is
     return write_artifact(
         graph, out_dir, {"obs": torch.zeros(1, obs_dim)}, ["action"],
         lambda model_path: check_parity(graph, model_path, obs_dim, obs_mean, obs_std),
-        task=task, version=version, observation=observation, action=action, decision_period_s=decision_period_s,
+        task=task, version=version, input_specs=[observation], output_specs=[action], decision_period_s=decision_period_s,
         training_run=training_run or uuid.uuid4().hex, opset=opset,
     )

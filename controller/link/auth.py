@@ -7,6 +7,10 @@ Datagram = header | body | tag
     body    compact UTF-8 JSON object (commands, replies) or a fixed struct (Telemetry), ≤ MAX_BODY
     tag     HMAC-SHA256(key[key_id], header | body), all 32 bytes
 
+Versions: a datagram of another version is dropped and counted (`bad_version`); the edge answers it with a
+version notice, magic "ET" | its version u8 (3 bytes, at most one a second: never more than it got), from
+which the host's client raises `VersionMismatch` naming both versions.
+
 Type ids with the high bit set travel edge → host, the others host → edge. JSON bodies are parsed
 with ``json.loads`` and validated by pydantic (strict types, finite numbers, no extra keys); nothing
 is unpickled or evaluated. ``decode`` raises only ``HostLinkError`` subclasses whose ``kind`` names a
@@ -32,6 +36,7 @@ from pydantic.dataclasses import dataclass as wire_dataclass
 
 MAGIC = b"ET"
 VERSION = 1
+NOTICE = struct.Struct("<2sB")  # a version notice (module doc)
 HEADER = struct.Struct("<2sBBBQQH")
 TAG_LEN = 32
 MAX_BODY = 1024
@@ -61,6 +66,23 @@ class Malformed(HostLinkError):
 
 class BadVersion(HostLinkError):
     kind = "bad_version"
+
+
+class VersionMismatch(ConnectionError):
+    """The other end speaks another protocol version (host link or push channel); the message names both."""
+
+
+def version_notice() -> bytes:
+    """What the edge answers to a datagram of another version: magic | its version."""
+    return NOTICE.pack(MAGIC, VERSION)
+
+
+def notice_version(datagram: bytes) -> int | None:
+    """The version in the other end's version notice, or None when `datagram` is not one."""
+    if len(datagram) != NOTICE.size:
+        return None
+    magic, version = NOTICE.unpack(datagram)
+    return version if magic == MAGIC and version != VERSION else None
 
 
 class UnknownType(HostLinkError):
@@ -266,6 +288,15 @@ def load_keyring(path: str | os.PathLike) -> Keyring:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyringError(f"{p}: key file is accessible by group/others (mode {stat.filemode(mode)}); "
                            f"run `chmod 600 {p}`")
+    keys = parse_id_hex(p, text)
+    try:
+        return Keyring(keys)
+    except KeyringError as e:
+        raise KeyringError(f"{p}: {e}") from None
+
+
+def parse_id_hex(path: Path, text: str) -> dict[int, bytes]:
+    """``id:hex`` lines (``#`` comments) → {id: bytes}; raises KeyringError naming the line."""
     keys: dict[int, bytes] = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -278,11 +309,8 @@ def load_keyring(path: str | os.PathLike) -> Keyring:
                 raise ValueError(f"duplicate key id {kid}")
             keys[kid] = bytes.fromhex(hex_s.strip())
         except ValueError as e:
-            raise KeyringError(f"{p}:{n}: expected `id:hexkey`: {e}") from None
-    try:
-        return Keyring(keys)
-    except KeyringError as e:
-        raise KeyringError(f"{p}: {e}") from None
+            raise KeyringError(f"{path}:{n}: expected `id:hexkey`: {e}") from None
+    return keys
 
 
 def write_keyfile(path: str | os.PathLike, key_ids: tuple[int, ...] = (1,)) -> Keyring:

@@ -2,7 +2,8 @@
 
 Per connection, one request. Before anything else the fixed-size preamble is read (within
 ``preauth_timeout_s``), authenticated and checked by the replay guard; a connection that fails there
-is closed without a reply and counted (``counters["refused:<reason>"]``: bad_magic, unknown_key,
+is closed without a reply (but bad_version: answered with this edge's magic, its version) and counted
+(``counters["refused:<reason>"]``: bad_version, bad_magic, unknown_key,
 bad_signature, stale, replayed, preauth_timeout, incomplete, too_many_unauthenticated,
 too_many_connections), and refusals are logged and recorded as one summary (recorder event
 "push_refused") at most every ``REFUSAL_REPORT_S``. The pre-authentication budget: at most
@@ -38,11 +39,12 @@ from typing import Any, Awaitable, Callable
 
 from controller.config import PolicyConfig
 from controller.link.auth import TAG_LEN, HostLinkError, Keyring, ReplayGuard
+from controller.policy.signature import SignatureRefused, TrustedKeys
 from controller.policy.slot import (LoadedPolicy, PolicyRejected, PolicySlot, Quarantine, install, read_quarantine, remember,
                                remembered_active)
 from controller.policy.guard import RuntimeLimits
 from controller.link.push_wire import (
-    PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
+    MAGIC, PREAMBLE, Preamble, PushHeader, PushRefused, check_sizes, encode_reply, verify_header, verify_preamble,
 )
 from controller.ratelog import Summary
 
@@ -72,6 +74,7 @@ class PushServer:
         self.ops = ops or {}  # op → handler, served outside the one-at-a-time lock; raise PushRefused to refuse
         self.nominal_period_s = nominal_period_s  # the decision period this daemon is configured for
         self.guard = ReplayGuard(replay_window, max_clock_skew_s)
+        self.trusted = TrustedKeys.load(cfg.trusted_keys, cfg.allow_unsigned)  # artifact signatures (push)
         self.counters: Counter[str] = Counter()
         self.refusals = Summary(self._report_refusals, REFUSAL_REPORT_S)
         self._lock = asyncio.Lock()
@@ -181,6 +184,8 @@ class PushServer:
             return pre
         except PushRefused as e:
             reason = e.reason
+            if reason == "bad_version":  # tell it which version this edge speaks (4 bytes: no amplification)
+                writer.write(MAGIC)
         except HostLinkError as e:  # stale, replayed
             reason = e.kind
         except TimeoutError:
@@ -266,6 +271,10 @@ class PushServer:
             raise PushRefused("bad_frame", "a push needs manifest and model_sha256")
         if hashlib.sha256(model).hexdigest() != header.model_sha256:
             raise PushRefused("sha256_mismatch", "model bytes do not match the signed sha256")
+        try:
+            self.trusted.verify(header.manifest.encode(), model, header.signature)
+        except SignatureRefused as e:
+            raise PushRefused(e.reason, e.detail) from None
         try:
             directory = await slot.off_loop(install, self.cfg.dir, header.manifest.encode(), model)
         except PolicyRejected as e:

@@ -27,8 +27,8 @@ import asyncio_dgram
 
 from controller.config import GainEnvelope, HostLinkConfig, PidConfig, Range
 from controller.link.auth import (
-    Ack, AxisGains, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetGains, Signer, Telemetry, decode,
-    wall_us, write_state,
+    Ack, AxisGains, BadVersion, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetGains, Signer, Telemetry,
+    decode, version_notice, wall_us, write_state,
 )
 from controller.ratelog import Summary
 
@@ -94,6 +94,7 @@ class HostLink:
         self._signers: dict[int, Signer] = {}
         self._host_key: int | None = None
         self._last_rx = 0.0
+        self._last_notice = float("-inf")  # monotonic, of the last version notice
         self._stream: asyncio_dgram.DatagramServer | None = None
         self._sock: socket.socket | None = None
 
@@ -135,6 +136,18 @@ class HostLink:
         if self._host_key is not None:
             self._send(t, self._host_key)
 
+    def _notify_version(self, addr: tuple[str, int]) -> None:
+        """Tell a sender of another protocol version which one this edge speaks (3 bytes, at most one a second)."""
+        now = time.monotonic()
+        if self._sock is None or now - self._last_notice < 1.0:
+            return
+        self._last_notice = now
+        try:
+            self._sock.sendto(version_notice(), addr)
+            self.counters["version_notice"] += 1
+        except OSError:
+            self.counters["tx_dropped"] += 1
+
     def _send(self, msg: Any, key_id: int) -> None:
         """Non-blocking: a datagram that cannot be sent right now is dropped and counted."""
         if self._sock is None or self._host is None:
@@ -174,6 +187,8 @@ class HostLink:
         except HostLinkError as e:  # dropped: no reply, the telemetry destination stays
             self.counters[e.kind] += 1
             self.drops.add(e.kind)
+            if isinstance(e, BadVersion):
+                self._notify_version(addr)
             return
         self.counters["rx_ok"] += 1
         self._last_rx = time.monotonic()

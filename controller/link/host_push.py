@@ -15,10 +15,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from controller.link.auth import TAG_LEN, Keyring, KeyringError, wall_us
+from controller.link.auth import TAG_LEN, Keyring, KeyringError, VersionMismatch, wall_us
 from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, file_sha256
+from controller.policy.signature import SIGNATURE_NAME
 from controller.link.push_wire import (
-    MAX_REPLY, REPLY_LEN, Op, PushHeader, SampleSpec, decode_reply, encode_request, request_tag,
+    MAGIC_PREFIX, MAX_REPLY, REPLY_LEN, VERSION, Op, PushHeader, SampleSpec, decode_reply, encode_request, request_tag,
 )
 
 
@@ -61,8 +62,10 @@ class PushClient:
 
     def push_frame(self, out_dir: str | Path) -> bytes:
         d = Path(out_dir)
+        signature = d / SIGNATURE_NAME
         return self.frame("push", (d / MODEL_NAME).read_bytes(), manifest=(d / MANIFEST_NAME).read_text("utf-8"),
-                          model_sha256=file_sha256(d / MODEL_NAME))
+                          model_sha256=file_sha256(d / MODEL_NAME),
+                          signature=signature.read_text("utf-8") if signature.exists() else None)
 
     def frame(self, op: Op, model: bytes = b"", **fields: Any) -> bytes:
         """One signed request, fresh seq and timestamp (``send`` it; public for fault injection)."""
@@ -86,7 +89,12 @@ class PushClient:
                                  "refused before authentication (unknown key id, wrong key, clock skew beyond "
                                  "the edge's max_clock_skew_s, or a replayed request; its push_refused counters "
                                  "say which)")
-            (n,) = REPLY_LEN.unpack(first + _recv_exactly(s, REPLY_LEN.size - len(first)))
+            head = first + _recv_exactly(s, REPLY_LEN.size - len(first))
+            if head[:3] == MAGIC_PREFIX:  # the edge's version notice (controller/link/push_wire.py)
+                raise VersionMismatch(f"push protocol version mismatch: this host speaks version {VERSION}, the edge at "
+                                      f"{self.edge_addr[0]}:{self.edge_addr[1]} speaks version "
+                                      f"{head[3:].decode('ascii', 'replace')}")
+            (n,) = REPLY_LEN.unpack(head)
             if n > MAX_REPLY:
                 raise ValueError(f"reply of {n} bytes (max {MAX_REPLY})")
             body = _recv_exactly(s, n)

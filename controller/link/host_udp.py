@@ -7,7 +7,9 @@
 
 Commands are retried (each try a fresh seq) until acknowledged; no reply raises ``TimeoutError`` (the
 edge answers only fresh, authenticated commands and drops everything else without a word: a wrong key or
-a clock off by more than its ``max_clock_skew_s`` looks like silence; its drop counters say which).
+a clock off by more than its ``max_clock_skew_s`` looks like silence; its drop counters say which). An edge
+that speaks another protocol version answers with its version (controller/link/auth.py), and the request
+raises ``VersionMismatch`` naming both.
 Telemetry is buffered in a bounded queue (oldest dropped).
 """
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any, AsyncIterator
 import asyncio_dgram
 
 from controller.link.auth import (
-    Ack, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetDisturbance, SetGains, SetTarget, Signer,
-    Telemetry, decode,
+    VERSION, Ack, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetDisturbance, SetGains, SetTarget, Signer,
+    Telemetry, VersionMismatch, decode, notice_version,
 )
 
 
@@ -99,6 +101,8 @@ class HostClient:
             try:
                 await self._stream.send(data)
                 return await asyncio.wait_for(fut, self.timeout_s)
+            except VersionMismatch:
+                raise
             except TimeoutError:
                 self.counters["timeouts"] += 1
             except OSError:  # e.g. ICMP port unreachable: the edge is not (yet) listening
@@ -118,6 +122,14 @@ class HostClient:
                 return
             except OSError:  # ICMP port unreachable while the edge is down
                 self.counters["socket_error"] += 1
+                continue
+            if (version := notice_version(data)) is not None:  # the edge speaks another version
+                self.counters["bad_version"] += 1
+                error = VersionMismatch(f"host link version mismatch: this host speaks version {VERSION}, the edge at "
+                                        f"{self.edge_addr[0]}:{self.edge_addr[1]} speaks version {version}")
+                for fut in self._pending.values():
+                    if not fut.done():
+                        fut.set_exception(error)
                 continue
             try:
                 msg = decode(data, self.keyring, self.guard, expect="to_host").msg

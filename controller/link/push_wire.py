@@ -9,6 +9,10 @@ host-link keyring (controller/link/auth.py).
       model     model.onnx bytes (push only; its sha256 is in the header)
     reply    = reply_len u32 | JSON | HMAC-SHA256(key[key_id], "R" | preamble tag | JSON)
 
+Versions: the magic's last byte is the protocol version. A preamble of another version ("ETP" and another
+byte) is refused (`bad_version`) and answered with this edge's 4-byte magic alone, no more than it got, from
+which the host's client raises `VersionMismatch` naming both versions.
+
 The receiver reads the fixed-size preamble first and authenticates it, and checks its (key_id, seq,
 timestamp_us) with a `ReplayGuard`, before it reads anything else: a peer without the key costs it one
 preamble. A refused preamble gets no reply. The header tag chains to the preamble tag and the header
@@ -28,7 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.link.auth import TAG_LEN, Keyring
 
-MAGIC = b"ETP2"
+VERSION = 2  # the push protocol's version, the last byte of the magic
+MAGIC_PREFIX = b"ETP"
+MAGIC = MAGIC_PREFIX + str(VERSION).encode()
 PREAMBLE = struct.Struct(f"<4sBIIQQ{TAG_LEN}s")
 REPLY_LEN = struct.Struct("<I")
 MAX_HEADER = 1024 * 1024  # the manifest rides in the header: a 63-px angle policy's is ≈ 190 kB (per-pixel specs)
@@ -67,6 +73,7 @@ class PushHeader(BaseModel):
     manifest: str | None = None  # manifest.json text (push)
     model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # of the model bytes that follow (push)
     sample: SampleSpec | None = None  # scan: the phantom to put on the stage first (None: keep the current one)
+    signature: str | None = Field(None, max_length=1024)  # push: signature.json text (controller/policy/signature.py)
 
 
 @dataclass(frozen=True)
@@ -99,9 +106,13 @@ def request_tag(request: bytes) -> bytes:
 
 
 def verify_preamble(keyring: Keyring, data: bytes) -> Preamble:
-    """Authenticate a PREAMBLE.size-byte preamble; raises PushRefused (bad_magic, unknown_key, bad_signature).
+    """Authenticate a PREAMBLE.size-byte preamble; raises PushRefused (bad_version, bad_magic, unknown_key,
+    bad_signature).
     Nothing else is checked here: sizes and freshness are for the caller, once it knows the sender."""
     magic, key_id, header_len, model_len, seq, ts_us, tag = PREAMBLE.unpack(data)
+    if magic[:3] == MAGIC_PREFIX and magic != MAGIC:
+        raise PushRefused("bad_version", f"push protocol version {magic[3:].decode('ascii', 'replace')!r}, this edge "
+                                         f"speaks version {VERSION}")
     if magic != MAGIC:
         raise PushRefused("bad_magic", f"magic {magic!r}, this edge speaks {MAGIC!r}")
     key = keyring.keys.get(key_id)

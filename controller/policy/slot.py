@@ -46,109 +46,66 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
-import onnxruntime as ort
 
-from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, load_artifact, parse_manifest
 from controller.policy.guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits
+from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, parse_manifest
+from controller.policy.runtime import LoadedPolicy, PolicyRejected, check_graph_io, load_for_task, open_session
 from controller.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-# Why a model was refused (the slot's counters are `rejected:<reason>`; the pusher gets the reason).
-Reason = Literal["bad_manifest", "sha256_mismatch", "wrong_task", "wrong_shape", "corrupt_model", "non_finite",
-                 "out_of_bounds", "too_slow", "no_previous", "install_failed", "quarantined"]
 T = TypeVar("T")
 PROBES = 64  # fixed probe inputs per validation
 TIMED_RUNS = 21  # single-sample runs timed for the latency check
 BOUNDS_RTOL = 1e-5  # float32 slack on the manifest's action bounds
 
 
-class PolicyRejected(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses the validator process boundary
-        return type(self), (self.reason, self.detail)
-
-
 @dataclass(frozen=True)
 class PolicySpec:
-    """What a mode accepts: its task, observations as k steps of `obs_step` values, `act_dim` actions."""
+    """What a mode accepts: its task, observations as k steps of `obs_step` values, `act_dim` actions, and
+    (when given: the task's spec module) the units of one step's values and of the actions."""
 
     task: str
     obs_step: int
     act_dim: int
     max_steps: int  # the longest history (k) the mode keeps
-
-
-def session_options() -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return so
-
-
-class LoadedPolicy:
-    """A validated session with a preallocated input/output binding (one sample)."""
-
-    def __init__(self, manifest: Manifest, path: Path, session: ort.InferenceSession) -> None:
-        self.manifest, self.path, self.session = manifest, path, session
-        self.steps = manifest.observation.shape[0]
-        self.input = np.zeros((1, manifest.observation.shape[0]), dtype=np.float32)
-        self.output = np.zeros((1, manifest.action.shape[0]), dtype=np.float32)
-        self._binding = session.io_binding()
-        self._binding.bind_cpu_input("obs", self.input)
-        self._binding.bind_output("action", "cpu", 0, np.float32, list(self.output.shape), self.output.ctypes.data)
-        self.latency_us = 0.0
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    def run(self, obs: np.ndarray, run_options: ort.RunOptions | None = None) -> np.ndarray:
-        """One inference on raw observations (obs_dim,); returns a view of the output buffer (act_dim,)."""
-        self.input[0] = obs
-        self.session.run_with_iobinding(self._binding, run_options)
-        return self.output[0]
+    obs_units: tuple[str, ...] | None = None
+    act_units: tuple[str, ...] | None = None
 
 
 def _probe_inputs(m: Manifest, seed: int = 0) -> np.ndarray:
-    """Fixed probes in raw units: the normalisation mean, ±3σ corners and seeded draws within 3σ."""
-    mean = np.asarray(m.observation.normalisation.mean)
-    std = np.asarray(m.observation.normalisation.std)
-    z = np.random.default_rng(seed).uniform(-3.0, 3.0, (PROBES, mean.size))
+    """Fixed probes in raw units: the normalisation mean, ±3σ corners and seeded draws within 3σ (no
+    normalisation: mean 0, σ 1)."""
+    obs = m.observation
+    norm = obs.normalisation
+    mean = np.broadcast_to(norm.mean if norm else 0.0, (obs.size,))
+    std = np.broadcast_to(norm.std if norm else 1.0, (obs.size,))
+    z = np.random.default_rng(seed).uniform(-3.0, 3.0, (PROBES, obs.size))
     z[0], z[1], z[2] = 0.0, 3.0, -3.0
     return (mean + z * std).astype(np.float32)
-
-
-def load_for_task(directory: Path, task: str) -> tuple[Manifest, Path]:
-    """The artifact's manifest and model path, checked (manifest, sha256) and of `task`; raises PolicyRejected."""
-    try:
-        manifest, model = load_artifact(directory)
-    except ManifestError as e:
-        reason: Reason = "sha256_mismatch" if "sha256" in str(e) and "does not match" in str(e) else "bad_manifest"
-        raise PolicyRejected(reason, str(e)) from None
-    if manifest.task != task:
-        raise PolicyRejected("wrong_task", f"model is for task {manifest.task!r}, this mode drives {task!r}")
-    return manifest, model
 
 
 def _open(directory: Path, spec: PolicySpec) -> LoadedPolicy:
     """The artifact's session, with manifest, shapes and graph I/O checked against `spec`; raises PolicyRejected."""
     manifest, model = load_for_task(directory, spec.task)
-    (obs_dim,), (act_dim,) = manifest.observation.shape, manifest.action.shape
-    if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
-        raise PolicyRejected("wrong_shape", f"manifest says obs ({obs_dim},) action ({act_dim},); this mode takes "
-                                            f"obs (k·{spec.obs_step},) with 1 ≤ k ≤ {spec.max_steps}, action ({spec.act_dim},)")
     try:
-        session = ort.InferenceSession(str(model), session_options(), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types for a bad file
-        raise PolicyRejected("corrupt_model", f"onnxruntime cannot load {model.name}: {str(e)[:300]}") from None
-    _check_io(session, obs_dim, act_dim)
+        obs, act = manifest.observation, manifest.action
+    except ManifestError as e:
+        raise PolicyRejected("wrong_shape", str(e)) from None
+    (obs_dim,), (act_dim,) = (obs.shape, act.shape) if len(obs.shape) == len(act.shape) == 1 else ((0,), (0,))
+    if obs_dim % spec.obs_step or not 1 <= obs_dim // spec.obs_step <= spec.max_steps or act_dim != spec.act_dim:
+        raise PolicyRejected("wrong_shape", f"manifest says obs {obs.shape} action {act.shape}; this mode takes "
+                                            f"obs (k·{spec.obs_step},) with 1 ≤ k ≤ {spec.max_steps}, action ({spec.act_dim},)")
+    k = obs_dim // spec.obs_step
+    for what, units, want in (("obs", obs.units, spec.obs_units and spec.obs_units * k),
+                              ("action", act.units, spec.act_units)):
+        if want is not None and tuple(units) * (len(want) // len(units)) != tuple(want):
+            raise PolicyRejected("wrong_shape", f"manifest's {what} units {units[:12]} are not this mode's {want[:12]}")
+    session = open_session(model)
+    check_graph_io(session, {obs.name: obs.shape} | {s.name: s.shape for s in manifest.state},
+                   {act.name: act.shape} | {s.next: s.shape for s in manifest.state})
     policy = LoadedPolicy(manifest, directory, session)
-    policy.steps = obs_dim // spec.obs_step
+    policy.steps = k
     return policy
 
 
@@ -171,21 +128,9 @@ def open_validated(directory: Path, latency_us: float, spec: PolicySpec) -> Load
     warmed up here so that its first-run allocations do not land on a tick."""
     policy = _open(directory, spec)
     _run_probe(policy, _probe_inputs(policy.manifest)[0])
+    policy.reset()
     policy.latency_us = latency_us
     return policy
-
-
-def _check_io(session: ort.InferenceSession, obs_dim: int, act_dim: int) -> None:
-    def ok(args: list, name: str, dim: int) -> bool:
-        if len(args) != 1 or args[0].name != name or args[0].type != "tensor(float)" or len(args[0].shape) != 2:
-            return False
-        batch, n = args[0].shape
-        return n == dim and (batch == 1 or not isinstance(batch, int))
-
-    ins, outs = session.get_inputs(), session.get_outputs()
-    if not (ok(ins, "obs", obs_dim) and ok(outs, "action", act_dim)):
-        got = ", ".join(f"{a.name}{a.shape}:{a.type}" for a in (*ins, *outs))
-        raise PolicyRejected("wrong_shape", f"graph has {got}; expected obs[batch, {obs_dim}] → action[batch, {act_dim}] float")
 
 
 def _run_probe(policy: LoadedPolicy, obs: np.ndarray) -> np.ndarray:
@@ -519,6 +464,8 @@ class PolicySlot:
         else:
             self.active, self.previous = self.previous, self.active
             self.counters["rolled_back"] += 1
+        if self.active is not None:
+            self.active.reset()  # a policy that becomes active starts its recurrent state afresh
         req.done.set_result((self.active, time.monotonic_ns()))
         return True
 
@@ -558,6 +505,8 @@ class PolicySlot:
         and it is not kept as previous. Posted to `on_quarantine` and `on_request`; `boundary()` reports it."""
         if policy is self.active:
             self.active, self.previous = self.previous, None
+            if self.active is not None:
+                self.active.reset()
         elif policy is self.previous:
             self.previous = None
         else:

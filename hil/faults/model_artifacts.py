@@ -18,8 +18,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controller.policy.manifest import MODEL_NAME, ActionSpec, Manifest, Normalisation, ObservationSpec, file_sha256, write_manifest
-from controller.modes.mems.rl_pid import ACTIONS, OBS_FIELDS, TASK
+from controller.policy.manifest import (MODEL_NAME, Bounds, InputSpec, Manifest, Normalisation, OutputSpec, file_sha256,
+                                       write_manifest)
+from controller.modes.mems.spec import ACT_UNITS, ACTIONS, OBS_FIELDS, TASK, obs_units
 
 Fault = Literal["good", "nan", "inf", "wrong_shape", "slow", "other_task", "corrupt", "sha256_mismatch", "nan_above_x",
                 "error_above_x", "slow_above_x"]
@@ -29,9 +30,7 @@ FAULTS: tuple[Fault, ...] = ("nan", "wrong_shape", "slow", "other_task", "corrup
 EXPECTED_REASON = {"nan": "non_finite", "inf": "non_finite", "wrong_shape": "wrong_shape", "slow": "too_slow",
                    "other_task": "wrong_task", "corrupt": "corrupt_model", "sha256_mismatch": "sha256_mismatch"}
 
-OBS_UNITS = ("px", "px", "V", "V", "px", "px")
 OBS_STD = (50.0, 50.0, 2000.0, 2000.0, 50.0, 50.0)
-ACT_UNITS = ("V/px", "V/(px*s)", "V/px", "V/(px*s)")
 LOW = (5.0, 300.0, 8.0, 400.0)  # around the paper's baseline: P_x 10, I_x 600, P_y 16, I_y 816 (SI)
 HIGH = (15.0, 900.0, 24.0, 1200.0)
 SLOW_SIZE, SLOW_DEPTH = 256, 60  # ≈ 2 GFLOP per inference: tens of ms on one thread
@@ -128,10 +127,10 @@ def write_artifact(out_dir: str | Path, model: onnx.ModelProto, *, steps: int, t
     onnx.save(model, str(out / MODEL_NAME))
     manifest = Manifest(
         task=task, version=version, decision_period_s=decision_period_s, training_run=f"hil-{version}",
-        observation=ObservationSpec(shape=(steps * len(OBS_FIELDS),), units=list(OBS_UNITS) * steps,
-                                    normalisation=Normalisation(mean=[0.0] * steps * len(OBS_FIELDS), std=list(OBS_STD) * steps)),
-        action=ActionSpec(shape=(act_dim,), units=list(np.resize(ACT_UNITS, act_dim)), low=list(np.resize(LOW, act_dim)),
-                          high=list(np.resize(HIGH, act_dim))),
+        inputs=[InputSpec(name="obs", shape=(steps * len(OBS_FIELDS),), units=obs_units(steps),
+                          normalisation=Normalisation(mean=[0.0] * steps * len(OBS_FIELDS), std=list(OBS_STD) * steps))],
+        outputs=[OutputSpec(name="action", shape=(act_dim,), units=list(np.resize(ACT_UNITS, act_dim)),
+                            bounds=Bounds(low=list(np.resize(LOW, act_dim)), high=list(np.resize(HIGH, act_dim))))],
         sha256=file_sha256(out / MODEL_NAME), created=datetime.now(timezone.utc), producer={"edgetune": "hil"}, opset=17)
     write_manifest(manifest, out)
     return manifest

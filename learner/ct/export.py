@@ -4,9 +4,8 @@ The graph follows the angles mode's contract (controller/modes/ct/angles.py):
   obs (B, 1, N, N) float32, the reconstruction x̂_k in [0, 1];  acquired (B, A) float32, 1 = acquired
   -> angle_logits (B, A), acquired angles set to MASKED_LOGIT as in training's masked softmax (the edge
      masks them too; argmax = the greedy angle);  stop_logit (B, 1), stop when > 0 (sigmoid > ½).
-Manifest (schema v1 is flat): observation = obs.ravel() ‖ acquired, N·N + A values, units "1" and "mask",
-not normalised (mean 0, std 1); action = angle_logits ‖ stop_logit, A + 1 logits, unbounded: the bounds are
-float32's finite range. Only Algorithm 2 ("terminal") fits: Algorithm 1's stop is a 181st action that ends
+Manifest (schema v2): the named inputs and outputs of the task spec (controller/modes/ct/spec.py) with
+their units, inputs not normalised, logits unbounded: the bounds are float32's finite range. Only Algorithm 2 ("terminal") fits: Algorithm 1's stop is a 181st action that ends
 the scan without acquiring, while the edge acquires the angle chosen with the stop decision.
 """
 from __future__ import annotations
@@ -17,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.policy.manifest import ActionSpec, Manifest, Normalisation, ObservationSpec
-from controller.modes.ct.angles import TASK, AnglesConfig
+from controller.modes.ct import spec
+from controller.modes.ct.angles import AnglesConfig
+from controller.policy.manifest import Bounds, InputSpec, Manifest, OutputSpec
 from learner.ct.net import MASKED_LOGIT, CTActorCritic
 from learner.ct.train import load_policy
 from learner.export import ExportError, check_outputs, write_artifact
@@ -68,13 +68,14 @@ def export_ct(run_dir: str | Path, out_dir: str | Path, version: str = "1", opse
     net: CTActorCritic = agent.net
     n, a = net.size, net.n_logits
     graph = AngleGraph(net).eval()
-    observation = ObservationSpec(shape=(n * n + a,), units=["1"] * (n * n) + ["mask"] * a,
-                                  normalisation=Normalisation(mean=[0.0] * (n * n + a), std=[1.0] * (n * n + a)))
-    action = ActionSpec(shape=(a + 1,), units=["logit"] * (a + 1), low=[-LOGIT_BOUND] * (a + 1), high=[LOGIT_BOUND] * (a + 1))
+    unbounded = Bounds(low=[-LOGIT_BOUND], high=[LOGIT_BOUND])
+    inputs = [InputSpec(name=name, shape=shape, units=[spec.UNITS[name]]) for name, shape in spec.inputs(n, a).items()]
+    outputs = [OutputSpec(name=name, shape=shape, units=[spec.UNITS[name]], bounds=unbounded)
+               for name, shape in spec.outputs(a).items()]
     return write_artifact(
-        graph, out_dir, {"obs": torch.zeros(1, 1, n, n), "acquired": torch.zeros(1, a)}, ["angle_logits", "stop_logit"],
+        graph, out_dir, {spec.OBS: torch.zeros(1, 1, n, n), spec.ACQUIRED: torch.zeros(1, a)}, list(spec.outputs(a)),
         lambda model_path: check_parity(graph, model_path),
-        task=TASK, version=version, observation=observation, action=action,
+        task=spec.TASK, version=version, input_specs=inputs, output_specs=outputs,
         decision_period_s=AnglesConfig().exposure_s,  # the environment is untimed: one projection's exposure
         training_run=run.resolve().name, opset=opset,
     )

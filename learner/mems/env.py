@@ -22,9 +22,9 @@ import gymnasium as gym
 import numpy as np
 
 from controller.modes.mems.pid import BASELINE_GAINS, Pid
+from controller.modes.mems.spec import OBS_FIELDS as FEATURES
 from firmware_sim.mems.physics import MemsParams, MemsStand, MemsState
 
-FEATURES = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
 # fixed normalisation of the raw features (the edge graph applies the same)
 OBS_SCALE = np.array([100.0, 100.0, 3000.0, 3000.0, 100.0, 100.0])
 

@@ -23,7 +23,6 @@ from learner.mems.env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
 from learner.progress import progress_bar
 from learner.mems.robust_gains import GainMap, box_gain_map, robust_gain_map
 
-TASK = "mems-pid-gains"
 A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (paper, Section IV)
 
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from controller.protocol import ct
 from controller.modes.ct import tomo
 from controller.link.auth import write_keyfile
-from controller.modes.ct.angles import AnglePolicy
+from controller.policy.runtime import AnglePolicy
 from controller.modes.mems.rl_pid import TASK as MEMS_TASK
 from controller.link.host_push import PushClient
 from controller.link.push_wire import SampleSpec

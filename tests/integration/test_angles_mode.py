@@ -14,7 +14,9 @@ from onnx import TensorProto, helper
 from controller.protocol import ct
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
-from controller.modes.ct.angles import TASK, AnglePolicy, AnglesConfig, AnglesMode, PolicyError
+from controller.modes.ct.angles import AnglesConfig, AnglesMode
+from controller.modes.ct.spec import TASK
+from controller.policy.runtime import AnglePolicy, PolicyError
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.policy.guard import RuntimeLimits
 from firmware_sim.ct.emulator import CtEmulator, make_sample

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from controller.modes.ct import tomo
 from controller.policy.manifest import file_sha256, load_artifact
-from controller.modes.ct.angles import TASK, AnglePolicy, PolicyError, open_validated_policy, validated_decision_us
+from controller.modes.ct.spec import TASK
+from controller.policy.runtime import AnglePolicy, PolicyError, open_validated_policy, validated_decision_us
 from controller.modes.mems.rl_pid import TASK as MEMS_TASK
 from controller.policy.slot import PolicyRejected, PolicySlot, PolicySpec
 from firmware_sim.ct.phantoms import make_phantoms
@@ -66,17 +67,18 @@ def test_manifest(artifact) -> None:
     manifest, model = load_artifact(artifact)
     assert manifest.task == TASK == "ct-angles" and manifest.training_run == "ct_63"
     assert manifest.sha256 == file_sha256(model) and manifest.opset >= 17
-    obs, act = manifest.observation, manifest.action
-    assert obs.shape == (SIZE * SIZE + A,) and obs.units == ["1"] * SIZE * SIZE + ["mask"] * A
-    assert set(obs.normalisation.mean) == {0.0} and set(obs.normalisation.std) == {1.0}
-    assert act.shape == (A + 1,) and set(act.units) == {"logit"}
-    assert all(np.isfinite(act.low)) and all(np.isfinite(act.high))
+    assert manifest.schema_version == 2 and not manifest.state
+    assert [(t.name, t.shape, t.units, t.normalisation) for t in manifest.inputs] == [
+        ("obs", (1, SIZE, SIZE), ["1"], None), ("acquired", (A,), ["mask"], None)]
+    assert [(t.name, t.shape, t.units) for t in manifest.outputs] == [
+        ("angle_logits", (A,), ["logit"]), ("stop_logit", (1,), ["logit"])]
+    assert all(np.isfinite(t.low).all() and np.isfinite(t.high).all() for t in manifest.outputs)
     assert {"torch", "onnx", "onnxruntime"} <= manifest.producer.keys()
 
 
 def test_edge_accepts_the_artifact_and_refuses_mismatches(artifact, tmp_path) -> None:
     assert AnglePolicy.from_artifact(artifact, SIZE).faults == 0
-    with pytest.raises(PolicyError, match="this mode takes obs"):
+    with pytest.raises(PolicyError, match="this mode takes inputs"):
         AnglePolicy.from_artifact(artifact, 31)
     mems = tmp_path / "mems"
     export_policy(Actor(12, 4, (16,)), mems, task=MEMS_TASK, obs_mean=[0.0] * 12, obs_std=[1.0] * 12,

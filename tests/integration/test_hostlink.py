@@ -110,8 +110,9 @@ async def test_unauthenticated_and_replayed_datagrams_are_counted_and_dropped(li
         await raw.send(d)
     reflected = Signer(ring, 1).seal(Pong(1))  # an edge→host message sent to the edge
     await raw.send(reflected)
+    assert (await asyncio.wait_for(raw.recv(), 2))[0] == b"ET\x01"  # version 0: the edge's version notice
     ack = decode((await asyncio.wait_for(raw.recv(), 2))[0], ring, expect="to_host").msg
-    assert ack.ack_seq == decode(captured, ring).seq  # the genuine command is acked, nothing else answered
+    assert ack.ack_seq == decode(captured, ring).seq  # the genuine command is acked, nothing else answered (but the version)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(raw.recv(), 0.3)
     raw.close()

@@ -67,6 +67,16 @@ def test_history_longer_than_the_mode_keeps_is_a_wrong_shape(artifacts):
         validate(artifacts["v1"], policy_spec(max_steps=3), BUDGET_S)
 
 
+def test_units_other_than_the_task_spec_are_a_wrong_shape(artifacts, tmp_path):
+    """The mode's task spec (controller/modes/mems/spec.py) names the units; a manifest in others is refused."""
+    m = json.loads((artifacts["v1"] / MANIFEST_NAME).read_text())
+    m["inputs"][0]["units"] = ["mm"] * len(m["inputs"][0]["units"])
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(m))
+    (tmp_path / MODEL_NAME).write_bytes((artifacts["v1"] / MODEL_NAME).read_bytes())
+    with pytest.raises(PolicyRejected, match="wrong_shape: manifest's obs units"):
+        validate(tmp_path, SPEC, BUDGET_S)
+
+
 def test_install_is_atomic_keeps_versions_and_is_idempotent(artifacts, tmp_path):
     files = [(artifacts[v] / MANIFEST_NAME).read_bytes() for v in ("v1", "v2")]
     models = [(artifacts[v] / MODEL_NAME).read_bytes() for v in ("v1", "v2")]

@@ -48,7 +48,8 @@ def test_every_preamble_byte_is_authenticated():
         bad[i] ^= 0x01
         with pytest.raises(PushRefused) as e:
             verify_preamble(RING, bytes(bad))
-        assert e.value.reason == ("bad_magic" if i < 4 else "unknown_key" if i == 4 else "bad_signature"), i
+        reason = "bad_magic" if i < 3 else "bad_version" if i == 3 else "unknown_key" if i == 4 else "bad_signature"
+        assert e.value.reason == reason, i
 
 
 def test_the_header_is_bound_to_its_preamble():
@@ -167,15 +168,19 @@ async def test_refused_preambles_are_closed_without_a_reply(tmp_path):
         unsigned = frame[:PREAMBLE.size - TAG_LEN] + bytes(TAG_LEN) + frame[PREAMBLE.size:]
         stranger = encode_request(PushHeader(op="status"), b"", 9, KEY, 12, wall_us())
         assert (await asyncio.to_thread(edge.client().send, frame))["accepted"]
-        for bad in (frame, stale, unsigned, stranger, b"ETP1" + frame[4:], b"GET / HTTP/1.1\r\n" * 8):
+        for bad in (frame, stale, unsigned, stranger, b"XTP2" + frame[4:], b"GET / HTTP/1.1\r\n" * 8):
             reader, writer = await edge.connect()
             writer.write(bad)
             assert await closed_without_a_byte(reader), bad[:8]
             writer.close()
+        reader, writer = await edge.connect()  # another protocol version: told this edge's (tests/integration/test_versions.py)
+        writer.write(b"ETP1" + frame[4:])
+        assert await asyncio.wait_for(reader.read(), 2) == b"ETP2"
+        writer.close()
         with pytest.raises(Unanswered, match="refused before authentication"):
             await asyncio.to_thread(edge.client().send, frame)
     assert edge.refused() == {"refused:replayed": 2, "refused:stale": 1, "refused:bad_signature": 1,
-                              "refused:unknown_key": 1, "refused:bad_magic": 2}
+                              "refused:unknown_key": 1, "refused:bad_magic": 2, "refused:bad_version": 1}
 
 
 async def test_an_authenticated_request_is_told_why(tmp_path):

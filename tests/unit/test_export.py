@@ -90,14 +90,14 @@ def test_tampered_model_is_rejected(artifact, tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: m["action"].update(low=[1.0, 0.0, 0.0, 3.0]), "low < high"),
-        (lambda m: m["observation"]["normalisation"].update(std=[0.0] * OBS_DIM), "std must be finite and > 0"),
-        (lambda m: m["observation"].update(units=["px"]), "units has 1 entries, shape says 12"),
+        (lambda m: m["outputs"][0]["bounds"].update(low=[1.0, 0.0, 0.0, 3.0]), "low < high"),
+        (lambda m: m["inputs"][0]["normalisation"].update(std=[0.0] * OBS_DIM), "std must be finite and > 0"),
+        (lambda m: m["inputs"][0].update(units=["px", "px"]), "units has 2 entries, the shape has 12 elements"),
         (lambda m: m.update(sha256="abc"), "sha256"),
         (lambda m: m.update(decision_period_s=-1), "decision_period_s"),
         (lambda m: m.update(surprise=1), "surprise"),
         (lambda m: m.pop("task"), "task"),
-        (lambda m: m["observation"].update(dtype="float64"), "dtype"),
+        (lambda m: m["inputs"][0].update(dtype="float64"), "dtype"),
     ],
 )
 def test_bad_manifest_is_rejected_with_a_clear_error(artifact, edit, message):

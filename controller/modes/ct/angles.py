@@ -16,11 +16,10 @@ encoder angle each projection was measured at. The loop itself (move → in posi
 loop → decide, abort, the stage's safety gate) is the shared one (controller/modes/acquisition.py); this module
 fills in its hooks.
 
-The ONNX contract (docs/design.md, "Angle policy"): input "obs" (1, 1, N, N) float32, optional input
-"acquired" (1, A) float32 (1 = acquired); outputs "angle_logits" (1, A) and "stop_logit" (1, 1).
-Acquired angles are masked here, whatever the graph does. A policy artifact (model.onnx + manifest.json,
-learner/ct/export.py) has task `TASK`; its manifest's flat specs are observation = obs.ravel() ‖ acquired
-(N·N + A values) and action = angle_logits ‖ stop_logit (A + 1 values). `AnglePolicy.from_artifact` loads one.
+The policy's contract (named inputs x̂ and the acquired mask, outputs angle_logits and stop_logit) is
+controller/modes/ct/spec.py; the policy runtime (`AnglePolicy`, its slot validator and opener) is
+controller/policy/runtime.py. A policy artifact (model.onnx + manifest.json,
+learner/ct/export.py) has task `TASK`; `AnglePolicy.from_artifact` loads one.
 """
 from __future__ import annotations
 
@@ -30,11 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import onnxruntime as ort
 import scipy.sparse as sp
 from pydantic import ConfigDict
 
@@ -42,107 +39,12 @@ from controller.protocol import ct, framing
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
 from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult
-from controller.policy.manifest import Manifest
-from controller.policy.slot import PolicyRejected, PolicySlot, load_for_task, session_options
 from controller.safety import StageGate
+from controller.policy.runtime import AnglePolicy
+from controller.policy.slot import PolicySlot
 
 log = logging.getLogger(__name__)
 StopReason = Literal["policy", "max_angles", "aborted"]
-TASK = "ct-angles"  # the manifest task of angle policies
-
-
-class PolicyError(PolicyRejected, ValueError):
-    """An ONNX model that does not fit the angle-policy contract (``reason``: the policy slot's refusal code)."""
-
-
-class AnglePolicy:
-    """An ONNX actor with an angle head and a stopping head, run greedily (1 intra-op thread)."""
-
-    def __init__(self, model: str | Path | bytes, size: int, n_angles: int = 180) -> None:
-        model_arg = model if isinstance(model, bytes) else str(model)
-        try:
-            self.session = ort.InferenceSession(model_arg, session_options(), providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for corrupt models
-            raise PolicyError("corrupt_model", f"cannot load the angle policy: {str(e)[:300]}") from None
-        inputs = {i.name: i.shape for i in self.session.get_inputs()}
-        outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        want_in = {"obs": [1, 1, size, size], "acquired": [1, n_angles]}
-        want_out = {"angle_logits": [1, n_angles], "stop_logit": [1, 1]}
-        if "obs" not in inputs or not set(inputs) <= set(want_in) or not set(want_out) <= set(outputs):
-            raise PolicyError("wrong_shape", f"angle policy I/O must be obs[, acquired] -> angle_logits, stop_logit; "
-                              f"got {sorted(inputs)} -> {sorted(outputs)}")
-        for name, shape in [*inputs.items(), *((n, outputs[n]) for n in want_out)]:
-            want = {**want_in, **want_out}[name]
-            if len(shape) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(shape, want)):
-                raise PolicyError("wrong_shape", f"angle policy {name!r} has shape {shape}, expected {want}")
-        self.n_angles = n_angles
-        self._obs = np.zeros(want_in["obs"], np.float32)
-        self._acquired = np.zeros(want_in["acquired"], np.float32)
-        self._feeds = {"obs": self._obs} | ({"acquired": self._acquired} if "acquired" in inputs else {})
-        self.faults = 0  # decisions whose outputs were not finite
-        self.manifest: Manifest | None = None  # set by from_artifact
-        self.path: Path | None = None
-        self.latency_us = 0.0  # median decision time on the probes (from_artifact)
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version if self.manifest is not None else "unversioned"
-
-    @classmethod
-    def from_artifact(cls, directory: str | Path, size: int, n_angles: int = 180) -> AnglePolicy:
-        """Load an artifact directory: manifest and sha256, task, the manifest's shapes, the graph's I/O, and
-        finite outputs on probes at the observation's bounds (x̂_1 = 0 with nothing acquired; all ones, half acquired)."""
-        try:
-            manifest, model = load_for_task(Path(directory), TASK)
-        except PolicyRejected as e:
-            raise PolicyError(e.reason, e.detail) from None
-        shapes = manifest.observation.shape, manifest.action.shape
-        if shapes != ((size * size + n_angles,), (n_angles + 1,)):
-            raise PolicyError("wrong_shape", f"manifest says obs {shapes[0]} action {shapes[1]}; this mode takes obs "
-                              f"({size}·{size} + {n_angles},) action ({n_angles} + 1,)")
-        policy = cls(model, size, n_angles)
-        policy.manifest, policy.path = manifest, Path(directory)
-        probes = [(np.zeros((size, size), np.float32), np.zeros(n_angles, bool)),
-                  (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)]
-        times = []
-        for image, acquired in probes:
-            t = time.perf_counter()
-            if policy.decide(image, acquired) is None:
-                raise PolicyError("non_finite", "angle policy outputs are not finite on the probe inputs")
-            times.append(time.perf_counter() - t)
-        policy.latency_us = 1e6 * float(np.median(times))
-        return policy
-
-    def decide(self, image: np.ndarray, acquired: np.ndarray,
-               run_options: ort.RunOptions | None = None) -> tuple[int, bool] | None:
-        """Greedy (grid index, stop) for the reconstruction (N, N) and the acquired mask (A,) bool;
-        None (counted) when the outputs are not finite."""
-        self._obs[0, 0] = image
-        self._acquired[0] = acquired
-        logits, stop = self.session.run(["angle_logits", "stop_logit"], self._feeds, run_options)
-        logits, stop = np.asarray(logits, np.float64).reshape(-1), float(np.asarray(stop).reshape(-1)[0])
-        if not (np.all(np.isfinite(logits)) and np.isfinite(stop)):
-            self.faults += 1
-            return None
-        return int(np.argmax(np.where(acquired, -np.inf, logits))), stop > 0.0
-
-
-def validated_decision_us(directory: Path, size: int, n_angles: int, budget_s: float) -> float:
-    """The policy slot's validator (in its validator process): the angle-policy contract and a median decision
-    within `budget_s` (one exposure); returns the decision time [µs]."""
-    policy = AnglePolicy.from_artifact(directory, size, n_angles)
-    if policy.latency_us > budget_s * 1e6:
-        raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > one exposure "
-                                         f"({budget_s * 1e6:.0f} µs)")
-    return policy.latency_us
-
-
-def open_validated_policy(directory: Path, latency_us: float, size: int, n_angles: int) -> AnglePolicy:
-    """The policy slot's opener (worker thread): the artifact the validator accepted, loaded in the daemon. As
-    `controller.policy.slot.open_validated`: the cheap checks run again, and the two probe decisions warm it up."""
-    policy = AnglePolicy.from_artifact(directory, size, n_angles)
-    policy.latency_us = latency_us
-    return policy
 
 
 @dataclass(frozen=True)
@@ -233,6 +135,8 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
     def new_result(self) -> ScanResult:
         self._acquired[:] = False
         self._blocks = []
+        if self.policy is not None:  # a recurrent policy starts each scan from its initial state
+            self.policy.reset()
         return ScanResult()
 
     async def prepare(self) -> None:

@@ -27,7 +27,9 @@ from controller.config import EdgeConfig
 from controller.link.push_wire import PushHeader, SampleSpec
 from controller.modes.acquisition import AcquisitionSession
 from controller.modes.base import ModeHost, ModeSpec
-from controller.modes.ct.angles import TASK, AnglesMode, ScanResult, open_validated_policy, validated_decision_us
+from controller.modes.ct.angles import AnglesMode, ScanResult
+from controller.modes.ct.spec import TASK
+from controller.policy.runtime import open_validated_policy, validated_decision_us
 from controller.modes.registry import register
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.protocol import ct as p

@@ -25,6 +25,7 @@ from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.mems.pid import Pid
 from controller.modes.mems.stabilize import StabilizeMode, mems_args
 from controller.modes.registry import register
+from controller.modes.mems.spec import ACT_UNITS, ACTIONS, OBS_FIELDS, OBS_UNITS, TASK
 from controller.policy.slot import LoadedPolicy, PolicySlot, PolicySpec
 from controller.protocol import mems as p
 from controller.safety import SafetyGate
@@ -32,14 +33,12 @@ from controller.safety import SafetyGate
 log = logging.getLogger("edgetune.daemon")
 DRIFT_REPORT_S = 10  # seconds between decision-period records
 
-TASK = "mems-pid-gains"
-OBS_FIELDS = ("x_px", "y_px", "ux_v", "uy_v", "x_target_px", "y_target_px")
-ACTIONS = ("kp_x", "ki_x", "kp_y", "ki_y")
 _ACTION_INDEX = ((0, 0), (0, 1), (1, 0), (1, 1))  # action i -> gains[axis, term]
 
 
 def policy_spec(max_steps: int) -> PolicySpec:
-    return PolicySpec(task=TASK, obs_step=len(OBS_FIELDS), act_dim=len(ACTIONS), max_steps=max_steps)
+    return PolicySpec(task=TASK, obs_step=len(OBS_FIELDS), act_dim=len(ACTIONS), max_steps=max_steps,
+                      obs_units=OBS_UNITS, act_units=ACT_UNITS)
 
 
 def envelope_arrays(env: GainEnvelope) -> tuple[np.ndarray, np.ndarray]:
