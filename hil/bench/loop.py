@@ -1,4 +1,4 @@
-"""Loop benchmark: our stabilize tick path against the floor, in one run (`edgetune bench loop`).
+"""Loop benchmark: the daemon's own stabilize tick against the floor, in one run (`edgetune bench loop`).
 
 ours:  the asyncio `Scheduler` (timerfd) running the daemon's own tick (`controller.daemon.Daemon.tick`,
        built from the deployed defaults at the bench's rate: hil/bench/production.py) — host commands →
