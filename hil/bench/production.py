@@ -89,8 +89,8 @@ def bench_config(workdir: Path, rate_hz: float, port: str, **loop: Any) -> dict[
 
 
 @contextlib.asynccontextmanager
-async def production_daemon(workdir: Path, rate_hz: float, *, mode: str = "stabilize",
-                            policy: dict[str, Any] | None = None) -> AsyncIterator[tuple[Daemon, Callable[[Tick], None]]]:
+async def production_daemon(workdir: Path, rate_hz: float, *, mode: str = "stabilize", policy: dict[str, Any] | None = None
+                            ) -> AsyncIterator[tuple[Daemon, Callable[[Tick], None]]]:
     """A `Daemon` built from a bench config with `SimDriver` as its driver, its recorder open and its host link
     bound and up (a host pinged it, so telemetry is sealed and sent to that host's address as in production). Yields (daemon, tick):
     ``tick`` delivers the due frames and runs `Daemon.tick`."""
