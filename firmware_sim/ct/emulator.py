@@ -160,7 +160,7 @@ class CtEmulator(EmulatedDevice):
     # --- physics ---------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self.state, _ = self.stage.step(self.state, 1.0 / self.tick_hz)
+        self.state, _ = self.stage.step(self.state, None, 1.0 / self.tick_hz)
         if self.exposure is not None and self.state.t_s >= self.exposure[0] - 1e-9:
             exposure_s = self.exposure[1]
             self.exposure = None

@@ -1,8 +1,9 @@
 """CT instrument physics: a rotation stage and a parallel-beam detector (numpy, batched, seedable).
 
-Device-model contract (docs/design.md): arrays with a leading batch axis B, pure `step` functions,
-the RNG lives in the state. The stage is driven by `command` (target angle) / `home` and advanced by
-`step(state, dt)`; the detector measures the object at the stage's ACTUAL angle.
+Both satisfy the device-model contract (`firmware_sim.device.DeviceModel`): arrays with a leading batch
+axis B, pure `step(state, command, dt)` functions, the RNG lives in the state. The stage is driven by
+`command` (target angle) / `home` and advanced by `step(state, command_or_None, dt)`; the detector measures
+the object at the stage's ACTUAL angle (`step(state, angle_deg, exposure_s)` or `acquire`).
 
 The detector's projector is analytic and independent of the reconstruction's (controller.modes.ct.tomo,
 Joseph model): each bin integrates the polygon's chord length over `subrays` rays across its 1 px
@@ -87,9 +88,12 @@ class RotationStage:
         rest = np.where(state.homed, np.clip(rest, self.p.soft_min_deg, self.p.soft_max_deg), rest)
         return replace(state, target_deg=rest, homing=np.zeros_like(state.homing))
 
-    def step(self, state: StageState, dt: float) -> tuple[StageState, StageReading]:
+    def step(self, state: StageState, target_deg: np.ndarray | None, dt: float) -> tuple[StageState, StageReading]:
         """Advance dt [s]: trapezoidal motion (speed and acceleration limited, braking in time);
-        the step that would reach the target snaps onto it and stops."""
+        the step that would reach the target snaps onto it and stops. ``target_deg`` (B,): new targets
+        first (as `command`), None keeps them."""
+        if target_deg is not None:
+            state = self.command(state, target_deg)
         p = self.p
         err = state.target_deg - state.angle_deg
         # Fastest speed from which the stage can still stop at the target: v = sqrt(2·a·|e|).
@@ -152,11 +156,32 @@ def line_integrals(vertices: np.ndarray, angle_deg: np.ndarray, n_bins: int, sub
     return OBJECT_VALUE * chord.reshape(len(vertices), n_bins, subrays).mean(axis=-1)
 
 
+@dataclass(frozen=True)
+class DetectorState:
+    sample: Phantoms | None  # the object on the stage (B phantoms); None until one is loaded
+    rng: np.random.Generator  # noise RNG (shared, advances)
+    t_s: float
+
+
 class Detector:
     def __init__(self, params: DetectorParams = DetectorParams()) -> None:
         if params.noise not in ("gaussian", "poisson", "none"):
             raise ValueError(f"unknown noise model {params.noise!r}")
         self.p = params
+
+    def reset(self, seed: int | None, batch: int = 1, sample: Phantoms | None = None) -> DetectorState:
+        """Power-on: noise RNG seeded, ``sample`` (B phantoms) on the stage."""
+        if sample is not None and len(sample.vertices) != batch:
+            raise ValueError(f"sample has {len(sample.vertices)} phantoms, batch is {batch}")
+        return DetectorState(sample, np.random.default_rng(seed), 0.0)
+
+    def step(self, state: DetectorState, angle_deg: np.ndarray, dt: float) -> tuple[DetectorState, np.ndarray]:
+        """Expose for dt [s] (the exposure) at the stage's actual angles (B,) -> (B, size) float32."""
+        if state.sample is None:
+            raise ValueError("no sample loaded")
+        det = self if dt == self.p.exposure_s else Detector(replace(self.p, exposure_s=dt))
+        data = det.acquire(state.sample, angle_deg, state.rng)
+        return replace(state, t_s=state.t_s + dt), data
 
     def acquire(self, phantoms: Phantoms, angle_deg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One projection per phantom at its actual angle (B,) -> (B, size) float32."""

@@ -3,7 +3,8 @@
 Laser → disturbance mirror M1 (piezo tip/tilt) → MEMS mirror M2 → camera. The spot position on
 the sensor is the sum of the M1 displacement and the M2 deflection [px]; the PID drives M2 so that
 the measured spot stays on the target. All arrays carry a leading batch axis B, so the learner runs
-thousands of stands and the emulator runs one (B = 1) with the same code. numpy only.
+thousands of stands and the emulator runs one (B = 1) with the same code (`MemsStand` satisfies the
+device-model contract, `firmware_sim.device.DeviceModel`). numpy only.
 
 One ``step`` is one camera frame:
 1. M1 follows its commanded displacement (``disturbance_px``, held until changed) through a

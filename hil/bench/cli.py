@@ -13,7 +13,8 @@ def bench_loop(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
     realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE)."),
 ) -> None:
-    """Our stabilize tick path vs. a bare time.sleep loop at the same absolute deadlines."""
+    """The daemon's own stabilize tick (against an in-process simulated stand) vs. a bare time.sleep loop
+    at the same absolute deadlines."""
     from hil.bench.loop import bench
 
     report = bench(rate, seconds, rt=realtime)

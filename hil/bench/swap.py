@@ -1,11 +1,11 @@
 """Swap benchmark (`edgetune bench swap`): the rl-pid loop at `rate` Hz while models are pushed and
 swapped, against the same loop without pushes, in one run.
 
-The loop is in process: the asyncio `Scheduler` (timerfd) running hil.bench.loop's simulated stabilize
-tick (firmware_sim.mems.physics.MemsStand physics, PID, safety gate, recorder, telemetry sealing) with the
-rl-pid mode (the active ONNX actor re-tunes the gains every `decision_every` ticks) and the policy
-slot's tick-boundary swap. The daemon's real `PushServer` runs on the same event loop on a loopback TCP
-port; the pusher (controller.link.host_push) runs in another process, as the host would, and pushes
+The loop is in process: the asyncio `Scheduler` (timerfd) running the daemon's own tick in rl-pid mode
+(`controller.daemon.Daemon.tick` against the in-process simulated device, hil/bench/production.py: the
+policy slot's tick-boundary swap, the active ONNX actor re-tuning the gains every `decision_every` ticks,
+PID, safety gate, recorder, sealed telemetry). The daemon's own `PushServer` runs on the same event loop on
+a loopback TCP port; the pusher (controller.link.host_push) runs in another process, as the host would, and pushes
 distinct signed models, each installed, validated (in the slot's validator process) and swapped in.
 Short quiet and pushing chunks alternate so both see the same background load (this VM's stalls come in
 bursts). swap_latency_ms: request received → swapped at a tick boundary.
@@ -14,35 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from controller.config import GainEnvelope, PolicyConfig
+from controller.daemon import Daemon
 from controller.link.auth import Keyring
-from controller.modes.mems.rl_pid import RlPidMode, envelope_arrays, policy_spec
-from controller.policy.slot import PolicySlot, lowest_priority
-from controller.link.edge_push import PushServer
+from controller.policy.slot import lowest_priority
 from controller.link.host_push import PushClient
-from controller.recorder import Recorder
 from controller.latency import LatencyRing
 from controller.scheduler import Scheduler, Tick, realtime
-from hil.bench.loop import RT_PRIORITY, SimStabilizeTick, _result
+from hil.bench.loop import RT_PRIORITY, _result
+from hil.bench.production import production_daemon
 from hil.faults.model_artifacts import make_artifact
 
-KEY_ID = 1
 _pusher: PushClient | None = None  # the pusher process's client (its sequence numbers persist across pushes)
 
 
-def _start_pusher(addr: tuple[str, int], key: bytes) -> None:
+def _start_pusher(addr: tuple[str, int], key_id: int, key: bytes) -> None:
     """The pusher stands in for the host, another machine: at nice 19 it takes as little of the edge's CPU as it can."""
     global _pusher
     lowest_priority()
-    _pusher = PushClient(addr, Keyring({KEY_ID: key}), KEY_ID)
+    _pusher = PushClient(addr, Keyring({key_id: key}), key_id)
 
 
 def _push(art: Path) -> dict[str, Any]:
@@ -54,18 +51,19 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
                   work: Path, rt: bool) -> dict[str, Any]:
     arts = [make_artifact("good", work / f"m{i}", version=f"v{i}", seed=i, steps=4,
                           decision_period_s=decision_every / rate_hz) for i in range(swaps)]
-    recorder = Recorder.open(work / "bench.sqlite")
-    slot = PolicySlot(policy_spec(64), budget_s=0.25 / rate_hz)
-    sim = SimStabilizeTick(rate_hz, recorder)
-    m = sim.mode
-    sim.mode = RlPidMode(m.pid, m.gate, m.baseline_gains, m.target, slot, decision_every, envelope_arrays(GainEnvelope()))
-    keyring = Keyring({KEY_ID: os.urandom(32)})
-    server = PushServer(PolicyConfig(dir=work / "policies", push_port=0), keyring, slot,
-                        nominal_period_s=decision_every / rate_hz, max_clock_skew_s=5.0, replay_window=128,
-                        record=recorder.record_event)
+    async with production_daemon(work, rate_hz, mode="rl-pid", policy={"decision_every_n_ticks": decision_every}) as (
+            daemon, daemon_tick):
+        return await _phases(daemon, daemon_tick, arts, rate_hz, chunks, chunk_s, rt)
+
+
+async def _phases(daemon: Daemon, daemon_tick: Callable[[Tick], None], arts: list[Path], rate_hz: float, chunks: int,
+                  chunk_s: float, rt: bool) -> dict[str, Any]:
+    slot, server, swaps = daemon.slot, daemon.push, len(arts)
+    assert slot is not None
     await server.start()
+    kid = daemon.keyring.newest
     pusher = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _start_pusher,
-                                 (server.address, keyring.keys[KEY_ID]))
+                                 (server.address, kid, daemon.keyring.keys[kid]))
     pusher.submit(int).result()  # the process is up before the first quiet phase
     await slot.in_validator(int)  # so is the validator process
 
@@ -77,8 +75,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
     def tick(t: Tick) -> None:
         lat[phase].add(t.lateness_ns)
         over[phase] += t.missed > 0
-        slot.boundary()
-        sim(t)
+        daemon_tick(t)
 
     replies: list[dict[str, Any]] = []
     per_chunk = -(-swaps // chunks)
@@ -109,7 +106,6 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
         pusher.shutdown()
         slot.close()
         await server.close()
-        recorder.close()
     res = {k: _result(v.values(), over[k]) for k, v in lat.items()}
     ms = np.array([r["swap_latency_ms"] for r in replies if r["accepted"]] or [np.nan])
     return {
@@ -119,7 +115,7 @@ async def _chunks(rate_hz: float, swaps: int, chunks: int, chunk_s: float, decis
         "extra_overruns": res["with_swaps"]["overruns"] - res["baseline"]["overruns"],
         "swap_latency_ms": {"p50": round(float(np.median(ms)), 3), "max": round(float(ms.max()), 3)},
         "rejected": sorted({r["reason"] for r in replies if not r["accepted"]}),
-        "decisions": sim.mode.decisions, "non_finite_outputs": slot.counters["non_finite_output"],
+        "decisions": daemon.mode.decisions, "non_finite_outputs": slot.counters["non_finite_output"],
         "sched": "fifo" if fifo else "other",
     }
 

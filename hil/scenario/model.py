@@ -13,10 +13,12 @@ Fault kinds and checks are registries here: ``@fault("kind")`` adds an injector 
 serial.*, process.py daemon.* and config.*, model.py model.*, whose knobs go in ``Fault.params``), ``@check("name")``
 a check (hil/scenario/checks.py). This module imports none of them; they import it, and the runner
 (hil/scenario/run.py) imports them all, so load scenarios through the runner, once every kind is registered.
-``RunData`` is what the checks read after a run.
+``RunData`` is what the checks read after a run. Every wait of a scenario step has a deadline: `wait_until` polls
+a probe and fails naming what it waited for.
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 import tomllib
@@ -40,6 +42,27 @@ SCENARIO_DIR = Path(__file__).parents[1] / "scenarios"
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be read or does not validate; the message names the file and key."""
+
+
+class StepTimeout(TimeoutError):
+    """A scenario step waited past its deadline; the message names what it waited for."""
+
+
+async def wait_until(what: str, probe: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float = 0.1) -> None:
+    """Poll ``probe`` until it returns True; StepTimeout naming ``what`` after ``timeout_s`` (the probe itself
+    is bounded by the same deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StepTimeout(f"timed out after {timeout_s:g} s waiting for {what}")
+        try:
+            async with asyncio.timeout(left):
+                if await probe():
+                    return
+        except TimeoutError:
+            continue  # the deadline check above reports it
+        await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 class _Strict(BaseModel):

@@ -17,12 +17,13 @@ from hil.faults.net import UdpProxy
 from hil.faults.serial import SerialFaults
 from hil.scenario.checks import evaluate
 from hil.scenario.model import (  # noqa: F401  (SCENARIO_DIR, ScenarioError, bundled, load_scenario: re-exported)
-    FAULTS, SCENARIO_DIR, HostAction, RunContext, RunData, Scenario, ScenarioError, bundled, load_scenario,
+    FAULTS, SCENARIO_DIR, HostAction, RunContext, RunData, Scenario, ScenarioError, bundled, load_scenario, wait_until,
 )
 from hil.scenario.report import write_report
 from hil.stand import SimulatedStand
 
 __all__ = ["SCENARIO_DIR", "ScenarioError", "bundled", "load_scenario", "run_scenario"]
+SCRAPE_TIMEOUT_S = 10.0  # the daemon's metrics endpoint answers within this at the end of a run
 
 
 async def _host_action(ctx: RunContext, a: HostAction) -> None:
@@ -80,14 +81,26 @@ def _bound_loopback(port: int) -> bool:
     return bool(mine) and all(a.split(":")[0] == "0100007F" for a in mine)
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """The daemon's Prometheus metrics: ``edgetune_faults_total`` by kind plus scheduler counters."""
+async def _scrape(port: int) -> dict[str, float]:
+    """The daemon's Prometheus metrics: ``edgetune_faults_total`` by kind plus scheduler counters (retried until
+    SCRAPE_TIMEOUT_S; StepTimeout naming the endpoint after that)."""
+    from urllib.error import URLError
     from urllib.request import urlopen
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        text = r.read().decode()
+    url, text = f"http://127.0.0.1:{port}/metrics", ""
+
+    def fetch() -> bool:
+        nonlocal text
+        try:
+            with urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+            return True
+        except (URLError, OSError):
+            return False
+
+    await wait_until(f"the daemon's metrics at {url}", lambda: asyncio.to_thread(fetch), SCRAPE_TIMEOUT_S, poll_s=0.2)
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -142,7 +155,7 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(1.2)
         alive = stand.daemon is not None and stand.daemon.poll() is None
         if alive:
-            edge = await asyncio.to_thread(_scrape, int(stand.edge_config["metrics"]["port"]))
+            edge = await _scrape(int(stand.edge_config["metrics"]["port"]))
     finally:
         end_ns = time.monotonic_ns()
         for t in tasks:

@@ -10,7 +10,7 @@ PSNR(x̂_{k+1}) = 20·log10(0.62 / RMSE).
 
 `CTBatchEnv` steps B episodes at once (torch, `BatchSIRT`), the training/evaluation engine; it also
 accepts angle == n_angles meaning "stop without acquiring" (Algorithm 1's 181st action).
-`CTEnv` is the single-episode gymnasium view of it:
+`CTEnv` is the single-episode gymnasium view of it and `CTVecEnv` the vectorised one (learner.envs.base):
   observation Dict{"image": Box(0, 1, (1, N, N), float32), "acquired": MultiBinary(n_angles)}
   action      Dict{"angle": Discrete(n_angles), "stop": Discrete(2)}
 An already acquired angle is not measured again: the step is counted in info["invalid_actions"]
@@ -30,6 +30,7 @@ from controller.modes.ct import tomo
 from firmware_sim.ct.physics import Detector, DetectorParams, line_integrals
 from firmware_sim.ct.phantoms import SHAPES, make_phantoms
 from learner.ct.sirt_torch import BatchSIRT
+from learner.envs.base import BatchVecEnv, SingleEnv
 
 CUSTOM = "custom"  # shape name of custom images
 
@@ -179,25 +180,31 @@ class CTBatchEnv:
         return self.psnr.copy()
 
 
-class CTEnv(gym.Env):
-    """One episode at a time (gymnasium API) over `CTBatchEnv` with B = 1."""
+def _spaces(cfg: CTEnvConfig) -> tuple[gym.spaces.Dict, gym.spaces.Dict]:
+    """One episode's observation and action spaces."""
+    n, a = cfg.size, cfg.n_angles
+    obs = gym.spaces.Dict({"image": gym.spaces.Box(0.0, 1.0, (1, n, n), np.float32),
+                           "acquired": gym.spaces.MultiBinary(a)})
+    return obs, gym.spaces.Dict({"angle": gym.spaces.Discrete(a), "stop": gym.spaces.Discrete(2)})
 
-    metadata = {"render_modes": []}
+
+def _numpy_obs(o: CTObs) -> dict:
+    """A batch observation as the spaces' numpy arrays: image (B, 1, N, N) float32, acquired (B, A) int8."""
+    return {"image": o.image.cpu().numpy(), "acquired": o.acquired.cpu().numpy().astype(np.int8)}
+
+
+class CTEnv(SingleEnv):
+    """One episode at a time (gymnasium API) over `CTBatchEnv` with B = 1."""
 
     def __init__(self, cfg: CTEnvConfig = CTEnvConfig(), device: str | None = "cpu",
                  images: np.ndarray | None = None) -> None:
+        super().__init__(*_spaces(cfg))
         self.cfg = cfg
         self._env = CTBatchEnv(cfg, 1, device=device, images=images)
-        n, a = cfg.size, cfg.n_angles
-        self.observation_space = gym.spaces.Dict({
-            "image": gym.spaces.Box(0.0, 1.0, (1, n, n), np.float32),
-            "acquired": gym.spaces.MultiBinary(a),
-        })
-        self.action_space = gym.spaces.Dict({"angle": gym.spaces.Discrete(a), "stop": gym.spaces.Discrete(2)})
         self._invalid = 0
 
     def _obs(self, o: CTObs) -> dict:
-        return {"image": o.image[0].cpu().numpy(), "acquired": o.acquired[0].cpu().numpy().astype(np.int8)}
+        return {k: v[0] for k, v in _numpy_obs(o).items()}
 
     def _info(self) -> dict:
         e = self._env
@@ -223,3 +230,24 @@ class CTEnv(gym.Env):
         out = self._env.step(np.array([int(action["angle"])]), np.array([bool(action["stop"])]))
         self._invalid += int(out.invalid[0])
         return self._obs(out.obs), float(out.reward[0]), bool(out.done[0]), False, self._info()
+
+
+class CTVecEnv(BatchVecEnv):
+    """B episodes as a gymnasium vector env over `CTBatchEnv`; a finished episode restarts alone at the next step."""
+
+    def __init__(self, num_envs: int, cfg: CTEnvConfig = CTEnvConfig(), device: str | None = "cpu",
+                 images: np.ndarray | None = None) -> None:
+        super().__init__(num_envs, *_spaces(cfg))
+        self._env = CTBatchEnv(cfg, num_envs, device=device, images=images)
+
+    def _reset_batch(self, seed: int):
+        self._env.rng = np.random.default_rng(seed)
+        return _numpy_obs(self._env.reset()), {}
+
+    def _reset_slots(self, which: np.ndarray):
+        return _numpy_obs(self._env.reset(which))
+
+    def _step_batch(self, actions):
+        out = self._env.step(np.asarray(actions["angle"]), np.asarray(actions["stop"], bool))
+        info = {"psnr": out.obs.psnr, "n_angles": out.obs.n_acquired, "invalid_actions": out.invalid}
+        return _numpy_obs(out.obs), out.reward, out.done, np.zeros(self.num_envs, bool), info

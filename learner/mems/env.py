@@ -24,6 +24,7 @@ import numpy as np
 from controller.modes.mems.pid import BASELINE_GAINS, Pid
 from controller.modes.mems.spec import OBS_FIELDS as FEATURES
 from firmware_sim.mems.physics import MemsParams, MemsStand, MemsState
+from learner.envs.base import BatchVecEnv, SingleEnv
 
 # fixed normalisation of the raw features (the edge graph applies the same)
 OBS_SCALE = np.array([100.0, 100.0, 3000.0, 3000.0, 100.0, 100.0])
@@ -171,17 +172,19 @@ class MemsTuningSim:
         return self.observation(), reward, truncated, info
 
 
-class MemsTuningEnv(gym.Env):
+def _spaces(cfg: MemsTuningConfig) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """One stand's observation and action spaces."""
+    lo, hi = action_bounds(cfg)
+    dim = cfg.k * len(FEATURES)
+    return gym.spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32), gym.spaces.Box(lo, hi, dtype=np.float32)
+
+
+class MemsTuningEnv(SingleEnv):
     """Single-stand gymnasium view of :class:`MemsTuningSim` (passes ``check_env``)."""
 
-    metadata = {"render_modes": []}
-
     def __init__(self, cfg: MemsTuningConfig = MemsTuningConfig(), params: MemsParams | None = None) -> None:
+        super().__init__(*_spaces(cfg))
         self.sim = MemsTuningSim(1, cfg, params)
-        lo, hi = action_bounds(cfg)
-        self.action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
-        dim = cfg.k * len(FEATURES)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -193,38 +196,17 @@ class MemsTuningEnv(gym.Env):
         return obs[0], float(r[0]), False, bool(trunc[0]), {k: float(v[0]) for k, v in info.items()}
 
 
-class MemsTuningVecEnv(gym.vector.VectorEnv):
-    """B stands in one numpy batch; all episodes have the same length, so they reset together
-    (autoreset NEXT_STEP semantics: the step after a truncation returns the reset observation)."""
-
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+class MemsTuningVecEnv(BatchVecEnv):
+    """B stands in one numpy batch; all episodes have the same length, so they reset together."""
 
     def __init__(self, num_envs: int, cfg: MemsTuningConfig = MemsTuningConfig(),
                  params: MemsParams | None = None) -> None:
-        self.num_envs = num_envs
+        super().__init__(num_envs, *_spaces(cfg))
         self.sim = MemsTuningSim(num_envs, cfg, params)
-        lo, hi = action_bounds(cfg)
-        self.single_action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
-        dim = cfg.k * len(FEATURES)
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float32)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
-        self._seed = 0
-        self._needs_reset = False
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is not None:
-            self._seed = seed
-        self._needs_reset = False
-        obs = self.sim.reset(self._seed)
-        self._seed += 1
-        return obs, {}
+    def _reset_batch(self, seed: int):
+        return self.sim.reset(seed), {}
 
-    def step(self, actions):
-        if self._needs_reset:
-            obs, _ = self.reset()
-            z = np.zeros(self.num_envs)
-            return obs, z, np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool), {}
+    def _step_batch(self, actions):
         obs, r, trunc, info = self.sim.step(np.asarray(actions))
-        self._needs_reset = bool(trunc.any())
         return obs, r, np.zeros(self.num_envs, bool), trunc, info

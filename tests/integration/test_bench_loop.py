@@ -1,4 +1,4 @@
-"""`edgetune bench loop` and `bench swap`: short real runs give the documented JSON fields."""
+"""`edgetune bench loop` and `bench swap`: short real runs of the daemon's own tick give the documented JSON fields."""
 from __future__ import annotations
 
 import json
@@ -25,6 +25,8 @@ def test_bench_loop_json_short_run() -> None:
         assert s["p50_us"] <= s["p99_us"] <= s["p999_us"] <= s["max_us"]
     assert r["recorder"]["written"] + r["recorder"]["dropped"] == r["ticks"]
     assert r["recorder"]["dropped"] == 0
+    # the daemon's own tick ran: every tick wrote the driver, decimated ticks sent sealed telemetry to the host
+    assert r["driver_writes"] == r["ticks"] and r["telemetry_sent"] >= r["ticks"] // 4
 
 
 def test_bench_swap_short_run_swaps_every_model() -> None:

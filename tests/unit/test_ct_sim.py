@@ -49,7 +49,7 @@ def test_rasterised_area_matches_polygon_area():
 
 def _run(stage, state, seconds, dt=0.001):
     for _ in range(int(round(seconds / dt))):
-        state, reading = stage.step(state, dt)
+        state, reading = stage.step(state, None, dt)
     return state, reading
 
 
@@ -65,7 +65,7 @@ def test_stage_refuses_moves_until_homed_and_encoder_nan():
     s = stage.reset(seed=0, batch=3)
     s = stage.command(s, np.full(3, 45.0))
     assert np.all(s.rejected == 1)
-    _, r = stage.step(s, 0.01)
+    _, r = stage.step(s, None, 0.01)
     assert np.all(np.isnan(r.encoder_deg))
 
 
@@ -76,7 +76,7 @@ def test_stage_slew_rate_acceleration_and_settle():
     t0, dt, arrived, ready, vmax, amax = s.t_s, 0.001, None, None, 0.0, 0.0
     while ready is None:
         v_prev = s.velocity_dps[0]
-        s, r = stage.step(s, dt)
+        s, r = stage.step(s, None, dt)
         if arrived is None and s.angle_deg[0] == 90.0:
             arrived = s.t_s - t0
         if arrived is None:  # the arrival step snaps onto the target

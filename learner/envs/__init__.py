@@ -1,0 +1,1 @@
+"""The learner's shared environment base (base.py)."""
