@@ -22,7 +22,8 @@ from controller.config import parse_config
 from controller.daemon import Daemon
 from controller.link.auth import load_keyring, write_keyfile
 from controller.link.host_udp import HostClient
-from controller.protocol.framing import Frame, Message
+from controller.protocol.framing import Message
+from controller.protocol.mems import Frame
 from controller.recorder import Recorder
 from controller.scheduler import Tick
 from firmware_sim.mems.physics import MemsStand
