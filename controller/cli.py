@@ -22,10 +22,14 @@ def daemon(config: Path = typer.Option(..., "--config", "-c", help="edge.toml (s
     from controller.lifecycle import Fatal, StartupError
     from controller.logs import setup_logging
 
+    from controller.modes import registry
+
     try:
         cfg = load_config(config)
-    except ConfigError as e:
-        typer.echo(f"invalid configuration:\n{e}", err=True)
+        registry.get(cfg.loop.mode)
+    except (ConfigError, ValueError) as e:  # ValueError: a mode nobody registered (it names those that are)
+        where = "" if isinstance(e, ConfigError) else f"{config.name}: loop.mode: "
+        typer.echo(f"invalid configuration:\n{where}{e}", err=True)
         raise typer.Exit(2) from None
     setup_logging(cfg.log.level, cfg.log.json_lines)
     from controller.daemon import Daemon

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from controller.modes.ct import spec
-from controller.modes.ct.angles import AnglesConfig
+from controller.modes.ct.config import AnglesConfig
 from controller.policy.manifest import Bounds, InputSpec, Manifest, OutputSpec
 from learner.ct.net import MASKED_LOGIT, CTActorCritic
 from learner.ct.train import load_policy

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 from controller.protocol import ct
 from controller.modes.ct import tomo
 from controller.driver import SerialDriver
-from controller.modes.ct.angles import AnglesConfig, AnglesMode
+from controller.modes.ct.angles import AnglesMode
+from controller.modes.ct.config import AnglesConfig
 from controller.modes.ct.spec import TASK
 from controller.policy.runtime import AnglePolicy, PolicyError
 from controller.policy.slot import PolicySlot, PolicySpec

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.protocol import framing as p
+from controller.protocol import ct as p
+from controller.protocol import framing
 from firmware_sim.ct.emulator import CtEmulator
 from firmware_sim.ct.physics import Detector, DetectorParams, RotationStage
 from firmware_sim.device import DeviceModel, rollout
@@ -35,7 +36,7 @@ def test_mems_batch_of_one_equals_the_emulator():
 
 def test_ct_stage_and_detector_batch_of_one_equal_the_emulator():
     emu = CtEmulator(seed=7, tick_hz=200.0)
-    sent: list[p.Message] = []
+    sent: list[framing.Message] = []
     emu._send = sent.append  # the projection the device would put on the wire
     dt = 1.0 / emu.tick_hz
     stage, det = emu.stage, Detector(emu.detector)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from controller.link.push_wire import PushHeader
 from controller.modes import registry
 from controller.modes.base import ModeSpec
-from controller.modes.ct.angles import AnglesConfig
+from controller.modes.ct.config import AnglesConfig
 from controller.protocol import ct as p
 from controller.safety import StageGate
 
@@ -60,9 +60,15 @@ def test_default_angle_limits_never_bind_on_the_grid() -> None:
     assert g.clamped == 0
 
 
-def test_the_config_takes_registered_modes_only() -> None:
-    from controller.config import ConfigError, parse_config
+def test_the_daemon_takes_registered_modes_only(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from controller.cli import app
+    from controller.config import parse_config
 
     assert parse_config({"loop": {"mode": "angles"}}).loop.mode == "angles"
-    with pytest.raises(ConfigError, match="unknown mode 'ptycho'; registered: angles, rl-pid, stabilize"):
-        parse_config({"loop": {"mode": "ptycho"}})
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[loop]\nmode = "ptycho"\n')
+    result = CliRunner().invoke(app, ["daemon", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "edge.toml: loop.mode: unknown mode 'ptycho'; registered: angles, rl-pid, stabilize" in result.output
