@@ -126,7 +126,6 @@ class ModeSpec:
     kind: Literal["tick", "session"]
     messages: MessageSet  # what the device speaks (controller/protocol)
     build: Callable[[ModeHost], Mode]  # after the daemon built its driver and slot
-    section: str | None = None  # its config section ([angles]); None: the shared ones only
     slot: Callable[[EdgeConfig, Callable[[], None]], PolicySlot] | None = None  # (cfg, on_request) → its policy slot
     ops: tuple[str, ...] = ()  # push ops the mode serves beyond push/rollback/status/hold/resume
     streams: bool = False  # the device streams readings (the link is dead when they stop)

@@ -118,6 +118,6 @@ def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
                       opener=partial(open_validated_policy, size=a.size, n_angles=a.n_angles))
 
 
-SPEC = register(ModeSpec(name="angles", kind="session", messages=p.CT, section="angles", build=AnglesSession,
+SPEC = register(ModeSpec(name="angles", kind="session", messages=p.CT, build=AnglesSession,
                          slot=_slot, ops=AcquisitionSession.OPS,
                          decision_period_s=lambda cfg: cfg.angles.exposure_s))
