@@ -116,6 +116,7 @@ class SerialDriver:
     _closing: bool = field(default=False, init=False)
     _last_rx_ns: int = field(default=0, init=False)
     identity: IdentifyReply | None = field(default=None, init=False)
+    _identified: bool = field(default=False, init=False)  # the open port's device answered Identify as expected
     _present_log: RateLimitedLog = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +125,9 @@ class SerialDriver:
 
     @property
     def connected(self) -> bool:
-        return self._serial is not None
+        """The port is open and the device on it identified itself as the one expected (before that, nothing
+        but the identify request is written to it)."""
+        return self._serial is not None and self._identified
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -198,7 +201,7 @@ class SerialDriver:
         if expected is not None and reply.device != expected:
             self.stats.wrong_device += 1
             raise WrongDevice(f"wrong device: expected {expected}, got {reply.device} (fw {reply.fw_version})")
-        self.identity = reply
+        self.identity, self._identified = reply, True
         self.send(StreamStart())
         self.stats.connects += 1
         log.info("device %s: %s fw %s (protocol %d)", self.port, reply.device, reply.fw_version, reply.protocol_version)
@@ -206,7 +209,7 @@ class SerialDriver:
             self.on_link(True, f"connected to {reply.device}")
 
     def _drop(self, reason: str) -> None:
-        ser, self._serial = self._serial, None
+        ser, self._serial, self._identified = self._serial, None, False
         if ser is None:
             return
         try:
