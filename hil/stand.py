@@ -6,6 +6,7 @@ Used by `edgetune demo`, the end-to-end tests (as a pytest fixture) and the HIL 
 from __future__ import annotations
 
 import asyncio
+import select
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 from controller.link.host_udp import HostClient
 from controller.link.auth import Keyring, load_keyring, write_keyfile
 from controller.policy.slot import ACTIVE_FILE
+
+EMULATOR_START_S = 30.0  # the emulator prints its pty path within this
 
 
 def free_udp_port() -> int:
@@ -108,7 +111,9 @@ class SimulatedStand:
                       *self.emulator_args, *extra),
             stdout=subprocess.PIPE, stderr=log, text=True,
             stdin=subprocess.PIPE if self.serial_faults else None)
-        line = self.emulator.stdout.readline().strip()  # the first line is the device path
+        # the first line is the device path; a loaded machine may take seconds to import and open the pty
+        ready, _, _ = select.select([self.emulator.stdout], [], [], EMULATOR_START_S)
+        line = self.emulator.stdout.readline().strip() if ready else f"nothing within {EMULATOR_START_S:g} s"
         if not line.startswith("/dev/"):
             raise RuntimeError(f"emulator did not print a device path (got {line!r}); see {log.name}")
         self.port = str(self.device_link) if self.serial_faults else line
@@ -187,7 +192,7 @@ class SimulatedStand:
             return self.daemon.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.daemon.kill()
-            return self.daemon.wait()
+            return self.daemon.wait(timeout_s)  # SIGKILL cannot be refused: only a stuck kernel would time out
 
     async def close(self) -> None:
         if self.client is not None:
@@ -200,4 +205,5 @@ class SimulatedStand:
                 self.emulator.wait(5)
             except subprocess.TimeoutExpired:
                 self.emulator.kill()
+                self.emulator.wait(5)
 

@@ -196,7 +196,7 @@ class Ping:
 @wire_dataclass(frozen=True, config=_STRICT)
 class SetDisturbance:
     """Test stands only (as in the paper's stand, where the host drives M1): forwarded to the device's
-    SetDisturbance (controller.protocol.framing.Disturbance: 0 none, 1 steps, 2 wiener, 3 sine; p = p0..p3)."""
+    SetDisturbance (controller.protocol.mems.Disturbance: 0 none, 1 steps, 2 wiener, 3 sine; p = p0..p3)."""
 
     profile: StrictInt
     seed: StrictInt = 0

@@ -32,6 +32,7 @@ from controller.modes.base import ModeHost, PushOp, SessionMode
 log = logging.getLogger("edgetune.daemon")
 
 T = TypeVar("T")
+ABORT_TIMEOUT_S = 60.0  # an abort waits this long for the halted step to end (each of its requests has its own)
 R = TypeVar("R", bound="AcquisitionResult")
 
 
@@ -133,12 +134,15 @@ class AcquisitionLoop(ABC, Generic[R]):
             self._done.set()
         return res
 
-    async def abort(self) -> None:
+    async def abort(self, timeout_s: float = ABORT_TIMEOUT_S) -> None:
         """Stop the acquisition in flight: the pending step is cancelled, the actuators halted; returns when
-        they rest and no command is outstanding. A no-op when none runs."""
+        they rest and no command is outstanding (or after ``timeout_s``, logged). A no-op when none runs."""
         if self.running:
             self._abort.set()
-            await self._done.wait()  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(self._done.wait(), timeout_s)  # type: ignore[union-attr]
+            except TimeoutError:
+                log.error("abort: the acquisition did not come to rest within %g s", timeout_s)
 
     async def _steps(self, res: R) -> None:
         image: Any = self.new_reconstruction()
