@@ -6,8 +6,9 @@ runs `fn(*args, run_options=...)`, times it and never raises; what went wrong co
   runtime_error       the call raised (onnxruntime: an index out of range inside the graph, ...)
   runtime_overrun     its CPU time exceeded the budget (CPU time of the calling thread: onnxruntime runs a
                       one-intra-op-thread session there, and a call the machine preempted is not the model's fault)
-  runtime_terminated  it ran past the deadline (wall clock: what the loop suffers) and the watchdog thread ended
-                      it with onnxruntime's `RunOptions.terminate`
+  runtime_terminated  its CPU time ran past the deadline (the calling thread's CPU clock, read by the watchdog
+                      thread: preemption on a loaded edge never ends a good policy) and the watchdog ended it
+                      with onnxruntime's `RunOptions.terminate`
 
 The budget is the configured one the slot was built with — `[policy] max_inference_fraction` of the tick
 period (rl-pid), one exposure (angles) — not the latency the validator measured for this model: a measured
@@ -58,7 +59,8 @@ class InferenceWatchdog:
         self.run_options.add_run_config_entry("gpu_graph_id", "-1")
         self._cond = threading.Condition(threading.Lock())
         self._calls = threading.Lock()  # one call at a time (angles: an aborted decision may still be running)
-        self._deadline: float | None = None  # monotonic, of the call in flight
+        self._deadline: float | None = None  # of the call in flight, on the calling thread's CPU clock
+        self._cpu_clock = time.CLOCK_THREAD_CPUTIME_ID
         self._fired = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -75,7 +77,7 @@ class InferenceWatchdog:
                 fired = self._disarm()
                 wall_s = time.perf_counter() - t_wall
                 if fired:
-                    return None, "runtime_terminated", f"ended after {wall_s * 1e3:.1f} ms (deadline {deadline_s * 1e3:.1f} ms)"
+                    return None, "runtime_terminated", f"ended after {wall_s * 1e3:.1f} ms (deadline {deadline_s * 1e3:.1f} ms of CPU)"
                 return None, "runtime_error", f"{type(e).__name__}: {str(e)[:300]}"
             cpu_s = time.thread_time() - t_cpu
             self._disarm()  # a flag set just after the last node changes nothing: judged by its CPU time
@@ -95,7 +97,10 @@ class InferenceWatchdog:
                 self._thread.start()
             self.run_options.terminate = False
             self._fired = False
-            self._deadline = time.monotonic() + deadline_s
+            # CPU time of the calling thread: a call the machine merely preempts is never ended (on a loaded
+            # edge a good policy would otherwise be ended and quarantined); one that computes too long is
+            self._cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            self._deadline = time.clock_gettime(self._cpu_clock) + deadline_s
             self._cond.notify()
 
     def _disarm(self) -> bool:
@@ -109,8 +114,8 @@ class InferenceWatchdog:
             while not self._closed:
                 if self._deadline is None:
                     self._cond.wait()
-                elif (left := self._deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
+                elif (left := self._deadline - time.clock_gettime(self._cpu_clock)) > 0:
+                    self._cond.wait(left)  # CPU time runs no faster than the wall clock: check again then
                 else:
                     self.run_options.terminate = True
                     self._fired, self._deadline = True, None

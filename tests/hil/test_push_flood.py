@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.hil, pytest.mark.timeout(120)]
 
 QUIET_S, ATTACK_S = 2.5, 4.0
 ATTACKER = ("import asyncio, json, os, sys, time\n"
-            "os.nice(19)  # a network intruder does not share the edge's CPU: here it only yields it\n"
             "from hil.faults.net import push_flood\n"
+            "os.nice(10)  # a network intruder does not share the edge's CPU: here it mostly yields it\n"
             "print(time.monotonic_ns(), flush=True)\n"
             "c = asyncio.run(push_flood((sys.argv[1], int(sys.argv[2])), seconds=float(sys.argv[3]),\n"
             "                                  rate=1500, seed=1))\n"
@@ -74,7 +74,7 @@ async def test_push_port_flood_leaves_memory_loop_and_key_holders_alone(tmp_path
                 reply = await asyncio.to_thread(pusher.status)
                 assert reply["accepted"], reply
                 served.append(time.perf_counter() - t)
-            counts = json.loads(await asyncio.wait_for(attacker.stdout.readline(), ATTACK_S + 20))
+            counts = json.loads(await asyncio.wait_for(attacker.stdout.readline(), ATTACK_S + 60))
             a1 = time.monotonic_ns()
         finally:
             if attacker.returncode is None:
