@@ -14,7 +14,7 @@ The budget is the configured one the slot was built with — `[policy] max_infer
 period (rl-pid), one exposure (angles) — not the latency the validator measured for this model: a measured
 latency is noisy (probe inputs, a loaded machine, the validator's own process) and would make the limit vary
 from push to push, while the fixed budget is what the loop can afford; the validator refuses a model whose
-median probe inference exceeds that same budget.
+median probe inference (CPU time as well: `on_cpu_clock`) exceeds that same budget.
 
 `run_with_iobinding` and `run` release the GIL, so the watchdog thread runs while the model does; onnxruntime
 checks the flag before each node, and a Loop node in each iteration (onnxruntime 1.32, a 2-core VM: calls of
@@ -35,6 +35,14 @@ import onnxruntime as ort
 
 T = TypeVar("T")
 Failure = Literal["runtime_error", "runtime_overrun", "runtime_terminated", "non_finite_output"]
+
+
+def on_cpu_clock(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """(fn(*args), CPU seconds the calling thread spent in it): how inference time is judged everywhere (the
+    guard's budget, the validators' median), so that a loaded machine does not make a good model too slow."""
+    t = time.thread_time()
+    out = fn(*args)
+    return out, time.thread_time() - t
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ acquired mask, and `validated_decision_us` / `open_validated_policy` are its val
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -24,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from controller.modes.ct import spec as ct
+from controller.policy.guard import on_cpu_clock
 from controller.policy.manifest import Manifest, ManifestError, StateSpec, load_artifact
 
 # Why a model was refused (the slot's counters are `rejected:<reason>`; the pusher gets the reason).
@@ -168,7 +168,7 @@ class AnglePolicy:
         self.faults = 0  # decisions whose outputs were not finite
         self.manifest: Manifest | None = None  # set by from_artifact
         self.path: Path | None = None
-        self.latency_us = 0.0  # median decision time on the probes (from_artifact)
+        self.latency_us = 0.0  # median decision CPU time on the probes (from_artifact)
 
     @property
     def version(self) -> str:
@@ -193,10 +193,10 @@ class AnglePolicy:
                   (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)]
         times = []
         for image, acquired in probes:
-            t = time.perf_counter()
-            if policy.decide(image, acquired) is None:
+            decision, cpu_s = on_cpu_clock(policy.decide, image, acquired)
+            if decision is None:
                 raise PolicyError("non_finite", "angle policy outputs are not finite on the probe inputs")
-            times.append(time.perf_counter() - t)
+            times.append(cpu_s)
         policy.latency_us = 1e6 * float(np.median(times))
         return policy
 

@@ -15,6 +15,11 @@ a check (hil/scenario/checks.py). This module imports none of them; they import 
 (hil/scenario/run.py) imports them all, so load scenarios through the runner, once every kind is registered.
 ``RunData`` is what the checks read after a run. Every wait of a scenario step has a deadline: `wait_until` polls
 a probe and fails naming what it waited for.
+
+Host actions and faults run one after another in ``at_s`` order, each awaited. A step that starts late (the one
+before it ran long: a push validated on a loaded machine, say) shifts every later step, and the end of the run,
+by as much, so the spacing the scenario was written with holds: a target move planned 1 s after a model push
+still comes 1 s after that model became active.
 """
 from __future__ import annotations
 

@@ -135,8 +135,10 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
         tasks = [asyncio.create_task(_keepalive(ctx)), asyncio.create_task(_telemetry(ctx))]
         timeline = sorted([(a.at_s, "host", a) for a in scenario.host] + [(f.at_s, "fault", f) for f in scenario.faults],
                           key=lambda e: e[0])
+        late_s = 0.0  # how far the schedule has slipped (module doc of hil.scenario.model)
         for at_s, what, item in timeline:
-            await asyncio.sleep(max(0.0, at_s - ctx.t()))
+            await asyncio.sleep(max(0.0, at_s + late_s - ctx.t()))
+            late_s = max(late_s, ctx.t() - at_s)
             if what == "host":
                 await _host_action(ctx, item)
             else:
@@ -145,7 +147,7 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> dict[str, Any]:
                 ctx.fault_log.append({"kind": item.kind, "t_ns": t_ns, "end_ns": t_ns + int(item.seconds * 1e9),
                                       "at_s": item.at_s, "seconds": item.seconds, "count": item.count,
                                       "details": details or {}})
-        await asyncio.sleep(max(0.0, scenario.duration_s - ctx.t()))
+        await asyncio.sleep(max(0.0, scenario.duration_s + late_s - ctx.t()))
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -93,17 +93,22 @@ async def wait_ready(stand: SimulatedStand, client: PushClient, timeout_s: float
         await asyncio.sleep(0.1)
 
 
-async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artifacts, tmp_path) -> None:
-    stand = SimulatedStand(tmp_path, device="ct", speed=20.0, seed=EMU_SEED, emulator_args=("--tick-hz", "100"),
+def start_angles_stand(tmp_path: Path, speed: float) -> tuple[SimulatedStand, PushClient, PushClient]:
+    """Emulator and angles-mode daemon; a scanning client (key 1) and a console (key 2: it aborts and pushes
+    mid-scan; replay windows are per key)."""
+    stand = SimulatedStand(tmp_path, device="ct", speed=speed, seed=EMU_SEED, emulator_args=("--tick-hz", "100"),
                            config={"loop": {"mode": "angles"}, "angles": ANGLES})
     stand.start_emulator()
     tmp_path.mkdir(exist_ok=True)
-    write_keyfile(stand.key_file, (1, 2))  # key 2: the console that aborts (replay windows are per key)
+    write_keyfile(stand.key_file, (1, 2))
     stand.write_config()
     stand.start_daemon()
     assert stand.keyring is not None
-    client = PushClient(stand.push_addr, stand.keyring, 1)
-    console = PushClient(stand.push_addr, stand.keyring, 2)
+    return stand, PushClient(stand.push_addr, stand.keyring, 1), PushClient(stand.push_addr, stand.keyring, 2)
+
+
+async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artifacts, tmp_path) -> None:
+    stand, client, console = start_angles_stand(tmp_path, speed=20.0)
     try:
         status = await wait_ready(stand, console)
         assert status["active"] is None and not status["scanning"]
@@ -151,32 +156,44 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         cli = await asyncio.to_thread(CliRunner().invoke, app, [*link, "--sample", "triangle", "--sample-seed", "1"])
         assert cli.exit_code == 0, cli.output
         assert json.loads(cli.output)["stopped_by"] in ("policy", "max_angles")
+    finally:
+        await stand.close()
+    events = [e for e in read_events(stand.recorder_path) if e["kind"] in ("scan", "abort", "policy")]
+    scans = [e["details"] for e in events if e["kind"] == "scan"]
+    assert [s["stopped_by"] for s in scans] == [stopped_by, "aborted", json.loads(cli.output)["stopped_by"]]
+    assert scans[0]["angles_deg"] == angles and len(scans[0]["timings"]["sirt"]) == len(angles)
+    assert [e["details"]["action"] for e in events if e["kind"] == "policy"] == ["swapped", "rejected"]
 
-        # a push during a scan applies at its next decision: version 1 chose the first angles, version 2 the rest
-        again: dict = {}
-        worker = threading.Thread(target=lambda: again.update(client.scan()))
+
+async def test_a_push_during_a_scan_applies_at_the_scans_next_decision(artifacts, tmp_path) -> None:
+    """Version 1 chose the first angles, version 2 the rest. The emulator runs at twice real time (a scan takes
+    seconds), so that the push, validated at nice 19, lands mid-scan even on a loaded machine."""
+    stand, client, console = start_angles_stand(tmp_path, speed=2.0)
+    try:
+        await wait_ready(stand, console)
+        assert (await asyncio.to_thread(client.push, artifacts["ct"]))["version"] == "1"
+        scan: dict = {}
+        worker = threading.Thread(target=lambda: scan.update(client.scan()))
         worker.start()
         deadline = time.monotonic() + 10.0
         while (await asyncio.to_thread(console.status))["angles_acquired"] < 1:
             assert time.monotonic() < deadline, "the scan did not start"
             await asyncio.sleep(0.005)
         swapped = await asyncio.to_thread(console.push, artifacts["ct2"])
-        await asyncio.to_thread(worker.join, 10.0)
         assert swapped["accepted"] and swapped["version"] == "2", swapped
-        versions = again["policy_versions"]
-        assert again["accepted"] and again["stopped_by"] in ("policy", "max_angles")
+        assert (await asyncio.to_thread(console.status))["scanning"], "the scan ended before the push was applied"
+        await asyncio.to_thread(worker.join, 60.0)
+        assert not worker.is_alive(), "the scan did not end within 60 s"
+        versions = scan["policy_versions"]
+        assert scan["accepted"] and scan["stopped_by"] in ("policy", "max_angles")
         assert versions[0] == "1" and "2" in versions and versions == sorted(versions), versions  # 1s, then 2s
-        assert again["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
+        assert scan["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
         status = await asyncio.to_thread(console.status)
         assert (status["active"], status["previous"], status["scanning"]) == ("2", "1", False)
     finally:
         await stand.close()
-    events = [e for e in read_events(stand.recorder_path) if e["kind"] in ("scan", "abort", "policy")]
-    scans = [e["details"] for e in events if e["kind"] == "scan"]
-    assert [s["stopped_by"] for s in scans] == [stopped_by, "aborted", json.loads(cli.output)["stopped_by"],
-                                                again["stopped_by"]]
-    assert scans[0]["angles_deg"] == angles and len(scans[0]["timings"]["sirt"]) == len(angles)
-    assert [e["details"]["action"] for e in events if e["kind"] == "policy"] == ["swapped", "rejected", "swapped"]
+    policy_events = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "policy"]
+    assert [(e["action"], e["version"]) for e in policy_events] == [("swapped", "1"), ("swapped", "2")]
 
 
 async def test_abort_gives_up_waiting_for_a_scan_request_stuck_outside_its_scan(tmp_path, caplog) -> None:
