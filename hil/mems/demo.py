@@ -101,7 +101,8 @@ def train_policy(out: Path, steps: int, console: Console) -> Path:
 
 async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) -> dict:
     from controller.link.host_push import PushClient
-    from learner.mems.eval import evaluate_mems
+    from controller.modes.mems.pid import PAPER_A_TEST_GAINS
+    from learner.mems.eval import evaluate_mems, test_seeds
     from learner.mems.ziegler_nichols import ziegler_nichols_gains
     from controller.link.auth import Gains
 
@@ -123,10 +124,11 @@ async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) ->
         settle = settling_time_s(step, 2.0)
         console.print(f"100 px step settled within 2 px in [bold]{settle * 1e3:.0f} ms[/]")
         await client.set_target(0.0, 0.0)
-        console.rule("3. Wiener test: baseline, Ziegler–Nichols, then the pushed RL policy")
+        console.rule("3. Wiener test: baseline, the paper's a_test gains, Ziegler–Nichols, then the pushed RL policy")
         tests = {"baseline": await wiener_run(client, seed)}
-        await client.set_gains(Gains.from_rows(ziegler_nichols_gains()))
-        tests["ziegler_nichols"] = await wiener_run(client, seed)
+        for name, gains in (("paper_a_test", PAPER_A_TEST_GAINS), ("ziegler_nichols", ziegler_nichols_gains())):
+            await client.set_gains(Gains.from_rows(gains))
+            tests[name] = await wiener_run(client, seed)
         reply = await asyncio.to_thread(PushClient(stand.push_addr, stand.keyring, stand.keyring.newest).push,
                                         out / "policy")
         console.print(f"push: accepted={reply['accepted']} swap latency {reply.get('swap_latency_ms', float('nan')):.1f} ms "
@@ -135,8 +137,8 @@ async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) ->
             raise RuntimeError(f"the edge refused the policy: {reply}")
         tests["rl_pid"] = await wiener_run(client, seed)
     hil = {f"{name}, HIL": deviation_stats(t[:, 1:3], t[:, 3:5]) for name, t in tests.items()}
-    console.rule("4. the same methods on the simulator, 8 test seeds")
-    sim = evaluate_mems(run, "wiener", out=out)
+    console.rule("4. the same methods on the simulator, 8 report-set test seeds")
+    sim = evaluate_mems([run], "wiener", test_seeds("report"), out=out)
     sim_rows = {f"{name}, simulator": {"delta_mean": m["mean_px"], "delta_std": m["std_px"],
                                        "delta_x_mean": m["mean_x_px"], "delta_x_std": m["std_x_px"],
                                        "delta_y_mean": m["mean_y_px"], "delta_y_std": m["std_y_px"]}
@@ -149,7 +151,7 @@ async def run_demo(out: Path, seed: int, steps: int, run: Path | None = None) ->
     plot_trajectory(step, tests, out / "trajectory.png")
     (out / "table.md").write_text(markdown_table(rows))
     result = {"step_settling_s": settle, "wiener": rows, "hil_reduction_pct": hil_red,
-              "simulator_reduction_pct": sim["reduction_vs_baseline_pct"], "sensitivity": sim["sensitivity"],
+              "simulator_reduction_pct": sim["reduction_pct"], "sensitivity": sim["sensitivity"],
               "push": reply}
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     console.print(f"wrote {out / 'trajectory.png'}, {out / 'table.md'}, {out / 'demo.json'}, {run / 'reward.png'}, "

@@ -15,27 +15,30 @@ def train_mems(
     num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue RUN/checkpoint.pt to --steps in all, with the run's own "
-                                            "--num-envs, --seed and --robust"),
+                                            "--num-envs, --seed and --gain-set"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
-    robust: bool = typer.Option(True, help="only gains that amplify no vibration the baseline rejects "
-                                           "(learner/mems/robust_gains.py); --no-robust: the whole box"),
+    gain_set: str = typer.Option("robust", "--gain-set", help="robust: only gains that amplify no vibration the "
+                                 "baseline rejects | wide: any gains with a 6 dB modulus margin | box: the whole "
+                                 "box (learner/mems/robust_gains.py)"),
 ) -> None:
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
+    from learner.mems.robust_gains import GAIN_SETS
     from learner.mems.train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
 
+    if gain_set not in GAIN_SETS:
+        raise typer.BadParameter(f"{gain_set!r}: one of {' | '.join(GAIN_SETS)}", param_hint="--gain-set")
     resuming = resume and (out / "checkpoint.pt").exists()
     if (out / "checkpoint.pt").exists() and not resume:
         raise typer.BadParameter(f"{out} already holds a run: --resume to continue it, or another --out",
                                  param_hint="--out")
     if resuming:
         cfg = load_run_config(out)
-        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "robust": cfg.robust}
+        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "gain_set": cfg.gain_set}
         if any(ctx.get_parameter_source(k).name == "COMMANDLINE" and ctx.params[k] != v for k, v in kept.items()):
             raise typer.BadParameter(f"{out} was trained with --num-envs {cfg.num_envs} --seed {cfg.ddpg.seed} "
-                                     f"--{'' if cfg.robust else 'no-'}robust, and --resume keeps them",
-                                     param_hint="--resume")
+                                     f"--gain-set {cfg.gain_set}, and --resume keeps them", param_hint="--resume")
     else:
-        cfg = MemsTrainConfig(num_envs=num_envs, robust=robust)
+        cfg = MemsTrainConfig(num_envs=num_envs, gain_set=gain_set)  # type: ignore[arg-type]
         cfg.ddpg.seed = seed
     if steps % cfg.num_envs:
         steps += cfg.num_envs - steps % cfg.num_envs
@@ -48,11 +51,14 @@ def train_mems(
 
 
 def eval_mems(
-    run: Path = typer.Option(None, "--run", help="run directory from `edgetune train mems`; none: baselines only"),
+    runs: list[Path] = typer.Option([], "--run", help="run directory from `edgetune train mems` (repeatable: one per "
+                                                      "training seed, reported with their spread); none: references only"),
     disturbance: str = typer.Option("wiener", help="wiener | steps | sine | bursts | PATH.csv (header line "
                                                    "t_s,x_px,y_px; resampled to 120 Hz; the test runs 1000 frames: "
                                                    "a shorter recording holds its last sample)"),
-    seeds: int = typer.Option(8, min=2, help="test seeds (1000, 1001, ...: never used in training)"),
+    split: str = typer.Option("selection", help="test seeds: selection (1000, …: for every choice you make) | "
+                                                "report (5000, …: only for numbers you publish)"),
+    seeds: int = typer.Option(8, min=2, help="how many test seeds of the set (never used in training)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Path = typer.Option(None, help="where to write the markdown table and PNGs (default: the run directory)"),
     gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
@@ -60,12 +66,20 @@ def eval_mems(
     burst_hz: Optional[float] = typer.Option(None, "--burst-hz",
                                              help="with --disturbance bursts: their ring frequency [Hz] (default 12)"),
 ) -> None:
-    """The paper's test (Table 2) for baseline, Ziegler–Nichols, a_test, π(s), π(s) retrained and your --gains."""
+    """The paper's test (Table 2) for the baseline, the paper's a_test gains, Ziegler–Nichols, each run's a_test,
+    π(s) and π(s) retrained, and your --gains."""
     from firmware_sim.mems.disturbance import BURST_HZ, check_burst_hz
-    from learner.mems.eval import EVAL_SEEDS, evaluate_mems, file_stem, markdown
+    from learner.mems.eval import SEED_SETS, evaluate_mems, file_stem, markdown, test_seeds
 
-    if run is not None and not (run / "checkpoint.pt").exists():
-        raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)")
+    for run in runs:
+        if not (run / "checkpoint.pt").exists():
+            raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)",
+                                     param_hint="--run")
+    if len({r.name for r in runs}) != len(runs):
+        raise typer.BadParameter("runs need distinct directory names (their methods are named after them)",
+                                 param_hint="--run")
+    if split not in SEED_SETS:
+        raise typer.BadParameter(f"{split!r}: one of {' | '.join(SEED_SETS)}", param_hint="--split")
     if disturbance not in ("wiener", "steps", "sine", "bursts"):
         _check_recording(Path(disturbance))
     if burst_hz is not None and disturbance != "bursts":
@@ -75,12 +89,13 @@ def eval_mems(
         check_burst_hz(burst_hz)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--burst-hz") from None
-    result = evaluate_mems(run, disturbance, tuple(range(EVAL_SEEDS[0], EVAL_SEEDS[0] + seeds)), out=out or run,
+    out = out or (runs[0] if len(runs) == 1 else None)
+    result = evaluate_mems(runs, disturbance, test_seeds(split, seeds), out=out,  # type: ignore[arg-type]
                            candidates=[_parse_gains(g) for g in gains], burst_hz=burst_hz)
     typer.echo(json.dumps(result) if as_json else markdown(result))
     stem = file_stem(disturbance, burst_hz)
-    typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out or run}" if out or run
-               else "note: no --run or --out, so no markdown table or PNG was written", err=True)
+    typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out}" if out
+               else "note: no --out (nor a single --run), so no markdown table or PNG was written", err=True)
 
 
 def _check_recording(path: Path) -> None:

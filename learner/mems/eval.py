@@ -1,20 +1,27 @@
 """`edgetune eval mems`: the paper's test (Table 2) on the simulator, for every tuning method.
 
 Each method drives the same stands through the same test disturbance (several fixed seeds, 1000
-frames each, target at the sensor centre): the paper's baseline gains, Ziegler–Nichols gains found
-on the simulator, a_test (mean action over the last 20 % of training), the policy π(s) choosing gains
-from the last k frames at every decision, π(s) retrained online during the test (DDPG updates on
-the test's own transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
-Reductions vs the baseline are per-seed means with a 95 % confidence interval (t distribution over
-seeds). Per method it also reports where its gains (mean over the test) amplify M1 vibration,
-|S(f)| > 1 (learner/mems/loop_sensitivity.py), as JSON ("sensitivity"), in the markdown table and in
-sensitivity_<disturbance>.png.
+frames each, target at the sensor centre): the paper's baseline gains, the paper's own a_test gains
+(Table 1) run on our simulator, Ziegler–Nichols gains found on the simulator, and per training run
+a_test (its mean action over the last 20 % of training), the policy π(s) choosing gains from the last
+k frames at every decision and π(s) retrained online during the test (DDPG updates on the test's own
+transitions, as the paper's π(s)_retrain), and any fixed gains the user names.
+
+Test seeds come in two sets (``SEED_SETS``): *selection* (1000, 1001, …) for every choice — budgets,
+gain sets, thresholds, which run to ship — and *report* (5000, …), which no choice has seen, for
+published numbers. Every method is compared with each reference (``REFERENCES``) paired over the same
+test seeds: the reduction of mean Δ, 100·(Δ_ref − Δ)/Δ_ref per seed, its mean and the half-width of its
+95 % confidence interval (t distribution over seeds). With several runs (training seeds) the spread of
+each learned method over them is reported too ("training_spread"). Per method it also reports where
+its gains (mean over the test) amplify M1 vibration, |S(f)| > 1 (learner/mems/loop_sensitivity.py),
+as JSON ("sensitivity"), in the markdown table and in sensitivity_<disturbance>.png.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,14 +31,23 @@ from firmware_sim.mems import disturbance as dist
 from learner.mems import loop_sensitivity
 from learner.mems.closed_loop import deviation_stats
 from learner.algos.ddpg import DDPG, ReplayBuffer
+from controller.modes.mems.pid import PAPER_A_TEST_GAINS
 from learner.mems.env import FEATURES, MemsTuningSim, baseline_action, gains_from_action
 from learner.mems.train import gain_map, load_agent, load_run_config
 from learner.mems.robust_gains import GainMap
 from learner.mems.ziegler_nichols import ziegler_nichols_gains
 
-EVAL_SEEDS = tuple(range(1000, 1008))  # disjoint from training seeds (0, 1, 2, ... per episode)
+Split = Literal["selection", "report"]
+SEED_SETS: dict[Split, int] = {"selection": 1000, "report": 5000}  # first seed; training draws 0, 1, 2, …
+REFERENCES = ("baseline", "paper_a_test", "ziegler_nichols")
+LEARNED = ("a_test", "policy", "policy_retrained")  # the methods each training run adds
 FRAMES = 1000
 Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
+
+
+def test_seeds(split: Split, n: int = 8) -> tuple[int, ...]:
+    """The first `n` seeds of a test-seed set (module doc)."""
+    return tuple(range(SEED_SETS[split], SEED_SETS[split] + n))
 
 
 def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES, burst_hz: float = dist.BURST_HZ
@@ -98,6 +114,13 @@ def online_learner(agent: DDPG, buffer: ReplayBuffer, gains: GainMap, gradient_s
     return learn
 
 
+def paired_reduction(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Reduction of mean Δ vs `ref` [%], paired per test seed: mean and 95 % CI half-width."""
+    red = 100.0 * (ref - other) / ref
+    half = float(sps.t.ppf(0.975, len(red) - 1) * red.std(ddof=1) / np.sqrt(len(red))) if len(red) > 1 else float("nan")
+    return {"mean": float(red.mean()), "ci95": half}
+
+
 def summarize(traces: dict[str, np.ndarray]) -> dict:
     methods, per_seed = {}, {}
     for name, tr in traces.items():
@@ -105,45 +128,69 @@ def summarize(traces: dict[str, np.ndarray]) -> dict:
         methods[name] = {"mean_px": s["delta_mean"], "std_px": s["delta_std"], "mean_x_px": s["delta_x_mean"],
                          "std_x_px": s["delta_x_std"], "mean_y_px": s["delta_y_mean"], "std_y_px": s["delta_y_std"]}
         per_seed[name] = np.array([deviation_stats(t[:, :2], t[:, 2:])["delta_mean"] for t in tr])
-    base = per_seed["baseline"]
-    reductions = {}
-    for name, m in per_seed.items():
-        if name == "baseline":
-            continue
-        red = 100.0 * (base - m) / base
-        half = float(sps.t.ppf(0.975, len(red) - 1) * red.std(ddof=1) / np.sqrt(len(red))) if len(red) > 1 else float("nan")
-        reductions[name] = {"mean": float(red.mean()), "ci95": half}
-    return {"methods": methods, "reduction_vs_baseline_pct": reductions}
+    reductions = {ref: {name: paired_reduction(per_seed[ref], m) for name, m in per_seed.items() if name != ref}
+                  for ref in REFERENCES}
+    return {"methods": methods, "reduction_pct": reductions}
 
 
-def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[int, ...] = EVAL_SEEDS,
+def training_spread(reductions: dict, runs: Sequence[str]) -> dict:
+    """Per learned method and reference: the reduction's mean, σ, min and max over the training runs."""
+    out: dict = {}
+    for kind in LEARNED:
+        for ref, by_method in reductions.items():
+            means = np.array([by_method[f"{kind}@{r}"]["mean"] for r in runs])
+            out.setdefault(kind, {})[ref] = {"mean": float(means.mean()), "std": float(means.std(ddof=1)),
+                                             "min": float(means.min()), "max": float(means.max()), "runs": len(runs)}
+    return out
+
+
+def learned_controllers(run: Path, suffix: str) -> tuple[dict[str, Controller], dict[str, Callable]]:
+    """a_test, π(s) and π(s) retrained of one training run (names end with `suffix`), and the retrainer."""
+    cfg = load_run_config(run)
+    gmap = gain_map(cfg)
+    retrained = load_agent(run, cfg)
+    buffer = ReplayBuffer(cfg.ddpg.buffer_size, cfg.env.k * len(FEATURES), 4, retrained.device)
+    buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
+    controllers = {"a_test": fixed(np.array(json.loads((run / "a_test.json").read_text())["action"])),
+                   "policy": policy(load_agent(run, cfg), gmap), "policy_retrained": policy(retrained, gmap)}
+    return ({k + suffix: c for k, c in controllers.items()},
+            {"policy_retrained" + suffix: online_learner(retrained, buffer, gmap)})
+
+
+def evaluate_mems(runs: Sequence[Path] = (), disturbance: str = "wiener", seeds: tuple[int, ...] = test_seeds("selection"),
                   out: Path | None = None, candidates: Sequence[Sequence[float]] = (),
                   burst_hz: float = dist.BURST_HZ) -> dict:
-    """`candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
-    "gains Px,Ix,Py,Iy" beside the baselines (e.g. to check hand-tuned gains on a recorded disturbance).
+    """`runs`: training runs (several: one per training seed; their methods are named "policy@RUN" etc.).
+    `candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
+    "gains Px,Ix,Py,Iy" beside the references (e.g. to check hand-tuned gains on a recorded disturbance).
     `burst_hz`: the ring frequency of the bursts test."""
     d = test_disturbance(disturbance, seeds, burst_hz=burst_hz)
-    cfg = load_run_config(run) if run else None
-    sim = MemsTuningSim(len(seeds), cfg.env) if cfg else MemsTuningSim(len(seeds))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs must have distinct directory names: {names}")
+    envs = [load_run_config(r).env for r in runs]
+    if any(e != envs[0] for e in envs):
+        raise ValueError("the runs were trained on different environments; evaluate them one at a time")
+    sim = MemsTuningSim(len(seeds), *envs[:1])
     controllers: dict[str, Controller] = {"baseline": fixed(baseline_action()),
+                                          "paper_a_test": fixed(baseline_action(PAPER_A_TEST_GAINS)),
                                           "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
     controllers |= {"gains " + ",".join(f"{g:g}" for g in c): fixed(np.asarray(c, np.float64)) for c in candidates}
-    learners = {}
-    if run is not None:
-        gmap = gain_map(cfg)
-        controllers["a_test"] = fixed(np.array(json.loads((run / "a_test.json").read_text())["action"]))
-        controllers["policy"] = policy(load_agent(run, cfg), gmap)
-        retrained = load_agent(run, cfg)
-        buffer = ReplayBuffer(cfg.ddpg.buffer_size, cfg.env.k * len(FEATURES), 4, retrained.device)
-        buffer.load_state_dict(torch.load(run / "checkpoint.pt", map_location=retrained.device, weights_only=False)["buffer"])
-        controllers["policy_retrained"] = policy(retrained, gmap)
-        learners["policy_retrained"] = online_learner(retrained, buffer, gmap)
-    torch.manual_seed(seeds[0])  # π(s)_retrain samples its replay buffer: the same test, the same numbers
-    runs = {name: run_method(c, sim, d, seeds[0], learners.get(name)) for name, c in controllers.items()}
-    traces = {name: trace for name, (trace, _) in runs.items()}
-    gains = {name: gains_from_action(action)[0] for name, (_, action) in runs.items()}
+    learners: dict[str, Callable] = {}
+    for run in runs:
+        more, learn = learned_controllers(run, f"@{run.name}" if len(runs) > 1 else "")
+        controllers |= more
+        learners |= learn
+    runs_out = {}
+    for name, c in controllers.items():
+        torch.manual_seed(seeds[0])  # π(s)_retrain samples its replay buffer: the same test, the same numbers
+        runs_out[name] = run_method(c, sim, d, seeds[0], learners.get(name))
+    traces = {name: trace for name, (trace, _) in runs_out.items()}
+    gains = {name: gains_from_action(action)[0] for name, (_, action) in runs_out.items()}
+    summary = summarize(traces)
     result = {"disturbance": disturbance, **({"burst_hz": burst_hz} if disturbance == "bursts" else {}),
-              "seeds": list(seeds), "frames": FRAMES, **summarize(traces),
+              "seeds": list(seeds), "frames": FRAMES, "runs": [str(r) for r in runs], **summary,
+              **({"training_spread": training_spread(summary["reduction_pct"], names)} if len(runs) > 1 else {}),
               "sensitivity": {name: loop_sensitivity.summary(g) for name, g in gains.items()}}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,15 +202,22 @@ def evaluate_mems(run: Path | None, disturbance: str = "wiener", seeds: tuple[in
 
 
 def markdown(result: dict) -> str:
-    red = result["reduction_vs_baseline_pct"]
-    lines = [f"Test disturbance: {_title(result)}, {len(result['seeds'])} seeds × {result['frames']} frames [px]", "",
-             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | reduction vs baseline |",
-             "|---|---|---|---|---|---|---|---|"]
+    red = result["reduction_pct"]
+    lines = [f"Test disturbance: {_title(result)}, seeds {result['seeds'][0]}–{result['seeds'][-1]} × "
+             f"{result['frames']} frames [px]; reductions of mean Δ paired over the seeds, mean ± 95 % CI", "",
+             "| method | Δ mean | σΔ | Δx mean | σΔx | Δy mean | σΔy | " + " | ".join(f"vs {r}" for r in REFERENCES) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(REFERENCES)]
     for name, m in result["methods"].items():
-        r = red.get(name)
-        vs = f"{r['mean']:+.1f} % ± {r['ci95']:.1f}" if r else "—"
+        vs = [f"{red[r][name]['mean']:+.1f} % ± {red[r][name]['ci95']:.1f}" if name in red[r] else "—"
+              for r in REFERENCES]
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in ("mean_px", "std_px", "mean_x_px", "std_x_px",
-                                                                         "mean_y_px", "std_y_px")) + f" | {vs} |")
+                                                                         "mean_y_px", "std_y_px")) + f" | {' | '.join(vs)} |")
+    if "training_spread" in result:
+        lines += ["", f"Over the {len(result['runs'])} training runs: reduction mean, σ [min, max]", "",
+                  "| method | " + " | ".join(f"vs {r}" for r in REFERENCES) + " |", "|---|" + "---|" * len(REFERENCES)]
+        for kind, refs in result["training_spread"].items():
+            lines.append(f"| {kind} | " + " | ".join(
+                f"{v['mean']:+.1f} % σ {v['std']:.1f} [{v['min']:+.1f}, {v['max']:+.1f}]" for v in refs.values()) + " |")
     lines += ["", "Where each method's gains (mean over the test) amplify M1 vibration "
                   "(|S| > 1; learner/mems/loop_sensitivity.py):", "", "| method | x: band [Hz], peak gain at [Hz] | y: band [Hz], peak gain at [Hz] |", "|---|---|---|"]
     for name, axes in result["sensitivity"].items():

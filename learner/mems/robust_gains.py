@@ -19,10 +19,15 @@ the largest robust I, I_max(P), by bisection. The actor's output a ∈ [-1, 1]�
 so every action the actor can emit is robust: the table meets bounds 2 % tighter than these, which
 covers the linear interpolation between knots (I_max(P) is convex in places, where a chord overshoots). I_max(P) is written as a sum of ReLUs, so the same map runs inside the exported ONNX graph.
 Unconstrained, P_lo..P_hi is the configured box and I_max ≡ I_hi: the plain affine map to the box.
+
+Three gain sets (``GAIN_SETS``, `edgetune train mems --gain-set`): ``robust`` (both bounds above, the safe
+default), ``wide`` (the peak bound only: any gains with a 6 dB modulus margin, which may amplify a band the
+baseline rejects — the paper's a_test gains lie in it, not in the robust set) and ``box`` (no constraint).
 """
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +42,8 @@ KNOTS = 40  # P values on which I_max(P) is tabulated, per axis
 P_SCAN = 200  # log-spaced P values scanned for the robust P range
 BISECTIONS = 14  # I_max to (I_hi − I_lo) / 2¹⁴
 TABLE_MARGIN = 0.02  # the table meets bounds 2 % tighter, so the interpolation between knots meets the bounds
+GainSet = Literal["robust", "wide", "box"]
+GAIN_SETS: tuple[GainSet, ...] = ("robust", "wide", "box")
 
 
 class GainMap(nn.Module):
@@ -85,7 +92,8 @@ class GainMap(nn.Module):
 
 
 def is_robust(p: float, i: float, axis: int, params: MemsParams, below_hz: float, margin: float = 0.0) -> bool:
-    """Whether gains (P, I, baseline D) on `axis` meet the peak and crossover bounds (tightened by `margin`)."""
+    """Whether gains (P, I, baseline D) on `axis` meet the peak bound and |S| ≤ 1 below `below_hz` (the baseline's
+    crossover for the robust set, 0 for the wide set), both tightened by `margin`."""
     g = BASELINE_GAINS.copy()
     g[axis, :2] = p, i
     f = loop_sensitivity.frequency_grid(params, n=600)
@@ -102,10 +110,9 @@ def baseline_crossover_hz(params: MemsParams) -> np.ndarray:
 
 
 def integral_limits(axis: int, p_bounds: tuple[float, float], i_bounds: tuple[float, float],
-                    params: MemsParams) -> tuple[np.ndarray, np.ndarray]:
+                    params: MemsParams, below_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """(knots, I_max) on `axis`: ``KNOTS`` values of P spanning the robust P range, and the largest robust
-    I at each (bisection), for bounds tightened by ``TABLE_MARGIN``."""
-    below_hz = baseline_crossover_hz(params)[axis]
+    I at each (bisection), for bounds tightened by ``TABLE_MARGIN`` (`below_hz`: as in `is_robust`)."""
 
     def robust(p: float, i: float) -> bool:
         return is_robust(p, i, axis, params, below_hz, TABLE_MARGIN)
@@ -127,11 +134,15 @@ def integral_limits(axis: int, p_bounds: tuple[float, float], i_bounds: tuple[fl
 
 
 @cache
-def robust_gain_map(p_bounds: tuple[float, float], i_bounds: tuple[float, float],
-                    params: MemsParams = MemsParams()) -> GainMap:
-    """The map into the robust gains within the P and I bounds (a few seconds; cached per process)."""
-    knots, i_max = zip(*(integral_limits(axis, p_bounds, i_bounds, params) for axis in range(2)))
+def gain_set_map(gain_set: GainSet, p_bounds: tuple[float, float], i_bounds: tuple[float, float],
+                 params: MemsParams = MemsParams()) -> GainMap:
+    """The map into `gain_set` within the P and I bounds (a few seconds; cached per process)."""
+    if gain_set == "box":
+        return box_gain_map(p_bounds, i_bounds)
+    below = baseline_crossover_hz(params) if gain_set == "robust" else np.zeros(2)
+    knots, i_max = zip(*(integral_limits(axis, p_bounds, i_bounds, params, below[axis]) for axis in range(2)))
     return GainMap(np.stack(knots), np.stack(i_max), i_bounds[0])
+
 
 
 def box_gain_map(p_bounds: tuple[float, float], i_bounds: tuple[float, float]) -> GainMap:

@@ -2,8 +2,8 @@
 
 Paper settings: actor and critic 100 → 60, OU exploration (θ = 0.15, σ 0.2 → 1e-4, eq. 5), the
 semi-Markov TD target (eq. 3) with Δt from the environment, ±100 px target steps (eq. 6).
-The actor's output reaches the stands through a gain map (learner/mems/robust_gains.py): by default
-into the robust gains only (``robust``), else onto the whole box of the environment's bounds.
+The actor's output reaches the stands through a gain map (learner/mems/robust_gains.py) into the run's
+gain set: ``robust`` (default), ``wide`` or ``box``.
 A run directory holds: config.json, checkpoint.pt (resume), log.csv, a_test.json (the mean gains
 over the last 20 % of training, the paper's a_test), actor.pt (host only) and reward.png.
 """
@@ -21,7 +21,7 @@ import torch
 from learner.algos.ddpg import DDPG, DDPGConfig, TrainEvent, train
 from learner.mems.env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
 from learner.progress import progress_bar
-from learner.mems.robust_gains import GainMap, box_gain_map, robust_gain_map
+from learner.mems.robust_gains import GainMap, GainSet, gain_set_map
 
 A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (paper, Section IV)
 
@@ -34,13 +34,12 @@ class MemsTrainConfig:
         tau=0.005, actor_lr=1e-3, critic_lr=1e-3, hidden=(100, 60), noise="ou", noise_sigma=0.2,
         noise_sigma_final=1e-4, ou_theta=0.15, train_freq=1, gradient_steps=4, torch_threads=1))
     num_envs: int = 16
-    robust: bool = True  # actions limited to the robust gains (learner/mems/robust_gains.py)
+    gain_set: GainSet = "robust"  # which gains the actor can set (learner/mems/robust_gains.py)
 
 
 def gain_map(cfg: MemsTrainConfig) -> GainMap:
     """The actor's map to gains for this run (used in training, evaluation and the exported graph)."""
-    make = robust_gain_map if cfg.robust else box_gain_map
-    return make(cfg.env.p_bounds, cfg.env.i_bounds)
+    return gain_set_map(cfg.gain_set, cfg.env.p_bounds, cfg.env.i_bounds)
 
 
 class ActorGains(gym.vector.VectorActionWrapper):
@@ -74,7 +73,9 @@ def load_run_config(run: Path) -> MemsTrainConfig:
     raw = json.loads((run / "config.json").read_text())
     env = MemsTuningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["env"].items()})
     ddpg = DDPGConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["ddpg"].items()})
-    return MemsTrainConfig(env, ddpg, raw["num_envs"], raw.get("robust", False))  # runs from before the robust map: the box
+    # runs from before gain sets say "robust": true|false (false, or neither key: the box)
+    gain_set = raw.get("gain_set") or ("robust" if raw.get("robust") else "box")
+    return MemsTrainConfig(env, ddpg, raw["num_envs"], gain_set)
 
 
 def checkpoint_step(run: Path) -> int:
@@ -101,7 +102,7 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
         raise ValueError(f"{out} is already at {done} decisions, not below {total}: nothing to do")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
-                                                "num_envs": cfg.num_envs, "robust": cfg.robust}, indent=2))
+                                                "num_envs": cfg.num_envs, "gain_set": cfg.gain_set}, indent=2))
     # a run resumed inside the a_test window averages the part of the window after the resume
     log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
     env = ActorGains(log, gain_map(cfg))

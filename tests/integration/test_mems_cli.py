@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -37,7 +38,7 @@ def test_train_refuses_to_overwrite_a_run(run_dir):
 
 
 @pytest.mark.parametrize("args, hint", [(["--steps", "2400", "--resume"], "already at 2400 decisions"),
-                                        (["--steps", "3200", "--resume", "--no-robust"], "--resume keeps them"),
+                                        (["--steps", "3200", "--resume", "--gain-set", "wide"], "--resume keeps them"),
                                         (["--steps", "3200", "--resume", "--seed", "5"], "--resume keeps them")])
 def test_resume_refuses_what_would_rewrite_the_run(run_dir, args, hint):
     config = (run_dir / "config.json").read_text()
@@ -82,10 +83,14 @@ def test_eval_prints_the_table_json(run_dir):
     res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "a_test", "policy", "policy_retrained"}
+    assert set(out["methods"]) == {"baseline", "paper_a_test", "ziegler_nichols", "a_test", "policy", "policy_retrained"}
     for m in out["methods"].values():
         assert {"mean_px", "std_px", "mean_x_px", "std_x_px", "mean_y_px", "std_y_px"} <= set(m)
-    assert set(out["reduction_vs_baseline_pct"]) == set(out["methods"]) - {"baseline"}
+    assert out["seeds"] == [1000, 1001]  # the selection set unless --split report
+    for ref in ("baseline", "paper_a_test", "ziegler_nichols"):  # paired over the same seeds
+        assert set(out["reduction_pct"][ref]) == set(out["methods"]) - {ref}
+        a, b = out["methods"][ref]["mean_px"], out["methods"]["policy"]["mean_px"]
+        assert np.sign(out["reduction_pct"][ref]["policy"]["mean"]) == np.sign(a - b)
     assert set(out["sensitivity"]) == set(out["methods"])
     base = out["sensitivity"]["baseline"]["x"]  # the paper's gains: amplify from about 10 Hz, peak 1.34 near 27 Hz
     assert 9.0 < base["amplifies_from_hz"] < 12.0 and 1.2 < base["peak"] < 1.5 and 20.0 < base["peak_hz"] < 35.0
@@ -93,6 +98,21 @@ def test_eval_prints_the_table_json(run_dir):
         assert (run_dir / name).exists(), name
     again = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--seeds", "2", "--json"])
     assert json.loads(again.stdout)["methods"] == out["methods"]  # π(s) retrained online too: deterministic
+
+
+def test_eval_over_training_runs_reports_their_spread_on_the_report_seeds(run_dir, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)  # the same run twice: the spread over runs must be zero
+    res = runner.invoke(app, ["eval", "mems", "--run", str(run_dir), "--run", str(twin), "--split", "report",
+                              "--seeds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["seeds"] == [5000, 5001] and {f"policy@{n}" for n in (run_dir.name, "twin")} <= set(out["methods"])
+    spread = out["training_spread"]["policy"]["paper_a_test"]
+    assert spread["runs"] == 2 and spread["std"] == pytest.approx(0.0, abs=1e-9)
+    assert spread["mean"] == pytest.approx(out["reduction_pct"]["paper_a_test"][f"policy@{run_dir.name}"]["mean"])
+    bad = runner.invoke(app, ["eval", "mems", "--split", "test"])
+    assert bad.exit_code == 2 and "selection | report" in bad.output
 
 
 def test_eval_rings_the_bursts_at_the_frequency_asked(tmp_path):
@@ -141,7 +161,8 @@ def test_eval_tests_a_users_own_gains_beside_the_baselines():
                               "--gains", "19,978,27.5,1376"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert set(out["methods"]) == {"baseline", "ziegler_nichols", "gains 10,600,16,816", "gains 19,978,27.5,1376"}
+    assert set(out["methods"]) == {"baseline", "paper_a_test", "ziegler_nichols", "gains 10,600,16,816",
+                                   "gains 19,978,27.5,1376"}
     assert out["methods"]["gains 10,600,16,816"] == out["methods"]["baseline"]  # the paper's gains, same stands
     assert out["methods"]["gains 19,978,27.5,1376"]["mean_px"] != out["methods"]["baseline"]["mean_px"]
     assert out["sensitivity"]["gains 19,978,27.5,1376"]["x"]["peak"] > 1.0

@@ -9,7 +9,7 @@ from controller.modes.mems.pid import BASELINE_GAINS
 from firmware_sim.mems.physics import MemsParams
 from learner.mems.env import MemsTuningConfig, action_bounds, baseline_action
 from learner.mems.train import MemsTrainConfig, gain_map
-from learner.mems.robust_gains import MAX_PEAK, baseline_crossover_hz, is_robust, robust_gain_map
+from learner.mems.robust_gains import MAX_PEAK, baseline_crossover_hz, gain_set_map, is_robust
 
 CFG = MemsTuningConfig()
 PARAMS = MemsParams()
@@ -17,7 +17,7 @@ PARAMS = MemsParams()
 
 @pytest.fixture(scope="module")
 def gmap():
-    return robust_gain_map(CFG.p_bounds, CFG.i_bounds)
+    return gain_set_map("robust", CFG.p_bounds, CFG.i_bounds)
 
 
 def robust(gains: np.ndarray) -> list[bool]:
@@ -55,11 +55,24 @@ def test_inverse_round_trip(gmap):
     np.testing.assert_allclose(gmap.actions(gmap.gains(a)), a, atol=1e-4)
 
 
+def test_the_wide_set_keeps_the_peak_bound_only_and_contains_the_robust_set(gmap):
+    wide = gain_set_map("wide", CFG.p_bounds, CFG.i_bounds)
+    rng = np.random.default_rng(3)
+    gains = wide.gains(np.concatenate([np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T,
+                                       rng.uniform(-1, 1, (24, 4))]))
+    assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, PARAMS, below_hz=0.0) for g in gains for ax in range(2))
+    top_robust, top_wide = gmap.gains(np.array([[0.0, 1.0, 0.0, 1.0]]))[0], wide.gains(np.array([[0.0, 1.0, 0.0, 1.0]]))[0]
+    p = np.array([top_robust[0], top_robust[2]])
+    assert np.all(wide.integral_limit(torch.tensor(p[None], dtype=torch.float32)).numpy() >
+                  gmap.integral_limit(torch.tensor(p[None], dtype=torch.float32)).numpy())  # more I allowed
+    assert not all(robust(top_wide))  # and some of it amplifies a band the baseline rejects
+
+
 def test_a_run_without_the_set_maps_affinely_to_the_box(gmap):
     lo, hi = action_bounds(CFG)
     a = np.random.default_rng(2).uniform(-1, 1, (20, 4))
     want = lo + (a + 1.0) * 0.5 * (hi - lo)
-    np.testing.assert_allclose(gain_map(MemsTrainConfig(robust=False)).gains(a), want, rtol=1e-5)
+    np.testing.assert_allclose(gain_map(MemsTrainConfig(gain_set="box")).gains(a), want, rtol=1e-5)
     assert gain_map(MemsTrainConfig()) is gmap  # the default run is robust; the table is built once
 
 
