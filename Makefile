@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench results-mems install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ bench: $(STAMP)
 	$(BIN)/edgetune bench ddpg --json | tee runs/bench/ddpg.json
 	$(BIN)/edgetune bench sirt --json | tee runs/bench/sirt.json
 	$(BIN)/edgetune bench fuzz --cases 10000 --json | tee runs/bench/fuzz.json
+
+# The MEMS results in docs/results.md: each gain set trained on 3 seeds (two at a time: training is
+# single-threaded), then every run evaluated on the report test seeds (5000, ...), which no choice has seen.
+MEMS_RESULTS := runs/results/mems
+MEMS_TRAIN_SEEDS := 0 1 2
+MEMS_REPORT_SEEDS := 16
+results-mems: $(STAMP)
+	mkdir -p $(MEMS_RESULTS)
+	for set in robust wide; do for s in $(MEMS_TRAIN_SEEDS); do echo $$set $$s; done; done | \
+	  xargs -P 2 -n 2 sh -c 'test -f $(MEMS_RESULTS)/$$0-seed$$1/summary.json || \
+	    $(BIN)/edgetune train mems --out $(MEMS_RESULTS)/$$0-seed$$1 --gain-set $$0 --seed $$1 > /dev/null'
+	for set in robust wide; do for d in wiener sine steps bursts; do \
+	  $(BIN)/edgetune eval mems $$(for s in $(MEMS_TRAIN_SEEDS); do echo --run $(MEMS_RESULTS)/$$set-seed$$s; done) \
+	    --disturbance $$d --split report --seeds $(MEMS_REPORT_SEEDS) --out $(MEMS_RESULTS)/eval-$$set \
+	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json; done; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
