@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 FRAME_RATE_HZ = 120.0
-BURST_HZ = 12.0  # the bursts' ring frequency by default: just above the baseline loop's crossover (10.5 / 12.2 Hz)
+BURST_HZ = 12.0  # the bursts' ring frequency by default: above the baseline x crossover (11.5 Hz), at the y peak of |S|
 # Wiener test as the stand saw it, calibrated on the paper's Table 2 at two operating points
 # (docs/calibration.md): diffusion coefficient σ [px/√s] (W(t) ~ N(0, σ²t) per axis) plus sweep
 # episodes: at Poisson times (SWEEP_RATE_HZ) the spot glides for SWEEP_S at a random velocity
