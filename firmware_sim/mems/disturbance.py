@@ -1,8 +1,8 @@
 """Disturbance generators: M1 displacement of the spot [px] per camera frame, shape (B, T, 2).
 
 ``steps`` is the paper's training signal (random ±100 px jumps, Eq. 6), ``wiener`` its test
-signal (Eq. 7) with the stand's sweep episodes (below), ``from_csv`` replays a recorded trace. ``sinusoids`` and ``drift_bursts`` are
-families the tuner never trains on, for generalisation tests. All generators are seeded and
+signal (Eq. 7) with the stand's sweep episodes (below), ``from_csv`` replays a recorded trace.
+``sinusoids`` and ``drift_bursts`` are families the tuner never trains on, for generalisation tests. All generators are seeded and
 return float64 arrays; sample k is the M1 command during frame k (t = k / frame_rate).
 """
 from __future__ import annotations

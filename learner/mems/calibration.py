@@ -20,7 +20,7 @@ from scipy import optimize
 from controller.modes.mems.pid import BASELINE_GAINS, PAPER_A_TEST_GAINS, per_frame_to_si
 from firmware_sim.mems import disturbance
 from firmware_sim.mems.physics import MemsParams, MemsStand
-from learner.mems.closed_loop import deviation_stats, simulate
+from learner.mems.closed_loop import Trajectory, deviation_stats, simulate
 
 WIENER_FRAMES = 1000  # the paper's test length [frames]
 # Fit seeds: disjoint from the evaluation seeds (selection 1000–1031, report ≥ 5000) and CHECK_SEEDS.
@@ -52,7 +52,7 @@ class Plant:
         ])
 
 
-# Fitted parameters: name, bounds, how a value enters the Plant.
+# Fitted parameters (the order of plant_vector) and their bounds.
 FIT_PARAMS: tuple[tuple[str, tuple[float, float]], ...] = (
     ("gain_x_px_per_v", (0.005, 0.04)),
     ("gain_y_px_per_v", (0.005, 0.04)),
@@ -63,6 +63,7 @@ FIT_PARAMS: tuple[tuple[str, tuple[float, float]], ...] = (
 
 
 def plant_from_vector(x: Sequence[float], base: Plant = Plant()) -> Plant:
+    """``base`` with the FIT_PARAMS values ``x``."""
     gx, gy, fn_y, sigma, sweep = (float(v) for v in x)
     params = replace(base.params, gain_px_per_v=(gx, gy), m2_fn_hz=(base.params.m2_fn_hz[0], fn_y))
     return Plant(params, sigma, sweep)
@@ -88,7 +89,8 @@ def operating_points(plant: Plant = Plant(), seeds: Sequence[int] = FIT_SEEDS) -
     return dict(zip(OPERATING_POINTS, _stats(traj, len(OPERATING_POINTS))))
 
 
-def _stats(traj, groups: int) -> list[dict[str, float]]:
+def _stats(traj: Trajectory, groups: int) -> list[dict[str, float]]:
+    """Table 2 statistics of each of ``groups`` equal slices of the batch."""
     pos = np.where(traj.lost[..., None], np.nan, traj.positions)
     return [deviation_stats(p, t) for p, t in zip(np.split(pos, groups), np.split(traj.targets, groups))]
 
