@@ -1,8 +1,8 @@
 """Disturbance generators: M1 displacement of the spot [px] per camera frame, shape (B, T, 2).
 
 ``steps`` is the paper's training signal (random ±100 px jumps, Eq. 6), ``wiener`` its test
-signal (Eq. 7), ``from_csv`` replays a recorded trace. ``sinusoids`` and ``drift_bursts`` are
-families the tuner never trains on, for generalisation tests. All generators are seeded and
+signal (Eq. 7) with the stand's sweep episodes (below), ``from_csv`` replays a recorded trace.
+``sinusoids`` and ``drift_bursts`` are families the tuner never trains on, for generalisation tests. All generators are seeded and
 return float64 arrays; sample k is the M1 command during frame k (t = k / frame_rate).
 """
 from __future__ import annotations
@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 
 FRAME_RATE_HZ = 120.0
-BURST_HZ = 12.0  # the bursts' ring frequency by default: just above the baseline loop's crossover (10.5 / 12.2 Hz)
-# Wiener diffusion coefficient σ [px/√s] (W(t) ~ N(0, σ²t) per axis), calibrated so the paper's
-# baseline gains give its Table 2 mean deviation (docs/calibration.md).
-WIENER_SIGMA_PX_SQRT_S = 30.0
+BURST_HZ = 12.0  # the bursts' ring frequency by default: above the baseline x crossover (11.5 Hz), at the y peak of |S|
+# Wiener test as the stand saw it, calibrated on the paper's Table 2 at two operating points
+# (docs/calibration.md): diffusion coefficient σ [px/√s] (W(t) ~ N(0, σ²t) per axis) plus sweep
+# episodes: at Poisson times (SWEEP_RATE_HZ) the spot glides for SWEEP_S at a random velocity
+# N(0, SWEEP_PX_S²) per axis. The sweeps give the stand's heavy error tails under slow integral
+# action (the baseline), which faster integral action (the paper's a_test gains) removes.
+WIENER_SIGMA_PX_SQRT_S = 29.8
+SWEEP_RATE_HZ = 1.0  # fixed, not fitted
+SWEEP_S = 0.1  # fixed, not fitted
+SWEEP_PX_S = 336.0
 
 
 def _check(batch: int, n_frames: int) -> None:
@@ -56,12 +62,25 @@ def wiener(
     seed: int | None,
     *,
     sigma_px_sqrt_s: float = WIENER_SIGMA_PX_SQRT_S,
+    sweep_px_s: float = SWEEP_PX_S,
+    sweep_rate_hz: float = SWEEP_RATE_HZ,
+    sweep_s: float = SWEEP_S,
     frame_rate: float = FRAME_RATE_HZ,
 ) -> np.ndarray:
-    """Wiener process per axis (paper Eq. 7) from 0: increments N(0, σ²/frame_rate) per frame."""
+    """Wiener process per axis (paper Eq. 7) from 0, increments N(0, σ²/frame_rate) per frame, plus
+    sweep episodes: Poisson-timed (``sweep_rate_hz``) glides of ``sweep_s`` at a velocity
+    N(0, ``sweep_px_s``²) per axis. ``sweep_px_s = 0`` gives the pure Wiener process; the
+    Wiener increments do not depend on the sweep parameters (common random numbers for the fit)."""
     _check(batch, n_frames)
+    if sigma_px_sqrt_s < 0 or sweep_px_s < 0 or sweep_rate_hz < 0 or sweep_s < 0:
+        raise ValueError("Wiener and sweep parameters must be >= 0")
     rng = np.random.default_rng(seed)
     inc = rng.standard_normal((batch, n_frames, 2)) * (sigma_px_sqrt_s / np.sqrt(frame_rate))
+    starts = rng.random((batch, n_frames, 1)) < sweep_rate_hz / frame_rate
+    kick = np.cumsum(starts * rng.standard_normal((batch, n_frames, 2)) * sweep_px_s, axis=1)
+    n_sweep = max(1, round(sweep_s * frame_rate))
+    kick[:, n_sweep:] -= kick[:, :-n_sweep].copy()  # velocity: boxcar of n_sweep frames per episode
+    inc += kick / frame_rate
     inc[:, 0] = 0.0
     return np.cumsum(inc, axis=1)
 

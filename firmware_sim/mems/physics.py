@@ -28,7 +28,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MemsParams:
-    """Stand parameters; defaults calibrated against the paper's Table 2 (docs/calibration.md)."""
+    """Stand parameters; defaults fitted to the paper's Table 2 at two operating points (docs/calibration.md)."""
 
     frame_rate_hz: float = 120.0  # camera frame rate [Hz]; one step = one frame
     sensor_px: tuple[int, int] = (1440, 1080)  # sensor width, height [px] (IMX392-class)
@@ -38,12 +38,15 @@ class MemsParams:
     centroid_noise_px: float = 0.3  # centroid noise, per axis [px rms]
     centroid_quant_px: float = 1.0 / 16.0  # sub-pixel centroid resolution [px]; 0 = none
     m1_tau_s: float = 0.002  # M1 (piezo) first-order lag time constant [s]; 0 = direct
-    m2_fn_hz: tuple[float, float] = (150.0, 150.0)  # M2 natural frequency x, y [Hz] (with driver filter)
-    m2_zeta: tuple[float, float] = (0.5, 0.5)  # M2 damping ratio x, y [1]
-    # M2 static gain x, y [px per command volt]. A command volt is the PID output unit; the MEMS
-    # driver applies 1/200 of it to the mirror (±20000 V command ↔ ±100 V at the mirror, i.e.
-    # 4.0 / 2.6 px per mirror volt), see docs/calibration.md.
-    gain_px_per_v: tuple[float, float] = (0.02, 0.013)
+    # M2 natural frequency x, y [Hz] and damping ratio x, y [1], each with its driver's low-pass
+    # filter. x is fast, not identifiable at 120 Hz (fixed); y (the slow outer axis behind a
+    # Butterworth-damped filter, ζ = 0.7 fixed) has its frequency fitted.
+    m2_fn_hz: tuple[float, float] = (150.0, 12.6)
+    m2_zeta: tuple[float, float] = (0.5, 0.7)
+    # M2 static gain x, y [px per command volt] (fitted). A command volt is the PID output unit; the
+    # MEMS driver applies 1/200 of it to the mirror (±20000 V command ↔ ±100 V at the mirror, i.e.
+    # 5.6 / 4.9 px per mirror volt), see docs/calibration.md.
+    gain_px_per_v: tuple[float, float] = (0.0279, 0.0246)
     v_limit: float = 20000.0  # command limit, symmetric [V]; commands are clipped to ±v_limit
     coupling: float = 0.02  # cross-axis coupling: deflection of one axis per unit of the other [1]
 

@@ -1,22 +1,26 @@
-"""The default stand reproduces the paper's baseline behaviour (docs/calibration.md)."""
+"""The default stand reproduces the paper's Table 2 at both operating points (docs/calibration.md)."""
 import numpy as np
 
-from controller.modes.mems.pid import BASELINE_GAINS, per_frame_to_si
+from controller.modes.mems.pid import BASELINE_GAINS, PAPER_A_TEST_GAINS, per_frame_to_si
 from firmware_sim.mems import disturbance
 from firmware_sim.mems.physics import MemsStand
-from learner.mems.calibration import grid_search, wiener_test
-from learner.mems.closed_loop import simulate, tracking_stats
+from learner.mems.calibration import (CHECK_SEEDS, PAPER_TABLE2, STATS, Plant, grid_search, operating_points,
+                                      residuals_pct, wiener_test)
+from learner.mems.closed_loop import simulate
 
 # best per-frame gains of the coarse grid in docs/calibration.md (rows x, y; P, I, D)
-GRID_BEST = np.array([[5.0, 25.0, 10.0], [15.0, 35.0, 10.0]])
-PAPER_A_TEST = np.array([[15.0, 15.3, 0.0], [13.0, 13.8, 2.5]])
+GRID_BEST = np.array([[5.0, 18.0, 10.0], [20.0, 12.0, 10.0]])
 
 
-def test_baseline_wiener_matches_table2():
-    s = wiener_test(MemsStand(), BASELINE_GAINS, seeds=16, seed=0)
-    assert abs(s["delta_mean"] - 7.8) < 0.15 * 7.8
-    assert abs(s["delta_x_mean"] - 4.96) < 0.2 * 4.96 and abs(s["delta_y_mean"] - 4.97) < 0.2 * 4.97
-    assert s["lost_frac"] == 0.0
+def test_both_operating_points_match_table2_within_5pct():
+    # 256 held-out seeds (~0.5 s): sampling noise (1 σ over seeds) is ≤ 1.0 % on σ_Δ and ≤ 0.6 % on
+    # the means (docs/calibration.md), so a plant that drifts by more than 5 % fails.
+    points = operating_points(Plant(), CHECK_SEEDS)
+    res = residuals_pct(points)
+    assert set(res) == set(PAPER_TABLE2)
+    bad = {(op, k): round(r[k], 1) for op, r in res.items() for k in STATS if not abs(r[k]) < 5.0}
+    assert not bad, f"outside 5 % of the paper's Table 2 [%]: {bad}"
+    assert all(p["lost_frac"] == 0.0 for p in points.values())
 
 
 def test_baseline_stable_on_100px_steps():
@@ -32,18 +36,18 @@ def test_baseline_stable_on_100px_steps():
 
 
 def test_better_gains_exist():
-    stand = MemsStand()
-    base = wiener_test(stand, BASELINE_GAINS, seeds=8, seed=10)
-    best = wiener_test(stand, per_frame_to_si(GRID_BEST), seeds=8, seed=10)
-    assert best["delta_mean"] < 0.7 * base["delta_mean"]
-    paper_test = wiener_test(stand, per_frame_to_si(PAPER_A_TEST), seeds=8, seed=10)
-    assert paper_test["delta_mean"] < base["delta_mean"]  # the paper's a_test also improves
+    stand, seeds = MemsStand(), CHECK_SEEDS[:16]
+    base = wiener_test(stand, BASELINE_GAINS, seeds)
+    paper = wiener_test(stand, PAPER_A_TEST_GAINS, seeds)
+    best = wiener_test(stand, per_frame_to_si(GRID_BEST), seeds)
+    assert best["delta_mean"] < 0.85 * base["delta_mean"]
+    assert best["delta_mean"] < 0.97 * paper["delta_mean"]  # the paper's a_test gains are not the optimum
 
 
 def test_small_grid_finds_improvement():
     stand = MemsStand()
-    best_pf, err = grid_search(stand, [10, 20], [5, 25], [0, 5], seeds=2, seed=3)
-    assert best_pf.shape == (2, 3) and best_pf[0, 1] == 25  # more integral action helps
-    s = tracking_stats(simulate(stand, per_frame_to_si(best_pf), disturbance.wiener(4, 1000, 4), seed=5))
-    base = tracking_stats(simulate(stand, BASELINE_GAINS, disturbance.wiener(4, 1000, 4), seed=5))
+    best_pf, err = grid_search(stand, [10, 20], [5, 15], [0, 5], seeds=CHECK_SEEDS[:2])
+    assert best_pf.shape == (2, 3) and (best_pf[:, 1] == 15).all()  # more integral action helps (both axes)
+    s = wiener_test(stand, per_frame_to_si(best_pf), CHECK_SEEDS[2:6])
+    base = wiener_test(stand, BASELINE_GAINS, CHECK_SEEDS[2:6])
     assert s["delta_mean"] < base["delta_mean"]

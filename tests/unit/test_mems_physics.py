@@ -118,8 +118,11 @@ def test_generators_shapes_and_seeds():
     s = disturbance.steps(4, 600, 0, hold_frames=60)
     jumps = np.abs(np.diff(s, axis=1))
     assert set(np.unique(jumps)) <= {0.0, 100.0} and np.abs(s).max() <= 200.0
-    w = disturbance.wiener(200, 400, 0, sigma_px_sqrt_s=30.0)
+    w = disturbance.wiener(200, 400, 0, sigma_px_sqrt_s=30.0, sweep_px_s=0.0)  # the pure Wiener process
     assert abs(np.diff(w, axis=1).std() - 30.0 / np.sqrt(120)) < 0.05
+    # sweeps add velocity N(0, s²) per axis while an episode runs (a fraction rate·duration of the frames)
+    w = disturbance.wiener(200, 4000, 0, sigma_px_sqrt_s=30.0, sweep_px_s=300.0, sweep_rate_hz=1.0, sweep_s=0.1)
+    assert abs(np.diff(w, axis=1).std() - np.sqrt(30.0**2 / 120 + 0.1 * 300.0**2 / 120**2)) < 0.05
 
 
 @pytest.mark.parametrize("hz", [5.0, 12.0, 30.0])

@@ -47,8 +47,10 @@ DEFAULT_TAU_D_S = 0.01  # derivative filter time constant [s]
 
 # The baseline in the SI units of this module: X: P=10, I=600, D=0; Y: P=16, I=816, D=0.02083.
 BASELINE_GAINS = per_frame_to_si(BASELINE_GAINS_PER_FRAME)
-# The paper's a_test gains (Table 1, per frame: X P 15, I 15.3, D 0; Y P 13, I 13.8, D 2.5), in SI.
-PAPER_A_TEST_GAINS = per_frame_to_si(np.array([[15.0, 15.3, 0.0], [13.0, 13.8, 2.5]]))
+# The paper's fixed RL-derived gains (Table 1, a_test, per frame) in SI: X: P=15, I=1836, D=0;
+# Y: P=13, I=1656, D=0.02083. The second calibration operating point (docs/calibration.md).
+PAPER_A_TEST_GAINS_PER_FRAME = np.array([[15.0, 15.3, 0.0], [13.0, 13.8, 2.5]])
+PAPER_A_TEST_GAINS = per_frame_to_si(PAPER_A_TEST_GAINS_PER_FRAME)
 
 
 class Pid:
