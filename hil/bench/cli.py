@@ -7,18 +7,32 @@ from typing import Optional
 
 import typer
 
+CPUS_HELP = "Pin the benchmark and the processes it starts to these CPUs, e.g. 0 (one core, a Pi-class proxy) or 0,2-3."
+
+
+def _cpu_set(text: Optional[str]) -> Optional[set[int]]:
+    """'0,2-3' -> {0, 2, 3}; None -> None."""
+    if text is None:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
 
 def bench_loop(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     seconds: float = typer.Option(10.0, "--seconds", help="Duration of each of the two loops [s]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
     realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The daemon's own stabilize tick (against an in-process simulated stand) vs. a bare time.sleep loop
     at the same absolute deadlines."""
     from hil.bench.loop import bench
 
-    report = bench(rate, seconds, rt=realtime)
+    report = bench(rate, seconds, rt=realtime, cpus=_cpu_set(cpus))
     if json_out:
         typer.echo(json.dumps(report))
         return
@@ -35,11 +49,12 @@ def bench_swap(
     chunks: int = typer.Option(20, "--chunks", help="Quiet/pushing phase pairs (0.5 s each)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
     realtime: bool = typer.Option(False, "--rt", help="Run the loop thread under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""
     from hil.bench.swap import bench
 
-    report = bench(rate, swaps, chunks, rt=realtime)
+    report = bench(rate, swaps, chunks, rt=realtime, cpus=_cpu_set(cpus))
     if json_out:
         typer.echo(json.dumps(report))
         return
