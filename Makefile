@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --json | tee runs/bench/loop_1khz.json
 	$(BIN)/edgetune bench loop --rate 120 --seconds 60 --json | tee runs/bench/loop_120hz.json
 	$(BIN)/edgetune bench swap --rate 1000 --swaps 100 --json | tee runs/bench/swap.json
+	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --cpus 0 --json | tee runs/bench/loop_1khz_cpu0.json
+	$(BIN)/edgetune bench swap --rate 1000 --swaps 100 --cpus 0 --json | tee runs/bench/swap_cpu0.json
 	$(BIN)/edgetune bench policy --json | tee runs/bench/policy.json
 	$(BIN)/edgetune bench ddpg --json | tee runs/bench/ddpg.json
 	$(BIN)/edgetune bench sirt --json | tee runs/bench/sirt.json

@@ -2,9 +2,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
+
+CPUS_HELP = "Pin the benchmark and the processes it starts to these CPUs, e.g. 0 (one core, a Pi-class proxy) or 0,2-3."
+
+
+def _cpu_set(text: Optional[str]) -> Optional[set[int]]:
+    """'0,2-3' -> {0, 2, 3}; None -> None."""
+    if text is None:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def bench_loop(
@@ -12,12 +26,13 @@ def bench_loop(
     seconds: float = typer.Option(10.0, "--seconds", help="Duration of each of the two loops [s]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
     realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The daemon's own stabilize tick (against an in-process simulated stand) vs. a bare time.sleep loop
     at the same absolute deadlines."""
     from hil.bench.loop import bench
 
-    report = bench(rate, seconds, rt=realtime)
+    report = bench(rate, seconds, rt=realtime, cpus=_cpu_set(cpus))
     if json_out:
         typer.echo(json.dumps(report))
         return
@@ -34,11 +49,12 @@ def bench_swap(
     chunks: int = typer.Option(20, "--chunks", help="Quiet/pushing phase pairs (0.5 s each)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
     realtime: bool = typer.Option(False, "--rt", help="Run the loop thread under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""
     from hil.bench.swap import bench
 
-    report = bench(rate, swaps, chunks, rt=realtime)
+    report = bench(rate, swaps, chunks, rt=realtime, cpus=_cpu_set(cpus))
     if json_out:
         typer.echo(json.dumps(report))
         return
@@ -80,17 +96,25 @@ def bench_policy(
 def bench_sirt(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on one line (default: indented)."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
-    batch: int = typer.Option(32, min=1, help="Episodes reconstructed together."),
+    batch: int = typer.Option(8, min=8, help="Episodes, the same on both sides (each its own random angles)."),
     size: int = typer.Option(239, help="Image size (odd)."),
     angles: int = typer.Option(20, min=1, max=180, help="Angles per episode (random on the 1° grid)."),
     iterations: int = typer.Option(150, min=1),
-    astra_episodes: int = typer.Option(2, min=1, help="Episodes timed with ASTRA (slow)."),
     seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Cores N: torch threads and ASTRA processes (default: torch's)."),
+    write_reference: Optional[Path] = typer.Option(
+        None, "--write-reference", help="Only write the small ASTRA reference for the tests (.npz) to this path."),
 ) -> None:
-    """Reconstructions per second: batched SIRT (ours) vs ASTRA CPU SIRT, with their relative difference."""
+    """Reconstructions per second of work: batched SIRT (ours, N threads) vs ASTRA CPU SIRT (N processes), and
+    both on one core; set-up timed apart; the reconstructions' relative difference."""
+    if write_reference is not None:
+        from hil.bench.astra_sirt import write_reference as write
+
+        write(write_reference)
+        typer.echo(f"wrote {write_reference}")
+        return
     from hil.bench.sirt import run
 
-    result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device,
-                 astra_episodes=astra_episodes, seed=seed, threads=threads)
+    result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device, seed=seed,
+                 threads=threads)
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -9,11 +9,17 @@ ours:  the asyncio `Scheduler` (timerfd) running the daemon's own tick (`control
 floor: a loop that does nothing but `time.sleep` to the same absolute deadlines.
 
 They run in alternating chunks (default 2 s), so both see the same background load. Both are measured as wake-up lateness (wake time − deadline) with the same overrun accounting.
+
+cpus (`--cpus 0`): the benchmark pinned to those CPUs (`pin`), e.g. one core as a proxy for a
+Raspberry-Pi-class edge; the report's `cpus` is the affinity read back from every thread at the end
+(bench swap: also from the validator and pusher processes), pinned or not.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +33,23 @@ from controller.scheduler import Scheduler, Tick, next_period, realtime
 from hil.bench.production import production_daemon
 
 RT_PRIORITY = 50  # SCHED_FIFO priority under --rt (the daemon: [loop] realtime_priority)
+
+
+def pin(cpus: set[int]) -> None:
+    """Every thread of this process to `cpus` (os.sched_setaffinity(0, …) moves only the calling thread);
+    threads and processes started later inherit the affinity."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def affinity() -> list[int]:
+    """The CPUs that any thread of this process may run on."""
+    cpus: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            cpus |= os.sched_getaffinity(int(tid))
+    return sorted(cpus)
 
 
 def _result(lateness_ns: np.ndarray, overruns: int) -> dict[str, Any]:
@@ -101,19 +124,23 @@ async def _alternate(rate_hz: float, seconds: float, tick: Callable[[Tick], None
     return {"rate_hz": rate_hz, "ticks": ticks, **res, "p99_ratio": round(ratio, 3)}
 
 
-def bench(rate_hz: float, seconds: float, chunk_s: float = 2.0, rt: bool = False) -> dict[str, Any]:
+def bench(rate_hz: float, seconds: float, chunk_s: float = 2.0, rt: bool = False,
+          cpus: set[int] | None = None) -> dict[str, Any]:
     """`seconds` of ours and `seconds` of the floor (alternating `chunk_s` chunks); the report dict.
 
     rt: run both loops under SCHED_FIFO (controller.scheduler.realtime; the recorder's writer
-    thread, started before, stays in the normal class)."""
+    thread, started before, stays in the normal class). cpus: pin the benchmark to them first."""
     if not (rate_hz > 0 and seconds > 0 and chunk_s > 0):
         raise ValueError(f"rate, seconds and chunk must be positive, got {rate_hz} Hz, {seconds} s, {chunk_s} s")
+    if cpus:
+        pin(cpus)
 
     async def run(workdir: Path) -> dict[str, Any]:
         async with production_daemon(workdir, rate_hz) as (daemon, tick):
             with realtime(RT_PRIORITY if rt else 0) as fifo:
                 report = await _alternate(rate_hz, seconds, tick, lambda: daemon.mode.gains, chunk_s)
             report["sched"] = "fifo" if fifo else "other"
+            report["cpus"] = {"bench": affinity()}
         recorder = daemon.recorder
         report["recorder"] = {"written": recorder.written, "dropped": recorder.dropped}
         report["driver_writes"] = daemon.driver.writes

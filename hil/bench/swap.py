@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +29,11 @@ from controller.policy.slot import lowest_priority
 from controller.link.host_push import PushClient
 from controller.latency import LatencyRing
 from controller.scheduler import Scheduler, Tick, realtime
-from hil.bench.loop import RT_PRIORITY, _result
+from hil.bench.loop import RT_PRIORITY, _result, affinity, pin
 from hil.bench.production import production_daemon
 from hil.faults.model_artifacts import make_artifact
 
+PUSHER_TIMEOUT_S = 60.0  # the pusher process answers a query within this
 _pusher: PushClient | None = None  # the pusher process's client (its sequence numbers persist across pushes)
 
 
@@ -102,6 +104,9 @@ async def _phases(daemon: Daemon, daemon_tick: Callable[[Tick], None], arts: lis
             stopper = asyncio.create_task(_stop_when(done, sched))
             await sched.run(tick)
             await asyncio.gather(drive, stopper)
+        pusher_cpus = asyncio.get_running_loop().run_in_executor(pusher, os.sched_getaffinity, 0)
+        cpus = {"bench": affinity(), "validator": sorted(await slot.in_validator(os.sched_getaffinity, 0)),
+                "pusher": sorted(await asyncio.wait_for(pusher_cpus, PUSHER_TIMEOUT_S))}
     finally:
         pusher.shutdown()
         slot.close()
@@ -116,7 +121,7 @@ async def _phases(daemon: Daemon, daemon_tick: Callable[[Tick], None], arts: lis
         "swap_latency_ms": {"p50": round(float(np.median(ms)), 3), "max": round(float(ms.max()), 3)},
         "rejected": sorted({r["reason"] for r in replies if not r["accepted"]}),
         "decisions": daemon.mode.decisions, "non_finite_outputs": slot.counters["non_finite_output"],
-        "sched": "fifo" if fifo else "other",
+        "sched": "fifo" if fifo else "other", "cpus": cpus,
     }
 
 
@@ -126,10 +131,13 @@ async def _stop_when(done: asyncio.Future, sched: Scheduler) -> None:
 
 
 def bench(rate_hz: float = 1000.0, swaps: int = 100, chunks: int = 20, chunk_s: float = 0.5,
-          decision_every: int = 10, rt: bool = False) -> dict[str, Any]:
+          decision_every: int = 10, rt: bool = False, cpus: set[int] | None = None) -> dict[str, Any]:
     """One loop of `chunks` × (quiet, pushing) phases of `chunk_s` each; `swaps` pushes spread over the pushing
-    phases. rt: the loop thread under SCHED_FIFO, as the daemon's with [loop] realtime_priority."""
+    phases. rt: the loop thread under SCHED_FIFO, as the daemon's with [loop] realtime_priority. cpus: pin the
+    benchmark, and so the validator and pusher processes it starts, to them (hil.bench.loop.pin)."""
     if not (rate_hz > 0 and swaps > 0 and chunks > 0 and chunk_s > 0 and decision_every > 0):
         raise ValueError("rate, swaps, chunks, chunk_s and decision_every must be positive")
+    if cpus:
+        pin(cpus)
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_chunks(rate_hz, swaps, chunks, chunk_s, decision_every, Path(tmp), rt))

@@ -10,13 +10,17 @@ without a Python loop over episodes. Update (ASTRA's SIRT, van der Sluis & van d
 controller.modes.ct.tomo):
     x ← clip(x + C_b·W_bᵀ·R·(p − W_b·x), lo, hi),  R = 1/row sums, C_b = 1/column sums of W_b (0 where 0)
 
-On CPU the batch is split into one block per torch thread, each iterated in its own Python thread
-with single-threaded ops: no OpenMP barrier per op, which on a busy machine (another process on a
-core) cuts the time per iteration from ~75 to ~47 ms at 239², 20 angles, batch 32 (~30 ms when idle
-either way). On CUDA the whole batch is one block.
+On CPU the batch is split into blocks of about equal work, at least one per torch thread and at most
+BLOCK_ENTRIES entries of W_b each (8 MB; one episode at least), iterated by as many Python threads as
+torch has, each block with single-threaded ops: no OpenMP barrier per op, which on a busy machine
+(another process on a core) cut the time per iteration from ~75 to ~47 ms at 239², 20 angles, batch
+32 (~30 ms when idle either way). Small blocks keep a block's operators closer to the cache (~4 % less
+CPU time per reconstruction at 239², 20 angles, where a block is one episode) and let an idle thread
+take the next block while another is preempted. On CUDA the whole batch is one block.
 """
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,6 +34,7 @@ import torch
 
 from controller.modes.ct import tomo
 
+BLOCK_ENTRIES = 1 << 20  # CPU: at most this many entries of W_b per block (unless one episode has more)
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -83,12 +88,13 @@ class _SingleThreadedTorch:
 _single_threaded_torch = _SingleThreadedTorch()
 
 
-def _parallel(fn: Callable[[T], U], items: Sequence[T]) -> list[U]:
-    """fn over items, each in its own Python thread, every torch op single-threaded meanwhile; a
-    single item runs inline."""
-    if len(items) == 1:
-        return [fn(items[0])]
-    with _single_threaded_torch, ThreadPoolExecutor(len(items)) as pool:
+def _parallel(fn: Callable[[T], U], items: Sequence[T], workers: int | None = None) -> list[U]:
+    """fn over items in `workers` Python threads (default: one per item), every torch op
+    single-threaded meanwhile; with a single item or worker, inline (torch's threads unchanged)."""
+    workers = min(workers or len(items), len(items))
+    if workers == 1:
+        return [fn(item) for item in items]
+    with _single_threaded_torch, ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
 
 
@@ -110,6 +116,7 @@ class BatchOperators:
 
     blocks: tuple[OperatorBlock, ...]
     mask: torch.Tensor  # (B, A) bool
+    threads: int = 1  # worker threads over the blocks
 
 
 class BatchSIRT:
@@ -120,6 +127,7 @@ class BatchSIRT:
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
         self._w = (as_t(w.indptr.astype(np.int64)), as_t(w.indices), as_t(w.data))
         self._angle_off = w.indptr[::size].tolist()  # (A+1,) first entry of each angle's rows
+        self._angle_nnz = torch.from_numpy(np.diff(w.indptr[::size]).astype(np.float64))  # entries per angle
         self._row_len = self._w[0].diff().reshape(n_angles, size)  # entries per (angle, bin)
         self._r = as_t(tomo.sirt_weights(w)[0]).reshape(n_angles, size)
         self._full = _csr(*self._w, w.shape)
@@ -134,13 +142,15 @@ class BatchSIRT:
         mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
         if mask.ndim != 2 or mask.shape[1] != self.n_angles or not bool(mask.any(1).all()):
             raise ValueError(f"mask must have shape (B, {self.n_angles}) with an angle per episode")
-        n = min(torch.get_num_threads(), len(mask)) if self.device.type == "cpu" else 1
-        # n blocks of about equal work (selected angles): each episode goes where its midpoint falls.
-        k = mask.sum(1).cpu()
-        block = ((k.cumsum(0) - k / 2) * n / k.sum()).long()
+        k = mask.cpu().to(torch.float64) @ self._angle_nnz  # entries of W_b per episode
+        cpu = self.device.type == "cpu"
+        threads = torch.get_num_threads() if cpu else 1
+        n = min(max(threads, math.ceil(float(k.sum()) / BLOCK_ENTRIES)), len(mask)) if cpu else 1
+        # n blocks of about equal work (entries): each episode goes where its midpoint falls.
+        block = ((k.cumsum(0) - k / 2) * n / k.sum()).long().clamp_max(n - 1)
         edges = [0, *torch.bincount(block, minlength=n).cumsum(0).tolist()]
         blocks = [slice(i, j) for i, j in zip(edges[:-1], edges[1:]) if j > i]
-        return BatchOperators(tuple(_parallel(lambda s: self._block(s, mask[s]), blocks)), mask)
+        return BatchOperators(tuple(_parallel(lambda s: self._block(s, mask[s]), blocks, threads)), mask, threads)
 
     def _block(self, episodes: slice, mask: torch.Tensor) -> OperatorBlock:
         """The operators of `episodes`, whose masks are `mask`."""
@@ -187,5 +197,5 @@ class BatchSIRT:
                 torch.mv(block.wt, resid, out=back)  # W_bᵀ·R·(p − W_b·x)
                 xb.addcmul_(block.c, back).clamp_(bounds[0], bounds[1])
 
-        _parallel(run, ops.blocks)
+        _parallel(run, ops.blocks, ops.threads)
         return x.reshape(nb, self.size, self.size)

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-GOLDEN_STEP_DEG = 111.2461  # 180° / golden ratio², the golden-ratio angle increment
+GOLDEN_STEP_DEG = 111.2461  # the golden-ratio angle increment 180°/φ (φ = (1 + √5)/2; 111.24612° rounded)
 PSNR_PEAK = 0.62  # the phantoms' object value; PSNR = 20·log10(0.62 / RMSE)
 SIRT_ITERATIONS = 150
 
