@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from controller.modes.mems.pid import BASELINE_GAINS
+from controller.modes.mems.pid import BASELINE_GAINS, PAPER_A_TEST_GAINS
 from firmware_sim.mems.physics import MemsParams
 from learner.mems.env import MemsTuningConfig, action_bounds, baseline_action
 from learner.mems.train import MemsTrainConfig, gain_map
-from learner.mems.robust_gains import MAX_PEAK, baseline_crossover_hz, gain_set_map, is_robust
+from learner.mems.robust_gains import MAX_PEAK, WIDE_PEAK, baseline_crossover_hz, gain_set_map, is_robust
 
 CFG = MemsTuningConfig()
 PARAMS = MemsParams()
@@ -64,7 +64,10 @@ def test_the_wide_set_keeps_the_peak_bound_only_and_contains_the_robust_set(gmap
     rng = np.random.default_rng(3)
     gains = wide.gains(np.concatenate([np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T,
                                        rng.uniform(-1, 1, (24, 4))]))
-    assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, PARAMS, below_hz=0.0) for g in gains for ax in range(2))
+    assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, PARAMS, 0.0, max_peak=WIDE_PEAK) for g in gains for ax in range(2))
+    paper = baseline_action(PAPER_A_TEST_GAINS)[None]  # inside the wide set, outside the robust one
+    assert np.all(np.abs(wide.actions(paper)) < 1.0) and not np.all(np.abs(gmap.actions(paper)) <= 1.0)
+    np.testing.assert_allclose(wide.gains(wide.actions(paper)), paper, rtol=1e-4)
     top_robust, top_wide = gmap.gains(np.array([[0.0, 1.0, 0.0, 1.0]]))[0], wide.gains(np.array([[0.0, 1.0, 0.0, 1.0]]))[0]
     p = np.array([top_robust[0], top_robust[2]])
     assert np.all(wide.integral_limit(torch.tensor(p[None], dtype=torch.float32)).numpy() >
