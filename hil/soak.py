@@ -4,7 +4,8 @@ with the host talking through the UDP fault proxy, and a fault injected every fe
 Each fault is checked off as *handled* by the symptom the edge must show (`edgetune hil soak`):
 serial.garbage / serial.truncate → the frame decoder rejected more; serial.drop → sequence gaps seen;
 serial.stall → ticks went on and fresh frames came back; serial.unplug / serial.reboot → the driver
-reconnected; net.partition → link lost, baseline gains, link back; net.chaos → every damaged datagram
+reconnected; net.partition → link lost, the mode's fallback (an active rl-pid policy keeps deciding and its
+gains stay in force; without one, the baseline gains), link back; net.chaos → every damaged datagram
 dropped and counted; command.nan → the safety gate replaced a non-finite command; model.swap → over the
 authenticated push channel, a good policy is accepted and active, a bad one (a random kind from
 hil/faults/model.py: corrupt, wrong shape, other task, NaN/inf, slow, tampered, unsigned, forged) is refused
@@ -108,16 +109,23 @@ class Soak:
 
     # network
     async def _partition(self) -> bool:
-        hl, mode = self.d.hostlink, self.d.mode
+        hl = self.d.hostlink
         lost = hl.counters["link_lost"]
         self.proxy.partition(SILENCE_S + 0.6)
         went = await self._until(lambda: hl.counters["link_lost"] > lost, SILENCE_S + 0.6)
-        await asyncio.sleep(0.05)  # the LinkChange is applied at the next tick boundary
-        # an active rl-pid policy owns the gains (it needs no host); otherwise they are back at baseline
-        policy = self.d.slot is not None and self.d.slot.active is not None
-        baseline = policy or bool(np.array_equal(mode.gains, mode.baseline_gains))
+        fallback = went and await self._until(self._link_lost_fallback(), 0.5)  # well inside the partition
         back = await self._until(lambda: hl.state == "up", SILENCE_S + 2.0)
-        return went and baseline and back
+        return went and fallback and back
+
+    def _link_lost_fallback(self) -> Callable[[], bool]:
+        """The mode's gains without a host (controller/modes/mems): an active rl-pid policy needs none, so it
+        keeps deciding and its last decision's gains are in force (two decisions after the loss was counted:
+        one comes after the tick that applied it); without one, the baseline gains."""
+        mode = self.d.mode
+        if self.d.slot is None or self.d.slot.active is None:
+            return lambda: bool(np.array_equal(mode.gains, mode.baseline_gains))
+        decided = mode.decisions
+        return lambda: mode.decisions >= decided + 2 and bool(np.array_equal(mode.gains, mode._gains))
 
     def _edge_drops(self) -> int:
         return sum(self.d.hostlink.counters[k] for k in DROP_KINDS)
@@ -224,7 +232,8 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
     st = daemon.scheduler.stats
     expected = st.ticks
     return {
-        "rate_hz": rate_hz, "seconds": seconds, "ticks": st.ticks, "overruns": st.overruns,
+        "rate_hz": rate_hz, "seconds": seconds, "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
+        "overruns": st.overruns,
         "missed_periods": st.missed_periods,
         "faults_injected": dict(sorted(soak.injected.items())), "faults_handled": dict(sorted(soak.handled.items())),
         "records_expected": expected, "records_written": len(ticks), "records_lost": expected - len(ticks),
