@@ -4,7 +4,8 @@ with the host talking through the UDP fault proxy, and a fault injected every fe
 Each fault is checked off as *handled* by the symptom the edge must show (`edgetune hil soak`):
 serial.garbage / serial.truncate → the frame decoder rejected more; serial.drop → sequence gaps seen;
 serial.stall → ticks went on and fresh frames came back; serial.unplug / serial.reboot → the driver
-reconnected; net.partition → link lost, baseline gains, link back; net.chaos → every damaged datagram
+reconnected; net.partition → link lost, the mode's fallback (an active rl-pid policy keeps deciding and its
+gains stay in force; without one, the baseline gains), link back; net.chaos → every damaged datagram
 dropped and counted; command.nan → the safety gate replaced a non-finite command; model.swap → over the
 authenticated push channel, a good policy is accepted and active, a bad one (a random kind from
 hil/faults/model.py: corrupt, wrong shape, other task, NaN/inf, slow, tampered, unsigned, forged) is refused
@@ -26,7 +27,7 @@ import numpy as np
 
 from controller.config import parse_config
 from controller.daemon import Daemon
-from controller.link.auth import DROP_KINDS
+from controller.link.auth import DROP_KINDS, Gains
 from controller.recorder import read_ticks
 from controller.link.host_push import PushClient
 from hil.faults import model as faults_model
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHAOS = NetFaults(loss=0.2, delay_ms=10.0, jitter_ms=8.0, duplicate=0.2, reorder=0.2, corrupt=0.2, truncate=0.1)
 SILENCE_S = 1.0  # host-link silence timeout in the soak config
+HOST_GAINS = Gains.from_rows([[12.0, 600.0, 0.0], [16.0, 816.0, 0.02]])  # the host's gains (not the baseline)
 
 
 class Soak:
@@ -47,6 +49,7 @@ class Soak:
         self.injected: Counter[str] = Counter()
         self.handled: Counter[str] = Counter()
         self.swaps: Counter[str] = Counter()
+        self.fallbacks: Counter[str] = Counter()  # link-lost fallbacks checked: "policy" / "baseline"
         self.kinds: dict[str, Callable[[], Awaitable[bool]]] = {
             "serial.garbage": self._garbage, "serial.truncate": self._truncate, "serial.drop": self._drop,
             "serial.stall": self._stall, "serial.unplug": self._unplug, "serial.reboot": self._reboot,
@@ -108,16 +111,40 @@ class Soak:
 
     # network
     async def _partition(self) -> bool:
-        hl, mode = self.d.hostlink, self.d.mode
+        hl = self.d.hostlink
+        if not await self._host_gains():
+            return False
         lost = hl.counters["link_lost"]
         self.proxy.partition(SILENCE_S + 0.6)
         went = await self._until(lambda: hl.counters["link_lost"] > lost, SILENCE_S + 0.6)
-        await asyncio.sleep(0.05)  # the LinkChange is applied at the next tick boundary
-        # an active rl-pid policy owns the gains (it needs no host); otherwise they are back at baseline
-        policy = self.d.slot is not None and self.d.slot.active is not None
-        baseline = policy or bool(np.array_equal(mode.gains, mode.baseline_gains))
+        fallback = went and await self._until(self._link_lost_fallback(), 0.5)  # well inside the partition
         back = await self._until(lambda: hl.state == "up", SILENCE_S + 2.0)
-        return went and baseline and back
+        return went and fallback and back
+
+    def _policy_active(self) -> bool:
+        return self.d.slot is not None and self.d.slot.active is not None
+
+    async def _host_gains(self) -> bool:
+        """Set the host's gains; without an active policy (whose next decision overrides them) wait until they are
+        in force, so that a fall back to the baseline shows."""
+        assert self.stand.client is not None
+        try:
+            await self.stand.client.set_gains(HOST_GAINS)
+        except TimeoutError:
+            return False
+        want = np.asarray(HOST_GAINS.rows())
+        return self._policy_active() or await self._until(lambda: np.array_equal(self.d.mode.gains, want), 0.5)
+
+    def _link_lost_fallback(self) -> Callable[[], bool]:
+        """The mode's gains without a host (controller/modes/mems): an active rl-pid policy needs none, so it
+        keeps deciding and its last decision's gains are in force (two decisions after the loss was counted:
+        one comes after the tick that applied it); without one, the baseline gains."""
+        mode, policy = self.d.mode, self._policy_active()
+        self.fallbacks["policy" if policy else "baseline"] += 1
+        if not policy:
+            return lambda: bool(np.array_equal(mode.gains, mode.baseline_gains))
+        decided = mode.decisions
+        return lambda: mode.decisions >= decided + 2 and bool(np.array_equal(mode.gains, mode._gains))
 
     def _edge_drops(self) -> int:
         return sum(self.d.hostlink.counters[k] for k in DROP_KINDS)
@@ -170,9 +197,7 @@ async def _host(stand: SimulatedStand, stop: asyncio.Event) -> None:
         n += 1
         try:
             if n % 20 == 0:
-                from controller.link.auth import Gains
-
-                await client.set_gains(Gains.from_rows([[12.0, 600.0, 0.0], [16.0, 816.0, 0.02]]))
+                await client.set_gains(HOST_GAINS)
             else:
                 await client.ping()
         except TimeoutError:
@@ -224,13 +249,15 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
     st = daemon.scheduler.stats
     expected = st.ticks
     return {
-        "rate_hz": rate_hz, "seconds": seconds, "ticks": st.ticks, "overruns": st.overruns,
+        "rate_hz": rate_hz, "seconds": seconds, "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
+        "overruns": st.overruns,
         "missed_periods": st.missed_periods,
         "faults_injected": dict(sorted(soak.injected.items())), "faults_handled": dict(sorted(soak.handled.items())),
         "records_expected": expected, "records_written": len(ticks), "records_lost": expected - len(ticks),
         "recorder_dropped": daemon.recorder.dropped,
         "swaps": {"attempted": sum(soak.swaps.values()), "accepted": soak.swaps["accepted"],
                   "rejected": soak.swaps["rejected"]},
+        "partition_fallbacks": dict(sorted(soak.fallbacks.items())),
         "max_command_ratio": round(daemon.mode.gate.ratio(cmd), 6) if len(cmd) else 0.0,
     }
 

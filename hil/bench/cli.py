@@ -80,16 +80,16 @@ def bench_ddpg(
 
 
 def bench_policy(
-    obs_dim: int = typer.Option(48, help="observation size (6 features x k=8 frames)"),
-    act_dim: int = typer.Option(4, help="action size (the 4 PID gains)"),
     iters: int = typer.Option(20_000, help="timed calls per runtime"),
+    run: Optional[Path] = typer.Option(None, "--run", help="a MEMS training run: time its trained actor (default: "
+                                       "an untrained actor of the default configuration, the same graph)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on one line (default: indented)"),
 ) -> None:
-    """Batch-1 latency of the paper's actor (100 -> 60, random weights), exported to ONNX here: onnxruntime
-    vs the same actor in torch eager, one thread each."""
-    from hil.bench.policy import bench_policy as run
+    """Batch-1 latency of the deployed MEMS policy graph (the actor exported as `edgetune export` does it, with
+    its gain map): onnxruntime vs the same module in torch eager, one thread each."""
+    from hil.bench.policy import bench_policy as bench
 
-    result = run(obs_dim=obs_dim, act_dim=act_dim, iters=iters)
+    result = bench(iters=iters, run=run)
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

@@ -7,9 +7,18 @@ import asyncio
 import os
 from typing import Any
 
-from controller.link.auth import Keyring, SetTarget, Signer, wall_us
+from controller.link.auth import Gains, Keyring, SetGains, SetTarget, Signer, wall_us
 from hil.faults.serial import SERIAL_FAULTS
 from hil.scenario.model import Fault, FaultFn, RunContext, fault
+
+
+# gains an attacker's SetGains carries (hil/scenario/checks.py `gains_never_change`: they never take effect)
+ATTACK_GAINS = Gains.from_rows([[33.0, 3300.0, 0.3], [33.0, 3300.0, 0.3]])
+
+
+def _attack(signer: Signer, target_x_px: float, count: int) -> list[bytes]:
+    """``count`` datagrams sealed by ``signer``, alternately a SetTarget to ``target_x_px`` and a SetGains."""
+    return [signer.seal(SetTarget(target_x_px, 0.0) if i % 2 == 0 else SetGains(ATTACK_GAINS)) for i in range(count)]
 
 
 # network
@@ -47,23 +56,23 @@ async def _replay(ctx: RunContext, f: Fault) -> dict[str, Any]:
 
 @fault("net.forge")
 async def _forge(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    """``count`` SetTargets signed with a key the edge does not have (right key id)."""
+    """``count`` SetTargets and SetGains signed with a key the edge does not have (right key id)."""
     assert ctx.stand.keyring is not None
     kid = ctx.stand.keyring.newest
     signer = Signer(Keyring({kid: os.urandom(32)}), kid)
     ctx.forged_targets.append(777.0)
-    _raw_send(ctx, [signer.seal(SetTarget(777.0, 0.0)) for _ in range(f.count)])
+    _raw_send(ctx, _attack(signer, 777.0, f.count))
     ctx.sent["bad_tag"] += f.count
     return {"forged": f.count}
 
 
 @fault("net.stale")
 async def _stale(ctx: RunContext, f: Fault) -> dict[str, Any]:
-    """``count`` correctly signed SetTargets stamped a minute ago."""
+    """``count`` correctly signed SetTargets and SetGains stamped a minute ago."""
     assert ctx.stand.keyring is not None
     signer = Signer(ctx.stand.keyring, ctx.stand.keyring.newest, clock=lambda: wall_us() - 60_000_000)
     ctx.forged_targets.append(666.0)
-    _raw_send(ctx, [signer.seal(SetTarget(666.0, 0.0)) for _ in range(f.count)])
+    _raw_send(ctx, _attack(signer, 666.0, f.count))
     ctx.sent["stale"] += f.count
     return {"stale": f.count}
 

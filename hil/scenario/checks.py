@@ -117,22 +117,24 @@ def link_resumes(d: RunData, c: Check) -> tuple[bool, str]:
 
 @check("device_recovers")
 def device_recovers(d: RunData, c: Check) -> tuple[bool, str]:
-    """After each unplug / reboot / stall the device is back and fresh frames drive the loop again;
-    an unplug or reboot is seen as a disconnect and a reconnect."""
+    """Within ``recover_s`` of the end of each unplug / reboot / stall the device is back and fresh frames
+    drive the loop again; an unplug or a reboot (the device falls silent mid-stream) is seen as a disconnect
+    and a reconnect within that time, and the fresh frames count from the reconnect."""
     notes, ok = [], True
     fresh_t = d.ticks["t_ns"][(d.ticks["flags"].astype(int) & STALE) == 0]
     for f in d.faults_of("serial.unplug", "serial.reboot", "serial.stall"):
         s, e = f["t_ns"], f["end_ns"]
-        fresh = fresh_t[fresh_t > e + 0.1e9]
-        back = fresh.size > 0 and fresh[0] - e <= c.recover_s * 1e9
-        line = f"{f['kind']} at {_s(s - d.t0_ns)}: fresh frames after {_s(fresh[0] - e) if fresh.size else 'never'}"
+        since, line, cycled = e + 0.1e9, f"{f['kind']} at {_s(s - d.t0_ns)}", True
         if f["kind"] != "serial.stall":
-            down, up = d.device_events(False, s), d.device_events(True, s)
-            cycled = bool(down) and any(t > down[0] for t in up)
-            back &= cycled
-            line += f", reconnected {cycled}"
+            down = d.device_events(False, s)[:1]
+            up = [t for t in d.device_events(True, s) if down and down[0] < t <= e + c.recover_s * 1e9][:1]
+            cycled = bool(up)
+            since = max([since, *up])
+            line += f": lost after {_s(down[0] - s) if down else 'never'}, back after {_s(up[0] - e) if up else 'never'}"
+        fresh = fresh_t[fresh_t > since]
+        back = cycled and fresh.size > 0 and fresh[0] - e <= c.recover_s * 1e9
         ok &= back
-        notes.append(line)
+        notes.append(line + f"; fresh frames after {_s(fresh[0] - e) if fresh.size else 'never'}")
     return ok and bool(notes), "; ".join(notes) or "no serial fault in the scenario"
 
 
@@ -182,6 +184,17 @@ def security_drops_counted(d: RunData, c: Check) -> tuple[bool, str]:
     counted = all(d.edge.get(k, 0) >= n for k, n in d.sent.items())
     applied = [x for x in d.forged_targets if np.any(d.ticks["target_x"] == x)]
     return counted and bool(d.sent) and not applied, "; ".join(notes) + f"; forged targets applied: {applied}"
+
+
+@check("gains_never_change")
+def gains_never_change(d: RunData, c: Check) -> tuple[bool, str]:
+    """Every tick of every session ran the baseline gains (for scenarios whose host sets none: no datagram
+    an attacker sent, forged, stale or replayed, changed them)."""
+    g = d.gains(np.ones(d.ticks["t_ns"].size, dtype=bool))
+    other = ~np.all(g == d.baseline(), axis=1)
+    seen = np.unique(g[other], axis=0)
+    return g.size > 0 and not other.any(), f"{int(other.sum())} of {len(g)} ticks ran other gains" + \
+        "".join(f"; {row.tolist()}" for row in seen[:3])
 
 
 @check("binds_loopback")

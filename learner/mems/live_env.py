@@ -3,7 +3,8 @@
 Same spaces as :class:`learner.mems.env.MemsTuningEnv`, so a policy moves between the two unchanged.
 One step: send the gains (SetGains), let the stand run for one decision period in real time,
 read the telemetry that came back (one row per tick: the daemon's `telemetry_decimation` must be 1)
-and build observation and reward from it. The real interval is reported as Δt in ``info["dt"]``
+and build observation and reward from it. ``info["gains"]`` holds the gains the daemon reported running
+in the interval's last telemetry row ([axis][P, I, D]; NaN when none came back). The real interval is reported as Δt in ``info["dt"]``
 (UDP and the host's scheduling make it vary — the paper's reason for the semi-Markov target, eq. 3).
 Targets jump by ±100 px (eq. 6) through SetTarget, as on the paper's stand.
 
@@ -41,6 +42,7 @@ class MemsLiveEnv(gym.Env):
         self._thread.start()
         self.client: HostClient = self._run(client_factory())
         self._rows: list[tuple[float, ...]] = []
+        self._gains: list[tuple[tuple[float, ...], ...]] = []  # per row: the gains the daemon ran
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
         self.target = np.zeros(2)
         self.history = np.zeros((cfg.k, len(FEATURES)))
@@ -52,15 +54,18 @@ class MemsLiveEnv(gym.Env):
     async def _read(self) -> None:
         async for t in self.client.telemetry():
             self._rows.append((t.x_px, t.y_px, t.cmd_x_v, t.cmd_y_v, t.target_x_px, t.target_y_px))
+            self._gains.append(t.gains.rows())
 
-    def _interval(self, action: np.ndarray) -> tuple[np.ndarray, float]:
-        """Apply gains, run one decision period in real time; (rows (n, 6), elapsed s)."""
+    def _interval(self, action: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Apply gains, run one decision period in real time; (rows (n, 6), elapsed s, the daemon's last gains)."""
         self._run(self.client.set_gains(Gains.from_rows(gains_from_action(action)[0])))
         self._rows.clear()
+        self._gains.clear()
         t0 = time.monotonic()
         time.sleep(self.period_s)
         rows = np.array(self._rows, dtype=np.float64).reshape(-1, len(FEATURES))
-        return rows, time.monotonic() - t0
+        gains = np.array(self._gains[-1] if self._gains else np.full((2, 3), np.nan), dtype=np.float64)
+        return rows, time.monotonic() - t0, gains
 
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         if len(rows):
@@ -76,7 +81,7 @@ class MemsLiveEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.decision, self.next_jump = 0, 0
-        rows, _ = self._interval(baseline_action())
+        rows, _, _ = self._interval(baseline_action())
         self.baseline_error = max(self._error(rows), 0.5)
         return self._observe(rows), {}
 
@@ -89,13 +94,13 @@ class MemsLiveEnv(gym.Env):
             self.target = np.where(np.abs(new) > cfg.target_limit_px, self.target - step, new)
             self._run(self.client.set_target(*self.target))
             self.next_jump = int(self.np_random.integers(*cfg.target_hold_frames)) // cfg.nominal_frames + 1
-        rows, elapsed = self._interval(np.asarray(action, dtype=np.float64))
+        rows, elapsed, gains = self._interval(np.asarray(action, dtype=np.float64))
         err = self._error(rows)
         if not np.isfinite(err):  # no telemetry at all this interval: the link is down
             err = 1e3
         reward = -err / 100.0 - cfg.r_out_baseline * (err > cfg.out_baseline_ratio * self.baseline_error + 1.0)
         self.decision += 1
-        info = {"dt": elapsed / self.period_s, "mean_error_px": err, "frames": len(rows)}
+        info = {"dt": elapsed / self.period_s, "mean_error_px": err, "frames": len(rows), "gains": gains}
         return self._observe(rows), float(reward), False, self.decision >= cfg.decisions_per_episode, info
 
     def close(self) -> None:

@@ -21,6 +21,17 @@ def test_the_bundled_scenarios_are_all_there_and_valid():
         assert load_scenario(p).name == p.stem
 
 
+def test_every_bundled_scenario_asserts_what_the_readme_promises():
+    """README, HIL scenarios: each asserts the loop keeps ticking and commands stay within limits (and that no
+    exception escaped), and injects at least one fault that a check of its own asserts on."""
+    generic = {"loop_alive", "commands_within_limits", "no_traceback"}
+    for p in bundled():
+        sc = load_scenario(p)
+        checks = {c.check for c in sc.checks}
+        assert generic <= checks, f"{p.name} lacks {sorted(generic - checks)}"
+        assert sc.faults and checks - generic, f"{p.name}: no fault, or no check of its own"
+
+
 @pytest.mark.parametrize("text, key", [
     ('name="x"\nduration_s=1\n[[assert]]\ncheck="loop_alive"\n[[faults]]\nat_s=0\nkind="net.meteor"', "faults.0.kind"),
     ('name="x"\nduration_s=1\ncolour="red"\n[[assert]]\ncheck="loop_alive"', "colour"),

@@ -5,7 +5,7 @@ import numpy as np
 
 from controller.link.host_udp import HostClient
 from controller.modes.mems.pid import BASELINE_GAINS
-from learner.mems.env import MemsTuningConfig, baseline_action
+from learner.mems.env import MemsTuningConfig, baseline_action, gains_from_action
 from learner.mems.live_env import MemsLiveEnv
 
 
@@ -25,8 +25,12 @@ async def test_live_env_steps_the_running_daemon(mems_stand):
         assert env.observation_space.contains(obs)
         obs, r, term, trunc, info = await asyncio.to_thread(env.step, baseline_action())
         assert info["frames"] >= 6 and 0.5 < info["dt"] < 3.0  # ~12 frames of telemetry per 100 ms
-        assert np.isfinite(r) and not term
-        gains = BASELINE_GAINS  # the daemon applied what the env sent
-        assert env.observation_space.contains(obs) and gains.shape == (2, 3)
+        assert np.isfinite(r) and not term and env.observation_space.contains(obs)
+        np.testing.assert_allclose(info["gains"], BASELINE_GAINS, rtol=1e-9)
+        action = np.array([14.0, 500.0, 20.0, 700.0], dtype=np.float32)  # not the daemon's start-up gains
+        obs, r, term, trunc, info = await asyncio.to_thread(env.step, action)
+        # the gains the daemon reports running (its telemetry) are the ones the env sent
+        np.testing.assert_allclose(info["gains"], gains_from_action(action)[0], rtol=1e-9)
+        assert not np.allclose(info["gains"], BASELINE_GAINS) and env.observation_space.contains(obs)
     finally:
         await asyncio.to_thread(env.close)

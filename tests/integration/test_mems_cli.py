@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 from controller.policy.manifest import load_artifact
 from firmware_sim.mems.physics import MemsParams
 from hil.cli import app
-from learner.mems.robust_gains import baseline_crossover_hz, is_robust
+from learner.mems.robust_gains import KNOTS, baseline_crossover_hz, is_robust
 
 runner = CliRunner()
 
@@ -51,8 +53,10 @@ def test_resume_continues_from_the_checkpoint(run_dir):
     before = json.loads((run_dir / "a_test.json").read_text())["action"]
     res = runner.invoke(app, ["train", "mems", "--out", str(run_dir), "--steps", "3200", "--resume"])  # the run's 8 envs
     assert res.exit_code == 0, res.output
-    rows = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)
-    assert rows[:, 0].max() > 2400  # episodes after the resume point were logged and np.all(np.diff(rows[:, 0]) >= 0)
+    steps = np.loadtxt(run_dir / "log.csv", delimiter=",", skiprows=1, ndmin=2)[:, 0]
+    assert steps.min() <= 2400 < steps.max()  # the log kept the first run's episodes and appended the resumed ones
+    back = np.flatnonzero(np.diff(steps) < 0)  # the resumed run counts on from its checkpoint
+    assert back.size == 0, f"the step goes back after log rows {back + 1}: {steps[back]} -> {steps[back + 1]}"
     # the new a_test window (steps 2560–3200) lies after the resume point: a_test is recomputed from it
     assert json.loads((run_dir / "a_test.json").read_text())["action"] != before
 
@@ -71,6 +75,21 @@ def test_export_takes_raw_readings_and_returns_bounded_gains(run_dir, tmp_path):
     below = baseline_crossover_hz(MemsParams())
     for g in gains:  # the graph maps into the robust gains (trained with the default --robust)
         assert all(is_robust(g[2 * ax], g[2 * ax + 1], ax, MemsParams(), below[ax]) for ax in range(2))
+
+
+def test_bench_policy_times_the_graph_export_deploys(run_dir, tmp_path):
+    assert runner.invoke(app, ["export", str(run_dir), str(tmp_path / "policy")]).exit_code == 0
+    deployed = Counter(n.op_type for n in onnx.load(tmp_path / "policy" / "model.onnx").graph.node)
+    for args in ([], ["--run", str(run_dir)]):  # an untrained actor of the default configuration; the run's own
+        res = runner.invoke(app, ["bench", "policy", "--iters", "50", "--json", *args])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout)
+        assert (out["obs_dim"], out["act_dim"], out["hidden"], out["iters"]) == (48, 4, [100, 60], 50)
+        graph = out["graph"]  # the same operators as the exported run's graph: the robust gain map included
+        assert graph["onnx_ops"] == dict(deployed) and graph["gain_map_knots"] == KNOTS, graph
+        assert graph["max_abs_diff"] < 0.05 and ("trained run" in graph["weights"]) == bool(args)
+        assert out["onnxruntime"]["p50_us"] > 0 and out["torch"]["p99_us"] >= out["torch"]["p50_us"] > 0
+        assert out["speedup_p50"] == pytest.approx(out["torch"]["p50_us"] / out["onnxruntime"]["p50_us"])
 
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
