@@ -101,10 +101,8 @@ class Daemon(EdgeDaemon):
         mode, mailbox = self.mode, self.hostlink.mailbox
         while (msg := mailbox.poll()) is not None:
             if isinstance(msg, LinkChange):
-                if not msg.up and isinstance(mode, TickMode):
-                    mode.link_lost()
-                self.record("link", {"up": msg.up, "gains": "baseline" if not msg.up else "held"}
-                            if isinstance(mode, TickMode) else {"up": msg.up})
+                fallback = mode.link_lost() if not msg.up and isinstance(mode, TickMode) else None
+                self.record("link", {"up": msg.up, **({"fallback": fallback} if fallback else {})})
             elif not (isinstance(mode, TickMode) and mode.host_message(msg, self)):
                 self.hostlink.counters["unsupported"] += 1
 

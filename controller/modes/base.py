@@ -67,8 +67,9 @@ class TickMode(ABC):
         """Apply a host-link command at the tick boundary; False: not one this mode takes."""
         return False
 
-    def link_lost(self) -> None:
-        """The host link went down."""
+    def link_lost(self) -> str:
+        """The host link went down: fall back and say to what (recorded with the link event; "": nothing changes)."""
+        return ""
 
     def gauges(self) -> dict[str, Any]:
         return {}

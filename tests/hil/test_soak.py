@@ -10,7 +10,7 @@ from hil.soak import soak
 # every fault kind the soak injects (hil/soak.py; the README's list)
 FAULT_KINDS = {"serial.garbage", "serial.truncate", "serial.drop", "serial.stall", "serial.unplug", "serial.reboot",
                "net.partition", "net.chaos", "command.nan", "model.swap"}
-MIN_TICK_FRACTION = 0.85  # of rate × duration: the loop may skip periods on a loaded 2-core CI box (reported as missed)
+MIN_TICK_FRACTION = 0.75  # of rate × duration: a loaded 2-core CI box skips periods (counted missed: next assert)
 
 
 @pytest.mark.hil

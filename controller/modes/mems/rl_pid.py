@@ -79,6 +79,11 @@ class RlPidMode(StabilizeMode):
             self._ticks = 0
             self._decide(t_s)  # the new gains act from the next tick
 
+    def link_lost(self) -> str:
+        """The host link went down: an active policy keeps deciding (it needs no host); without one, the
+        baseline gains."""
+        return "policy" if self.slot.active is not None else super().link_lost()
+
     def update(self, reading: np.ndarray, t_s: float) -> np.ndarray:
         self.pid_measured[:] = reading
         return super().update(reading, t_s)

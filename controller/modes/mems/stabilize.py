@@ -62,9 +62,10 @@ class StabilizeMode(TickMode):
             return False
         return True
 
-    def link_lost(self) -> None:
+    def link_lost(self) -> str:
         """The host link went down: back to the baseline gains."""
         self.restore_baseline()
+        return "baseline"
 
     def gauges(self) -> dict[str, Any]:
         return {"gains": self.gains}
