@@ -57,7 +57,7 @@ def bench_ddpg(
     threads: int = typer.Option(1, min=1, help="torch threads, the same for both learners"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Our DDPG vs Stable-Baselines3 DDPG on Pendulum-v1 (same hyper-parameters, cores and run), mean ± σ over seeds."""
+    """Our DDPG vs Stable-Baselines3 DDPG on Pendulum-v1 (same settings, cores and run), mean ± σ over seeds."""
     from hil.bench.ddpg import bench_ddpg as run
 
     result = run(steps=steps, seeds=seeds, eval_episodes=eval_episodes, threads=threads)

@@ -5,13 +5,13 @@ buffer 200k, 10k random warm-up steps, Gaussian σ 0.1, lr 1e-3, [400, 300], tra
 episode with as many gradient steps as steps collected; SB3 defaults batch 256, τ 0.005.
 
 Fair by construction: both sides run in this process with the same torch thread count (``threads``,
-default 1), on the same training seeds (the two alternate seed by seed, each going first on every other
-seed, so a change in the machine's load and one-time warm-up costs fall on both), and both time their set-up (network, optimiser
-and replay-buffer construction, first reset) apart from training: ``steps_per_s`` counts only the
-transitions collected in the training loop over its wall time. ``final_return`` is the mean
-deterministic return over the same ``eval_episodes`` episodes for both (the first reset seeded with
-10 000 + training seed, the next ones continuing its generator). Each side
-reports mean ± σ (sample standard deviation over the training seeds) and the per-seed values.
+default 1) on the same training seeds, alternating seed by seed and each going first on every other seed
+(a change in the machine's load falls on both). Each times its set-up (networks, optimisers, replay
+buffer, first reset) apart from training: ``steps_per_s`` counts only the transitions collected in the
+training loop, over that loop's wall time. ``final_return`` is the mean deterministic return over the
+same ``eval_episodes`` episodes for both (the first reset seeded with 10 000 + training seed, the next
+ones continuing its generator). Each side reports mean ± σ (sample standard deviation over the training
+seeds) and the per-seed values.
 """
 from __future__ import annotations
 
