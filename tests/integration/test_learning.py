@@ -41,7 +41,11 @@ CT_EVAL = ["eval", "ct", "--json", "--per-shape", "4", "--seed", "3000", "--devi
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    torch.set_num_threads(1)  # deterministic and fair on a shared 2-core machine
+    """One torch thread (deterministic, and fair on a shared 2-core machine); the session's count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_short_ddpg_run_beats_its_untrained_actor_on_pendulum():
