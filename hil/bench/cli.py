@@ -67,15 +67,16 @@ def bench_swap(
 
 
 def bench_ddpg(
-    steps: int = typer.Option(20_000, help="environment steps per learner"),
-    seed: int = typer.Option(0),
+    steps: int = typer.Option(20_000, help="environment steps per learner and seed"),
+    seeds: int = typer.Option(5, min=1, help="training seeds 0 … N−1, each for both learners"),
     eval_episodes: int = typer.Option(10),
+    threads: int = typer.Option(1, min=1, help="torch threads, the same for both learners"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Our DDPG vs Stable-Baselines3 DDPG on Pendulum-v1 (same hyper-parameters, same run)."""
+    """Our DDPG vs Stable-Baselines3 DDPG on Pendulum-v1 (same settings, cores and run), mean ± σ over seeds."""
     from hil.bench.ddpg import bench_ddpg as run
 
-    result = run(steps=steps, seed=seed, eval_episodes=eval_episodes)
+    result = run(steps=steps, seeds=seeds, eval_episodes=eval_episodes, threads=threads)
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

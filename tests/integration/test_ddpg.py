@@ -1,4 +1,4 @@
-"""learner/algos/ddpg.py: the maths of each piece, a smoke training run, and (slow) the Pendulum anchor."""
+"""learner/algos/ddpg.py: the maths of each piece and a smoke training run (learning checks: test_learning.py)."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -133,16 +133,3 @@ def test_callback_false_stops_training():
     seen = []
     train(gym.make("Pendulum-v1"), cfg, callback=lambda e: seen.append(e.step) or e.step < 50)
     assert seen[-1] == 50
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_pendulum_zoo_anchor():
-    """RL Zoo's tuned Pendulum settings: deterministic eval ≥ −250 after 20k steps in ≥ 4 of 5 seeds."""
-    torch.set_num_threads(1)
-    finals = []
-    for seed in range(5):
-        cfg = DDPGConfig(total_steps=20_000, seed=seed, train_freq="episode", gradient_steps=-1, device="cpu")
-        agent = train(gym.make("Pendulum-v1"), cfg)
-        finals.append(evaluate(agent, gym.make("Pendulum-v1"), episodes=10, seed=1000 + seed).mean())
-    assert sum(f >= -250 for f in finals) >= 4, finals
