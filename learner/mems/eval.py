@@ -242,10 +242,12 @@ def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:
 
     f = loop_sensitivity.frequency_grid()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax in axes:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 methods (three runs × three, the references)
     for name, g in gains.items():
         s = loop_sensitivity.sensitivity(g, f)
         for ax, curve in zip(axes, s):
-            ax.loglog(f, curve, lw=1.0, label=name)
+            ax.loglog(f, curve, lw=2.0 if name in REFERENCES else 1.0, label=name)
     for ax, axis in zip(axes, "xy"):
         ax.axhline(1.0, color="k", lw=0.6, ls="--")
         ax.set(xlabel="M1 disturbance frequency [Hz]", title=f"{axis} axis: sensitivity |S|")
@@ -263,6 +265,8 @@ def plot_traces(traces: dict[str, np.ndarray], png: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for ax in axes:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for name, tr in traces.items():
         t = np.arange(tr.shape[1]) / 120.0
         err = np.hypot(tr[0, :, 0] - tr[0, :, 2], tr[0, :, 1] - tr[0, :, 3])
