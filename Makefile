@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The benchmarks quoted in the README (about 9 minutes); each prints one JSON object, kept in runs/bench/
+# The benchmarks quoted in docs/results.md (about 35 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)
 	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench]'
 	mkdir -p runs/bench
@@ -48,11 +48,12 @@ results-mems: $(STAMP)
 	mkdir -p $(MEMS_RESULTS)
 	for set in robust wide; do for s in $(MEMS_TRAIN_SEEDS); do echo $$set $$s; done; done | \
 	  xargs -P 2 -n 2 sh -c 'test -f $(MEMS_RESULTS)/$$0-seed$$1/summary.json || \
-	    $(BIN)/edgetune train mems --out $(MEMS_RESULTS)/$$0-seed$$1 --gain-set $$0 --seed $$1 > /dev/null'
+	    $(BIN)/edgetune train mems --out $(MEMS_RESULTS)/$$0-seed$$1 --gain-set $$0 --seed $$1 --resume \
+	    > $(MEMS_RESULTS)/$$0-seed$$1.log 2>&1'
 	for set in robust wide; do for d in wiener sine steps bursts; do \
 	  $(BIN)/edgetune eval mems $$(for s in $(MEMS_TRAIN_SEEDS); do echo --run $(MEMS_RESULTS)/$$set-seed$$s; done) \
 	    --disturbance $$d --split report --seeds $(MEMS_REPORT_SEEDS) --out $(MEMS_RESULTS)/eval-$$set \
-	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json; done; done
+	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json 2> $(MEMS_RESULTS)/eval-$$set-$$d.err; done; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,13 +11,21 @@ CPUS_HELP = "Pin the benchmark and the processes it starts to these CPUs, e.g. 0
 
 
 def _cpu_set(text: Optional[str]) -> Optional[set[int]]:
-    """'0,2-3' -> {0, 2, 3}; None -> None."""
+    """'0,2-3' -> {0, 2, 3}; None -> None; a clean error for a malformed list or CPUs this process cannot use."""
+    import os
+
     if text is None:
         return None
     cpus: set[int] = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a CPU list such as 0 or 0,2-3", param_hint="--cpus") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise typer.BadParameter(f"{text!r}: this process may run on CPUs {sorted(allowed)}", param_hint="--cpus")
     return cpus
 
 
@@ -116,6 +124,9 @@ def bench_sirt(
         return
     from hil.bench.sirt import run
 
-    result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device, seed=seed,
-                 threads=threads)
+    try:
+        result = run(size=size, angles=angles, iterations=iterations, batch=batch, device=device, seed=seed,
+                     threads=threads)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--batch") from None
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import typer
 
@@ -18,11 +18,11 @@ def train_mems(
                                             "--num-envs, --seed and --gain-set"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
     gain_set: str = typer.Option("robust", "--gain-set", help="robust: only gains that amplify no vibration the "
-                                 "baseline rejects | wide: any gains with a 6 dB modulus margin | box: the whole "
-                                 "box (learner/mems/robust_gains.py)"),
+                                 "baseline rejects | wide: any gains whose sensitivity peaks at most 3.2 (holds the "
+                                 "paper's a_test gains) | box: the whole box (learner/mems/robust_gains.py)"),
 ) -> None:
     """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
-    from learner.mems.robust_gains import GAIN_SETS
+    from learner.mems.robust_gains import GAIN_SETS, GainSet
     from learner.mems.train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
 
     if gain_set not in GAIN_SETS:
@@ -38,7 +38,7 @@ def train_mems(
             raise typer.BadParameter(f"{out} was trained with --num-envs {cfg.num_envs} --seed {cfg.ddpg.seed} "
                                      f"--gain-set {cfg.gain_set}, and --resume keeps them", param_hint="--resume")
     else:
-        cfg = MemsTrainConfig(num_envs=num_envs, gain_set=gain_set)  # type: ignore[arg-type]
+        cfg = MemsTrainConfig(num_envs=num_envs, gain_set=cast(GainSet, gain_set))
         cfg.ddpg.seed = seed
     if steps % cfg.num_envs:
         steps += cfg.num_envs - steps % cfg.num_envs
@@ -58,7 +58,8 @@ def eval_mems(
                                                    "a shorter recording holds its last sample)"),
     split: str = typer.Option("selection", help="test seeds: selection (1000, …: for every choice you make) | "
                                                 "report (5000, …: only for numbers you publish)"),
-    seeds: int = typer.Option(8, min=2, help="how many test seeds of the set (never used in training)"),
+    seeds: int = typer.Option(8, min=2, max=1000, help="how many test seeds of the set (never used in training; "
+                                                     "at most 1000, so that the sets never overlap)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Path = typer.Option(None, help="where to write the markdown table and PNGs (default: the run directory)"),
     gains: list[str] = typer.Option([], "--gains", metavar="PX,IX,PY,IY",
@@ -69,15 +70,12 @@ def eval_mems(
     """The paper's test (Table 2) for the baseline, the paper's a_test gains, Ziegler–Nichols, each run's a_test,
     π(s) and π(s) retrained, and your --gains."""
     from firmware_sim.mems.disturbance import BURST_HZ, check_burst_hz
-    from learner.mems.eval import SEED_SETS, evaluate_mems, file_stem, markdown, test_seeds
+    from learner.mems.eval import SEED_SETS, Split, evaluate_mems, file_stem, markdown, test_seeds
 
     for run in runs:
         if not (run / "checkpoint.pt").exists():
             raise typer.BadParameter(f"{run} has no checkpoint.pt (train with `edgetune train mems --out {run}`)",
                                      param_hint="--run")
-    if len({r.name for r in runs}) != len(runs):
-        raise typer.BadParameter("runs need distinct directory names (their methods are named after them)",
-                                 param_hint="--run")
     if split not in SEED_SETS:
         raise typer.BadParameter(f"{split!r}: one of {' | '.join(SEED_SETS)}", param_hint="--split")
     if disturbance not in ("wiener", "steps", "sine", "bursts"):
@@ -90,8 +88,11 @@ def eval_mems(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--burst-hz") from None
     out = out or (runs[0] if len(runs) == 1 else None)
-    result = evaluate_mems(runs, disturbance, test_seeds(split, seeds), out=out,  # type: ignore[arg-type]
-                           candidates=[_parse_gains(g) for g in gains], burst_hz=burst_hz)
+    try:
+        result = evaluate_mems(runs, disturbance, test_seeds(cast(Split, split), seeds), out=out,
+                               candidates=[_parse_gains(g) for g in gains], burst_hz=burst_hz)
+    except ValueError as e:  # runs that cannot be compared (same directory names, other environments)
+        raise typer.BadParameter(str(e), param_hint="--run") from None
     typer.echo(json.dumps(result) if as_json else markdown(result))
     stem = file_stem(disturbance, burst_hz)
     typer.echo(f"wrote eval_{stem}.md, eval_{stem}.png and sensitivity_{stem}.png in {out}" if out

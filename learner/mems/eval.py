@@ -43,6 +43,9 @@ REFERENCES = ("baseline", "paper_a_test", "ziegler_nichols")
 LEARNED = ("a_test", "policy", "policy_retrained")  # the methods each training run adds
 FRAMES = 1000
 Controller = Callable[[np.ndarray, MemsTuningSim], np.ndarray]  # (obs, sim) -> physical action (B, 4)
+Learner = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None]  # (obs, action, reward, next, info)
+REFERENCE_STYLE = {"baseline": "black", "paper_a_test": "tab:red", "ziegler_nichols": "tab:gray"}
+NOT_REFERENCE_COLOURS = (6, 7, 14, 15)  # tab20's reds and greys: the learned methods' cycle leaves them out
 
 
 def test_seeds(split: Split, n: int = 8) -> tuple[int, ...]:
@@ -87,7 +90,7 @@ def policy(agent: DDPG, gains: GainMap) -> Controller:
 
 
 def run_method(controller: Controller, sim: MemsTuningSim, disturbance: np.ndarray, seed: int,
-               learn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict], None] | None = None
+               learn: Learner | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """Run the test; returns the trace (B, FRAMES, 4): x, y, target x, target y, and the mean action (4,)."""
     obs = sim.reset(seed, disturbance)
@@ -133,9 +136,10 @@ def summarize(traces: dict[str, np.ndarray]) -> dict:
     return {"methods": methods, "reduction_pct": reductions}
 
 
-def training_spread(reductions: dict, runs: Sequence[str]) -> dict:
+def training_spread(reductions: dict[str, dict[str, dict[str, float]]], runs: Sequence[str]
+                    ) -> dict[str, dict[str, dict[str, float]]]:
     """Per learned method and reference: the reduction's mean, σ, min and max over the training runs."""
-    out: dict = {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
     for kind in LEARNED:
         for ref, by_method in reductions.items():
             means = np.array([by_method[f"{kind}@{r}"]["mean"] for r in runs])
@@ -144,7 +148,7 @@ def training_spread(reductions: dict, runs: Sequence[str]) -> dict:
     return out
 
 
-def learned_controllers(run: Path, suffix: str) -> tuple[dict[str, Controller], dict[str, Callable]]:
+def learned_controllers(run: Path, suffix: str) -> tuple[dict[str, Controller], dict[str, Learner]]:
     """a_test, π(s) and π(s) retrained of one training run (names end with `suffix`), and the retrainer."""
     cfg = load_run_config(run)
     gmap = gain_map(cfg)
@@ -176,17 +180,17 @@ def evaluate_mems(runs: Sequence[Path] = (), disturbance: str = "wiener", seeds:
                                           "paper_a_test": fixed(baseline_action(PAPER_A_TEST_GAINS)),
                                           "ziegler_nichols": fixed(baseline_action(ziegler_nichols_gains()))}
     controllers |= {"gains " + ",".join(f"{g:g}" for g in c): fixed(np.asarray(c, np.float64)) for c in candidates}
-    learners: dict[str, Callable] = {}
+    learners: dict[str, Learner] = {}
     for run in runs:
         more, learn = learned_controllers(run, f"@{run.name}" if len(runs) > 1 else "")
         controllers |= more
         learners |= learn
-    runs_out = {}
+    outcomes = {}
     for name, c in controllers.items():
         torch.manual_seed(seeds[0])  # π(s)_retrain samples its replay buffer: the same test, the same numbers
-        runs_out[name] = run_method(c, sim, d, seeds[0], learners.get(name))
-    traces = {name: trace for name, (trace, _) in runs_out.items()}
-    gains = {name: gains_from_action(action)[0] for name, (_, action) in runs_out.items()}
+        outcomes[name] = run_method(c, sim, d, seeds[0], learners.get(name))
+    traces = {name: trace for name, (trace, _) in outcomes.items()}
+    gains = {name: gains_from_action(action)[0] for name, (_, action) in outcomes.items()}
     summary = summarize(traces)
     result = {"disturbance": disturbance, **({"burst_hz": burst_hz} if disturbance == "bursts" else {}),
               "seeds": list(seeds), "frames": FRAMES, "runs": [str(r) for r in runs], **summary,
@@ -233,6 +237,11 @@ def _title(result: dict) -> str:
     return result["disturbance"] + (f" ringing at {hz:g} Hz" if hz is not None else "")
 
 
+def _learned_colours(plt) -> list:
+    """Colours for up to 16 learned methods, none like a reference's."""
+    return [c for i, c in enumerate(plt.cm.tab20.colors) if i not in NOT_REFERENCE_COLOURS]
+
+
 def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:
     """|S(f)| per axis for each method's gains: above 1, M1 vibration at f is amplified."""
     import matplotlib
@@ -243,11 +252,12 @@ def plot_sensitivity(gains: dict[str, np.ndarray], png: Path) -> None:
     f = loop_sensitivity.frequency_grid()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax in axes:
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 methods (three runs × three, the references)
+        ax.set_prop_cycle(color=_learned_colours(plt))
     for name, g in gains.items():
         s = loop_sensitivity.sensitivity(g, f)
+        style = {"color": REFERENCE_STYLE[name], "lw": 2.0} if name in REFERENCE_STYLE else {"lw": 1.0}
         for ax, curve in zip(axes, s):
-            ax.loglog(f, curve, lw=2.0 if name in REFERENCES else 1.0, label=name)
+            ax.loglog(f, curve, label=name, **style)
     for ax, axis in zip(axes, "xy"):
         ax.axhline(1.0, color="k", lw=0.6, ls="--")
         ax.set(xlabel="M1 disturbance frequency [Hz]", title=f"{axis} axis: sensitivity |S|")
@@ -266,12 +276,13 @@ def plot_traces(traces: dict[str, np.ndarray], png: Path, title: str) -> None:
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for ax in axes:
-        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        ax.set_prop_cycle(color=_learned_colours(plt))
     for name, tr in traces.items():
         t = np.arange(tr.shape[1]) / 120.0
         err = np.hypot(tr[0, :, 0] - tr[0, :, 2], tr[0, :, 1] - tr[0, :, 3])
-        axes[0].plot(t, err, lw=0.8, label=name)
-        axes[1].plot(t, tr[0, :, 0] - tr[0, :, 2], lw=0.8, label=name)
+        style = {"color": REFERENCE_STYLE[name]} if name in REFERENCE_STYLE else {}
+        axes[0].plot(t, err, lw=0.8, label=name, **style)
+        axes[1].plot(t, tr[0, :, 0] - tr[0, :, 2], lw=0.8, label=name, **style)
     axes[0].set(ylabel="Δ [px]", title=f"tracking error, first seed ({title})")
     axes[1].set(ylabel="Δx [px]", xlabel="time [s]")
     axes[0].legend(ncol=3, fontsize=8)

@@ -140,12 +140,13 @@ def integral_limits(axis: int, p_bounds: tuple[float, float], i_bounds: tuple[fl
 def gain_set_map(gain_set: GainSet, p_bounds: tuple[float, float], i_bounds: tuple[float, float],
                  params: MemsParams = MemsParams()) -> GainMap:
     """The map into `gain_set` within the P and I bounds (a few seconds; cached per process)."""
+    if gain_set not in GAIN_SETS:
+        raise ValueError(f"unknown gain set {gain_set!r} (one of {', '.join(GAIN_SETS)})")
     if gain_set == "box":
         return box_gain_map(p_bounds, i_bounds)
     below, peak = (baseline_crossover_hz(params), MAX_PEAK) if gain_set == "robust" else (np.zeros(2), WIDE_PEAK)
     knots, i_max = zip(*(integral_limits(axis, p_bounds, i_bounds, params, below[axis], peak) for axis in range(2)))
     return GainMap(np.stack(knots), np.stack(i_max), i_bounds[0])
-
 
 
 def box_gain_map(p_bounds: tuple[float, float], i_bounds: tuple[float, float]) -> GainMap:

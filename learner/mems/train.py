@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from learner.algos.ddpg import DDPG, DDPGConfig, TrainEvent, train
+from firmware_sim.mems.physics import MemsParams
 from learner.mems.env import FEATURES, MemsTuningConfig, MemsTuningVecEnv
 from learner.progress import progress_bar
-from learner.mems.robust_gains import GainMap, GainSet, gain_set_map
+from learner.mems.robust_gains import GAIN_SETS, GainMap, GainSet, gain_set_map
 
 A_TEST_FRACTION = 0.2  # a_test: mean action over the last 20 % of training (paper, Section IV)
 
@@ -35,11 +36,17 @@ class MemsTrainConfig:
         noise_sigma_final=1e-4, ou_theta=0.15, train_freq=1, gradient_steps=4, torch_threads=1))
     num_envs: int = 16
     gain_set: GainSet = "robust"  # which gains the actor can set (learner/mems/robust_gains.py)
+    plant: MemsParams = field(default_factory=MemsParams)  # trained on; its loop defines the gain set
+
+
+# The plant of runs from before the two-point calibration (their config.json names none): the one-point fit.
+ONE_POINT_PLANT = MemsParams(m2_fn_hz=(150.0, 150.0), m2_zeta=(0.5, 0.5), gain_px_per_v=(0.02, 0.013))
 
 
 def gain_map(cfg: MemsTrainConfig) -> GainMap:
-    """The actor's map to gains for this run (used in training, evaluation and the exported graph)."""
-    return gain_set_map(cfg.gain_set, cfg.env.p_bounds, cfg.env.i_bounds)
+    """The actor's map to gains for this run (used in training, evaluation and the exported graph): the gain
+    set of the plant the run was trained on, whatever the stand it is evaluated on."""
+    return gain_set_map(cfg.gain_set, cfg.env.p_bounds, cfg.env.i_bounds, cfg.plant)
 
 
 class ActorGains(gym.vector.VectorActionWrapper):
@@ -70,12 +77,16 @@ class ActionLog(gym.vector.VectorWrapper):
 
 
 def load_run_config(run: Path) -> MemsTrainConfig:
+    """A run's config.json; ValueError when it names an unknown gain set."""
     raw = json.loads((run / "config.json").read_text())
-    env = MemsTuningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["env"].items()})
-    ddpg = DDPGConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["ddpg"].items()})
+    tuples = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # noqa: E731
     # runs from before gain sets say "robust": true|false (false, or neither key: the box)
     gain_set = raw.get("gain_set") or ("robust" if raw.get("robust") else "box")
-    return MemsTrainConfig(env, ddpg, raw["num_envs"], gain_set)
+    if gain_set not in GAIN_SETS:
+        raise ValueError(f"{run / 'config.json'}: unknown gain set {gain_set!r} (one of {', '.join(GAIN_SETS)})")
+    plant = MemsParams(**tuples(raw["plant"])) if "plant" in raw else ONE_POINT_PLANT
+    return MemsTrainConfig(MemsTuningConfig(**tuples(raw["env"])), DDPGConfig(**tuples(raw["ddpg"])),
+                           raw["num_envs"], gain_set, plant)
 
 
 def checkpoint_step(run: Path) -> int:
@@ -102,9 +113,10 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
         raise ValueError(f"{out} is already at {done} decisions, not below {total}: nothing to do")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
-                                                "num_envs": cfg.num_envs, "gain_set": cfg.gain_set}, indent=2))
+                                                "num_envs": cfg.num_envs, "gain_set": cfg.gain_set,
+                                                "plant": asdict(cfg.plant)}, indent=2))
     # a run resumed inside the a_test window averages the part of the window after the resume
-    log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env), int(total * (1 - A_TEST_FRACTION)), seen=done)
+    log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env, cfg.plant), int(total * (1 - A_TEST_FRACTION)), seen=done)
     env = ActorGains(log, gain_map(cfg))
     log_path = out / "log.csv"
     mode = "a" if resume and log_path.exists() else "w"

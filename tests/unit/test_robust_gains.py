@@ -17,7 +17,7 @@ PARAMS = MemsParams()
 
 @pytest.fixture(scope="module")
 def gmap():
-    return gain_set_map("robust", CFG.p_bounds, CFG.i_bounds)
+    return gain_set_map("robust", CFG.p_bounds, CFG.i_bounds, PARAMS)
 
 
 def robust(gains: np.ndarray) -> list[bool]:
@@ -92,3 +92,22 @@ def test_the_map_exports_to_onnx(gmap, tmp_path):
     a = np.random.default_rng(3).uniform(-1, 1, (64, 4)).astype(np.float32)
     (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a})
     np.testing.assert_allclose(got, gmap.gains(a), rtol=1e-5, atol=1e-3)
+
+
+def test_a_run_keeps_the_gain_set_of_the_plant_it_was_trained_on(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from learner.mems.train import ONE_POINT_PLANT, load_run_config
+
+    raw = {"env": asdict(CFG), "ddpg": {}, "num_envs": 4, "robust": True}  # a run from before plants were stored
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    old = load_run_config(tmp_path)
+    assert old.plant == ONE_POINT_PLANT and old.gain_set == "robust"
+    assert not np.allclose(gain_map(old).gains(np.ones((1, 4))), gain_map(MemsTrainConfig()).gains(np.ones((1, 4))))
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "gain_set": "wide", "plant": asdict(PARAMS)}))
+    assert gain_map(load_run_config(tmp_path)) is gain_set_map("wide", CFG.p_bounds, CFG.i_bounds, PARAMS)
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "gain_set": "wider"}))
+    with pytest.raises(ValueError, match="unknown gain set 'wider'"):
+        load_run_config(tmp_path)
+
