@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -309,6 +309,14 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (nice 19 on a loaded edge)
+
+
+def _validator_ready() -> None:
+    """The validator's first call: unpickling it imports this module (onnxruntime, numpy), so that a model's
+    validation deadline starts once the process is ready."""
+
+
 def _validator_init(parent_pid: int) -> None:
     """The validator process's initializer."""
     die_with_parent(parent_pid)
@@ -349,6 +357,7 @@ class PolicySlot:
     _changed: bool = False  # a quarantine changed the active policy since the last boundary()
     _worker: ThreadPoolExecutor | None = None
     _validator: ProcessPoolExecutor | None = None
+    _ready: Future[None] | None = None  # the validator's start-up call
     _watchdog: InferenceWatchdog = field(default_factory=InferenceWatchdog)
     _failing: Any = None  # the policy `_failures` counts for
     _failures: FailureWindow | None = None
@@ -365,18 +374,20 @@ class PolicySlot:
         if self._validator is None:
             self._validator = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _validator_init,
                                                   (os.getpid(),))
-            self._validator.submit(int)  # spawns the process; it imports in its own time
+            self._ready = self._validator.submit(_validator_ready)  # spawns the process; it imports in its own time
         return self._validator
 
     async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model."""
+        """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model.
+        `validate_timeout_s` counts from a started validator: a fresh process's start-up and imports (slow at
+        nice 19 on a loaded edge) have their own deadline, `VALIDATOR_START_S`."""
         loop, call = asyncio.get_running_loop(), functools.partial(fn, *args)
-        pool = self.start_validator()
+        pool = await self._started_validator()
         try:
             future = loop.run_in_executor(pool, call)
         except BrokenProcessPool:  # it had died while idle (killed, out of memory): not this model's doing
             self._drop_validator(pool)
-            pool = self.start_validator()
+            pool = await self._started_validator()
             future = loop.run_in_executor(pool, call)
         try:
             return await asyncio.wait_for(future, self.validate_timeout_s)
@@ -384,11 +395,28 @@ class PolicySlot:
             self._drop_validator(pool)
             raise PolicyRejected("corrupt_model", "the validator process died on this model") from None
         except TimeoutError:
-            for process in list(getattr(pool, "_processes", {}).values()):  # no public terminate before Python 3.14
-                process.kill()
-            self._drop_validator(pool)
+            self._kill_validator(pool)
             raise PolicyRejected("too_slow", f"validation did not finish within {self.validate_timeout_s} s "
                                              "(the validator process was killed)") from None
+
+    async def _started_validator(self) -> ProcessPoolExecutor:
+        """The validator process once it has started and imported what validation needs."""
+        pool = self.start_validator()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._ready), VALIDATOR_START_S)  # type: ignore[arg-type]
+        except BrokenProcessPool:  # it died while idle: a fresh one (its start-up error, if any, surfaces next)
+            self._drop_validator(pool)
+            pool = self.start_validator()
+        except TimeoutError:
+            self._kill_validator(pool)
+            raise PolicyRejected("too_slow", f"the validator process did not start within {VALIDATOR_START_S} s "
+                                             "(killed)") from None
+        return pool
+
+    def _kill_validator(self, pool: ProcessPoolExecutor) -> None:
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public terminate before Python 3.14
+            process.kill()
+        self._drop_validator(pool)
 
     def _drop_validator(self, pool: ProcessPoolExecutor) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
