@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems install clean
+.PHONY: demo test bench results-mems ct-policies results-ct install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,27 @@ results-mems: $(STAMP)
 	  $(BIN)/edgetune eval mems $$(for s in $(MEMS_TRAIN_SEEDS); do echo --run $(MEMS_RESULTS)/$$set-seed$$s; done) \
 	    --disturbance $$d --split report --seeds $(MEMS_REPORT_SEEDS) --out $(MEMS_RESULTS)/eval-$$set \
 	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json 2> $(MEMS_RESULTS)/eval-$$set-$$d.err; done; done
+
+# The bundled CT policies and the CT results in docs/results.md: each training set (mixture = the default
+# policy, paper = Table 1's) trained on 3 seeds at a fixed episode count (two runs at a time, one thread
+# each), the run to ship chosen on the selection split only, then every run evaluated on the report split.
+CT_RESULTS := runs/results/ct
+CT_TRAIN_SEEDS := 0 1 2
+CT_EPISODES := 6000
+ct-policies: $(STAMP)
+	mkdir -p $(CT_RESULTS)
+	for set in mixture paper; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \
+	  xargs -P 2 -n 2 sh -c 'test -f $(CT_RESULTS)/$$0-seed$$1.out || \
+	    ($(BIN)/edgetune train ct --families $$0 --seed $$1 --episodes $(CT_EPISODES) --threads 1 --device cpu \
+	    --resume --out $(CT_RESULTS)/$$0-seed$$1 > $(CT_RESULTS)/$$0-seed$$1.out.tmp 2> $(CT_RESULTS)/$$0-seed$$1.log && \
+	    mv $(CT_RESULTS)/$$0-seed$$1.out.tmp $(CT_RESULTS)/$$0-seed$$1.out)'
+	$(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/mixture-seed$(s)) --device cpu --to learner/ct/policies/ct_63
+	$(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/paper-seed$(s)) --device cpu --to learner/ct/policies/ct_63_paper
+
+results-ct: $(STAMP)
+	for set in mixture paper; do echo $$set; done | xargs -P 2 -n 1 sh -c '$(BIN)/edgetune eval ct \
+	  $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$$0-seed$(s)) --split report --device cpu \
+	  --png $(CT_RESULTS)/stopping-$$0.png --json > $(CT_RESULTS)/report-$$0.json'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

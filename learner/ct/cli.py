@@ -10,6 +10,8 @@ import typer
 
 def train_ct(
     cost: float = typer.Option(0.5, help="Experimental cost b per acquired angle [dB]."),
+    families: str = typer.Option("mixture", help="Training set: mixture (the paper's shapes + broad random "
+                                 "objects; the default policy) | paper (the shapes only; Table 1's policy)."),
     size: int = typer.Option(63, help="Image size N (odd; the paper uses 239)."),
     episodes: int = typer.Option(2000, min=1, help="Total finished episodes (a resumed run continues to it)."),
     out: Path = typer.Option(..., help="Run folder (checkpoint, policy.pt, episodes.csv, PNGs)."),
@@ -29,7 +31,7 @@ def train_ct(
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = TrainConfig(algo=algo, size=size, cost=cost, episodes=episodes, batch=batch, seed=seed, device=device,
+    cfg = TrainConfig(algo=algo, size=size, cost=cost, families=families, episodes=episodes, batch=batch, seed=seed, device=device,
                       max_wall_s=None if max_minutes is None else 60.0 * max_minutes)
     with Progress(TextColumn(f"train ct {algo}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("episodes", total=episodes)
@@ -38,28 +40,54 @@ def train_ct(
 
 
 def eval_ct(
-    run: Optional[Path] = typer.Option(None, help="Run folder with policy.pt (default: the packaged learner/ct/policies/ct_63)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (default: a table)."),
-    phantoms: Optional[Path] = typer.Option(None, help="Folder of .npy images evaluated as shape 'custom'."),
+    run: Optional[list[Path]] = typer.Option(None, help="Run folder with policy.pt; repeat for several training "
+                                             "seeds (default: the packaged learner/ct/policies/ct_63)."),
+    split: str = typer.Option("report", help="selection (the runs' training families: for choices) | report "
+                              "(Table 1 shapes + held-out families: for publishing) | private (once, at the end)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (default: tables)."),
+    phantoms: Optional[Path] = typer.Option(None, help="Folder of .npy images evaluated as family 'custom'."),
     naive_run: Optional[Path] = typer.Option(None, help="Algorithm 1 run folder (default: learner/ct/policies/ct_63_naive if present)."),
-    per_shape: int = typer.Option(30, min=1, help="Validation phantoms per shape and noise model."),
-    seed: int = typer.Option(1),
+    per_cell: int = typer.Option(100, min=1, help="Samples per family and noise model (fixed by the split's seed)."),
+    png: Optional[Path] = typer.Option(None, help="Also plot golden ratio's PSNR − b·k per noise level with the runs' mean counts."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
 ) -> None:
-    """RL angles and PSNR vs golden-ratio angles at the same count, per shape and noise (paper Table 1)."""
-    from learner.ct.eval import evaluate, markdown
+    """Paired RL − golden ratio (95 % CI) per family and noise, and the stopping rule against fixed counts."""
+    from learner.ct.eval import SPLITS, evaluate, markdown, plot_stopping
     from learner.ct.train import load_policy
 
     packaged = Path(__file__).parent / "policies"
-    policy = (run or packaged / "ct_63") / "policy.pt"
-    if not policy.exists():
-        raise typer.BadParameter(f"no policy at {policy}")
+    if split not in SPLITS:
+        raise typer.BadParameter(f"--split must be one of {', '.join(SPLITS)}")
+    policies = [r / "policy.pt" for r in (run or [packaged / "ct_63"])]
+    for policy in policies:
+        if not policy.exists():
+            raise typer.BadParameter(f"no policy at {policy}")
     if phantoms is not None and not phantoms.is_dir():
         raise typer.BadParameter(f"--phantoms {phantoms} is not a folder")
-    agent, meta = load_policy(policy, device)
+    names = [p.parent.name for p in policies]
+    if len(set(names)) != len(names):
+        names = [str(p.parent) for p in policies]
+    runs = {name: load_policy(p, device) for name, p in zip(names, policies)}
     naive_policy = (naive_run or packaged / "ct_63_naive") / "policy.pt"
     naive = load_policy(naive_policy, device)[0] if naive_policy.exists() else None
-    result = evaluate(agent, meta, per_shape=per_shape, seed=seed, device=device, naive=naive, custom_dir=phantoms)
+    result = evaluate(runs, split=split, per_cell=per_cell, device=device, naive=naive, custom_dir=phantoms)
     if naive is None:
         result["naive"] = {"error": f"no naive policy at {naive_policy}"}
+    if png is not None:
+        plot_stopping(result, png)
     typer.echo(json.dumps(result) if as_json else markdown(result))
+
+
+def select_ct(
+    run: list[Path] = typer.Option(..., help="Run folders (training seeds) to choose from; repeat."),
+    to: Path = typer.Option(..., help="Bundle folder (e.g. learner/ct/policies/ct_63)."),
+    per_cell: int = typer.Option(30, min=2, help="Selection samples per family and noise model."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
+) -> None:
+    """Ship the run with the best paired RL − golden ratio on the selection split (never the report set)."""
+    from learner.ct.bundle import select_and_bundle
+
+    for r in run:
+        if not (r / "policy.pt").exists():
+            raise typer.BadParameter(f"no policy at {r / 'policy.pt'}")
+    typer.echo(json.dumps(select_and_bundle(run, to, per_cell, device)))

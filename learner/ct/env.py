@@ -15,11 +15,18 @@ accepts angle == n_angles meaning "stop without acquiring" (Algorithm 1's 181st 
   action      Dict{"angle": Discrete(n_angles), "stop": Discrete(2)}
 An already acquired angle is not measured again: the step is counted in info["invalid_actions"]
 and still costs b (the stage moved and exposed). `action_masks()` gives the valid angles.
-Phantoms are `firmware_sim.ct.phantoms` polygons (projected analytically, no inverse crime) or a pool
-of custom images (projected with the reconstruction's Joseph model).
+Samples are drawn per episode, uniformly from `CTEnvConfig.families` (repeat a name to weight it): the
+paper's polygons (`firmware_sim.ct.phantoms.SHAPES`, rotations in the config's train/val split) or a family
+of `firmware_sim.ct.objects` (e.g. "broad", the random objects the default policy trains on), each drawn
+from its own seed and projected analytically (no inverse crime); or a pool of custom images (projected
+with the reconstruction's Joseph model). PSNR's peak is each sample's maximum (0.62 for the paper's
+phantoms, as the paper), so objects of any contrast score alike.
+`state_dict` / `load_state_dict` hold everything that evolves (RNG, samples, measured data), so a
+training checkpoint resumes mid-episode exactly.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -27,12 +34,22 @@ import numpy as np
 import torch
 
 from controller.modes.ct import tomo
-from firmware_sim.ct.physics import Detector, DetectorParams, line_integrals
-from firmware_sim.ct.phantoms import SHAPES, make_phantoms
+from firmware_sim.ct.objects import CTObject, from_polygon, make_objects
+from firmware_sim.ct.physics import Detector, DetectorParams
+from firmware_sim.ct.phantoms import OBJECT_VALUE, SHAPES, make_phantoms
 from learner.ct.sirt_torch import BatchSIRT
 from learner.envs.base import BatchVecEnv, SingleEnv
 
-CUSTOM = "custom"  # shape name of custom images
+CUSTOM = "custom"  # family name of custom images
+MIXTURE = SHAPES + ("broad",) * len(SHAPES)  # the default policy's training draw: half paper shapes, half broad objects
+
+
+def draw_object(family: str, size: int, seed: int, split: str = "train") -> CTObject:
+    """One sample of `family` (a paper shape, rotations in `split`, or a firmware_sim.ct.objects family)."""
+    if family in SHAPES:
+        ph = make_phantoms(1, size, seed=seed, split=split, shapes=(family,))
+        return from_polygon(ph.vertices[0], OBJECT_VALUE, family)
+    return make_objects(family, 1, size, seed)[0]
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,8 @@ class CTEnvConfig:
     sirt_iterations: int = tomo.SIRT_ITERATIONS
     noise: str = "gaussian"  # firmware_sim.ct.physics.DetectorParams.noise
     noise_frac: float = 0.05  # Gaussian σ / projection std
-    split: str = "train"  # phantom rotations: "train" | "val"
-    shapes: tuple[str, ...] = SHAPES
+    split: str = "train"  # paper phantoms' rotations: "train" | "val"
+    families: tuple[str, ...] = SHAPES  # drawn uniformly per episode (see the module docstring)
 
 
 @dataclass
@@ -80,7 +97,7 @@ class CTBatchEnv:
         self.pool = None if images is None else self._check_pool(images)
         self._next = 0  # next custom image
         n, a = cfg.size, cfg.n_angles
-        self.vertices = np.zeros((batch, 5, 2))
+        self.objects: list[CTObject | None] = [None] * batch
         self.truth = np.zeros((batch, n, n), np.float32)
         self.clean = np.zeros((batch, a, n), np.float32) if self.pool is not None else None
         self.shape = np.array([CUSTOM] * batch, dtype=object)
@@ -91,6 +108,21 @@ class CTBatchEnv:
         self.active = np.zeros(batch, bool)
         self.order = np.full((batch, cfg.max_angles), -1, np.int64)  # acquired grid indices in order
         self.psnr = np.zeros(batch)
+        self.peak = np.ones(batch)  # PSNR peak: each sample's maximum
+
+    STATE = ("objects", "truth", "clean", "shape", "sino", "acquired", "recon", "n_acquired", "active", "order",
+             "psnr", "peak", "_next")
+
+    def state_dict(self) -> dict:
+        """Everything that evolves (copied), for a checkpoint."""
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self.STATE}
+        return {**state, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.STATE:
+            v = state[k]
+            setattr(self, k, v.to(self.device) if isinstance(v, torch.Tensor) else v)
+        self.rng.bit_generator.state = state["rng"]
 
     def _check_pool(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
@@ -99,6 +131,8 @@ class CTBatchEnv:
             raise ValueError(f"custom images must have shape (M, {n}, {n}), got {images.shape}")
         if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
             raise ValueError("custom images must be finite and within [0, 1]")
+        if np.any(images.max(axis=(1, 2)) <= 0):
+            raise ValueError("custom images must not be empty (all zero)")
         return images
 
     def reset(self, which: np.ndarray | None = None) -> CTObs:
@@ -106,10 +140,10 @@ class CTBatchEnv:
         idx = np.flatnonzero(np.ones(self.batch, bool) if which is None else which)
         if len(idx):
             if self.pool is None:
-                ph = make_phantoms(len(idx), self.cfg.size, seed=int(self.rng.integers(2**31)),
-                                   split=self.cfg.split, shapes=self.cfg.shapes)
-                self.vertices[idx], self.truth[idx] = ph.vertices, ph.images
-                self.shape[idx] = [SHAPES[k] for k in ph.kind]
+                for i in idx:
+                    family = self.cfg.families[self.rng.integers(len(self.cfg.families))]
+                    self.objects[i] = draw_object(family, self.cfg.size, int(self.rng.integers(2**31)), self.cfg.split)
+                    self.truth[i], self.shape[i] = self.objects[i].image(self.cfg.size), family
             else:
                 pick = (self._next + np.arange(len(idx))) % len(self.pool)  # each image in turn
                 self._next = int(pick[-1]) + 1
@@ -118,7 +152,8 @@ class CTBatchEnv:
             t = torch.as_tensor(idx, device=self.device)
             self.sino[t], self.acquired[t], self.recon[t] = 0.0, False, 0.0
             self.n_acquired[idx], self.order[idx], self.active[idx] = 0, -1, True
-            self.psnr[idx] = [tomo.psnr(np.zeros_like(self.truth[i]), self.truth[i]) for i in idx]
+            self.peak[idx] = self.truth[idx].max(axis=(1, 2))
+            self.psnr[idx] = [tomo.psnr(np.zeros_like(self.truth[i]), self.truth[i], self.peak[i]) for i in idx]
         return self.observe()
 
     def observe(self) -> CTObs:
@@ -152,7 +187,8 @@ class CTBatchEnv:
     def _measure(self, idx: np.ndarray, angle: np.ndarray) -> None:
         """Acquire one noisy projection for each slot idx[i] at grid angle angle[i] (kept for the episode)."""
         if self.pool is None:
-            clean = line_integrals(self.vertices[idx], self.grid[angle], self.cfg.size, self.detector.p.subrays)
+            n, sub = self.cfg.size, self.detector.p.subrays
+            clean = np.concatenate([self.objects[i].line_integrals(self.grid[a:a + 1], n, sub) for i, a in zip(idx, angle)])
         else:
             clean = self.clean[idx, angle]
         t, ta = torch.as_tensor(idx, device=self.device), torch.as_tensor(angle, device=self.device)
@@ -163,7 +199,7 @@ class CTBatchEnv:
         t = torch.as_tensor(idx, device=self.device)
         self.recon[t] = self.solver.reconstruct(self.sino[t], self.acquired[t], self.cfg.sirt_iterations)
         rec = self.recon[t].cpu().numpy()
-        self.psnr[idx] = [tomo.psnr(r, self.truth[i]) for r, i in zip(rec, idx)]
+        self.psnr[idx] = [tomo.psnr(r, self.truth[i], self.peak[i]) for r, i in zip(rec, idx)]
 
     def scan(self, angles: list[np.ndarray]) -> np.ndarray:
         """Baseline scans: from a fresh reset, acquire a fixed list of grid angles per slot, reconstruct

@@ -1,24 +1,45 @@
-"""Evaluation of CT angle-selection policies (paper §5.4, Table 1).
+"""Evaluation of CT angle-selection policies (paper §5.4, Table 1) on fixed, seeded sample sets.
 
-For each shape and noise model, on validation phantoms (rotations never seen in training): the
-policy's angle count and PSNR (greedy: argmax angle, stop when π_ter ≥ 0.5), and the PSNR of
-golden-ratio angles (snapped to the grid) at the same count on the same phantoms with the same noise
-model. Optionally the angle counts of an Algorithm 1 (naive) policy at 5 % noise, and custom images
-(a folder of .npy arrays: square, finite, within [0, 1], any size, resampled to the policy's size).
+Splits (each cell's samples are fixed by the split's seed, the family and the noise model):
+- "selection": the policy's own training families (`learner.ct.train.TRAINING_SETS`) at SELECTION_SEED —
+  every choice (which run to ship, budgets) is made here;
+- "report": Table 1's shapes (validation rotations, never trained on) and the held-out families
+  (`firmware_sim.ct.objects.HELD_OUT`, never trained on) at REPORT_SEED — the published numbers;
+- "private": the private held-out families (`objects.PRIVATE`), evaluated once, at the end;
+and custom images (a folder of .npy arrays: square, finite, within [0, 1], any size, resampled to the
+policy's size) as family "custom" in any split.
+
+Each cell (family × noise model, `per_cell` samples) runs the policy greedily (argmax angle, stop when
+π_ter ≥ 0.5) and golden-ratio angles (snapped to the grid) at every fixed count k = 1 … max_angles on the
+same samples. Reported per cell and run:
+- the paired difference RL − golden ratio at the same count, per sample, with its 95 % CI half-width
+  (Student t; `rl_minus_gr_mean`, `rl_minus_gr_ci95`); the cell is `won` only when the CI is clear of zero;
+- the stopping rule apart from the angle choice: golden ratio at the policy's mean count (rounded) and at
+  the best fixed count k* = argmax_k mean PSNR_gr(k) − b·k (chosen on these samples: an upper bound for
+  any fixed-count rule), each with its PSNR and reward (PSNR − b·angles) beside the policy's reward;
+- `gr_psnr_by_count`: golden ratio's mean PSNR at k = 1 … max_angles (the marginal gain of an angle).
+With several runs (training seeds), `training_spread` gives per cell the mean and std over runs of
+`rl_minus_gr_mean` and how many runs won the cell. Optionally the angle counts of an Algorithm 1 (naive)
+policy at 5 % noise on the paper's shapes.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from controller.modes.ct import tomo
+from firmware_sim.ct.objects import HELD_OUT, PRIVATE
 from firmware_sim.ct.phantoms import SHAPES
 from learner.ct.env import CUSTOM, CTBatchEnv, CTEnvConfig
-from learner.ct.train import run_episodes
+from learner.ct.train import TRAINING_SETS, run_episodes
 
 NOISES = {"gaussian 3%": ("gaussian", 0.03), "gaussian 5%": ("gaussian", 0.05),
           "gaussian 7%": ("gaussian", 0.07), "poisson": ("poisson", 0.05)}
+SELECTION_SEED, REPORT_SEED, PRIVATE_SEED = 7000, 9000, 11000
+SPLITS = ("selection", "report", "private")
 
 
 def load_custom(folder: Path, size: int) -> tuple[np.ndarray, list[str]]:
@@ -36,68 +57,173 @@ def load_custom(folder: Path, size: int) -> tuple[np.ndarray, list[str]]:
             skipped.append(f"{f.name}: not a square float image (shape {a.shape}, dtype {a.dtype})")
         elif not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
             skipped.append(f"{f.name}: values must be finite and within [0, 1]")
+        elif a.max() == 0:
+            skipped.append(f"{f.name}: empty (all zero)")
         else:
             images.append(np.clip(resize(a, (size, size), anti_aliasing=True), 0, 1).astype(np.float32))
     return (np.stack(images) if images else np.zeros((0, size, size), np.float32)), skipped
 
 
-def _stats(x: np.ndarray) -> tuple[float, float]:
-    return float(np.mean(x)), float(np.std(x))
+def split_families(split: str, training_set: str) -> tuple[int, tuple[str, ...]]:
+    """(base seed, families) of a split."""
+    if split == "selection":
+        return SELECTION_SEED, tuple(dict.fromkeys(TRAINING_SETS[training_set]))
+    if split == "report":
+        return REPORT_SEED, SHAPES + HELD_OUT
+    if split == "private":
+        return PRIVATE_SEED, PRIVATE
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def _cell(agent, cfg: CTEnvConfig, n: int, seed: int, device: str | None, shape: str,
-          noise: str, images: np.ndarray | None = None) -> dict:
-    env = run_episodes(agent, CTBatchEnv(cfg, n, seed=seed, device=device, images=images))
+def cell_seed(base: int, family: str, noise: str) -> int:
+    """The fixed seed of one cell's samples and noise (stable when families are added)."""
+    ss = np.random.SeedSequence([base, zlib.crc32(family.encode()), zlib.crc32(noise.encode())])
+    return int(ss.generate_state(1)[0])
+
+
+def _mean_ci(x: np.ndarray) -> tuple[float, float]:
+    """Mean and 95 % CI half-width (Student t) of paired differences."""
+    if len(x) < 2:
+        return float(np.mean(x)), float("nan")
+    return float(np.mean(x)), float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
+
+
+def golden_ratio_curve(cfg: CTEnvConfig, n: int, seed: int, device: str | None,
+                       images: np.ndarray | None = None) -> np.ndarray:
+    """PSNR (n, max_angles) of golden-ratio scans with k = 1 … max_angles angles on the cell's n samples."""
+    env = CTBatchEnv(cfg, n, seed=seed, device=device, images=images)
+    out = np.empty((n, cfg.max_angles))
+    for k in range(1, cfg.max_angles + 1):
+        env.rng, env._next = np.random.default_rng(seed), 0  # the same samples for every k
+        out[:, k - 1] = env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(k), cfg.n_angles)] * n)
+    return out
+
+
+def _policy_cell(agent, cfg: CTEnvConfig, gr: np.ndarray, seed: int, device: str | None,
+                 images: np.ndarray | None) -> dict:
+    env = run_episodes(agent, CTBatchEnv(cfg, len(gr), seed=seed, device=device, images=images))
     counts, rl = env.n_acquired.copy(), env.psnr.copy()
-    gr_env = CTBatchEnv(cfg, n, seed=seed, device=device, images=images)  # same phantoms (same seed)
-    gr = gr_env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(max(int(k), 1)), cfg.n_angles) for k in counts])
-    (am, asd), (rm, rsd), (gm, gsd) = _stats(counts), _stats(rl), _stats(gr)
-    return {"shape": shape, "noise": noise, "angles_mean": am, "angles_std": asd, "rl_psnr_mean": rm,
-            "rl_psnr_std": rsd, "gr_psnr_mean": gm, "gr_psnr_std": gsd, "episodes": n}
+    paired = gr[np.arange(len(gr)), counts - 1]
+    diff_mean, diff_ci = _mean_ci(rl - paired)
+    mean_k = int(np.clip(np.rint(counts.mean()), 1, cfg.max_angles))
+    b = cfg.cost
+    return {"angles_mean": float(counts.mean()), "angles_std": float(counts.std()),
+            "rl_psnr_mean": float(rl.mean()), "rl_psnr_std": float(rl.std()),
+            "gr_psnr_mean": float(paired.mean()), "gr_psnr_std": float(paired.std()),
+            "rl_minus_gr_mean": diff_mean, "rl_minus_gr_ci95": diff_ci, "won": bool(diff_mean - diff_ci > 0),
+            "rl_reward_mean": float(np.mean(rl - b * counts)),
+            "gr_at_mean_count": {"angles": mean_k, "psnr_mean": float(gr[:, mean_k - 1].mean()),
+                                 "reward_mean": float(gr[:, mean_k - 1].mean() - b * mean_k)}}
+
+
+def _gr_summary(gr: np.ndarray, cost: float) -> dict:
+    curve = gr.mean(axis=0)
+    k = int(np.argmax(curve - cost * np.arange(1, len(curve) + 1))) + 1
+    return {"gr_psnr_by_count": [round(float(v), 4) for v in curve],
+            "gr_best_fixed": {"angles": k, "psnr_mean": float(curve[k - 1]), "reward_mean": float(curve[k - 1] - cost * k)}}
+
+
+def evaluate(runs: dict[str, tuple], split: str = "report", per_cell: int = 100, device: str | None = None,
+             naive=None, custom_dir: Path | None = None) -> dict:
+    """runs: name -> (agent, metadata) from `load_policy`, all of one size and cost. See the module docstring."""
+    metas = [m for _, m in runs.values()]
+    size, cost = int(metas[0]["size"]), float(metas[0]["cost"])
+    if any((int(m["size"]), float(m["cost"])) != (size, cost) for m in metas):
+        raise ValueError("runs evaluated together must share size and cost")
+    base_seed, families = split_families(split, metas[0].get("families", "paper"))
+    base = dict(size=size, cost=cost, split="val")
+    cells: list[tuple[str, str, CTEnvConfig, int, np.ndarray | None]] = []
+    for family in families:
+        for name, (noise, frac) in NOISES.items():
+            cfg = CTEnvConfig(families=(family,), noise=noise, noise_frac=frac, **base)
+            cells.append((family, name, cfg, per_cell, None))
+    out: dict = {"split": split, "per_cell": per_cell,
+                 "runs": {r: {k: m.get(k) for k in ("algo", "size", "cost", "families", "episodes")}
+                          for r, (_, m) in runs.items()}}
+    if custom_dir is not None:
+        images, out["custom_skipped"] = load_custom(custom_dir, size)
+        for name, (noise, frac) in NOISES.items() if len(images) else ():
+            cells.append((CUSTOM, name, CTEnvConfig(noise=noise, noise_frac=frac, **base), len(images), images))
+    out["cells"] = []
+    for family, noise, cfg, n, images in cells:
+        seed = cell_seed(base_seed, family, noise)
+        gr = golden_ratio_curve(cfg, n, seed, device, images)
+        cell = {"family": family, "noise": noise, "episodes": n, **_gr_summary(gr, cost), "runs": {
+            r: _policy_cell(agent, cfg, gr, seed, device, images) for r, (agent, _) in runs.items()}}
+        diffs = np.array([c["rl_minus_gr_mean"] for c in cell["runs"].values()])
+        cell["training_spread"] = {"rl_minus_gr_mean": float(diffs.mean()), "rl_minus_gr_std": float(diffs.std()),
+                                   "runs_won": sum(c["won"] for c in cell["runs"].values()), "runs": len(diffs)}
+        out["cells"].append(cell)
+    if naive is not None:
+        out["naive"] = {}
+        for shape in SHAPES:
+            cfg = CTEnvConfig(families=(shape,), **base)
+            env = run_episodes(naive, CTBatchEnv(cfg, per_cell, seed=cell_seed(base_seed, shape, "naive"), device=device))
+            out["naive"][shape] = {"noise": "gaussian 5%", "angles_mean": float(env.n_acquired.mean()),
+                                   "angles_std": float(env.n_acquired.std()), "psnr_mean": float(env.psnr.mean()),
+                                   "at_max_fraction": float(np.mean(env.n_acquired >= env.cfg.max_angles))}
+    return out
 
 
 def markdown(result: dict) -> str:
-    """The cells as a table (mean ± std over the phantoms), the custom images skipped, then Algorithm 1's
-    angle counts if it ran."""
-    lines = ["| shape | noise | angles | RL PSNR [dB] | golden ratio PSNR [dB] | RL − golden ratio [dB] |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {c['shape']} | {c['noise']} | {c['angles_mean']:.1f} ± {c['angles_std']:.1f} | "
-              f"{c['rl_psnr_mean']:.2f} ± {c['rl_psnr_std']:.2f} | {c['gr_psnr_mean']:.2f} ± {c['gr_psnr_std']:.2f} | "
-              f"{c['rl_psnr_mean'] - c['gr_psnr_mean']:+.2f} |" for c in result["cells"]]
+    """Per run: the cells as a table (paired RL − golden ratio with its 95 % CI; the stopping rule against
+    golden ratio at the same mean count and at the best fixed count), then the spread over runs, the custom
+    images skipped and Algorithm 1's angle counts if it ran."""
+    lines = []
+    for run in result["runs"]:
+        lines += [f"### {run} ({result['split']} set, {result['per_cell']} samples per cell)", "",
+                  "| family | noise | angles | RL PSNR | GR PSNR (same count) | RL − GR [dB] (95 % CI) | won | "
+                  "reward RL | GR at mean count | GR best fixed count |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in result["cells"]:
+            r, m, f = c["runs"][run], c["runs"][run]["gr_at_mean_count"], c["gr_best_fixed"]
+            lines.append(
+                f"| {c['family']} | {c['noise']} | {r['angles_mean']:.1f} ± {r['angles_std']:.1f} | "
+                f"{r['rl_psnr_mean']:.2f} | {r['gr_psnr_mean']:.2f} | {r['rl_minus_gr_mean']:+.2f} ± {r['rl_minus_gr_ci95']:.2f} | "
+                f"{'yes' if r['won'] else 'no'} | {r['rl_reward_mean']:.2f} | {m['angles']}: {m['psnr_mean']:.2f} dB, "
+                f"reward {m['reward_mean']:.2f} | {f['angles']}: {f['psnr_mean']:.2f} dB, reward {f['reward_mean']:.2f} |")
+        lines.append("")
+    if len(result["runs"]) > 1:
+        lines += ["### Spread over runs", "", "| family | noise | RL − GR mean over runs [dB] | std | runs won |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c['family']} | {c['noise']} | {s['rl_minus_gr_mean']:+.2f} | {s['rl_minus_gr_std']:.2f} | "
+                  f"{s['runs_won']}/{s['runs']} |" for c in result["cells"] for s in [c["training_spread"]]]
+        lines.append("")
     if result.get("custom_skipped"):
-        lines += ["", "Skipped: " + "; ".join(result["custom_skipped"])]
+        lines += ["Skipped: " + "; ".join(result["custom_skipped"]), ""]
     naive = result.get("naive", {})
     if "error" in naive:
-        lines += ["", f"Algorithm 1: {naive['error']}"]
+        lines += [f"Algorithm 1: {naive['error']}"]
     elif naive:
-        lines += ["", "Algorithm 1 (naive), gaussian 5 %: " + "; ".join(
+        lines += ["Algorithm 1 (naive), gaussian 5 %: " + "; ".join(
             f"{shape} {n['angles_mean']:.1f} ± {n['angles_std']:.1f} angles, {100 * n['at_max_fraction']:.0f} % at the maximum"
             for shape, n in naive.items())]
     return "\n".join(lines) + "\n"
 
 
-def evaluate(agent, meta: dict, per_shape: int = 30, seed: int = 1, device: str | None = None,
-             naive=None, custom_dir: Path | None = None) -> dict:
-    size, cost = int(meta["size"]), float(meta["cost"])
-    base = dict(size=size, cost=cost, split="val")
-    out: dict = {"policy": {k: meta[k] for k in ("algo", "size", "cost", "episodes")}, "cells": []}
-    for shape in SHAPES:
-        for name, (noise, frac) in NOISES.items():
-            cfg = CTEnvConfig(shapes=(shape,), noise=noise, noise_frac=frac, **base)
-            out["cells"].append(_cell(agent, cfg, per_shape, seed, device, shape, name))
-    if custom_dir is not None:
-        images, skipped = load_custom(custom_dir, size)
-        out["custom_skipped"] = skipped
-        for name, (noise, frac) in NOISES.items() if len(images) else ():
-            cfg = CTEnvConfig(noise=noise, noise_frac=frac, **base)
-            out["cells"].append(_cell(agent, cfg, len(images), seed, device, CUSTOM, name, images))
-    if naive is not None:
-        out["naive"] = {}
-        for shape in SHAPES:
-            env = run_episodes(naive, CTBatchEnv(CTEnvConfig(shapes=(shape,), **base), per_shape, seed=seed,
-                                                 device=device))
-            am, asd = _stats(env.n_acquired)
-            out["naive"][shape] = {"noise": "gaussian 5%", "angles_mean": am, "angles_std": asd,
-                                   "psnr_mean": float(env.psnr.mean()),
-                                   "at_max_fraction": float(np.mean(env.n_acquired >= env.cfg.max_angles))}
-    return out
+def plot_stopping(result: dict, png: Path) -> None:
+    """Per noise model: golden ratio's mean reward PSNR − b·k over k (mean over the families), its best
+    fixed count, and each run's mean angle count — why a stopping rule takes fewer or more angles."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost = float(next(iter(result["runs"].values()))["cost"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, noise in enumerate(NOISES):
+        cells = [c for c in result["cells"] if c["noise"] == noise]
+        if not cells:
+            continue
+        curve = np.mean([c["gr_psnr_by_count"] for c in cells], axis=0)
+        k = np.arange(1, len(curve) + 1)
+        reward = curve - cost * k
+        colour = f"C{i}"
+        ax.plot(k, reward, color=colour, label=f"{noise}: golden ratio PSNR − {cost:g}·k")
+        ax.plot(k[np.argmax(reward)], reward.max(), "o", color=colour)
+        for run in result["runs"]:
+            ax.axvline(np.mean([c["runs"][run]["angles_mean"] for c in cells]), color=colour, ls=":", lw=1)
+    ax.set(xlabel="angles k", ylabel="mean reward [dB]",
+           title=f"{result['split']} set: best fixed count (dots) and the runs' mean counts (dotted)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

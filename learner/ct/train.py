@@ -1,14 +1,22 @@
 """Training runs for the CT angle-selection agents (Algorithm 1 `naive`, Algorithm 2 `terminal`).
 
-RUN_DIR gets: checkpoint.pt (network, optimiser, episode count; `resume` continues from it),
-policy.pt (network + metadata, what `edgetune eval ct` loads), episodes.csv (one row per finished
-episode), angles.png (mean ± std of angles per shape over training, paper Fig. 7) and
-reconstructions.png (validation phantoms with the chosen angles coloured by order, paper Fig. 10).
-Episodes in flight when a checkpoint is written are not saved; a resumed run starts new ones.
+A run is a fixed number of finished episodes drawn from a named training set (`TRAINING_SETS`:
+"mixture" = the paper's three shapes and the broad random objects, "paper" = the shapes only).
+RUN_DIR gets: checkpoint.pt (network, optimiser, both RNGs and the environment mid-episode: `resume`
+continues exactly where the run stopped, so a stopped and resumed run equals an uninterrupted one at the
+same seed and thread count), policy.pt (network + metadata, what `edgetune eval ct` loads),
+provenance.json (command, code commit, seed, threads, device, torch version, wall time, sha256 of
+policy.pt), episodes.csv (one row per finished episode), angles.png (mean ± std of angles per family over
+training, paper Fig. 7) and reconstructions.png (validation samples with the chosen angles coloured by
+order, paper Fig. 10).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +27,13 @@ import torch
 
 from firmware_sim.ct.phantoms import SHAPES
 from learner.algos.actor_critic_stop import TerminalActorCritic, TerminalConfig
-from learner.ct.env import CTBatchEnv, CTEnvConfig
+from learner.ct.env import MIXTURE, CTBatchEnv, CTEnvConfig
 from learner.algos.actor_critic_naive import NaiveActorCritic
 from learner.ct.net import ACConfig, CTActorCritic
 from learner.ct.sirt_torch import pick_device
 
 ALGOS = ("terminal", "naive")
+TRAINING_SETS = {"mixture": MIXTURE, "paper": SHAPES}
 CSV_FIELDS = ("episode", "shape", "angles", "psnr", "return", "loss", "actor", "critic", "terminal",
               "entropy", "wall_s")
 
@@ -34,6 +43,7 @@ class TrainConfig:
     algo: str = "terminal"
     size: int = 63
     cost: float = 0.5
+    families: str = "mixture"  # a TRAINING_SETS name
     episodes: int = 2000  # total finished episodes (a resumed run continues to this count)
     batch: int = 16  # episodes stepped together
     max_angles: int = 20
@@ -60,35 +70,77 @@ def load_policy(path: Path, device: str | None = None):
     return agent, {k: v for k, v in blob.items() if k != "net"}
 
 
-def _save(agent, cfg: TrainConfig, episodes: int, out: Path) -> None:
-    meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "episodes": episodes, "config": asdict(cfg)}
+def _commit() -> str:
+    """The code's git commit (+ "-dirty" with uncommitted changes), or "unknown" outside a checkout."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float) -> None:
+    """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically."""
+    meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
+            "config": asdict(cfg)}
     torch.save({**meta, "net": agent.net.state_dict()}, out / "policy.tmp")
-    torch.save({**meta, "net": agent.net.state_dict(), "opt": agent.opt.state_dict()}, out / "checkpoint.tmp")
+    torch.save({**meta, "net": agent.net.state_dict(), "opt": agent.opt.state_dict(),
+                "gen": agent.gen.get_state(), "wall_s": wall_s, **resume_state}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")  # atomic: a crash never leaves half a file
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+    prov = {"command": " ".join(["edgetune", *sys.argv[1:]]) if Path(sys.argv[0]).name == "edgetune" else " ".join(sys.argv),
+            "commit": _commit(), "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(agent.device),
+            "torch": torch.__version__, "episodes": episodes, "wall_s": round(wall_s, 1),
+            "policy_sha256": hashlib.sha256((out / "policy.pt").read_bytes()).hexdigest()}
+    (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
+    (out / "provenance.tmp").replace(out / "provenance.json")
+
+
+def _truncate_log(path: Path, episodes: int) -> None:
+    """Drop the rows of episodes that finished after the checkpoint (a resumed run finishes them again)."""
+    rows = list(csv.DictReader(path.open()))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["episode"]) <= episodes)
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False,
           on_episodes: Callable[[int], None] | None = None) -> dict:
     """Train until cfg.episodes episodes have finished; returns a summary dict."""
+    if cfg.families not in TRAINING_SETS:
+        raise ValueError(f"families must be one of {sorted(TRAINING_SETS)}, got {cfg.families!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     agent = make_agent(cfg.algo, cfg.size, device=cfg.device, seed=cfg.seed)
-    done_eps = 0
+    env = CTBatchEnv(CTEnvConfig(size=cfg.size, cost=cfg.cost, max_angles=cfg.max_angles,
+                                 families=TRAINING_SETS[cfg.families]), cfg.batch, seed=cfg.seed, device=cfg.device)
+    log_path = out / "episodes.csv"
+    done_eps, wall0, ret = 0, 0.0, np.zeros(cfg.batch)
+    obs = env.reset()
     if resume and (out / "checkpoint.pt").exists():
         ck = torch.load(out / "checkpoint.pt", map_location=agent.device, weights_only=False)
-        if (ck["algo"], ck["size"]) != (cfg.algo, cfg.size):
-            raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']}, not {cfg.algo} at {cfg.size}")
+        if (ck["algo"], ck["size"], ck.get("families")) != (cfg.algo, cfg.size, cfg.families):
+            raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck.get('families')!r}, "
+                             f"not {cfg.algo} at {cfg.size} on {cfg.families!r}")
+        if "env" not in ck:
+            raise ValueError(f"{out / 'checkpoint.pt'} was written by an older edgetune without the run's state; "
+                             "it cannot be resumed exactly (start a new run)")
         agent.net.load_state_dict(ck["net"])
         agent.opt.load_state_dict(ck["opt"])
-        done_eps = int(ck["episodes"])
-    env = CTBatchEnv(CTEnvConfig(size=cfg.size, cost=cfg.cost, max_angles=cfg.max_angles), cfg.batch,
-                     seed=cfg.seed + done_eps, device=cfg.device)
-    log_path = out / "episodes.csv"
-    fresh = not (resume and log_path.exists())
+        agent.gen.set_state(ck["gen"])
+        env.load_state_dict(ck["env"])
+        done_eps, wall0, ret, obs = int(ck["episodes"]), float(ck["wall_s"]), ck["returns"], env.observe()
+        if log_path.exists():
+            _truncate_log(log_path, done_eps)
+    fresh = not log_path.exists() or done_eps == 0
     t0, start_eps, next_ck = time.perf_counter(), done_eps, done_eps + cfg.checkpoint_every
-    ret = np.zeros(cfg.batch)
-    obs = env.reset()
+    wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
+    save = lambda: _save(agent, cfg, done_eps, out, {"env": env.state_dict(), "returns": ret.copy()}, wall())  # noqa: E731
     with log_path.open("w" if fresh else "a", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_FIELDS)
         if fresh:
@@ -101,20 +153,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
                 writer.writerow({"episode": done_eps, "shape": env.shape[b], "angles": int(step.obs.n_acquired[b]),
                                  "psnr": round(float(step.obs.psnr[b]), 4), "return": round(float(ret[b]), 4),
                                  **{k: round(stats.get(k, 0.0), 5) for k in CSV_FIELDS[5:10]},
-                                 "wall_s": round(time.perf_counter() - t0, 2)})
+                                 "wall_s": round(wall(), 2)})
             ret[step.done] = 0.0
             obs = env.reset(step.done) if step.done.any() else step.obs
             if on_episodes and step.done.any():
                 on_episodes(int(step.done.sum()))
             if done_eps >= next_ck:
                 fh.flush()
-                _save(agent, cfg, done_eps, out)
+                save()
                 next_ck = done_eps + cfg.checkpoint_every
-    _save(agent, cfg, done_eps, out)
-    wall = time.perf_counter() - t0
+    save()
     plot_angles(log_path, out / "angles.png")
     plot_reconstructions(agent, cfg, out / "reconstructions.png")
-    return {"episodes": done_eps, "new_episodes": done_eps - start_eps, "wall_s": wall,
+    return {"episodes": done_eps, "new_episodes": done_eps - start_eps, "wall_s": wall(),
             "device": str(agent.device), "out": str(out)}
 
 
@@ -130,19 +181,20 @@ def run_episodes(agent, env: CTBatchEnv, greedy: bool = True):
 
 
 def plot_angles(log_path: Path, png: Path, window: int = 200) -> None:
-    """Mean ± std of the number of angles per shape over training (rolling window of episodes)."""
+    """Mean ± std of the number of angles per family over training (rolling window of episodes)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = list(csv.DictReader(Path(log_path).open()))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for shape in SHAPES:
+    families = list(dict.fromkeys(r["shape"] for r in rows))
+    for shape in families:
         ep = np.array([int(r["episode"]) for r in rows if r["shape"] == shape])
         n = np.array([int(r["angles"]) for r in rows if r["shape"] == shape], float)
         if len(n) == 0:
             continue
-        w = max(1, min(window // len(SHAPES), len(n)))
+        w = max(1, min(window // len(families), len(n)))
         kern = np.ones(w) / w
         mean = np.convolve(n, kern, "valid")
         std = np.sqrt(np.maximum(np.convolve(n**2, kern, "valid") - mean**2, 0.0))
@@ -157,16 +209,17 @@ def plot_angles(log_path: Path, png: Path, window: int = 200) -> None:
 
 
 def plot_reconstructions(agent, cfg: TrainConfig, png: Path, seed: int = 123) -> None:
-    """One validation phantom per shape: reconstruction, chosen angles as lines coloured by order."""
+    """One validation sample per training family: reconstruction, chosen angles as lines coloured by order."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SHAPES), figsize=(4 * len(SHAPES), 4), layout="constrained")  # titles unclipped
+    families = list(dict.fromkeys(TRAINING_SETS[cfg.families]))
+    fig, axes = plt.subplots(1, len(families), figsize=(4 * len(families), 4), layout="constrained")  # titles unclipped
     c = cfg.size // 2
-    for ax, shape in zip(np.atleast_1d(axes), SHAPES):
+    for ax, shape in zip(np.atleast_1d(axes), families):
         env = CTBatchEnv(CTEnvConfig(size=cfg.size, cost=cfg.cost, max_angles=cfg.max_angles, split="val",
-                                     shapes=(shape,)), 1, seed=seed, device=cfg.device)
+                                     families=(shape,)), 1, seed=seed, device=cfg.device)
         run_episodes(agent, env)
         k = int(env.n_acquired[0])
         ax.imshow(env.recon[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)

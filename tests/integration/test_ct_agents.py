@@ -1,5 +1,6 @@
 """CT agents: Algorithm 2 update maths on a tiny batch; short training of both algorithms; CLI."""
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 import learner.ct.cli
 from learner.algos.actor_critic_stop import TerminalConfig, terminal_losses
+from learner.ct.eval import evaluate
 from learner.ct.net import CTActorCritic, masked_policy
 from learner.ct.train import TrainConfig, load_policy, train
 
@@ -61,22 +63,43 @@ def test_network_shapes_and_masked_softmax():
 
 
 @pytest.mark.parametrize("algo", ["terminal", "naive"])
-def test_short_training_resume_and_policy(tmp_path, algo):
+def test_short_training_writes_its_files_and_provenance(tmp_path, algo):
     torch.set_num_threads(1)
     cfg = TrainConfig(algo=algo, size=31, episodes=8, batch=4, checkpoint_every=4, max_angles=6)
     out = train(cfg, tmp_path)
     assert out["episodes"] >= 8
-    for f in ("checkpoint.pt", "policy.pt", "episodes.csv", "angles.png", "reconstructions.png"):
+    for f in ("checkpoint.pt", "policy.pt", "provenance.json", "episodes.csv", "angles.png", "reconstructions.png"):
         assert (tmp_path / f).stat().st_size > 0
     rows = list(csv.DictReader((tmp_path / "episodes.csv").open()))
     assert all(1 <= int(r["angles"]) <= 6 or (algo == "naive" and int(r["angles"]) == 0) for r in rows)
-    before = {k: v.clone() for k, v in load_policy(tmp_path / "policy.pt")[0].net.state_dict().items()}
-    cfg.episodes = out["episodes"] + 4
-    again = train(cfg, tmp_path, resume=True)
-    assert again["episodes"] >= cfg.episodes and again["new_episodes"] < cfg.episodes
-    assert len(list(csv.DictReader((tmp_path / "episodes.csv").open()))) == again["episodes"]
-    after = load_policy(tmp_path / "policy.pt")[0].net.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert {r["shape"] for r in rows} <= {"parallelogram", "triangle", "pentagon", "broad"}
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["policy_sha256"] == hashlib.sha256((tmp_path / "policy.pt").read_bytes()).hexdigest()
+    assert (prov["seed"], prov["threads"], prov["episodes"]) == (0, 1, out["episodes"]) and prov["commit"]
+
+
+def _eval_numbers(run_dir):
+    res = evaluate({"r": load_policy(run_dir / "policy.pt", "cpu")}, split="selection", per_cell=2, device="cpu")
+    return [c["runs"]["r"]["rl_psnr_mean"] for c in res["cells"]]
+
+
+def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    """The checkpoint holds the environment mid-episode and both RNGs: stopping after 12 episodes and resuming
+    to 24 gives the same network, log and evaluation as one run to 24 (same seed, one thread)."""
+    torch.set_num_threads(1)
+    cfg = dict(size=31, batch=4, checkpoint_every=4, max_angles=6, seed=3)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(TrainConfig(episodes=24, **cfg), whole)
+    train(TrainConfig(episodes=12, **cfg), parts)
+    (parts / "episodes.csv").open("a").write("999,broad,3,1.0,1.0,0,0,0,0,0,9.9\n")  # a row written after the checkpoint
+    train(TrainConfig(episodes=24, **cfg), parts, resume=True)
+    a, b = (torch.load(d / "policy.pt", weights_only=False)["net"] for d in (whole, parts))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda d: [r[:-1] for r in csv.reader((d / "episodes.csv").open())]  # noqa: E731  (wall time differs)
+    assert strip(whole) == strip(parts)
+    assert _eval_numbers(whole) == pytest.approx(_eval_numbers(parts), abs=0.05)
+    with pytest.raises(ValueError, match="checkpoint is terminal at size 31 on 'mixture'"):
+        train(TrainConfig(episodes=30, families="paper", **cfg), parts, resume=True)
 
 
 def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
@@ -84,26 +107,35 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     app.command("train")(learner.ct.cli.train_ct)
     app.command("eval")(learner.ct.cli.eval_ct)
     run = CliRunner()
-    res = run.invoke(app, ["train", "--size", "31", "--episodes", "4", "--batch", "4", "--out", str(tmp_path / "r")])
-    assert res.exit_code == 0, res.output
+    for name in ("r", "r2"):
+        res = run.invoke(app, ["train", "--size", "31", "--episodes", "4", "--batch", "4", "--families", "paper",
+                               "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
     ph = tmp_path / "ph"
     ph.mkdir()
     img = np.zeros((45, 45))
     img[15:30, 12:33] = 0.62
     np.save(ph / "good.npy", img)
     np.save(ph / "bad.npy", np.full((4, 5), 0.5))
-    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--json", "--per-shape", "1",
-                           "--phantoms", str(ph), "--naive-run", str(tmp_path / "none")])
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--run", str(tmp_path / "r2"), "--json",
+                           "--split", "selection", "--per-cell", "3", "--phantoms", str(ph),
+                           "--naive-run", str(tmp_path / "none"), "--png", str(tmp_path / "stop.png")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     cells = out["cells"]
-    assert len(cells) == 3 * 4 + 4 and {c["shape"] for c in cells} >= {"triangle", "custom"}
-    assert {"angles_mean", "angles_std", "rl_psnr_mean", "rl_psnr_std", "gr_psnr_mean", "gr_psnr_std"} <= set(cells[0])
+    assert len(cells) == 3 * 4 + 4 and {c["family"] for c in cells} == {"parallelogram", "triangle", "pentagon", "custom"}
+    assert set(out["runs"]) == {"r", "r2"} and (tmp_path / "stop.png").stat().st_size > 0
+    cell = cells[0]["runs"]["r"]
+    assert {"angles_mean", "rl_psnr_mean", "gr_psnr_mean", "rl_minus_gr_mean", "rl_minus_gr_ci95", "won",
+            "rl_reward_mean", "gr_at_mean_count"} <= set(cell)
+    assert cell["won"] == (cell["rl_minus_gr_mean"] - cell["rl_minus_gr_ci95"] > 0)
+    assert cells[0]["training_spread"]["runs"] == 2
+    assert len(cells[0]["gr_psnr_by_count"]) == 20 and 1 <= cells[0]["gr_best_fixed"]["angles"] <= 20
     assert len(out["custom_skipped"]) == 1 and "bad.npy" in out["custom_skipped"][0]
     assert "error" in out["naive"]
-    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--naive-run", str(tmp_path / "none")])
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-cell", "2", "--split", "selection",
+                           "--naive-run", str(tmp_path / "none")])
     rows = [line for line in res.output.splitlines() if line.startswith("| triangle |")]  # without --json: a table
     assert res.exit_code == 0 and len(rows) == 4 and "no naive policy" in res.output, res.output
-    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-shape", "1", "--phantoms", str(ph),
-                           "--naive-run", str(tmp_path / "none")])
-    assert "Skipped: " in res.output and "bad.npy" in res.output, res.output
+    res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-cell", "1", "--split", "nonsense"])
+    assert res.exit_code != 0 and "--split must be one of" in res.output
