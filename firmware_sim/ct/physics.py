@@ -130,8 +130,8 @@ class DetectorParams:
 
 
 def ray_offsets(n_bins: int, subrays: int) -> np.ndarray:
-    """Detector offsets s (n_bins·subrays,) of the sub-rays, bin-major: bin j spans s ∈ [j − c − ½, j − c + ½]
-    (c = n_bins // 2) and is sampled at `subrays` equally spaced points across its width."""
+    """Detector offsets s (n_bins·subrays,) of the sub-rays, bin-major: bin j spans
+    s ∈ [j − c − ½, j − c + ½] (c = n_bins // 2), sampled at `subrays` equally spaced points across it."""
     c = n_bins // 2
     return ((np.arange(n_bins) - c)[:, None] + (np.arange(subrays) + 0.5) / subrays - 0.5).reshape(-1)
 
@@ -140,7 +140,8 @@ def polygon_chords(vertices: np.ndarray, theta: np.ndarray, s: np.ndarray, c: fl
     """Chord lengths of rays through convex polygons: vertices (..., V, 2) counter-clockwise in (col, row),
     theta (...) [rad] broadcastable against vertices' leading axes, offsets s (S,) -> (..., S).
 
-    Rays as controller.modes.ct.tomo / skimage radon: point(t) = c + s·u + t·d, u = (cosθ, −sinθ), d = (sinθ, cosθ).
+    Rays as controller.modes.ct.tomo / skimage radon: point(t) = c + s·u + t·d, u = (cosθ, −sinθ),
+    d = (sinθ, cosθ).
     """
     th = np.asarray(theta, np.float64)[..., None, None]  # (..., 1, 1)
     s = s[:, None]  # (S, 1)
