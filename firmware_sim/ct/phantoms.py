@@ -16,6 +16,7 @@ A pixel's value is 0.62 × the fraction of its `supersample`² sub-pixel centres
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,18 +80,31 @@ def inside(vertices: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.all(cross >= 0.0, axis=-1)
 
 
-def rasterise(vertices: np.ndarray, size: int, supersample: int = 4) -> np.ndarray:
-    """Area-sampled image (size, size) float32 of one polygon of value OBJECT_VALUE."""
-    image = np.zeros((size, size), np.float32)
-    lo = np.clip(np.floor(vertices.min(axis=0)).astype(int) - 1, 0, size - 1)
-    hi = np.clip(np.ceil(vertices.max(axis=0)).astype(int) + 2, 0, size)
+def pixel_box(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel index range [lo, hi) per (col, row) axis, clipped to the image, that covers the
+    points lo … hi [px] with a one-pixel margin."""
+    return (np.clip(np.floor(lo).astype(int) - 1, 0, size - 1),
+            np.clip(np.ceil(hi).astype(int) + 2, 0, size))
+
+
+def subpixel_mean(f: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray,
+                  supersample: int) -> np.ndarray:
+    """Mean of f over the supersample² sub-pixel centres of each pixel in the box [lo, hi) (col, row):
+    f maps points (..., 2) as (col, row) to values (...); returns (rows, cols) float32."""
     sub = (np.arange(supersample) + 0.5) / supersample - 0.5
     cols = (np.arange(lo[0], hi[0])[:, None] + sub).ravel()
     rows = (np.arange(lo[1], hi[1])[:, None] + sub).ravel()
     pts = np.stack(np.meshgrid(cols, rows, indexing="xy"), axis=-1)  # (rows, cols, 2) as (col, row)
-    mask = inside(vertices, pts).astype(np.float32)
+    vals = f(pts).astype(np.float32)
     h, w = hi[1] - lo[1], hi[0] - lo[0]
-    frac = mask.reshape(h, supersample, w, supersample).mean(axis=(1, 3))
+    return vals.reshape(h, supersample, w, supersample).mean(axis=(1, 3))
+
+
+def rasterise(vertices: np.ndarray, size: int, supersample: int = 4) -> np.ndarray:
+    """Area-sampled image (size, size) float32 of one polygon of value OBJECT_VALUE."""
+    image = np.zeros((size, size), np.float32)
+    lo, hi = pixel_box(vertices.min(axis=0), vertices.max(axis=0), size)
+    frac = subpixel_mean(lambda pts: inside(vertices, pts), lo, hi, supersample)
     image[lo[1] : hi[1], lo[0] : hi[0]] = OBJECT_VALUE * frac
     return image
 

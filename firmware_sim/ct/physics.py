@@ -129,30 +129,43 @@ class DetectorParams:
     subrays: int = 8  # rays per bin across its width (area integration)
 
 
-def line_integrals(vertices: np.ndarray, angle_deg: np.ndarray, n_bins: int, subrays: int = 8) -> np.ndarray:
-    """Exact polygon line integrals, bin-averaged: vertices (B, V, 2) counter-clockwise, angles (B,) -> (B, n_bins).
-
-    Rays as controller.modes.ct.tomo / skimage radon: point(t) = c + s·u + t·d, u = (cosθ, −sinθ), d = (sinθ, cosθ).
-    """
+def ray_offsets(n_bins: int, subrays: int) -> np.ndarray:
+    """Detector offsets s (n_bins·subrays,) of the sub-rays, bin-major: bin j spans
+    s ∈ [j − c − ½, j − c + ½] (c = n_bins // 2), sampled at `subrays` equally spaced points across it."""
     c = n_bins // 2
-    th = np.deg2rad(np.asarray(angle_deg, np.float64))[:, None, None]  # (B, 1, 1)
-    s = (np.arange(n_bins) - c)[:, None] + (np.arange(subrays) + 0.5) / subrays - 0.5  # (bins, sub)
-    s = s.reshape(-1)[None, :, None]  # (1, S, 1)
-    v = vertices[:, None, :, :]  # (B, 1, V, 2)
-    edge = np.roll(vertices, -1, axis=1)[:, None] - v
+    return ((np.arange(n_bins) - c)[:, None] + (np.arange(subrays) + 0.5) / subrays - 0.5).reshape(-1)
+
+
+def polygon_chords(vertices: np.ndarray, theta: np.ndarray, s: np.ndarray, c: float) -> np.ndarray:
+    """Chord lengths of rays through convex polygons: vertices (..., V, 2) counter-clockwise in (col, row),
+    theta (...) [rad] broadcastable against vertices' leading axes, offsets s (S,) -> (..., S).
+
+    Rays as controller.modes.ct.tomo / skimage radon: point(t) = c + s·u + t·d, u = (cosθ, −sinθ),
+    d = (sinθ, cosθ).
+    """
+    th = np.asarray(theta, np.float64)[..., None, None]  # (..., 1, 1)
+    s = s[:, None]  # (S, 1)
+    v = vertices[..., None, :, :]  # (..., 1, V, 2)
+    edge = np.roll(vertices, -1, axis=-2)[..., None, :, :] - v
     normal = np.stack([-edge[..., 1], edge[..., 0]], axis=-1)  # inward normal of a CCW polygon
     u = (np.cos(th), -np.sin(th))
     d = (np.sin(th), np.cos(th))
     # Inside edge i ⇔ n·(P(t) − v) ≥ 0 ⇔ a·t + b ≥ 0 with a = n·d, b = n·(c + s·u − v).
-    a = normal[..., 0] * d[0] + normal[..., 1] * d[1]  # (B, 1, V)
-    b = normal[..., 0] * (c + s * u[0] - v[..., 0]) + normal[..., 1] * (c + s * u[1] - v[..., 1])  # (B, S, V)
+    a = normal[..., 0] * d[0] + normal[..., 1] * d[1]  # (..., 1, V)
+    b = normal[..., 0] * (c + s * u[0] - v[..., 0]) + normal[..., 1] * (c + s * u[1] - v[..., 1])  # (..., S, V)
     with np.errstate(divide="ignore", invalid="ignore"):
         t0 = -b / a
     big = np.inf
     t_lo = np.where(a > 0, t0, -big).max(axis=-1)
     t_hi = np.where(a < 0, t0, big).min(axis=-1)
     blocked = np.any((a == 0) & (b < 0), axis=-1)  # parallel to an edge, outside it
-    chord = np.where(blocked, 0.0, np.clip(t_hi - t_lo, 0.0, None))
+    return np.where(blocked, 0.0, np.clip(t_hi - t_lo, 0.0, None))
+
+
+def line_integrals(vertices: np.ndarray, angle_deg: np.ndarray, n_bins: int, subrays: int = 8) -> np.ndarray:
+    """Exact polygon line integrals, bin-averaged: vertices (B, V, 2) counter-clockwise, angles (B,) -> (B, n_bins)."""
+    th = np.deg2rad(np.asarray(angle_deg, np.float64))
+    chord = polygon_chords(vertices, th, ray_offsets(n_bins, subrays), n_bins // 2)
     return OBJECT_VALUE * chord.reshape(len(vertices), n_bins, subrays).mean(axis=-1)
 
 
