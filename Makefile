@@ -60,7 +60,7 @@ results-mems: $(STAMP)
 # each), the run to ship chosen on the selection split only, then every run evaluated on the report split.
 CT_RESULTS := runs/results/ct
 CT_TRAIN_SEEDS := 0 1 2
-CT_EPISODES := 6000
+CT_EPISODES := 10000
 ct-policies: $(STAMP)
 	mkdir -p $(CT_RESULTS)
 	for set in mixture paper; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -83,7 +84,15 @@ def _commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float) -> None:
+def _provenance(cfg: TrainConfig, agent) -> dict:
+    """How this run was made (taken when it starts: later commits do not change what it ran)."""
+    argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
+    return {"command": shlex.join(argv),
+            "commit": _commit(), "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(agent.device),
+            "torch": torch.__version__}
+
+
+def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float, prov: dict) -> None:
     """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically."""
     meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
             "config": asdict(cfg)}
@@ -92,9 +101,7 @@ def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict,
                 "gen": agent.gen.get_state(), "wall_s": wall_s, **resume_state}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")  # atomic: a crash never leaves half a file
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-    prov = {"command": " ".join(["edgetune", *sys.argv[1:]]) if Path(sys.argv[0]).name == "edgetune" else " ".join(sys.argv),
-            "commit": _commit(), "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(agent.device),
-            "torch": torch.__version__, "episodes": episodes, "wall_s": round(wall_s, 1),
+    prov = {**prov, "episodes": episodes, "wall_s": round(wall_s, 1),
             "policy_sha256": hashlib.sha256((out / "policy.pt").read_bytes()).hexdigest()}
     (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
     (out / "provenance.tmp").replace(out / "provenance.json")
@@ -140,7 +147,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
     fresh = not log_path.exists() or done_eps == 0
     t0, start_eps, next_ck = time.perf_counter(), done_eps, done_eps + cfg.checkpoint_every
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
-    save = lambda: _save(agent, cfg, done_eps, out, {"env": env.state_dict(), "returns": ret.copy()}, wall())  # noqa: E731
+    prov = _provenance(cfg, agent)
+    save = lambda: _save(agent, cfg, done_eps, out, {"env": env.state_dict(), "returns": ret.copy()}, wall(), prov)  # noqa: E731
     with log_path.open("w" if fresh else "a", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_FIELDS)
         if fresh:
