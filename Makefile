@@ -55,21 +55,26 @@ results-mems: $(STAMP)
 	    --disturbance $$d --split report --seeds $(MEMS_REPORT_SEEDS) --out $(MEMS_RESULTS)/eval-$$set \
 	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json 2> $(MEMS_RESULTS)/eval-$$set-$$d.err; done; done
 
-# The bundled CT policies and the CT results in docs/results.md: each training set (mixture = the default
-# policy, paper = Table 1's) trained on 3 seeds at a fixed episode count (two runs at a time, one thread
-# each), the run to ship chosen on the selection split only, then every run evaluated on the report split.
+# The bundled CT policies and the CT results in docs/results.md: three training sets (mixture = Algorithm 2
+# on the paper's shapes + broad random objects, the default policy; paper = Algorithm 2 on the shapes only,
+# Table 1's policy; naive = Algorithm 1 on the shapes), each on 3 seeds at a fixed episode count (two runs
+# at a time, one thread each), the run to ship chosen on the selection split only; then every run
+# evaluated on the report split.
 CT_RESULTS := runs/results/ct
 CT_TRAIN_SEEDS := 0 1 2
 CT_EPISODES := 10000
+CT_NAIVE_EPISODES := 20000
 ct-policies: $(STAMP)
 	mkdir -p $(CT_RESULTS)
-	for set in mixture paper; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \
-	  xargs -P 2 -n 2 sh -c 'test -f $(CT_RESULTS)/$$0-seed$$1.out || \
-	    ($(BIN)/edgetune train ct --families $$0 --seed $$1 --episodes $(CT_EPISODES) --threads 1 --device cpu \
-	    --resume --out $(CT_RESULTS)/$$0-seed$$1 > $(CT_RESULTS)/$$0-seed$$1.out.tmp 2> $(CT_RESULTS)/$$0-seed$$1.log && \
-	    mv $(CT_RESULTS)/$$0-seed$$1.out.tmp $(CT_RESULTS)/$$0-seed$$1.out)'
-	$(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/mixture-seed$(s)) --device cpu --to learner/ct/policies/ct_63
-	$(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/paper-seed$(s)) --device cpu --to learner/ct/policies/ct_63_paper
+	for set in mixture paper naive; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \
+	  xargs -P 2 -n 2 sh -c 'out=$(CT_RESULTS)/$$0-seed$$1; test -f $$out.out || { \
+	    case $$0 in naive) args="--algo naive --families paper --episodes $(CT_NAIVE_EPISODES)";; \
+	    *) args="--families $$0 --episodes $(CT_EPISODES)";; esac; \
+	    $(BIN)/edgetune train ct $$args --seed $$1 --threads 1 --device cpu --resume --out $$out \
+	    > $$out.out.tmp 2> $$out.log && mv $$out.out.tmp $$out.out; }'
+	for set in mixture:ct_63 paper:ct_63_paper naive:ct_63_naive; do \
+	  $(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$${set%%:*}-seed$(s)) --device cpu \
+	    --to learner/ct/policies/$${set#*:}; done
 
 results-ct: $(STAMP)
 	for set in mixture paper; do echo $$set; done | xargs -P 2 -n 1 sh -c '$(BIN)/edgetune eval ct \

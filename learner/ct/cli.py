@@ -84,7 +84,7 @@ def select_ct(
     per_cell: int = typer.Option(30, min=2, help="Selection samples per family and noise model."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
 ) -> None:
-    """Ship the run with the best paired RL − golden ratio on the selection split (never the report set)."""
+    """Ship the run with the best mean reward on the selection split (never the report set)."""
     from learner.ct.bundle import select_and_bundle
 
     for r in run:

@@ -183,10 +183,17 @@ def markdown(result: dict) -> str:
                 f"reward {m['reward_mean']:.2f} | {f['angles']}: {f['psnr_mean']:.2f} dB, reward {f['reward_mean']:.2f} |")
         lines.append("")
     if len(result["runs"]) > 1:
-        lines += ["### Spread over runs", "", "| family | noise | RL − GR mean over runs [dB] | std | runs won |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {c['family']} | {c['noise']} | {s['rl_minus_gr_mean']:+.2f} | {s['rl_minus_gr_std']:.2f} | "
-                  f"{s['runs_won']}/{s['runs']} |" for c in result["cells"] for s in [c["training_spread"]]]
+        lines += ["### Over the runs", "", "| family | noise | angles per run | RL − GR per run [dB] (95 % CI) | "
+                  "runs won | mean ± std over runs | reward per run | GR best fixed count: angles, reward |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in result["cells"]:
+            rs, s, f = list(c["runs"].values()), c["training_spread"], c["gr_best_fixed"]
+            per_run = lambda fmt: " / ".join(fmt.format(**r) for r in rs)  # noqa: E731
+            lines.append(
+                f"| {c['family']} | {c['noise']} | {per_run('{angles_mean:.1f}')} | "
+                f"{per_run('{rl_minus_gr_mean:+.2f} ± {rl_minus_gr_ci95:.2f}')} | {s['runs_won']}/{s['runs']} | "
+                f"{s['rl_minus_gr_mean']:+.2f} ± {s['rl_minus_gr_std']:.2f} | {per_run('{rl_reward_mean:.2f}')} | "
+                f"{f['angles']}, {f['reward_mean']:.2f} |")
         lines.append("")
     if result.get("custom_skipped"):
         lines += ["Skipped: " + "; ".join(result["custom_skipped"]), ""]

@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,24 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     assert res.exit_code == 0 and len(rows) == 4 and "no naive policy" in res.output, res.output
     res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-cell", "1", "--split", "nonsense"])
     assert res.exit_code != 0 and "--split must be one of" in res.output
+
+
+def test_select_ships_the_run_with_the_best_selection_reward(tmp_path):
+    torch.set_num_threads(1)
+    runs = [tmp_path / f"seed{s}" for s in (0, 1)]
+    for s, r in enumerate(runs):
+        train(TrainConfig(size=31, episodes=4, batch=4, max_angles=4, families="paper", seed=s), r)
+    app = typer.Typer()
+    app.command("select")(learner.ct.cli.select_ct)
+    app.command("other")(learner.ct.cli.eval_ct)  # two commands: typer keeps the command name
+    args = ["select", "--per-cell", "2", "--device", "cpu", "--to", str(tmp_path / "bundle")]
+    res = CliRunner().invoke(app, [*args, *(x for r in runs for x in ("--run", str(r)))])
+    assert res.exit_code == 0, res.output
+    sel = json.loads((tmp_path / "bundle" / "selection.json").read_text())
+    assert sel["chosen"] == max(sel["scores"], key=sel["scores"].get) and set(sel["scores"]) == {str(r) for r in runs}
+    assert (tmp_path / "bundle" / "policy.pt").read_bytes() == (Path(sel["chosen"]) / "policy.pt").read_bytes()
+    for f in ("provenance.json", "angles.png", "reconstructions.png"):
+        assert (tmp_path / "bundle" / f).exists()
+    (runs[0] / "policy.pt").write_bytes((runs[1] / "policy.pt").read_bytes())  # no longer what its provenance says
+    res = CliRunner().invoke(app, [*args, "--run", str(runs[0])])
+    assert res.exit_code != 0 and "does not match its provenance" in str(res.exception)
