@@ -135,10 +135,11 @@ class CTBatchEnv:
             raise ValueError("custom images must not be empty (all zero)")
         return images
 
-    def reset(self, which: np.ndarray | None = None) -> CTObs:
-        """New phantoms in slots `which` (bool (B,); default all); returns the observation of all slots."""
+    def reset(self, which: np.ndarray | None = None, new_samples: bool = True) -> CTObs:
+        """New episodes in slots `which` (bool (B,); default all), on new samples or (new_samples=False) on the
+        ones they had; returns the observation of all slots."""
         idx = np.flatnonzero(np.ones(self.batch, bool) if which is None else which)
-        if len(idx):
+        if len(idx) and new_samples:
             if self.pool is None:
                 for i in idx:
                     family = self.cfg.families[self.rng.integers(len(self.cfg.families))]
@@ -149,10 +150,11 @@ class CTBatchEnv:
                 self._next = int(pick[-1]) + 1
                 self.truth[idx] = self.pool[pick]
                 self.clean[idx] = self.solver.project(torch.from_numpy(self.pool[pick])).cpu().numpy()
+            self.peak[idx] = self.truth[idx].max(axis=(1, 2))
+        if len(idx):
             t = torch.as_tensor(idx, device=self.device)
             self.sino[t], self.acquired[t], self.recon[t] = 0.0, False, 0.0
             self.n_acquired[idx], self.order[idx], self.active[idx] = 0, -1, True
-            self.peak[idx] = self.truth[idx].max(axis=(1, 2))
             self.psnr[idx] = [tomo.psnr(np.zeros_like(self.truth[i]), self.truth[i], self.peak[i]) for i in idx]
         return self.observe()
 
@@ -183,7 +185,6 @@ class CTBatchEnv:
         self.active &= ~done
         return CTStep(self.observe(), reward, done, invalid)
 
-
     def _measure(self, idx: np.ndarray, angle: np.ndarray) -> None:
         """Acquire one noisy projection for each slot idx[i] at grid angle angle[i] (kept for the episode)."""
         if self.pool is None:
@@ -201,12 +202,12 @@ class CTBatchEnv:
         rec = self.recon[t].cpu().numpy()
         self.psnr[idx] = [tomo.psnr(r, self.truth[i], self.peak[i]) for r, i in zip(rec, idx)]
 
-    def scan(self, angles: list[np.ndarray]) -> np.ndarray:
-        """Baseline scans: from a fresh reset, acquire a fixed list of grid angles per slot, reconstruct
-        once; returns PSNR (B,). The episodes are left finished."""
+    def scan(self, angles: list[np.ndarray], new_samples: bool = True) -> np.ndarray:
+        """Baseline scans: from a fresh reset (on new samples, or the same ones), acquire a fixed list of grid
+        angles per slot, reconstruct once; returns PSNR (B,). The episodes are left finished."""
         if len(angles) != self.batch or any(len(a) == 0 for a in angles):
             raise ValueError("scan needs a non-empty angle list per slot")
-        self.reset()
+        self.reset(new_samples=new_samples)
         for b, a in enumerate(angles):
             a = np.unique(np.asarray(a, np.int64))
             self._measure(np.full(len(a), b), a)

@@ -25,16 +25,17 @@ policy at 5 % noise on the paper's shapes.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from controller.modes.ct import tomo
 from firmware_sim.ct.objects import HELD_OUT, PRIVATE
 from firmware_sim.ct.phantoms import SHAPES
 from learner.ct.env import CUSTOM, CTBatchEnv, CTEnvConfig
 from learner.ct.train import TRAINING_SETS, run_episodes
+from learner.stats import mean_ci95
 
 NOISES = {"gaussian 3%": ("gaussian", 0.03), "gaussian 5%": ("gaussian", 0.05),
           "gaussian 7%": ("gaussian", 0.07), "poisson": ("poisson", 0.05)}
@@ -81,21 +82,15 @@ def cell_seed(base: int, family: str, noise: str) -> int:
     return int(ss.generate_state(1)[0])
 
 
-def _mean_ci(x: np.ndarray) -> tuple[float, float]:
-    """Mean and 95 % CI half-width (Student t) of paired differences."""
-    if len(x) < 2:
-        return float(np.mean(x)), float("nan")
-    return float(np.mean(x)), float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
-
-
 def golden_ratio_curve(cfg: CTEnvConfig, n: int, seed: int, device: str | None,
                        images: np.ndarray | None = None) -> np.ndarray:
-    """PSNR (n, max_angles) of golden-ratio scans with k = 1 … max_angles angles on the cell's n samples."""
+    """PSNR (n, max_angles + 1) of golden-ratio scans with k = 0 … max_angles angles on the cell's n samples
+    (k = 0: the empty reconstruction, where a policy that stops at once ends)."""
     env = CTBatchEnv(cfg, n, seed=seed, device=device, images=images)
-    out = np.empty((n, cfg.max_angles))
+    out = np.empty((n, cfg.max_angles + 1))
+    out[:, 0] = env.reset().psnr
     for k in range(1, cfg.max_angles + 1):
-        env.rng, env._next = np.random.default_rng(seed), 0  # the same samples for every k
-        out[:, k - 1] = env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(k), cfg.n_angles)] * n)
+        out[:, k] = env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(k), cfg.n_angles)] * n, new_samples=False)
     return out
 
 
@@ -103,66 +98,94 @@ def _policy_cell(agent, cfg: CTEnvConfig, gr: np.ndarray, seed: int, device: str
                  images: np.ndarray | None) -> dict:
     env = run_episodes(agent, CTBatchEnv(cfg, len(gr), seed=seed, device=device, images=images))
     counts, rl = env.n_acquired.copy(), env.psnr.copy()
-    paired = gr[np.arange(len(gr)), counts - 1]
-    diff_mean, diff_ci = _mean_ci(rl - paired)
-    mean_k = int(np.clip(np.rint(counts.mean()), 1, cfg.max_angles))
+    paired = gr[np.arange(len(gr)), counts]
+    diff_mean, diff_ci = mean_ci95(rl - paired)
+    mean_k = int(np.rint(counts.mean()))
     b = cfg.cost
     return {"angles_mean": float(counts.mean()), "angles_std": float(counts.std()),
             "rl_psnr_mean": float(rl.mean()), "rl_psnr_std": float(rl.std()),
             "gr_psnr_mean": float(paired.mean()), "gr_psnr_std": float(paired.std()),
-            "rl_minus_gr_mean": diff_mean, "rl_minus_gr_ci95": diff_ci, "won": bool(diff_mean - diff_ci > 0),
+            "rl_minus_gr_mean": diff_mean, "rl_minus_gr_ci95": None if np.isnan(diff_ci) else diff_ci,
+            "won": bool(diff_mean - diff_ci > 0),
             "rl_reward_mean": float(np.mean(rl - b * counts)),
-            "gr_at_mean_count": {"angles": mean_k, "psnr_mean": float(gr[:, mean_k - 1].mean()),
-                                 "reward_mean": float(gr[:, mean_k - 1].mean() - b * mean_k)}}
+            "gr_at_mean_count": {"angles": mean_k, "psnr_mean": float(gr[:, mean_k].mean()),
+                                 "reward_mean": float(gr[:, mean_k].mean() - b * mean_k)}}
 
 
 def _gr_summary(gr: np.ndarray, cost: float) -> dict:
-    curve = gr.mean(axis=0)
-    k = int(np.argmax(curve - cost * np.arange(1, len(curve) + 1))) + 1
+    curve = gr.mean(axis=0)  # k = 0 … max_angles
+    k = int(np.argmax(curve - cost * np.arange(len(curve))))
     return {"gr_psnr_by_count": [round(float(v), 4) for v in curve],
-            "gr_best_fixed": {"angles": k, "psnr_mean": float(curve[k - 1]), "reward_mean": float(curve[k - 1] - cost * k)}}
+            "gr_best_fixed": {"angles": k, "psnr_mean": float(curve[k]), "reward_mean": float(curve[k] - cost * k)}}
+
+
+def env_settings(meta: dict) -> dict:
+    """The CTEnvConfig settings a policy was trained with (evaluation samples use validation rotations)."""
+    return dict(size=int(meta["size"]), cost=float(meta["cost"]),
+                max_angles=int(meta.get("config", {}).get("max_angles", CTEnvConfig.max_angles)), split="val")
+
+
+def split_cells(split: str, meta: dict) -> list[tuple[str, str, CTEnvConfig, int]]:
+    """(family, noise, environment config, seed) of every cell of a split for a policy with metadata `meta`."""
+    base_seed, families = split_families(split, meta.get("families", "paper"))
+    return [(family, name, CTEnvConfig(families=(family,), noise=noise, noise_frac=frac, **env_settings(meta)),
+             cell_seed(base_seed, family, name)) for family in families for name, (noise, frac) in NOISES.items()]
 
 
 def evaluate(runs: dict[str, tuple], split: str = "report", per_cell: int = 100, device: str | None = None,
-             naive=None, custom_dir: Path | None = None) -> dict:
-    """runs: name -> (agent, metadata) from `load_policy`, all of one size and cost. See the module docstring."""
+             naive: dict[str, tuple] | None = None, custom_dir: Path | None = None,
+             on_cell: Callable[[int, int], None] | None = None) -> dict:
+    """runs (and naive, Algorithm 1 runs): name -> (agent, metadata) from `load_policy`, all with the same
+    environment settings (and, on the selection split, training set). on_cell(done, total) reports progress.
+    See the module docstring."""
     metas = [m for _, m in runs.values()]
-    size, cost = int(metas[0]["size"]), float(metas[0]["cost"])
-    if any((int(m["size"]), float(m["cost"])) != (size, cost) for m in metas):
-        raise ValueError("runs evaluated together must share size and cost")
-    base_seed, families = split_families(split, metas[0].get("families", "paper"))
-    base = dict(size=size, cost=cost, split="val")
-    cells: list[tuple[str, str, CTEnvConfig, int, np.ndarray | None]] = []
-    for family in families:
-        for name, (noise, frac) in NOISES.items():
-            cfg = CTEnvConfig(families=(family,), noise=noise, noise_frac=frac, **base)
-            cells.append((family, name, cfg, per_cell, None))
+    if any(env_settings(m) != env_settings(metas[0]) for m in metas):
+        raise ValueError("runs evaluated together must share image size, cost and maximum angle count")
+    if split == "selection" and len({m.get("families", "paper") for m in metas}) > 1:
+        raise ValueError("the selection split is each run's own training set: evaluate runs of one training set together")
+    settings = env_settings(metas[0])
+    cells = [(f, noise, cfg, seed, per_cell, None) for f, noise, cfg, seed in split_cells(split, metas[0])]
     out: dict = {"split": split, "per_cell": per_cell,
                  "runs": {r: {k: m.get(k) for k in ("algo", "size", "cost", "families", "episodes")}
                           for r, (_, m) in runs.items()}}
     if custom_dir is not None:
-        images, out["custom_skipped"] = load_custom(custom_dir, size)
+        images, out["custom_skipped"] = load_custom(custom_dir, settings["size"])
         for name, (noise, frac) in NOISES.items() if len(images) else ():
-            cells.append((CUSTOM, name, CTEnvConfig(noise=noise, noise_frac=frac, **base), len(images), images))
+            cfg = CTEnvConfig(noise=noise, noise_frac=frac, **settings)
+            cells.append((CUSTOM, name, cfg, cell_seed(REPORT_SEED, CUSTOM, name), len(images), images))
     out["cells"] = []
-    for family, noise, cfg, n, images in cells:
-        seed = cell_seed(base_seed, family, noise)
+    for family, noise, cfg, seed, n, images in cells:
         gr = golden_ratio_curve(cfg, n, seed, device, images)
-        cell = {"family": family, "noise": noise, "episodes": n, **_gr_summary(gr, cost), "runs": {
+        cell = {"family": family, "noise": noise, "episodes": n, **_gr_summary(gr, cfg.cost), "runs": {
             r: _policy_cell(agent, cfg, gr, seed, device, images) for r, (agent, _) in runs.items()}}
         diffs = np.array([c["rl_minus_gr_mean"] for c in cell["runs"].values()])
-        cell["training_spread"] = {"rl_minus_gr_mean": float(diffs.mean()), "rl_minus_gr_std": float(diffs.std()),
+        cell["training_spread"] = {"rl_minus_gr_mean": float(diffs.mean()),
+                                   "rl_minus_gr_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else None,
                                    "runs_won": sum(c["won"] for c in cell["runs"].values()), "runs": len(diffs)}
         out["cells"].append(cell)
-    if naive is not None:
-        out["naive"] = {}
-        for shape in SHAPES:
-            cfg = CTEnvConfig(families=(shape,), **base)
-            env = run_episodes(naive, CTBatchEnv(cfg, per_cell, seed=cell_seed(base_seed, shape, "naive"), device=device))
-            out["naive"][shape] = {"noise": "gaussian 5%", "angles_mean": float(env.n_acquired.mean()),
-                                   "angles_std": float(env.n_acquired.std()), "psnr_mean": float(env.psnr.mean()),
-                                   "at_max_fraction": float(np.mean(env.n_acquired >= env.cfg.max_angles))}
+        if on_cell:
+            on_cell(len(out["cells"]), len(cells))
+    if naive:
+        out["naive"] = {name: _naive_counts(agent, settings, per_cell, device) for name, (agent, _) in naive.items()}
     return out
+
+
+def _naive_counts(agent, settings: dict, n: int, device: str | None) -> dict:
+    """Algorithm 1's angle counts on the paper's shapes at 5 % Gaussian noise (REPORT_SEED samples)."""
+    out = {}
+    for shape in SHAPES:
+        env = run_episodes(agent, CTBatchEnv(CTEnvConfig(families=(shape,), **settings), n,
+                                             seed=cell_seed(REPORT_SEED, shape, "naive"), device=device))
+        out[shape] = {"noise": "gaussian 5%", "angles_mean": float(env.n_acquired.mean()),
+                      "angles_std": float(env.n_acquired.std()), "psnr_mean": float(env.psnr.mean()),
+                      "at_max_fraction": float(np.mean(env.n_acquired >= env.cfg.max_angles))}
+    return out
+
+
+def _diff(run_cell: dict) -> str:
+    """RL − golden ratio with its CI half-width (none with a single sample)."""
+    ci = run_cell["rl_minus_gr_ci95"]
+    return f"{run_cell['rl_minus_gr_mean']:+.2f}" + ("" if ci is None else f" ± {ci:.2f}")
 
 
 def markdown(result: dict) -> str:
@@ -178,7 +201,7 @@ def markdown(result: dict) -> str:
             r, m, f = c["runs"][run], c["runs"][run]["gr_at_mean_count"], c["gr_best_fixed"]
             lines.append(
                 f"| {c['family']} | {c['noise']} | {r['angles_mean']:.1f} ± {r['angles_std']:.1f} | "
-                f"{r['rl_psnr_mean']:.2f} | {r['gr_psnr_mean']:.2f} | {r['rl_minus_gr_mean']:+.2f} ± {r['rl_minus_gr_ci95']:.2f} | "
+                f"{r['rl_psnr_mean']:.2f} | {r['gr_psnr_mean']:.2f} | {_diff(r)} | "
                 f"{'yes' if r['won'] else 'no'} | {r['rl_reward_mean']:.2f} | {m['angles']}: {m['psnr_mean']:.2f} dB, "
                 f"reward {m['reward_mean']:.2f} | {f['angles']}: {f['psnr_mean']:.2f} dB, reward {f['reward_mean']:.2f} |")
         lines.append("")
@@ -188,22 +211,21 @@ def markdown(result: dict) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for c in result["cells"]:
             rs, s, f = list(c["runs"].values()), c["training_spread"], c["gr_best_fixed"]
-            per_run = lambda fmt: " / ".join(fmt.format(**r) for r in rs)  # noqa: E731
             lines.append(
-                f"| {c['family']} | {c['noise']} | {per_run('{angles_mean:.1f}')} | "
-                f"{per_run('{rl_minus_gr_mean:+.2f} ± {rl_minus_gr_ci95:.2f}')} | {s['runs_won']}/{s['runs']} | "
-                f"{s['rl_minus_gr_mean']:+.2f} ± {s['rl_minus_gr_std']:.2f} | {per_run('{rl_reward_mean:.2f}')} | "
-                f"{f['angles']}, {f['reward_mean']:.2f} |")
+                f"| {c['family']} | {c['noise']} | {' / '.join(format(r['angles_mean'], '.1f') for r in rs)} | "
+                f"{' / '.join(_diff(r) for r in rs)} | {s['runs_won']}/{s['runs']} | "
+                f"{s['rl_minus_gr_mean']:+.2f} ± {s['rl_minus_gr_std']:.2f} | "
+                f"{' / '.join(format(r['rl_reward_mean'], '.2f') for r in rs)} | {f['angles']}, {f['reward_mean']:.2f} |")
         lines.append("")
     if result.get("custom_skipped"):
         lines += ["Skipped: " + "; ".join(result["custom_skipped"]), ""]
     naive = result.get("naive", {})
     if "error" in naive:
         lines += [f"Algorithm 1: {naive['error']}"]
-    elif naive:
-        lines += ["Algorithm 1 (naive), gaussian 5 %: " + "; ".join(
+    for run, counts in ({} if "error" in naive else naive).items():
+        lines += [f"Algorithm 1 (naive) {run}, gaussian 5 %: " + "; ".join(
             f"{shape} {n['angles_mean']:.1f} ± {n['angles_std']:.1f} angles, {100 * n['at_max_fraction']:.0f} % at the maximum"
-            for shape, n in naive.items())]
+            for shape, n in counts.items())]
     return "\n".join(lines) + "\n"
 
 

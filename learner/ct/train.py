@@ -13,7 +13,6 @@ order, paper Fig. 10).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shlex
 import subprocess
@@ -26,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from controller.policy.manifest import file_sha256
 from firmware_sim.ct.phantoms import SHAPES
 from learner.algos.actor_critic_stop import TerminalActorCritic, TerminalConfig
 from learner.ct.env import MIXTURE, CTBatchEnv, CTEnvConfig
@@ -84,36 +84,48 @@ def _commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def _provenance(cfg: TrainConfig, agent) -> dict:
-    """How this run was made (taken when it starts: later commits do not change what it ran)."""
+def _sitting(cfg: TrainConfig, agent, episodes: int) -> dict:
+    """One sitting of a run (taken when it starts): the command, code commit and threads, and the episode it began at."""
     argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
-    return {"command": shlex.join(argv),
-            "commit": _commit(), "seed": cfg.seed, "threads": torch.get_num_threads(), "device": str(agent.device),
-            "torch": torch.__version__}
+    return {"command": shlex.join(argv), "commit": _commit(), "threads": torch.get_num_threads(),
+            "device": str(agent.device), "torch": torch.__version__, "from_episode": episodes}
 
 
-def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float, prov: dict) -> None:
-    """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically."""
+def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float,
+          sittings: list[dict]) -> None:
+    """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically.
+    provenance.json: the first sitting's command, commit, threads, … and the seed at the top, every sitting
+    (a resumed run is exact only at the same thread count and training code), episodes, wall time, sha256."""
     meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
             "config": asdict(cfg)}
     torch.save({**meta, "net": agent.net.state_dict()}, out / "policy.tmp")
     torch.save({**meta, "net": agent.net.state_dict(), "opt": agent.opt.state_dict(),
-                "gen": agent.gen.get_state(), "wall_s": wall_s, **resume_state}, out / "checkpoint.tmp")
+                "gen": agent.gen.get_state(), "wall_s": wall_s, "sittings": sittings, **resume_state}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")  # atomic: a crash never leaves half a file
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-    prov = {**prov, "episodes": episodes, "wall_s": round(wall_s, 1),
-            "policy_sha256": hashlib.sha256((out / "policy.pt").read_bytes()).hexdigest()}
+    prov = {**{k: v for k, v in sittings[0].items() if k != "from_episode"}, "seed": cfg.seed, "episodes": episodes,
+            "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
     (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
     (out / "provenance.tmp").replace(out / "provenance.json")
 
 
 def _truncate_log(path: Path, episodes: int) -> None:
-    """Drop the rows of episodes that finished after the checkpoint (a resumed run finishes them again)."""
-    rows = list(csv.DictReader(path.open()))
-    with path.open("w", newline="") as fh:
+    """Keep the complete rows of episodes 1 … `episodes` (those the checkpoint holds; a resumed run finishes
+    the later ones again, and a killed run may have left half a row), replaced atomically."""
+    rows = []
+    for r in csv.DictReader(path.open(newline="")):
+        if None in r.values() or "" in r.values() or int(r["episode"]) != len(rows) + 1 or len(rows) == episodes:
+            break
+        rows.append(r)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_FIELDS)
         writer.writeheader()
-        writer.writerows(r for r in rows if int(r["episode"]) <= episodes)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+RESUMABLE = ("episodes", "device", "checkpoint_every", "max_wall_s")  # what a resumed run may change
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False,
@@ -128,27 +140,31 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
                                  families=TRAINING_SETS[cfg.families]), cfg.batch, seed=cfg.seed, device=cfg.device)
     log_path = out / "episodes.csv"
     done_eps, wall0, ret = 0, 0.0, np.zeros(cfg.batch)
+    sittings = [_sitting(cfg, agent, 0)]
     obs = env.reset()
     if resume and (out / "checkpoint.pt").exists():
         ck = torch.load(out / "checkpoint.pt", map_location=agent.device, weights_only=False)
-        if (ck["algo"], ck["size"], ck.get("families")) != (cfg.algo, cfg.size, cfg.families):
-            raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck.get('families')!r}, "
-                             f"not {cfg.algo} at {cfg.size} on {cfg.families!r}")
         if "env" not in ck:
             raise ValueError(f"{out / 'checkpoint.pt'} was written by an older edgetune without the run's state; "
                              "it cannot be resumed exactly (start a new run)")
+        was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
+        if was != now:
+            diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was.keys() | now.keys())
+                             if was.get(k) != now.get(k))
+            raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck['families']!r}; "
+                             f"a resumed run must keep its settings (changed: {diff})")
         agent.net.load_state_dict(ck["net"])
         agent.opt.load_state_dict(ck["opt"])
         agent.gen.set_state(ck["gen"])
         env.load_state_dict(ck["env"])
         done_eps, wall0, ret, obs = int(ck["episodes"]), float(ck["wall_s"]), ck["returns"], env.observe()
+        sittings = [*ck["sittings"], _sitting(cfg, agent, done_eps)]
         if log_path.exists():
             _truncate_log(log_path, done_eps)
     fresh = not log_path.exists() or done_eps == 0
     t0, start_eps, next_ck = time.perf_counter(), done_eps, done_eps + cfg.checkpoint_every
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
-    prov = _provenance(cfg, agent)
-    save = lambda: _save(agent, cfg, done_eps, out, {"env": env.state_dict(), "returns": ret.copy()}, wall(), prov)  # noqa: E731
+    save = lambda: _save(agent, cfg, done_eps, out, {"env": env.state_dict(), "returns": ret.copy()}, wall(), sittings)  # noqa: E731
     with log_path.open("w" if fresh else "a", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_FIELDS)
         if fresh:

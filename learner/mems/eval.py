@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy import stats as sps
+from learner.stats import mean_ci95
 
 from firmware_sim.mems import disturbance as dist
 from learner.mems import loop_sensitivity
@@ -119,9 +119,8 @@ def online_learner(agent: DDPG, buffer: ReplayBuffer, gains: GainMap, gradient_s
 
 def paired_reduction(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """Reduction of mean Δ vs `ref` [%], paired per test seed: mean and 95 % CI half-width."""
-    red = 100.0 * (ref - other) / ref
-    half = float(sps.t.ppf(0.975, len(red) - 1) * red.std(ddof=1) / np.sqrt(len(red))) if len(red) > 1 else float("nan")
-    return {"mean": float(red.mean()), "ci95": half}
+    mean, half = mean_ci95(100.0 * (ref - other) / ref)
+    return {"mean": mean, "ci95": half}
 
 
 def summarize(traces: dict[str, np.ndarray]) -> dict:

@@ -131,7 +131,7 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
             "rl_reward_mean", "gr_at_mean_count"} <= set(cell)
     assert cell["won"] == (cell["rl_minus_gr_mean"] - cell["rl_minus_gr_ci95"] > 0)
     assert cells[0]["training_spread"]["runs"] == 2
-    assert len(cells[0]["gr_psnr_by_count"]) == 20 and 1 <= cells[0]["gr_best_fixed"]["angles"] <= 20
+    assert len(cells[0]["gr_psnr_by_count"]) == 21 and 0 <= cells[0]["gr_best_fixed"]["angles"] <= 20
     assert len(out["custom_skipped"]) == 1 and "bad.npy" in out["custom_skipped"][0]
     assert "error" in out["naive"]
     res = run.invoke(app, ["eval", "--run", str(tmp_path / "r"), "--per-cell", "2", "--split", "selection",
