@@ -63,7 +63,7 @@ results-mems: $(STAMP)
 CT_RESULTS := runs/results/ct
 CT_TRAIN_SEEDS := 0 1 2
 CT_EPISODES := 30000
-CT_NAIVE_EPISODES := 20000
+CT_NAIVE_EPISODES := 5000
 ct-policies: $(STAMP)
 	mkdir -p $(CT_RESULTS)
 	for set in mixture paper naive; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \

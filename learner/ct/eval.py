@@ -17,7 +17,9 @@ same samples. Reported per cell and run:
 - the stopping rule apart from the angle choice: golden ratio at the policy's mean count (rounded) and at
   the best fixed count k* = argmax_k mean PSNR_gr(k) − b·k (chosen on these samples: an upper bound for
   any fixed-count rule), each with its PSNR and reward (PSNR − b·angles) beside the policy's reward;
-- `gr_psnr_by_count`: golden ratio's mean PSNR at k = 1 … max_angles (the marginal gain of an angle).
+- `gr_psnr_by_count`: golden ratio's mean PSNR at k = 0 … max_angles (the marginal gain of an angle), and
+  per run `p_stop_on_gr_by_count`: its stop head's mean probability on those golden-ratio reconstructions
+  (how the stopping rule reads each noise level, on the same samples and angles).
 With several runs (training seeds), `training_spread` gives per cell the mean and std over runs of
 `rl_minus_gr_mean` and how many runs won the cell. Optionally the angle counts of an Algorithm 1 (naive)
 policy at 5 % noise on the paper's shapes.
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from controller.modes.ct import tomo
 from firmware_sim.ct.objects import HELD_OUT, PRIVATE
@@ -82,16 +85,23 @@ def cell_seed(base: int, family: str, noise: str) -> int:
     return int(ss.generate_state(1)[0])
 
 
-def golden_ratio_curve(cfg: CTEnvConfig, n: int, seed: int, device: str | None,
-                       images: np.ndarray | None = None) -> np.ndarray:
+def golden_ratio_curve(cfg: CTEnvConfig, n: int, seed: int, device: str | None, images: np.ndarray | None = None,
+                       probes: dict[str, object] | None = None) -> tuple[np.ndarray, dict[str, list[float]]]:
     """PSNR (n, max_angles + 1) of golden-ratio scans with k = 0 … max_angles angles on the cell's n samples
-    (k = 0: the empty reconstruction, where a policy that stops at once ends)."""
+    (k = 0: the empty reconstruction, where a policy that stops at once ends), and for each Algorithm 2 agent
+    in `probes` its mean stop probability π_ter on those reconstructions per k: the stop head's reading of
+    the same data at each noise level, apart from its own angle choice."""
     env = CTBatchEnv(cfg, n, seed=seed, device=device, images=images)
-    out = np.empty((n, cfg.max_angles + 1))
+    out, stop = np.empty((n, cfg.max_angles + 1)), {name: [] for name in probes or {}}
     out[:, 0] = env.reset().psnr
-    for k in range(1, cfg.max_angles + 1):
-        out[:, k] = env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(k), cfg.n_angles)] * n, new_samples=False)
-    return out
+    for k in range(cfg.max_angles + 1):
+        if k:
+            out[:, k] = env.scan([tomo.to_grid_index(tomo.golden_ratio_angles(k), cfg.n_angles)] * n, new_samples=False)
+        for name, agent in (probes or {}).items():
+            with torch.no_grad():
+                stop_logit = agent.net(env.recon[:, None].to(agent.device))[2]
+            stop[name].append(round(float(torch.sigmoid(stop_logit).mean()), 4))
+    return out, stop
 
 
 def _policy_cell(agent, cfg: CTEnvConfig, gr: np.ndarray, seed: int, device: str | None,
@@ -155,9 +165,11 @@ def evaluate(runs: dict[str, tuple], split: str = "report", per_cell: int = 100,
             cells.append((CUSTOM, name, cfg, cell_seed(REPORT_SEED, CUSTOM, name), len(images), images))
     out["cells"] = []
     for family, noise, cfg, seed, n, images in cells:
-        gr = golden_ratio_curve(cfg, n, seed, device, images)
+        probes = {r: agent for r, (agent, meta) in runs.items() if meta["algo"] == "terminal"}
+        gr, stop = golden_ratio_curve(cfg, n, seed, device, images, probes)
         cell = {"family": family, "noise": noise, "episodes": n, **_gr_summary(gr, cfg.cost), "runs": {
-            r: _policy_cell(agent, cfg, gr, seed, device, images) for r, (agent, _) in runs.items()}}
+            r: {**_policy_cell(agent, cfg, gr, seed, device, images), "p_stop_on_gr_by_count": stop.get(r)}
+            for r, (agent, _) in runs.items()}}
         diffs = np.array([c["rl_minus_gr_mean"] for c in cell["runs"].values()])
         cell["training_spread"] = {"rl_minus_gr_mean": float(diffs.mean()),
                                    "rl_minus_gr_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else None,
@@ -230,29 +242,34 @@ def markdown(result: dict) -> str:
 
 
 def plot_stopping(result: dict, png: Path) -> None:
-    """Per noise model: golden ratio's mean reward PSNR − b·k over k (mean over the families), its best
-    fixed count, and each run's mean angle count — why a stopping rule takes fewer or more angles."""
+    """Per noise model (means over the families): left, golden ratio's reward PSNR − b·k over k with its best
+    fixed count (dot) and each run's mean angle count (dotted); right, the runs' stop probability on those
+    golden-ratio reconstructions — why a stopping rule takes fewer or more angles as the noise grows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cost = float(next(iter(result["runs"].values()))["cost"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax_stop) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, noise in enumerate(NOISES):
         cells = [c for c in result["cells"] if c["noise"] == noise]
         if not cells:
             continue
-        curve = np.mean([c["gr_psnr_by_count"] for c in cells], axis=0)
-        k = np.arange(1, len(curve) + 1)
-        reward = curve - cost * k
+        reward = np.mean([c["gr_psnr_by_count"] for c in cells], axis=0) - cost * np.arange(len(cells[0]["gr_psnr_by_count"]))
         colour = f"C{i}"
-        ax.plot(k, reward, color=colour, label=f"{noise}: golden ratio PSNR − {cost:g}·k")
-        ax.plot(k[np.argmax(reward)], reward.max(), "o", color=colour)
+        ax.plot(reward, color=colour, label=noise)
+        ax.plot(np.argmax(reward), reward.max(), "o", color=colour)
+        stops = [c["runs"][r]["p_stop_on_gr_by_count"] for c in cells for r in result["runs"]]
+        if all(stops):
+            ax_stop.plot(np.mean(stops, axis=0), color=colour, label=noise)
         for run in result["runs"]:
             ax.axvline(np.mean([c["runs"][run]["angles_mean"] for c in cells]), color=colour, ls=":", lw=1)
-    ax.set(xlabel="angles k", ylabel="mean reward [dB]",
-           title=f"{result['split']} set: best fixed count (dots) and the runs' mean counts (dotted)")
+    ax.set(xlabel="angles k", ylabel=f"golden ratio: mean PSNR − {cost:g}·k [dB]",
+           title=f"{result['split']} set: best fixed count (dots), runs' mean counts (dotted)")
+    ax_stop.set(xlabel="angles k (golden ratio)", ylabel="mean π_ter (stop probability)", ylim=(0, 1),
+                title="the runs' stop head on golden-ratio reconstructions")
     ax.legend(fontsize=8)
+    ax_stop.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

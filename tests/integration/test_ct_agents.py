@@ -130,6 +130,7 @@ def test_cli_train_and_eval_with_custom_phantoms(tmp_path):
     assert {"angles_mean", "rl_psnr_mean", "gr_psnr_mean", "rl_minus_gr_mean", "rl_minus_gr_ci95", "won",
             "rl_reward_mean", "gr_at_mean_count"} <= set(cell)
     assert cell["won"] == (cell["rl_minus_gr_mean"] - cell["rl_minus_gr_ci95"] > 0)
+    assert len(cell["p_stop_on_gr_by_count"]) == 21 and all(0 <= p <= 1 for p in cell["p_stop_on_gr_by_count"])
     assert cells[0]["training_spread"]["runs"] == 2
     assert len(cells[0]["gr_psnr_by_count"]) == 21 and 0 <= cells[0]["gr_best_fixed"]["angles"] <= 20
     assert len(out["custom_skipped"]) == 1 and "bad.npy" in out["custom_skipped"][0]
