@@ -62,7 +62,7 @@ results-mems: $(STAMP)
 # evaluated on the report split.
 CT_RESULTS := runs/results/ct
 CT_TRAIN_SEEDS := 0 1 2
-CT_EPISODES := 30000
+CT_EPISODES := 20000
 CT_NAIVE_EPISODES := 5000
 ct-policies: $(STAMP)
 	mkdir -p $(CT_RESULTS)
