@@ -641,3 +641,29 @@ FAMILIES: dict[str, Callable[[np.random.Generator, int], CTObject]] = {
                         ("dot_array", _dot_array), ("gears", _gears), ("letters", _letters),
                         ("tube_bundle", _tube_bundle))
 }
+
+
+def plot_families(png: str, size: int = 63, seed: int = 1, per_family: int = 6) -> None:
+    """A grid of `per_family` draws of every family (rows), gray scale 0 … 1."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(FAMILIES), per_family, figsize=(2 * per_family, 2 * len(FAMILIES)), squeeze=False)
+    for row, family in zip(axes, FAMILIES):
+        for k, (ax, obj) in enumerate(zip(row, make_objects(family, per_family, size, seed))):
+            ax.imshow(obj.image(size), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(family + (" (held out)" if family in HELD_OUT else " (private)" if family in PRIVATE else ""))
+    fig.suptitle(f"CT sample families: {per_family} draws each at {size} px (seed {seed})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=70)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m firmware_sim.ct.objects PNG [SIZE]: the family grid of docs/results.md
+    import sys
+
+    plot_families(sys.argv[1], *map(int, sys.argv[2:3]))

@@ -94,8 +94,9 @@ def _sitting(cfg: TrainConfig, agent, episodes: int) -> dict:
 def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float,
           sittings: list[dict]) -> None:
     """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically.
-    provenance.json: the first sitting's command, commit, threads, … and the seed at the top, every sitting
-    (a resumed run is exact only at the same thread count and training code), episodes, wall time, sha256."""
+    provenance.json: the last sitting's command, commit, threads, … and the seed at the top (run in a new
+    folder it reproduces the whole run: a resumed run equals an uninterrupted one at the same thread count
+    and training code), every sitting, episodes, wall time, sha256."""
     meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
             "config": asdict(cfg)}
     torch.save({**meta, "net": agent.net.state_dict()}, out / "policy.tmp")
@@ -103,7 +104,7 @@ def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict,
                 "gen": agent.gen.get_state(), "wall_s": wall_s, "sittings": sittings, **resume_state}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")  # atomic: a crash never leaves half a file
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-    prov = {**{k: v for k, v in sittings[0].items() if k != "from_episode"}, "seed": cfg.seed, "episodes": episodes,
+    prov = {**{k: v for k, v in sittings[-1].items() if k != "from_episode"}, "seed": cfg.seed, "episodes": episodes,
             "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
     (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
     (out / "provenance.tmp").replace(out / "provenance.json")
