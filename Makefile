@@ -78,7 +78,8 @@ ct-policies: $(STAMP)
 
 results-ct: $(STAMP)
 	for set in mixture paper; do echo $$set; done | xargs -P 2 -n 1 sh -c '$(BIN)/edgetune eval ct \
-	  $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$$0-seed$(s)) --split report --device cpu \
+	  $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$$0-seed$(s) --naive-run $(CT_RESULTS)/naive-seed$(s)) \
+	  --split report --device cpu \
 	  --png $(CT_RESULTS)/stopping-$$0.png --json > $(CT_RESULTS)/report-$$0.json'
 
 clean:
