@@ -19,11 +19,11 @@ from controller.policy.slot import PolicyRejected, PolicySlot, PolicySpec
 from firmware_sim.ct.phantoms import make_phantoms
 from hil.cli import app
 from learner.ct.env import CTObs
-from learner.ct.export import AngleGraph, check_parity, export_ct
+from learner.ct.export import PARITY_ATOL, AngleGraph, check_parity, export_ct
 from learner.ct.net import MASKED_LOGIT, CTActorCritic
 from learner.ct.train import load_policy
 from learner.algos.ddpg import Actor
-from learner.export import PARITY_ATOL, ExportError, export_policy
+from learner.export import ExportError, export_policy
 
 torch.set_num_threads(1)
 POLICIES = Path(__file__).parents[2] / "learner" / "ct" / "policies"
