@@ -10,7 +10,7 @@ and custom images (a folder of .npy arrays: square, finite, within [0, 1], any s
 policy's size) as family "custom" in any split.
 
 Each cell (family × noise model, `per_cell` samples) runs the policy greedily (argmax angle, stop when
-π_ter ≥ 0.5) and golden-ratio angles (snapped to the grid) at every fixed count k = 1 … max_angles on the
+π_ter ≥ 0.5) and golden-ratio angles (snapped to the grid) at every fixed count k = 0 … max_angles on the
 same samples. Reported per cell and run:
 - the paired difference RL − golden ratio at the same count, per sample, with its 95 % CI half-width
   (Student t; `rl_minus_gr_mean`, `rl_minus_gr_ci95`); the cell is `won` only when the CI is clear of zero;
@@ -21,8 +21,8 @@ same samples. Reported per cell and run:
   per run `p_stop_on_gr_by_count`: its stop head's mean probability on those golden-ratio reconstructions
   (how the stopping rule reads each noise level, on the same samples and angles).
 With several runs (training seeds), `training_spread` gives per cell the mean and std over runs of
-`rl_minus_gr_mean` and how many runs won the cell. Optionally the angle counts of an Algorithm 1 (naive)
-policy at 5 % noise on the paper's shapes.
+`rl_minus_gr_mean` and how many runs won the cell. Optionally the angle counts of Algorithm 1 (naive)
+runs at 5 % noise on the paper's shapes (REPORT_SEED samples).
 """
 from __future__ import annotations
 
