@@ -58,7 +58,8 @@ results-mems: $(STAMP)
 # The bundled CT policies and the CT results in docs/results.md: three training sets (mixture = Algorithm 2
 # on the paper's shapes + broad random objects, the default policy; paper = Algorithm 2 on the shapes only,
 # Table 1's policy; naive = Algorithm 1 on the shapes), each on 3 seeds at a fixed episode count (two runs
-# at a time, one thread each), the run to ship chosen on the selection split only; then every run
+# at a time, one thread each; a finished run is left as it is, a stopped one resumes exactly), the run to
+# ship chosen on the selection split only; then every run
 # evaluated on the report split.
 CT_RESULTS := runs/results/ct
 CT_TRAIN_SEEDS := 0 1 2
@@ -67,11 +68,11 @@ CT_NAIVE_EPISODES := 5000
 ct-policies: $(STAMP)
 	mkdir -p $(CT_RESULTS)
 	for set in mixture paper naive; do for s in $(CT_TRAIN_SEEDS); do echo $$set $$s; done; done | \
-	  xargs -P 2 -n 2 sh -c 'out=$(CT_RESULTS)/$$0-seed$$1; test -f $$out.out || { \
-	    case $$0 in naive) args="--algo naive --families paper --episodes $(CT_NAIVE_EPISODES)";; \
-	    *) args="--families $$0 --episodes $(CT_EPISODES)";; esac; \
-	    $(BIN)/edgetune train ct $$args --seed $$1 --threads 1 --device cpu --resume --out $$out \
-	    > $$out.out.tmp 2> $$out.log && mv $$out.out.tmp $$out.out; }'
+	  xargs -P 2 -n 2 sh -c 'out=$(CT_RESULTS)/$$0-seed$$1; \
+	    case $$0 in naive) n=$(CT_NAIVE_EPISODES); args="--algo naive --families paper";; \
+	    *) n=$(CT_EPISODES); args="--families $$0";; esac; \
+	    $(BIN)/edgetune train ct $$args --episodes $$n --seed $$1 --threads 1 --device cpu --resume --out $$out \
+	    > $$out.out 2> $$out.log'
 	for set in mixture:ct_63 paper:ct_63_paper naive:ct_63_naive; do \
 	  $(BIN)/edgetune select ct $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$${set%%:*}-seed$(s)) --device cpu \
 	    --to learner/ct/policies/$${set#*:}; done

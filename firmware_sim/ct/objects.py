@@ -644,7 +644,7 @@ FAMILIES: dict[str, Callable[[np.random.Generator, int], CTObject]] = {
 
 
 def plot_families(png: str, size: int = 63, seed: int = 1, per_family: int = 6) -> None:
-    """A grid of `per_family` draws of every family (rows), gray scale 0 … 1."""
+    """A grid of `per_family` draws of every FAMILIES entry (rows; not the paper's shapes), gray scale 0 … 1."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

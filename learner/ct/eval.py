@@ -90,7 +90,8 @@ def golden_ratio_curve(cfg: CTEnvConfig, n: int, seed: int, device: str | None, 
     """PSNR (n, max_angles + 1) of golden-ratio scans with k = 0 … max_angles angles on the cell's n samples
     (k = 0: the empty reconstruction, where a policy that stops at once ends), and for each Algorithm 2 agent
     in `probes` its mean stop probability π_ter on those reconstructions per k: the stop head's reading of
-    the same data at each noise level, apart from its own angle choice."""
+    the same data at each noise level, apart from its own angle choice (a stop on x̂ from k angles still
+    acquires the angle chosen with it: that scan ends with k + 1)."""
     env = CTBatchEnv(cfg, n, seed=seed, device=device, images=images)
     out, stop = np.empty((n, cfg.max_angles + 1)), {name: [] for name in probes or {}}
     out[:, 0] = env.reset().psnr
@@ -260,13 +261,14 @@ def plot_stopping(result: dict, png: Path) -> None:
         ax.plot(reward, color=colour, label=noise)
         ax.plot(np.argmax(reward), reward.max(), "o", color=colour)
         stops = [c["runs"][r]["p_stop_on_gr_by_count"] for c in cells for r in result["runs"]]
-        if all(stops):
-            ax_stop.plot(np.mean(stops, axis=0), color=colour, label=noise)
+        if any(stops):  # Algorithm 2 runs only
+            ax_stop.plot(np.mean([p for p in stops if p], axis=0), color=colour, label=noise)
         for run in result["runs"]:
             ax.axvline(np.mean([c["runs"][run]["angles_mean"] for c in cells]), color=colour, ls=":", lw=1)
     ax.set(xlabel="angles k", ylabel=f"golden ratio: mean PSNR − {cost:g}·k [dB]",
            title=f"{result['split']} set: best fixed count (dots), runs' mean counts (dotted)")
-    ax_stop.set(xlabel="angles k (golden ratio)", ylabel="mean π_ter (stop probability)", ylim=(0, 1),
+    ax_stop.set(xlabel="k golden-ratio angles in the reconstruction (a stop there ends with k + 1)",
+                ylabel="mean π_ter (stop probability)", ylim=(0, 1),
                 title="the runs' stop head on golden-ratio reconstructions")
     ax.legend(fontsize=8)
     ax_stop.legend(fontsize=8)

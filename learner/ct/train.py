@@ -94,9 +94,9 @@ def _sitting(cfg: TrainConfig, agent, episodes: int) -> dict:
 def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float,
           sittings: list[dict]) -> None:
     """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically.
-    provenance.json: the last sitting's command, commit, threads, … and the seed at the top (run in a new
-    folder it reproduces the whole run: a resumed run equals an uninterrupted one at the same thread count
-    and training code), every sitting, episodes, wall time, sha256."""
+    provenance.json: the last sitting's command, commit, threads, … and the seed at the top (a resumed run
+    equals an uninterrupted one at the same thread count and training code, so that command run in a new
+    folder reproduces the run), every sitting, episodes, wall time, sha256."""
     meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
             "config": asdict(cfg)}
     torch.save({**meta, "net": agent.net.state_dict()}, out / "policy.tmp")
@@ -145,7 +145,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
     obs = env.reset()
     if resume and (out / "checkpoint.pt").exists():
         ck = torch.load(out / "checkpoint.pt", map_location=agent.device, weights_only=False)
-        if "env" not in ck:
+        if "env" not in ck or "sittings" not in ck:
             raise ValueError(f"{out / 'checkpoint.pt'} was written by an older edgetune without the run's state; "
                              "it cannot be resumed exactly (start a new run)")
         was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
@@ -159,6 +159,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
         agent.gen.set_state(ck["gen"])
         env.load_state_dict(ck["env"])
         done_eps, wall0, ret, obs = int(ck["episodes"]), float(ck["wall_s"]), ck["returns"], env.observe()
+        if done_eps >= cfg.episodes:  # finished: nothing to train, nothing to rewrite
+            return {"episodes": done_eps, "new_episodes": 0, "wall_s": wall0, "device": str(agent.device), "out": str(out)}
         sittings = [*ck["sittings"], _sitting(cfg, agent, done_eps)]
         if log_path.exists():
             _truncate_log(log_path, done_eps)

@@ -92,13 +92,20 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(TrainConfig(episodes=24, **cfg), whole)
     train(TrainConfig(episodes=12, **cfg), parts)
-    (parts / "episodes.csv").open("a").write("999,broad,3,1.0,1.0,0,0,0,0,0,9.9\n")  # a row written after the checkpoint
+    with (parts / "episodes.csv").open("a") as fh:
+        fh.write("999,broad,3,1.0,1.0,0,0,0,0,0,9.9\n")  # a row written after the checkpoint
     train(TrainConfig(episodes=24, **cfg), parts, resume=True)
     a, b = (torch.load(d / "policy.pt", weights_only=False)["net"] for d in (whole, parts))
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda d: [r[:-1] for r in csv.reader((d / "episodes.csv").open())]  # noqa: E731  (wall time differs)
     assert strip(whole) == strip(parts)
     assert _eval_numbers(whole) == pytest.approx(_eval_numbers(parts), abs=0.05)
+    prov = json.loads((parts / "provenance.json").read_text())
+    assert [x["from_episode"] for x in prov["sittings"]][0] == 0 and len(prov["sittings"]) == 2
+    assert prov["sittings"][1]["from_episode"] >= 12 and prov["command"] == prov["sittings"][-1]["command"]
+    before = {f: (parts / f).read_bytes() for f in ("provenance.json", "policy.pt", "checkpoint.pt", "episodes.csv")}
+    assert train(TrainConfig(episodes=24, **cfg), parts, resume=True)["new_episodes"] == 0  # finished: no-op
+    assert all((parts / f).read_bytes() == b for f, b in before.items())
     with pytest.raises(ValueError, match="checkpoint is terminal at size 31 on 'mixture'"):
         train(TrainConfig(episodes=30, families="paper", **cfg), parts, resume=True)
 
