@@ -129,6 +129,21 @@ def _truncate_log(path: Path, episodes: int) -> None:
 RESUMABLE = ("episodes", "device", "checkpoint_every", "max_wall_s")  # what a resumed run may change
 
 
+def _load_checkpoint(path: Path, cfg: TrainConfig, agent) -> dict:
+    """A checkpoint that can resume this run exactly: written with the run's state, under the same settings."""
+    ck = torch.load(path, map_location=agent.device, weights_only=False)
+    if "env" not in ck or "sittings" not in ck:
+        raise ValueError(f"{path} was written by an older edgetune without the run's state; "
+                         "it cannot be resumed exactly (start a new run)")
+    was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
+    if was != now:
+        diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was.keys() | now.keys())
+                         if was.get(k) != now.get(k))
+        raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck['families']!r}; "
+                         f"a resumed run must keep its settings (changed: {diff})")
+    return ck
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False,
           on_episodes: Callable[[int], None] | None = None) -> dict:
     """Train until cfg.episodes episodes have finished; returns a summary dict."""
@@ -144,16 +159,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
     sittings = [_sitting(cfg, agent, 0)]
     obs = env.reset()
     if resume and (out / "checkpoint.pt").exists():
-        ck = torch.load(out / "checkpoint.pt", map_location=agent.device, weights_only=False)
-        if "env" not in ck or "sittings" not in ck:
-            raise ValueError(f"{out / 'checkpoint.pt'} was written by an older edgetune without the run's state; "
-                             "it cannot be resumed exactly (start a new run)")
-        was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
-        if was != now:
-            diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was.keys() | now.keys())
-                             if was.get(k) != now.get(k))
-            raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck['families']!r}; "
-                             f"a resumed run must keep its settings (changed: {diff})")
+        ck = _load_checkpoint(out / "checkpoint.pt", cfg, agent)
         agent.net.load_state_dict(ck["net"])
         agent.opt.load_state_dict(ck["opt"])
         agent.gen.set_state(ck["gen"])
