@@ -67,7 +67,12 @@ def attempt(client: PushClient, kind: str, workdir: Path, version: str, params: 
             "accepted": bool(reply.get("accepted")), "reason": reply.get("reason"), "expect": EXPECTED.get(kind),
             "detail": str(reply.get("detail", ""))[:200], "done_ns": done_ns,
             "active_before": before.get("active"), "previous_before": before.get("previous"),
-            "active_after": after.get("active"), "previous_after": after.get("previous")}
+            "active_after": after.get("active"), "previous_after": after.get("previous"),
+            "quarantined_during": sorted(_quarantined(after) - _quarantined(before))}
+
+
+def _quarantined(status: dict[str, Any]) -> set[str]:
+    return {str(q.get("version")) for q in status.get("quarantined", [])}
 
 
 def _unanswered(send: Any, *args: Any) -> dict[str, Any]:
@@ -79,13 +84,20 @@ def _unanswered(send: Any, *args: Any) -> dict[str, Any]:
 
 
 def handled(rec: dict[str, Any]) -> str:
-    """Why a recorded attempt went wrong ('' when the edge did what it must)."""
+    """Why a recorded attempt went wrong ('' when the edge did what it must).
+
+    A policy the edge quarantined for its own run-time failures while the request was served (e.g. over its CPU
+    budget on a loaded host) changes the active policy without the request's doing: the reply is still checked,
+    the before/after status is not (the quarantine is the edge doing what it must, and is recorded as such)."""
+    quarantine = bool(rec.get("quarantined_during"))
     if rec["expect"] is not None:  # a bad request: refused with its reason, the active policy kept
         if rec["accepted"] or rec["reason"] != rec["expect"]:
             return f"{rec['model']}: {'accepted' if rec['accepted'] else 'refused'} ({rec['reason']}), expected {rec['expect']}"
-        if rec["active_after"] != rec["active_before"]:
+        if rec["active_after"] != rec["active_before"] and not quarantine:
             return f"{rec['model']}: active policy changed {rec['active_before']} → {rec['active_after']}"
         return ""
+    if quarantine:  # a good push must still be accepted; a rollback may find nothing left to roll back to
+        return "" if rec["accepted"] or rec["model"] == "rollback" else f"{rec['model']}: {rec['reason']}"
     if rec["model"] == "rollback":
         ok = rec["accepted"] and rec["active_after"] == rec["previous_before"] and rec["previous_after"] == rec["active_before"]
         return "" if ok else (f"rollback: {rec['reason']}, active/previous {rec['active_before']}/{rec['previous_before']}"
