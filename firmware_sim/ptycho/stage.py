@@ -67,11 +67,11 @@ def axis_time_s(p: StageParams, distance_A: np.ndarray | float) -> np.ndarray:
 
 
 def move_time_s(p: StageParams, start_A: np.ndarray, end_A: np.ndarray) -> np.ndarray:
-    """Time from the command to "in position" for moves (..., 2) → (...): the slower axis plus the settle
-    time (0 for a move of zero length, which is in position at once)."""
+    """Time from the command to "in position" for moves (..., 2) → (...) between targets: the slower axis plus
+    the settle time (a move of zero length settles too). The rest error (σ = settle_error_A) changes the
+    distance actually travelled, by a few µs for the defaults."""
     delta = np.asarray(end_A, np.float64) - np.asarray(start_A, np.float64)
-    t = axis_time_s(p, delta).max(axis=-1)
-    return np.where(t > 0, t + p.settle_s, 0.0)
+    return axis_time_s(p, delta).max(axis=-1) + p.settle_s
 
 
 @dataclass(frozen=True)

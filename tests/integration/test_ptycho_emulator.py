@@ -101,7 +101,7 @@ def test_move_time_grows_with_distance_trapezoid_and_triangle() -> None:
     # v²/a = 10 Å: shorter moves are triangles 2√(d/a), longer ones trapezoids d/v + v/a
     assert axis_time_s(p, [0.2, 10.0, 19.8]) == pytest.approx([2 * np.sqrt(0.2 / 4e7), 1e-3, 19.8 / 2e4 + 5e-4])
     t = move_time_s(p, np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]]), np.array([[0.2, 0.2], [19.8, 0.2], [5.0, 5.0]]))
-    assert t == pytest.approx([1.4142e-4 + 1e-4, 1.49e-3 + 1e-4, 0.0], rel=1e-4)  # the slower axis + settle
+    assert t == pytest.approx([1.4142e-4 + 1e-4, 1.49e-3 + 1e-4, 1e-4], rel=1e-4)  # the slower axis + settle
 
 
 def test_profile_respects_speed_and_acceleration_and_halt_brakes_short_of_the_target() -> None:
@@ -221,6 +221,17 @@ async def test_read_back_is_noisy_quantised_and_the_pattern_is_at_the_actual_pos
     assert np.allclose(steps, np.round(steps), atol=1e-3)  # quantised to 1 pm (as f32 on the wire)
     assert reads.std(axis=0) == pytest.approx([wobbly.readback_noise_A] * 2, rel=0.35)
     assert reads.mean(axis=0) == pytest.approx(actual, abs=0.003)
+
+
+async def test_reset_recentres_the_stage_and_keeps_sample_and_dose(device) -> None:
+    dev = await device(key=5, detector=DetectorParams(dose=1e5))
+    await dev.move(3, 4)
+    await dev.acquire()
+    await dev.driver.command(common.Reset(7))
+    st = await dev.status()
+    assert (st.target_x_A, st.target_y_A) == pytest.approx((9.9, 9.9)) and st.in_position and not st.moving
+    frame = await dev.acquire()  # at the centre (no rest error at power-up), with the same sample and dose
+    assert frame.index == 0 and np.array_equal(frame.counts(), expected(*snap(np.full(2, 9.9), OPTICS), dose=1e5))
 
 
 @pytest.mark.parametrize("fault", ["garbage", "drop", "flip"])
