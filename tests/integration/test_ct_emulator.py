@@ -19,6 +19,7 @@ from cobs import cobs
 
 from controller.protocol import common, ct, framing
 from controller.driver import SerialDriver
+from stage_device import StageDevice
 from firmware_sim.ct.physics import line_integrals
 from firmware_sim.ct.emulator import CtEmulator, make_sample
 
@@ -26,26 +27,8 @@ E = common.ErrorCode
 SAMPLE = ct.SetSample(ct.SampleKind.PENTAGON, 3, ct.Split.TRAIN, 63)
 
 
-class Device:
-    def __init__(self, emu: CtEmulator, driver: SerialDriver) -> None:
-        self.emu, self.driver = emu, driver
-        self.data: list[ct.Projection] = []
-        driver.on_frame = lambda msg, _t: self.data.append(msg)
-
-    async def status(self) -> ct.StageStatus:
-        return await self.driver.request(ct.StageStatusRequest(), ct.StageStatus)
-
-    async def refused(self, msg: framing.Message) -> str:
-        with pytest.raises(ValueError, match="device refused") as e:
-            await self.driver.command(msg)
-        return str(e.value).rsplit(" ", 1)[-1]
-
-    async def wait(self, pred, timeout: float = 5.0) -> ct.StageStatus:
-        end = time.monotonic() + timeout
-        while not pred(st := await self.status()):
-            assert time.monotonic() < end, st
-            await asyncio.sleep(0.002)
-        return st
+class Device(StageDevice):
+    status_request, status_type = ct.StageStatusRequest(), ct.StageStatus
 
     async def home(self) -> None:
         await self.driver.command(ct.Home())

@@ -16,6 +16,7 @@ import pytest
 import serial
 
 from controller.driver import SerialDriver
+from stage_device import StageDevice
 from controller.modes.ptycho.optics import Optics, probe
 from controller.protocol import common, framing, ptycho
 from firmware_sim.ptycho.detector import DetectorParams, counts, snap
@@ -35,26 +36,8 @@ def expected(i: int, j: int, key: int = 5, dose: float = OPTICS.dose) -> np.ndar
     return counts(probe(OPTICS), phase_map(key), (i, j), dose, key)
 
 
-class Device:
-    def __init__(self, emu: PtychoEmulator, driver: SerialDriver) -> None:
-        self.emu, self.driver = emu, driver
-        self.frames: list[ptycho.Frame] = []
-        driver.on_frame = lambda msg, _t: self.frames.append(msg)
-
-    async def status(self) -> ptycho.StageStatus:
-        return await self.driver.request(ptycho.StageStatusRequest(), ptycho.StageStatus)
-
-    async def refused(self, msg: framing.Message) -> str:
-        with pytest.raises(ValueError, match="device refused") as e:
-            await self.driver.command(msg)
-        return str(e.value).rsplit(" ", 1)[-1]
-
-    async def wait(self, pred, timeout: float = 5.0) -> ptycho.StageStatus:
-        end = time.monotonic() + timeout
-        while not pred(st := await self.status()):
-            assert time.monotonic() < end, st
-            await asyncio.sleep(0.001)
-        return st
+class Device(StageDevice):
+    status_request, status_type = ptycho.StageStatusRequest(), ptycho.StageStatus
 
     async def move(self, i: int, j: int) -> ptycho.StageStatus:
         await self.driver.command(ptycho.MoveTo(j * PIXEL, i * PIXEL))
@@ -62,14 +45,14 @@ class Device:
 
     async def acquire(self, exposure_us: int = 1000, timeout: float = 3.0) -> ptycho.Frame | None:
         """The next frame, or None when none arrives within ``timeout`` [s]."""
-        n = len(self.frames)
+        n = len(self.data)
         await self.driver.command(ptycho.Acquire(exposure_us))
         end = time.monotonic() + timeout
-        while len(self.frames) == n:
+        while len(self.data) == n:
             if time.monotonic() > end:
                 return None
             await asyncio.sleep(0.002)
-        return self.frames[-1]
+        return self.data[-1]
 
 
 @pytest.fixture
@@ -151,7 +134,7 @@ async def test_move_in_position_acquire_gives_the_keyed_counts_of_that_position(
         assert np.array_equal(frame.counts(), expected(i, j)), (i, j)
         assert (frame.x_A, frame.y_A) == pytest.approx((j * PIXEL, i * PIXEL), abs=0.05)
     again = await dev.acquire()  # the same position again: the same counts (keyed, not drawn in order)
-    assert np.array_equal(again.counts(), expected(99, 12)) and [f.index for f in dev.frames] == [0, 1, 2, 3]
+    assert np.array_equal(again.counts(), expected(99, 12)) and [f.index for f in dev.data] == [0, 1, 2, 3]
     assert dev.driver.decoder.chunked_ok == 4 and dev.driver.decoder.chunk_rejected == 0
 
 
@@ -245,7 +228,7 @@ async def test_a_frame_damaged_on_the_wire_is_counted_and_dropped_and_reacquired
     else:
         dev.emu.wire_fault(fault, 1)  # the frame's first chunk
     await asyncio.sleep(0.5)
-    assert dev.frames == [] and dec.rejected + dec.chunk_rejected > 0 and dec.chunk_missing == 8
+    assert dev.data == [] and dec.rejected + dec.chunk_rejected > 0 and dec.chunk_missing == 8
     frame = await dev.acquire()
     assert frame is not None and frame.index == 1 and np.array_equal(frame.counts(), expected(40, 70))
 
