@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct install clean
+.PHONY: demo test bench results-mems ct-policies results-ct install clean abtem-reference
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,18 @@ results-ct: $(STAMP)
 	  $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$$0-seed$(s) --naive-run $(CT_RESULTS)/naive-seed$(s)) \
 	  --split report --device cpu \
 	  --png $(CT_RESULTS)/stopping-$$0.png --json > $(CT_RESULTS)/report-$$0.json'
+
+# abTEM's reference for the MoS₂ sample (docs/ptycho.md "Sample"): its own venv (abTEM 1.0.x from PyPI), then the
+# committed script writes tests/data/ptycho_abtem.npz, which tests/unit/test_ptycho_sample.py compares ours to.
+ABTEM_VENV := .venv-abtem
+$(ABTEM_VENV)/.installed:
+	$(PYTHON) -m venv $(ABTEM_VENV)
+	$(ABTEM_VENV)/bin/pip install --quiet --upgrade pip
+	$(ABTEM_VENV)/bin/pip install --quiet 'abtem>=1.0,<1.1'
+	touch $@
+
+abtem-reference: $(ABTEM_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(ABTEM_VENV)/bin/python -m firmware_sim.ptycho.abtem_reference tests/data/ptycho_abtem.npz
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -40,7 +40,7 @@ class Optics:
 
     energy_eV: float = 60e3
     aperture_mrad: float = 33.0  # probe convergence semi-angle α
-    defocus_A: float = 0.0  # Δf > 0: underfocus (the probe's aberration χ(k) = πλΔf|k|²); 0 = focused
+    defocus_A: float = 0.0  # Δf > 0: underfocus (the probe's aberration χ(k) = −πλΔf|k|²); 0 = focused
     pixel_A: float = 0.2  # object pixel = scan step
     window: int = 64  # N: pattern and probe window [px]
     grid: int = 100  # positions per axis
@@ -83,13 +83,15 @@ def spatial_frequencies(optics: Optics) -> tuple[np.ndarray, np.ndarray]:
 def probe(optics: Optics) -> np.ndarray:
     """The probe P(r) on the N × N window, centred at pixel [N/2, N/2], Σ|P|² = 1 (complex128).
 
-    P = F⁻¹[A(k) · exp(−iχ(k))], A = 1 inside the aperture λ|k| ≤ α (a sharp edge), χ = πλΔf|k|².
+    P = F⁻¹[A(k) · exp(−iχ(k))], A = 1 inside the aperture λ|k| ≤ α (a sharp edge), χ = −πλΔf|k|²: Kirkland's
+    χ = πλ|k|²(C_s λ²|k|²/2 − Δf) with C_s = 0, where Δf > 0 is underfocus; abTEM's `defocus` (= −C10) is the same
+    Δf (its patterns match ours to 4e-10 at Δf = 20 Å, tests/unit/test_ptycho_sample.py).
     """
     ky, kx = spatial_frequencies(optics)
     k2 = ky * ky + kx * kx
     lam = optics.wavelength_A
     aperture = (lam * np.sqrt(k2) <= optics.aperture_mrad * 1e-3).astype(np.float64)
-    wave = np.fft.fftshift(np.fft.ifft2(aperture * np.exp(-1j * np.pi * lam * optics.defocus_A * k2)))
+    wave = np.fft.fftshift(np.fft.ifft2(aperture * np.exp(1j * np.pi * lam * optics.defocus_A * k2)))
     return wave / np.sqrt(np.sum(np.abs(wave) ** 2))
 
 
