@@ -87,11 +87,11 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # pty-chi, the peer of `edgetune bench ptycho` (hil/bench/ptycho.py runs it in this venv's python as a subprocess);
-# the same torch as ours, so the comparison is of the solvers
+# with PyPI's own torch + torchvision (a CPU-only torch wheel breaks PyPI's torchvision, which ptychi imports)
 PTYCHI_VENV := .venv-ptychi
 ptychi-env: $(PTYCHI_VENV)/.installed
 $(PTYCHI_VENV)/.installed:
 	$(PYTHON) -m venv $(PTYCHI_VENV)
 	$(PTYCHI_VENV)/bin/pip install --quiet --upgrade pip
-	$(PTYCHI_VENV)/bin/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) 'ptychi==2.2.0' 'torch==2.13.*'
+	$(PTYCHI_VENV)/bin/pip install --quiet 'ptychi==2.2.0'
 	touch $@

@@ -37,6 +37,7 @@ controller.cli.register(app, link_app)  # daemon, push, rollback, link …: the 
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
 sim_app.command("ct")(firmware_sim.cli.sim_ct)
 bench_app.command("sirt")(hil.bench.cli.bench_sirt)
+bench_app.command("ptycho")(hil.bench.cli.bench_ptycho)
 train_app.command("mems")(learner.mems.cli.train_mems)
 eval_app.command("mems")(learner.mems.cli.eval_mems)
 train_app.command("ct")(learner.ct.cli.train_ct)
