@@ -28,7 +28,7 @@ from learner.ptycho.lattice import lattice
 
 PTYCHI_PYTHON = Path(__file__).resolve().parents[2] / ".venv-ptychi" / "bin" / "python"
 PEER = Path(__file__).with_name("ptychi_peer.py")
-PEER_STEP = 1.0  # pty-chi's SGD step on its object (measured: hil/bench/ptycho.py's module doc in docs)
+PEER_STEP = 1.0  # pty-chi's SGD step on its object: NOT yet calibrated (its result does not match ours yet)
 PEER_TIMEOUT_S = 3600.0
 
 

@@ -1,8 +1,10 @@
 """The full-grid reference reconstruction: every one of the grid × grid positions, probe known, run to
 convergence; SSIM of a scan is measured against it (the paper's Q_SSIM), cached per (sample key, optics).
 
-ITERATIONS was measured on a lattice object (tests/ptycho_util.py, Table I dose, focused and 20 Å defocused
-probe): the loss and the SSIM to the truth stop changing (< 1e-3 relative per 10 iterations) before it.
+ITERATIONS was measured on the lattice stand-in (learner.ptycho.lattice, Table I dose, focused probe, torch CPU,
+every 10 iterations up to 200): the SSIM to the truth reaches 0.9966 at 60 and changes < 1e-4 after it (it peaks
+at 70–90, then falls 1e-4 as the noise is fitted); the loss falls < 0.2 % per 10 iterations from 90 on
+(18.40 at 90, 18.37 at 100, 18.24 at 200). The 20 Å defocused probe was not measured yet.
 """
 from __future__ import annotations
 
