@@ -226,8 +226,9 @@ def run_scan(env: PtychoBatchEnv, choose: Callable[[PtychoObs], np.ndarray | tor
 class PtychoVecEnv(BatchVecEnv):
     """B scans as a gymnasium vector env: one step per sub-sequence; all scans end together (T − 1 steps).
     observation Dict{"recon": Box((1, G, G)), "positions": Box(−1, 1, (P, 2)) (rows not yet scanned are −1),
-    "last": Box(0, 1, (M, 2))}; action Box(0, 1, (M, 2)); reward 0 until the last step, then the scan's total
-    Voronoi reward (info["rewards"]: the per-position ones, (B, P))."""
+    "last": Box(0, 1, (M, 2))}; action Box(0, 1, (M, 2)); reward 0 until the last step, then the summed Voronoi
+    reward of the positions the actions chose (all but the Halton sub-sequence: a whole scan's rewards sum to
+    zero, voronoi.py); info["rewards"]: the per-position ones, (B, P)."""
 
     def __init__(self, num_envs: int, cfg: PtychoEnvConfig = PtychoEnvConfig(), device: str | None = "cpu",
                  sampler: Sampler | None = None) -> None:
@@ -250,6 +251,6 @@ class PtychoVecEnv(BatchVecEnv):
     def _step_batch(self, actions):
         obs = self._numpy(self._env.step(np.asarray(actions)))
         done = np.full(self.num_envs, self._env.done)
-        total = self._env.rewards.sum(1) if self._env.done else np.zeros(self.num_envs)
+        total = self._env.rewards[:, self._env.cfg.per_subsequence:].sum(1) if self._env.done else np.zeros(self.num_envs)
         info = {"rewards": self._env.rewards} if self._env.done else {}
         return obs, total, done, np.zeros(self.num_envs, bool), info
