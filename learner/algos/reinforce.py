@@ -109,8 +109,8 @@ class Reinforce:
 
     def pretrain_step(self, env: PtychoBatchEnv) -> tuple[ScanResult, dict[str, float]]:
         """One batch of B scans along the Halton continuation and one update of eq. C1."""
-        m, t_count, grid = env.cfg.per_subsequence, env.cfg.subsequences, env.optics.grid
-        targets = [halton(m, grid, start=m * t) for t in range(1, t_count)]
+        m, t_count = env.cfg.per_subsequence, env.cfg.subsequences
+        targets = [halton(m, start=m * t) for t in range(1, t_count)]
         chooser = Chooser(self.policy, "teacher", targets=targets)
         scan = run_scan(env, chooser)
         goal = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=self.device)  # (T−1, M, 2)

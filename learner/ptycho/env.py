@@ -68,7 +68,7 @@ def lattice_phase(key: int, optics: Optics, lattice_A: float = 3.16, width_A: fl
 SAMPLERS: dict[str, Sampler] = {"mos2": mos2_phase, "lattice": lattice_phase}
 
 
-def halton(count: int, grid: int, start: int = 0) -> np.ndarray:
+def halton(count: int, start: int = 0) -> np.ndarray:
     """Points start … start + count − 1 of the unscrambled 2-D Halton sequence (its (0, 0) skipped), in [0, 1]²,
     as (count, 2) (row, column); snap with `to_grid`."""
     seq = qmc.Halton(d=2, scramble=False)
@@ -143,7 +143,7 @@ class PtychoBatchEnv:
         self.probe = probe(self.optics)
         self.probe_t = torch.as_tensor(self.probe, dtype=torch.complex64, device=self.device)
         self.rng = np.random.default_rng(seed)
-        self.first = to_grid(halton(cfg.per_subsequence, self.optics.grid), self.optics.grid)
+        self.first = to_grid(halton(cfg.per_subsequence), self.optics.grid)
 
     @property
     def done(self) -> bool:

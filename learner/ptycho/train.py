@@ -174,14 +174,14 @@ def plot_rewards(log: Path, png: Path) -> None:
     rows = list(csv.DictReader(Path(log).open()))
     x = np.array([int(r["update"]) for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-    for ax, key, label in zip(axes, ("reward", "rmse_rad"), ("reward of the policy's positions", "RMSE vs truth [rad]")):
+    for ax, key, label in zip(axes, ("reward", "rmse_rad"), ("reward of the policy's positions", "RMSE vs truth (means removed) [rad]")):
         y = np.array([float(r[key]) for r in rows])
         for phase, colour in (("pretrain", "tab:gray"), ("reinforce", "tab:blue")):
-            sel = np.array([r["phase"] == phase for r in rows])
+            sel = np.array([r["phase"] == phase for r in rows], bool)
             ax.plot(x[sel], y[sel], ".", ms=3, color=colour, label=phase)
-        w = max(1, min(20, len(y)))
-        if len(y) >= w:
-            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="black", lw=1, label=f"mean of {w}")
+            w = min(20, int(sel.sum()))
+            if w:  # running mean within the phase
+                ax.plot(x[sel][w - 1:], np.convolve(y[sel], np.ones(w) / w, "valid"), color=colour, lw=1)
         ax.set(xlabel="update", ylabel=label)
         ax.legend(fontsize=8)
     fig.savefig(png, dpi=100)

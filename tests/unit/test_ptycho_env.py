@@ -34,7 +34,7 @@ def test_episode_shapes_halton_start_and_rewards():
     assert [o.t for o in seen] == [1, 2] and seen[0].recon.shape == (2, 1, 100, 100)
     assert seen[1].positions.shape == (2, 8, 2) and seen[1].last.shape == (2, 4, 2)
     assert float(seen[0].recon.mean().abs()) < 1e-5  # mean removed
-    assert np.array_equal(scan.positions[0][0], to_grid(halton(4, 100), 100))  # the first sub-sequence is Halton
+    assert np.array_equal(scan.positions[0][0], to_grid(halton(4), 100))  # the first sub-sequence is Halton
     allpos = np.concatenate(scan.positions, 1)
     assert all(len(np.unique(p, axis=0)) == 12 for p in allpos)  # never a position twice
     assert scan.rewards.shape == (2, 12) and scan.recon.shape == (2, 100, 100)
