@@ -89,8 +89,60 @@ def sim_ct(
     _serve(emu)
 
 
-def _serve(emu) -> None:
-    """Print the emulator's device path first, serve until SIGINT/SIGTERM, close the pty."""
+def sim_ptycho(
+    key: int = typer.Option(0, help="Sample key: the MoS₂ sample drawn from it and the detector noise's key."),
+    phase_npy: Optional[Path] = typer.Option(None, help="A phase map (.npy, radians, 163 × 163 for the default "
+                                                        "optics) on the stage instead of the MoS₂ sample; "
+                                                        "SetSample is then refused."),
+    defocus: float = typer.Option(0.0, help="Probe defocus Δf [Å] (0 focused; the evaluation's defocused: 20)."),
+    dose: float = typer.Option(2.1e5, help="Electrons per pattern at the nominal exposure (Table I's dose)."),
+    exposure_us: int = typer.Option(1000, help="Nominal exposure [µs]; other exposures get a proportional dose."),
+    seed: int = typer.Option(0, help="Stage rest-error and read-back noise seed."),
+    speed: float = typer.Option(1.0, help="Run this many times faster than real time."),
+    tick_hz: float = typer.Option(1000.0, help="How often (device time) a running exposure is checked for its end."),
+    tx_buffer: int = typer.Option(64 * 1024, help="Device TX buffer in bytes (holds at least one frame)."),
+    rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
+    link: Optional[Path] = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug)."),
+    control_stdin: bool = typer.Option(False, help="Read serial fault commands from stdin, one a line: "
+                                                    "garbage N | stall S | reboot | unplug S | drop N | truncate N | "
+                                                    "flip N | dropbyte N."),
+) -> None:
+    """Serve the ptychography scan stage + pixel detector on a new pty; the first stdout line is the device
+    path. Stops on SIGINT/SIGTERM."""
+    import math
+
+    import numpy as np
+
+    from controller.modes.ptycho.optics import Optics
+    from firmware_sim.ptycho.detector import DetectorParams
+    from firmware_sim.ptycho.emulator import PtychoEmulator
+
+    try:
+        if not math.isfinite(defocus):
+            raise ValueError(f"defocus must be finite, got {defocus}")
+        optics = Optics(defocus_A=defocus)
+        sampler = None
+        if phase_npy is None:
+            from firmware_sim.ptycho.mos2 import draw_phase  # the MoS₂ sample generator (loaded only when used)
+
+            sampler = lambda k: draw_phase(k, optics)  # noqa: E731
+            phase = sampler(key)
+        else:
+            try:
+                phase = np.load(phase_npy, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise typer.BadParameter(f"cannot read {phase_npy}: {e}", param_hint="--phase-npy") from None
+        emu = PtychoEmulator(phase, key, optics=optics, detector=DetectorParams(dose, exposure_us), sampler=sampler,
+                             seed=seed, speed=speed, tick_hz=tick_hz, tx_buffer=tx_buffer, rx_buffer=rx_buffer)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    emu.link = link
+    _serve(emu, control_stdin)
+
+
+def _serve(emu, control_stdin: bool = False) -> None:
+    """Print the emulator's device path first, serve until SIGINT/SIGTERM (fault commands from stdin when
+    ``control_stdin``), close the pty."""
     import signal
     import threading
 
@@ -98,6 +150,8 @@ def _serve(emu) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(emu.open(), flush=True)
+    if control_stdin:
+        threading.Thread(target=_control_loop, args=(emu,), daemon=True, name="control").start()
     try:
         emu.run(stop)
     finally:
