@@ -272,6 +272,7 @@ class ScanPolicy:
         self._hidden = self.binding.state[ptycho.HIDDEN]
         self.faults = 0  # decisions whose means were not finite
         self.manifest: Manifest | None = None  # set by from_artifact
+        self.path: Path | None = None
         self.latency_us = 0.0  # median decision CPU time on the probes (from_artifact)
 
     @property
@@ -298,7 +299,7 @@ class ScanPolicy:
                                                 f"inputs {ptycho.inputs(field)} outputs {ptycho.outputs()} and the "
                                                 f"state {ptycho.HIDDEN} ({ptycho.LAYERS}, H) → {ptycho.HIDDEN_NEXT}")
         policy = cls(model, field, state[0])
-        policy.manifest = manifest
+        policy.manifest, policy.path = manifest, Path(directory)
         rng = np.random.default_rng(0)
         probes = [(np.zeros((field, field), np.float32), np.zeros((0, 2))),
                   (rng.normal(0.0, 0.3, (field, field)), rng.random((ptycho.M_MAX, 2)))]

@@ -14,31 +14,17 @@ import pytest
 import torch
 
 from controller.driver import SerialDriver
-from controller.modes.ptycho import recon
 from controller.modes.ptycho.config import PtychoConfig
-from controller.modes.ptycho.optics import probe
-from controller.modes.ptycho.path import halton, snap_unvisited
-from controller.modes.ptycho.scan import PtychoScan, policy_field
+from controller.modes.ptycho.scan import PtychoScan
 from controller.modes.ptycho import spec
 from controller.policy.runtime import ScanPolicy
 from controller.protocol import ptycho
-from firmware_sim.ptycho.detector import counts
 from firmware_sim.ptycho.emulator import PtychoEmulator
 from learner.ptycho.export import export_scan_policy
-from ptycho_policy import TinyScanNet
+from ptycho_policy import KEY, TinyScanNet, reference, sample
 
-KEY = 9
 SMALL = dict(positions=40, subsequences=4, iterations=2)
 CFG = PtychoConfig(**SMALL)
-
-
-def sample(key: int = KEY) -> np.ndarray:
-    """A smooth phase object (MoS₂ samples are the PHYS helper's; the mode takes any phase map)."""
-    n = CFG.optics.object_px
-    rng = np.random.default_rng(key)
-    y, x = np.mgrid[:n, :n] / n
-    return 0.3 * np.sin(2 * np.pi * (rng.uniform(2, 5) * x + rng.uniform(0, 1))) * np.cos(
-        2 * np.pi * rng.uniform(2, 5) * y) + 0.3
 
 
 @pytest.fixture(scope="module")
@@ -56,28 +42,6 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     torch.onnx.export(nan, inputs, str(out / "nan.onnx"), dynamo=False, input_names=[
         spec.RECON, spec.POSITIONS, spec.COUNT, spec.HIDDEN], output_names=[spec.MEANS, spec.HIDDEN_NEXT])
     return {"1": out / "1", "2": out / "2", "edge": out / "edge", "nan": out / "nan.onnx"}
-
-
-def reference(policy: ScanPolicy | None, cfg: PtychoConfig, key: int = KEY) -> tuple[list[list], np.ndarray]:
-    """The scan in process: each sub-sequence's positions (the policy's order) and the final reconstruction."""
-    o, phase = cfg.optics, sample(key)
-    wave, visited = probe(o), np.zeros((o.grid, o.grid), bool)
-    dose = cfg.dose * cfg.exposure_us / 1000  # the emulator's nominal exposure is 1 ms
-    image, last, idx, amps, chosen, done = np.zeros((o.object_px, o.object_px)), np.zeros((0, 2)), [], [], [], 0
-    if policy is not None:
-        policy.reset()
-    for t, size in enumerate(cfg.sizes):
-        means = policy.decide(policy_field(image, o.grid, o.window), last) if policy and t else None
-        planned = snap_unvisited(halton(size, done) if means is None else means[:size], visited)
-        for p in planned:
-            visited[tuple(p)] = True
-            idx.append(recon.window_indices(p[None], o.object_px, o.window)[0])
-            amps.append(recon.amplitudes(counts(wave, phase, tuple(p), dose, key).astype(np.float64), dose))
-        data = recon.Measured(np.stack(idx)[None], np.stack(amps)[None], np.ones((1, len(idx))))
-        image = recon.reconstruct(image.reshape(1, -1), wave, data, cfg.iterations).reshape(image.shape)
-        last, done = planned / (o.grid - 1), done + size
-        chosen.append(planned.tolist())
-    return chosen, image
 
 
 @pytest.fixture
