@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from controller.modes.ct.config import AnglesConfig
 from controller.modes.mems.pid import BASELINE_GAINS
+from controller.modes.ptycho.config import PtychoConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -185,6 +186,7 @@ class EdgeConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
     angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/modes/ct/session.py)
+    ptycho: PtychoConfig = PtychoConfig()  # loop.mode "ptycho" (controller/modes/ptycho/session.py)
     log: LogConfig = LogConfig()
 
 

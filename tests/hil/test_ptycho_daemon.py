@@ -1,0 +1,73 @@
+"""The ptycho-mode daemon as a real process against `edgetune sim ptycho` (a real pty): a recurrent scan policy
+pushed over the authenticated channel, an adaptive scan over the push channel, its positions and saved
+reconstruction compared with the same ONNX policy run in process on the same keyed counts
+(tests/ptycho_policy.py `reference`), and a refused push of the wrong task."""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.link.auth import write_keyfile
+from controller.link.host_push import PushClient
+from controller.modes.ptycho.config import PtychoConfig
+from controller.policy.runtime import ScanPolicy
+from controller.recorder import read_events
+from hil.stand import SimulatedStand
+from learner.ptycho.export import export_scan_policy
+from ptycho_policy import KEY, TinyScanNet, reference, sample
+
+pytestmark = pytest.mark.hil
+
+PTYCHO = {"positions": 40, "subsequences": 4, "iterations": 2}
+
+
+async def wait_ready(stand: SimulatedStand, client: PushClient, timeout_s: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert stand.daemon is not None and stand.daemon.poll() is None, (stand.workdir / "daemon.log").read_text()
+        try:
+            status = await asyncio.to_thread(client.status)
+            if status["device_up"]:
+                return status
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the ptycho daemon did not come up"
+        await asyncio.sleep(0.1)
+
+
+async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tmp_path: Path) -> None:
+    policy_dir = tmp_path / "artifact"
+    export_scan_policy(TinyScanNet(), policy_dir, field=100, hidden_size=8, training_run="tiny", version="7")
+    np.save(tmp_path / "phase.npy", sample())
+    stand = SimulatedStand(tmp_path / "stand", device="ptycho", seed=1,
+                           emulator_args=("--phase-npy", str(tmp_path / "phase.npy"), "--key", str(KEY)),
+                           config={"loop": {"mode": "ptycho"}, "ptycho": PTYCHO})
+    stand.start_emulator()
+    write_keyfile(stand.key_file, (1, 2))
+    stand.write_config()
+    stand.start_daemon()
+    assert stand.keyring is not None
+    client = PushClient(stand.push_addr, stand.keyring, 1)
+    try:
+        status = await wait_ready(stand, client)
+        assert status["active"] is None and not status["scanning"]
+        pushed = await asyncio.to_thread(client.push, policy_dir)
+        assert pushed["accepted"] and pushed["version"] == "7", pushed
+        res = await asyncio.to_thread(client.scan)
+        assert res["accepted"] and res["stopped_by"] == "max_steps" and res["policy_faults"] == 0, res
+        chosen, image = reference(ScanPolicy.from_artifact(policy_dir, 100), PtychoConfig(**PTYCHO))
+        assert [s["positions"] for s in res["subsequences"]] == chosen
+        assert [s["policy"] for s in res["subsequences"]] == [None, "7", "7", "7"]
+        np.testing.assert_allclose(np.load(res["reconstruction"]), image, rtol=0, atol=1e-9)
+        assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0} and not res["stage"]["moving"]
+        assert res["gate"] == {"clamped": 0, "non_finite": 0} and res["n_positions"] == 40
+        paths = res["paths"]
+        assert paths["ordered"]["move_s"] <= min(paths["policy"]["move_s"], paths["raster"]["move_s"])
+    finally:
+        await stand.close()
+    scans = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "scan"]
+    assert len(scans) == 1 and scans[0]["positions"] == res["positions"]

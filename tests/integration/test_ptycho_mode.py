@@ -1,0 +1,160 @@
+"""The ptycho mode (controller/modes/ptycho/scan.py) against the ptychography emulator on a real pty: the
+positions an exported recurrent policy chooses match an in-process run of the same ONNX policy on the same
+keyed counts, the reconstruction equals the numpy one; abort, the safety gate, a NaN policy, a hot swap and
+frames lost on the wire."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from controller.driver import SerialDriver
+from controller.modes.ptycho.config import PtychoConfig
+from controller.modes.ptycho.scan import PtychoScan
+from controller.modes.ptycho import spec
+from controller.policy.runtime import ScanPolicy
+from controller.protocol import ptycho
+from firmware_sim.ptycho.emulator import PtychoEmulator
+from learner.ptycho.export import export_scan_policy
+from ptycho_policy import KEY, TinyScanNet, reference, sample
+
+SMALL = dict(positions=40, subsequences=4, iterations=2)
+CFG = PtychoConfig(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("ptycho")
+    for version, seed in (("1", 0), ("2", 1)):
+        export_scan_policy(TinyScanNet(seed=seed), out / version, field=CFG.optics.grid, hidden_size=8,
+                           training_run="tiny", version=version)
+    export_scan_policy(TinyScanNet(bias=30.0), out / "edge", field=CFG.optics.grid, hidden_size=8,
+                       training_run="tiny", version="edge")
+    nan = TinyScanNet()
+    with torch.no_grad():
+        nan.head.bias[0] = float("nan")
+    inputs = (torch.zeros(1, 1, 100, 100), torch.zeros(1, spec.M_MAX, 2), torch.zeros(1, 1), torch.zeros(1, 2, 8))
+    torch.onnx.export(nan, inputs, str(out / "nan.onnx"), dynamo=False, input_names=[
+        spec.RECON, spec.POSITIONS, spec.COUNT, spec.HIDDEN], output_names=[spec.MEANS, spec.HIDDEN_NEXT])
+    return {"1": out / "1", "2": out / "2", "edge": out / "edge", "nan": out / "nan.onnx"}
+
+
+@pytest.fixture
+async def stand() -> AsyncIterator:
+    emu = PtychoEmulator(sample(), KEY, seed=0)
+    stop = threading.Event()
+    driver = SerialDriver(emu.open(), messages=ptycho.PTYCHO, silence_timeout_s=None)
+    th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
+    th.start()
+    await driver.start(connect_timeout_s=3.0)
+    yield emu, driver
+    await driver.close()
+    stop.set()
+    th.join(2)
+    emu.close()
+
+
+async def test_policy_scan_matches_the_policy_in_process_and_orders_a_shorter_path(stand, artifacts) -> None:
+    emu, driver = stand
+    mode = PtychoScan(driver, CFG, ScanPolicy.from_artifact(artifacts["1"], 100))
+    async with asyncio.timeout(30):
+        res = await mode.run()
+    chosen, image = reference(ScanPolicy.from_artifact(artifacts["1"], 100), CFG)
+    assert [s["positions"] for s in res.subsequences] == chosen
+    assert [s["source"] for s in res.subsequences] == ["halton"] + ["policy"] * 3 and res.policy_faults == 0
+    assert sorted(map(tuple, sum(chosen, []))) == sorted(res.positions) and len(set(res.positions)) == 40
+    np.testing.assert_allclose(res.reconstruction, image, rtol=0, atol=1e-9)
+    assert res.stopped_by == "max_steps" and emu.busy_refused == 0 and emu.cmd_rejected == 0
+    assert mode.gate.clamped == mode.gate.non_finite == 0 and res.reacquired == 0
+    for s in res.subsequences:  # the acquisition order is the shortest of the three
+        assert s["paths"]["ordered"]["move_s"] <= min(s["paths"]["policy"]["move_s"], s["paths"]["raster"]["move_s"])
+    assert len(res.timings["policy"]) == 3 and len(res.timings["recon"]) == 4 and len(res.timings["move"]) == 40
+
+
+async def test_frames_lost_on_the_wire_are_acquired_again(stand, artifacts) -> None:
+    emu, driver = stand
+    cfg = PtychoConfig(**SMALL, exposure_us=20_000)  # 20 ms: the fault is queued while the detector exposes
+    mode = PtychoScan(driver, cfg, ScanPolicy.from_artifact(artifacts["1"], 100))
+    command, sent = driver.command, []
+
+    async def faulty(msg, *args):
+        out = await command(msg, *args)
+        if isinstance(msg, ptycho.Acquire):
+            sent.append(msg)
+            if len(sent) == 5:
+                emu.inject(b"\x55" * 200)  # merges with the frame's first chunk
+            elif len(sent) == 25:
+                emu.wire_fault("drop", 1)
+        return out
+
+    driver.command = faulty  # type: ignore[method-assign]
+    async with asyncio.timeout(60):
+        res = await mode.run()
+    chosen, image = reference(ScanPolicy.from_artifact(artifacts["1"], 100), cfg)
+    assert res.reacquired == 2 and len(sent) == 42 and res.stopped_by == "max_steps"
+    assert [s["positions"] for s in res.subsequences] == chosen
+    np.testing.assert_allclose(res.reconstruction, image, rtol=0, atol=1e-9)
+
+
+async def test_abort_mid_scan_rests_the_stage(stand) -> None:
+    emu, driver = stand
+    mode = PtychoScan(driver, PtychoConfig(positions=200, subsequences=2, iterations=1))
+    scan = asyncio.create_task(mode.run())
+    async with asyncio.timeout(20):
+        while len(mode.result.positions) < 5:
+            await asyncio.sleep(0.002)
+        await mode.abort()
+        res = await scan
+    assert res.stopped_by == "aborted" and 5 <= len(res.positions) < 200 and not mode.running
+    st = await driver.request(ptycho.StageStatusRequest(), ptycho.StageStatus)
+    await asyncio.sleep(0.05)
+    later = await driver.request(ptycho.StageStatusRequest(), ptycho.StageStatus)
+    assert not (st.moving or st.exposing or later.moving) and (later.target_x_A, later.target_y_A) == (
+        st.target_x_A, st.target_y_A) and emu.busy_refused == 0
+
+
+async def test_out_of_limits_positions_are_clamped_by_the_gate(stand, artifacts) -> None:
+    emu, driver = stand
+    cfg = PtychoConfig(positions=20, subsequences=2, iterations=1, max_A=10.0)  # grid index ≤ 50 on both axes
+    mode = PtychoScan(driver, cfg, ScanPolicy.from_artifact(artifacts["edge"], 100))
+    async with asyncio.timeout(30):
+        res = await mode.run()
+    assert np.min(res.subsequences[1]["positions"]) > 90  # the policy asked for the far corner
+    assert mode.gate.clamped >= 10 and emu.cmd_rejected == 0 and emu.busy_refused == 0
+    assert max(max(p) for p in res.positions) == 50 and max(max(r) for r in res.readback_A) < 10.1
+
+
+async def test_a_nan_policy_falls_back_to_the_halton_continuation(stand, artifacts) -> None:
+    _, driver = stand
+    policy = ScanPolicy(artifacts["nan"], 100)
+    res = await PtychoScan(driver, CFG, policy).run()
+    assert res.policy_faults == 3 == policy.faults and res.stopped_by == "max_steps"
+    assert [s["source"] for s in res.subsequences] == ["halton"] + ["fallback"] * 3
+    assert [s["positions"] for s in res.subsequences] == reference(None, CFG)[0]
+    assert np.all(np.isfinite(res.reconstruction))
+
+
+async def test_a_policy_swapped_mid_scan_chooses_from_the_next_subsequence(stand, artifacts) -> None:
+    _, driver = stand
+    one, two = (ScanPolicy.from_artifact(artifacts[v], 100) for v in "12")
+    mode = PtychoScan(driver, CFG, one)
+    scan = asyncio.create_task(mode.run())
+    async with asyncio.timeout(30):
+        while len(mode.result.positions) < 15:  # inside sub-sequence 1 (positions 10 … 19)
+            await asyncio.sleep(0.001)
+        two.reset()
+        mode.policy = two
+        res = await scan
+    assert [s["policy"] for s in res.subsequences] == [None, "1", "2", "2"]
+
+
+def test_config_is_validated() -> None:
+    for bad in (dict(positions=0), dict(subsequences=300, positions=250), dict(positions=250, subsequences=1),
+                dict(iterations=0), dict(min_A=5.0, max_A=1.0), dict(poll_s=0.0)):
+        with pytest.raises(ValueError):
+            PtychoConfig(**bad)
