@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.ptycho.env import PtychoBatchEnv, PtychoObs, ScanResult, halton, run_scan
+from controller.modes.ptycho.path import halton
+from controller.modes.ptycho.spec import M_MAX
+from learner.ptycho.env import PtychoBatchEnv, PtychoObs, ScanResult, run_scan
 from learner.ptycho.policy import ScanPolicy
 
 
@@ -53,12 +55,13 @@ class Chooser:
     def __call__(self, obs: PtychoObs) -> np.ndarray:
         if self.hidden is None:
             self.hidden = self.policy.initial_hidden(obs.recon.shape[0])
-        means, self.hidden = self.policy(obs.recon, obs.last, self.hidden)
+        means, self.hidden = self.policy.step(obs.recon, obs.last, self.hidden)
         self.means.append(means)
+        means = means[:, :obs.want]
         if self.mode == "greedy":
             return means.detach().cpu().numpy()
         if self.mode == "teacher":
-            return np.broadcast_to(self.targets[len(self.means) - 1], means.shape)
+            return np.broadcast_to(self.targets[len(self.means) - 1][:obs.want], means.shape)
         noise = torch.randn(means.shape, generator=self.gen).to(means.device)
         action = (means + self.policy.cfg.sigma * noise).detach()
         self.logp.append(self.policy.distribution(means).log_prob(action).sum(-1))
@@ -101,20 +104,19 @@ class Reinforce:
         """One batch of B scans sampled from π_θ and one update of eq. 8."""
         chooser = Chooser(self.policy, "sample", self.gen)
         scan = run_scan(env, chooser)
-        m = env.cfg.per_subsequence
-        rewards = torch.as_tensor(scan.rewards[:, m:], dtype=torch.float32, device=self.device)
+        rewards = torch.as_tensor(scan.rewards[:, env.cfg.sizes[0]:], dtype=torch.float32, device=self.device)
         loss = reinforce_loss(torch.cat(chooser.logp, 1), rewards, self.cfg)
         self._update(self.opt, loss)
         return scan, {"loss": float(loss.detach()), "reward": float(rewards.sum(1).mean())}
 
     def pretrain_step(self, env: PtychoBatchEnv) -> tuple[ScanResult, dict[str, float]]:
         """One batch of B scans along the Halton continuation and one update of eq. C1."""
-        m, t_count = env.cfg.per_subsequence, env.cfg.subsequences
-        targets = [halton(m, start=m * t) for t in range(1, t_count)]
+        starts = np.cumsum(env.cfg.sizes)[:-1]
+        targets = [halton(M_MAX, start=int(s)) for s in starts]  # all M_MAX outputs: any M starts from Halton
         chooser = Chooser(self.policy, "teacher", targets=targets)
         scan = run_scan(env, chooser)
-        goal = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=self.device)  # (T−1, M, 2)
-        means = torch.stack(chooser.means[:len(targets)], 1)  # (B, T−1, M, 2)
+        goal = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=self.device)  # (T−1, M_MAX, 2)
+        means = torch.stack(chooser.means, 1)  # (B, T−1, M_MAX, 2)
         loss = ((means - goal) ** 2).sum((1, 2, 3)).mean()  # eq. C1, batch mean
         self._update(self.pre_opt, loss)
-        return scan, {"loss": float(loss.detach()), "reward": float(scan.rewards[:, m:].sum(1).mean())}
+        return scan, {"loss": float(loss.detach()), "reward": float(scan.rewards[:, env.cfg.sizes[0]:].sum(1).mean())}

@@ -3,23 +3,21 @@
 An episode scans one sample (a phase map φ = σV on the object grid, `Optics.object_px`² px, from a *sampler*
 `sampler(key, optics)`; the default is firmware_sim.ptycho.mos2.draw_phase) with P positions in T
 sub-sequences of M = P / T (default 250 = 5 × 50):
-  - the first sub-sequence is the unscrambled Halton sequence (scipy.stats.qmc.Halton, bases 2 and 3, its
-    first point (0, 0) skipped), snapped to the grid; it is acquired by `reset`;
+  - the first sub-sequence is the unscrambled Halton sequence (controller/modes/ptycho/path.halton, as on the
+    edge); it is acquired by `reset`; sub-sequence sizes split P as evenly as possible (`sizes`);
   - after each sub-sequence the reconstruction (controller.modes.ptycho.recon.reconstruct, warm-started from
     the previous one, `iterations` gradient steps on all positions so far) is updated;
   - observation: the reconstruction over the scanned field (object pixels 32 … 131, 100 × 100, its mean
     removed), all positions so far and the last sub-sequence's, normalised to [0, 1] (grid index / (grid − 1));
-  - action: the next sub-sequence's M positions, continuous in [0, 1]² (clipped to it), snapped to the nearest
-    grid point. A position already visited (earlier, or earlier in the same sub-sequence) moves to the nearest
-    unvisited grid point (Euclidean on the grid; ties to the first in row-major order), processed in the
-    sub-sequence's order, so the result is deterministic and never repeats a position;
+  - action: the next sub-sequence's M positions, continuous in [0, 1]², snapped to unvisited grid points by the
+    edge's rule (path.snap_unvisited: nearest grid point; a visited one moves to the nearest unvisited);
   - after the last sub-sequence: per-position Voronoi rewards of the final reconstruction (learner/ptycho/voronoi.py).
 Counts are firmware_sim.ptycho.detector.counts, Poisson keyed per (sample key, position): the same sample and
 positions give the same data in any order (and in the instrument emulator).
 
 `run_scan(env, choose)` drives a whole episode with any chooser `choose(obs) -> (B, M, 2)` in [0, 1] (the
 policy, or a baseline layout); `PtychoVecEnv` is the gymnasium vector view (learner/envs/base.py).
-Sample keys: training draws keys in [0, TRAIN_KEYS); keys ≥ TRAIN_KEYS are left to the evaluation.
+Sample keys: training draws keys from firmware_sim.ptycho.mos2.SPLITS["train"]; the others are the evaluation's.
 """
 from __future__ import annotations
 
@@ -29,15 +27,15 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from scipy.stats import qmc
-
 from controller.modes.ptycho import recon
 from controller.modes.ptycho.optics import Optics, probe
+from controller.modes.ptycho.path import halton, snap_unvisited
 from firmware_sim.ptycho.detector import counts
+from firmware_sim.ptycho.mos2 import SPLITS
 from learner.envs.base import BatchVecEnv
 from learner.ptycho import voronoi
+from learner.ptycho.lattice import MOS2_A, lattice
 
-TRAIN_KEYS = 2**30
 Sampler = Callable[[int, Optics], np.ndarray]
 
 
@@ -48,53 +46,15 @@ def mos2_phase(key: int, optics: Optics) -> np.ndarray:
     return draw_phase(key, optics)
 
 
-def lattice_phase(key: int, optics: Optics, lattice_A: float = 3.16, width_A: float = 0.3,
-                  peak_rad: float = 0.4) -> np.ndarray:
-    """A toy sample: Gaussian peaks on a hexagonal lattice (MoS₂'s a = 3.16 Å) at a random shift and rotation."""
+def lattice_phase(key: int, optics: Optics) -> np.ndarray:
+    """A toy sample (tests, quick runs): learner/ptycho/lattice.py's Gaussian peaks on MoS₂'s hexagonal lattice,
+    0.4 rad high, at a rotation and shift drawn from ``key``."""
     rng = np.random.default_rng(key)
-    n, a, w = optics.object_px, lattice_A / optics.pixel_A, width_A / optics.pixel_A
-    angle, shift = rng.uniform(0, np.pi / 3), rng.uniform(0, a, 2)
-    basis = a * np.array([[np.cos(angle), np.sin(angle)], [np.cos(angle + np.pi / 3), np.sin(angle + np.pi / 3)]])
-    reach = int(np.ceil(2 * n / a))
-    u, v = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
-    sites = u.reshape(-1, 1) * basis[0] + v.reshape(-1, 1) * basis[1] + shift
-    sites = sites[np.all((sites > -3 * w) & (sites < n + 3 * w), 1)]
-    x = np.arange(n)
-    gy = np.exp(-(x[None, :] - sites[:, :1]) ** 2 / (2 * w * w))  # (S, n) rows
-    gx = np.exp(-(x[None, :] - sites[:, 1:]) ** 2 / (2 * w * w))  # (S, n) columns
-    return peak_rad * np.einsum("si,sj->ij", gy, gx)
+    return lattice(optics, width_A=0.3, peak=0.4, angle=rng.uniform(0, np.pi / 3),
+                   shift_A=tuple(rng.uniform(0, MOS2_A, 2)))
 
 
 SAMPLERS: dict[str, Sampler] = {"mos2": mos2_phase, "lattice": lattice_phase}
-
-
-def halton(count: int, start: int = 0) -> np.ndarray:
-    """Points start … start + count − 1 of the unscrambled 2-D Halton sequence (its (0, 0) skipped), in [0, 1]²,
-    as (count, 2) (row, column); snap with `to_grid`."""
-    seq = qmc.Halton(d=2, scramble=False)
-    seq.fast_forward(1 + start)
-    return seq.random(count)
-
-
-def to_grid(unit: np.ndarray, grid: int) -> np.ndarray:
-    """[0, 1]² coordinates (…, 2) → nearest grid indices (int64), clipped to the grid."""
-    return np.rint(np.clip(unit, 0.0, 1.0) * (grid - 1)).astype(np.int64)
-
-
-def snap(unit: np.ndarray, visited: np.ndarray) -> np.ndarray:
-    """One sub-sequence (M, 2) in [0, 1]² → distinct unvisited grid positions (M, 2); marks them in ``visited``
-    (grid × grid bool, changed in place). A visited point moves to the nearest unvisited one (module doc)."""
-    grid = visited.shape[0]
-    want = to_grid(unit, grid)
-    if len(want) > (~visited).sum():
-        raise ValueError(f"{len(want)} positions asked for but only {(~visited).sum()} grid points are unvisited")
-    for m, (i, j) in enumerate(want):
-        if visited[i, j]:
-            free = np.argwhere(~visited)  # row-major order: argmin takes the first of equal distances
-            i, j = free[np.argmin(((free - (i, j)) ** 2).sum(1))]
-            want[m] = i, j
-        visited[i, j] = True
-    return want
 
 
 @dataclass(frozen=True)
@@ -106,8 +66,10 @@ class PtychoEnvConfig:
     sample: str = "mos2"  # a SAMPLERS name (used when no sampler is given)
 
     @property
-    def per_subsequence(self) -> int:
-        return self.positions // self.subsequences
+    def sizes(self) -> tuple[int, ...]:
+        """Positions per sub-sequence: P split as evenly as possible, the larger ones first (250 in 3: 84, 83, 83)."""
+        base, extra = divmod(self.positions, self.subsequences)
+        return tuple(base + (t < extra) for t in range(self.subsequences))
 
 
 @dataclass
@@ -116,6 +78,7 @@ class PtychoObs:
     positions: torch.Tensor  # (B, K, 2) float32 in [0, 1]: every position so far, in acquisition order
     last: torch.Tensor  # (B, M, 2) float32 in [0, 1]: the last sub-sequence
     t: int  # sub-sequences acquired
+    want: int  # M of the next sub-sequence (what a chooser returns; 0 when the scan is done)
 
 
 @dataclass
@@ -130,8 +93,8 @@ class PtychoBatchEnv:
 
     def __init__(self, cfg: PtychoEnvConfig = PtychoEnvConfig(), batch: int = 1, seed: int = 0,
                  device: str | None = "cpu", sampler: Sampler | None = None) -> None:
-        if cfg.subsequences < 2 or cfg.positions % cfg.subsequences or cfg.iterations < 1 or batch < 1:
-            raise ValueError(f"need batch ≥ 1, ≥ 2 sub-sequences dividing the positions, ≥ 1 iteration: {cfg}, {batch}")
+        if not 2 <= cfg.subsequences <= cfg.positions or cfg.iterations < 1 or batch < 1:
+            raise ValueError(f"need batch ≥ 1, 2 … P sub-sequences and ≥ 1 iteration: {cfg}, {batch}")
         if sampler is None and cfg.sample not in SAMPLERS:
             raise ValueError(f"sample must be one of {sorted(SAMPLERS)}, got {cfg.sample!r}")
         self.cfg, self.batch = cfg, batch
@@ -143,7 +106,6 @@ class PtychoBatchEnv:
         self.probe = probe(self.optics)
         self.probe_t = torch.as_tensor(self.probe, dtype=torch.complex64, device=self.device)
         self.rng = np.random.default_rng(seed)
-        self.first = to_grid(halton(cfg.per_subsequence), self.optics.grid)
 
     @property
     def done(self) -> bool:
@@ -152,7 +114,8 @@ class PtychoBatchEnv:
     def reset(self, keys: np.ndarray | None = None) -> PtychoObs:
         """New scans (sample keys drawn from the env's RNG, or ``keys`` (B,)); acquires the Halton sub-sequence."""
         o, b = self.optics, self.batch
-        self.keys = self.rng.integers(0, TRAIN_KEYS, b) if keys is None else np.asarray(keys, np.int64).reshape(b)
+        train = SPLITS["train"]
+        self.keys = self.rng.integers(train.start, train.stop, b) if keys is None else np.asarray(keys, np.int64).reshape(b)
         self.truth = np.stack([self.sampler(int(k), o) for k in self.keys]).astype(np.float64)
         if self.truth.shape[1:] != (o.object_px, o.object_px):
             raise ValueError(f"the sampler must give ({o.object_px}, {o.object_px}) phase maps, got {self.truth.shape[1:]}")
@@ -162,21 +125,24 @@ class PtychoBatchEnv:
         self._indices: list[torch.Tensor] = []
         self._amplitudes: list[torch.Tensor] = []
         self.rewards: np.ndarray | None = None
-        return self._acquire(np.stack([snap(self.first / (o.grid - 1), v) for v in self.visited]))
+        return self._acquire(np.broadcast_to(halton(self.cfg.sizes[0]), (b, self.cfg.sizes[0], 2)))
 
     def step(self, action: np.ndarray | torch.Tensor) -> PtychoObs:
         """Acquire the next sub-sequence (B, M, 2) in [0, 1]²; after the last one `self.rewards` holds (B, P)."""
         if self.done:
             raise RuntimeError("the scans are finished; call reset()")
         a = np.asarray(action.detach().cpu() if isinstance(action, torch.Tensor) else action, np.float64)
-        if a.shape != (self.batch, self.cfg.per_subsequence, 2) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite with shape ({self.batch}, {self.cfg.per_subsequence}, 2), "
-                             f"got {a.shape}")
-        return self._acquire(np.stack([snap(u, v) for u, v in zip(a, self.visited)]))
+        if a.shape != (self.batch, self.cfg.sizes[len(self.history)], 2) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be finite with shape ({self.batch}, {self.cfg.sizes[len(self.history)]}, 2), got {a.shape}")
+        return self._acquire(a)
 
-    def _acquire(self, grid_pos: np.ndarray) -> PtychoObs:
-        """Measure (B, M, 2) grid positions, update the reconstruction, and the rewards after the last."""
+    def _acquire(self, unit: np.ndarray) -> PtychoObs:
+        """Snap (B, M, 2) points in [0, 1]² to unvisited grid positions (controller/modes/ptycho/path.py), measure
+        them, update the reconstruction, and the rewards after the last sub-sequence."""
         o, n = self.optics, self.optics.window
+        grid_pos = np.stack([snap_unvisited(u, v) for u, v in zip(unit, self.visited)])
+        for v, pos in zip(self.visited, grid_pos):
+            v[pos[:, 0], pos[:, 1]] = True
         size = o.object_px ** 2
         patterns = np.stack([[counts(self.probe, self.truth[b], tuple(p), o.dose, int(self.keys[b])) for p in pos]
                              for b, pos in enumerate(grid_pos)])
@@ -186,7 +152,7 @@ class PtychoBatchEnv:
                                                  o.dose))
         self.history.append(grid_pos)
         data = recon.Measured(torch.cat(self._indices, 1), torch.cat(self._amplitudes, 1),
-                              torch.ones(self.batch, len(self.history) * grid_pos.shape[1], device=self.device))
+                              torch.ones(self.batch, sum(self.cfg.sizes[:len(self.history)]), device=self.device))
         self.phase = recon.reconstruct(self.phase, self.probe_t, data, self.cfg.iterations)
         obs = self.observe()
         if self.done:
@@ -204,7 +170,9 @@ class PtychoBatchEnv:
     def observe(self) -> PtychoObs:
         scale = 1.0 / (self.optics.grid - 1)
         pos = torch.as_tensor(np.concatenate(self.history, 1) * scale, dtype=torch.float32, device=self.device)
-        return PtychoObs(self.field()[:, None].float(), pos, pos[:, -self.cfg.per_subsequence:], len(self.history))
+        t = len(self.history)
+        return PtychoObs(self.field()[:, None].float(), pos, pos[:, -len(self.history[-1][0]):], t,
+                         0 if self.done else self.cfg.sizes[t])
 
     def truth_field(self) -> np.ndarray:
         """The true phase over the field (B, G, G), mean removed (for pictures and metrics)."""
@@ -232,7 +200,9 @@ class PtychoVecEnv(BatchVecEnv):
 
     def __init__(self, num_envs: int, cfg: PtychoEnvConfig = PtychoEnvConfig(), device: str | None = "cpu",
                  sampler: Sampler | None = None) -> None:
-        g, p, m = Optics().grid, cfg.positions, cfg.per_subsequence
+        if len(set(cfg.sizes)) != 1:
+            raise ValueError(f"the vector view needs equal sub-sequences (fixed action shape): {cfg.sizes}")
+        g, p, m = Optics().grid, cfg.positions, cfg.sizes[0]
         obs = gym.spaces.Dict({"recon": gym.spaces.Box(-np.inf, np.inf, (1, g, g), np.float32),
                                "positions": gym.spaces.Box(-1.0, 1.0, (p, 2), np.float32),
                                "last": gym.spaces.Box(0.0, 1.0, (m, 2), np.float32)})
@@ -251,6 +221,6 @@ class PtychoVecEnv(BatchVecEnv):
     def _step_batch(self, actions):
         obs = self._numpy(self._env.step(np.asarray(actions)))
         done = np.full(self.num_envs, self._env.done)
-        total = self._env.rewards[:, self._env.cfg.per_subsequence:].sum(1) if self._env.done else np.zeros(self.num_envs)
+        total = self._env.rewards[:, self._env.cfg.sizes[0]:].sum(1) if self._env.done else np.zeros(self.num_envs)
         info = {"rewards": self._env.rewards} if self._env.done else {}
         return obs, total, done, np.zeros(self.num_envs, bool), info

@@ -2,15 +2,17 @@
 
     z_t = Enc(V_t)                      convolutional encoder of the reconstruction (the paper's autoencoder half)
     C_t = FC_θz(z_t)                    eq. 5: processed structure information
-    L_t = FC_θR(R_Pt)                   eq. 4: processed location information (the last sub-sequence's positions)
+    L_t = FC_θR(R_Pt, M_t)              eq. 4: processed location information (the last sub-sequence's positions,
+                                        zero-padded to M_MAX, and their count)
     X_t = FC_θLC([C_t ‖ L_t])           the hybrid input
     H_{t+1} = GRU²(X_t, H_t)            2 stacked GRU layers carry the history h_t
-    μ_θ(h_t) = sigmoid(FC_θH(H_{t+1}))  eq. 3: the next sub-sequence's M positions in [0, 1]²
+    μ_θ(h_t) = sigmoid(FC_θH(H_{t+1}))  eq. 3: M_MAX positions in [0, 1]²; the next sub-sequence takes its first M
     π_θ(a_t | h_t) = N(μ_θ(h_t), σ²I)   eq. 6, σ = 0.0125 fixed (per coordinate, per position)
 
 The reconstruction is normalised per sample to zero mean and unit variance (as the paper's encoder input).
-`forward(recon (B, 1, G, G), last_positions (B, M, 2), hidden (L, B, H)) -> (means (B, M, 2), hidden)` has the
-recurrent state as an explicit input and output, so it exports to ONNX as one step (the edge carries the state).
+`forward(recon (B, 1, G, G), positions (B, M_MAX, 2), count (B, 1), hidden (B, L, H)) -> (means (B, M_MAX, 2),
+hidden_next (B, L, H))` is the ONNX contract of controller/modes/ptycho/spec.py: one step, the recurrent state an
+explicit input and output (the edge carries it). One network serves every sub-sequence size M ≤ M_MAX.
 Sizes in `PolicyConfig`: `cpu()` trains on this machine, `paper()` is the paper's 2 × 2048 GRU (for a GPU).
 """
 from __future__ import annotations
@@ -21,24 +23,24 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from controller.modes.ptycho.spec import LAYERS, M_MAX
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    positions: int = 50  # M per sub-sequence
     field: int = 100  # G: the reconstruction's side [px]
     channels: tuple[int, ...] = (8, 16, 32, 32)  # encoder: one stride-2 3 × 3 conv per entry
     features: int = 128  # width of C_t, L_t and X_t
     hidden: int = 256  # H: GRU state per layer
-    layers: int = 2
     sigma: float = 0.0125  # σ of eq. 6
 
     @classmethod
-    def cpu(cls, positions: int = 50) -> "PolicyConfig":
-        return cls(positions=positions)
+    def cpu(cls) -> "PolicyConfig":
+        return cls()
 
     @classmethod
-    def paper(cls, positions: int = 50) -> "PolicyConfig":
-        return cls(positions=positions, channels=(16, 32, 64, 128, 256, 512), features=1024, hidden=2048)
+    def paper(cls) -> "PolicyConfig":
+        return cls(channels=(16, 32, 64, 128, 256, 512), features=1024, hidden=2048)
 
 
 class ScanPolicy(nn.Module):
@@ -55,24 +57,30 @@ class ScanPolicy(nn.Module):
             z = self.encoder(torch.zeros(1, 1, cfg.field, cfg.field)).shape[1]
         f = cfg.features
         self.fc_z = nn.Sequential(nn.Linear(z, f), nn.ReLU())  # eq. 5
-        self.fc_r = nn.Sequential(nn.Linear(2 * cfg.positions, f), nn.ReLU())  # eq. 4
+        self.fc_r = nn.Sequential(nn.Linear(2 * M_MAX + 1, f), nn.ReLU())  # eq. 4
         self.fc_lc = nn.Sequential(nn.Linear(2 * f, f), nn.ReLU())
-        self.gru = nn.GRU(f, cfg.hidden, cfg.layers, batch_first=True)
-        self.fc_h = nn.Linear(cfg.hidden, 2 * cfg.positions)  # eq. 3
+        self.gru = nn.GRU(f, cfg.hidden, LAYERS, batch_first=True)
+        self.fc_h = nn.Linear(cfg.hidden, 2 * M_MAX)  # eq. 3
 
     def initial_hidden(self, batch: int) -> torch.Tensor:
-        return torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=self.fc_h.weight.device)
+        return torch.zeros(batch, LAYERS, self.cfg.hidden, device=self.fc_h.weight.device)
 
-    def forward(self, recon: torch.Tensor, last_positions: torch.Tensor,
+    def forward(self, recon: torch.Tensor, positions: torch.Tensor, count: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = recon.mean((1, 2, 3), keepdim=True)
         std = recon.std((1, 2, 3), keepdim=True) + 1e-6
         c = self.fc_z(self.encoder((recon - mean) / std))
-        l_t = self.fc_r(last_positions.flatten(1))
+        l_t = self.fc_r(torch.cat([positions.flatten(1), count / M_MAX], 1))
         x = self.fc_lc(torch.cat([c, l_t], 1))
-        out, hidden = self.gru(x[:, None], hidden)
-        means = torch.sigmoid(self.fc_h(out[:, 0])).view(-1, self.cfg.positions, 2)
-        return means, hidden
+        out, h = self.gru(x[:, None], hidden.transpose(0, 1).contiguous())
+        means = torch.sigmoid(self.fc_h(out[:, 0])).view(-1, M_MAX, 2)
+        return means, h.transpose(0, 1)
+
+    def step(self, recon: torch.Tensor, last: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` for the last sub-sequence ``last`` (B, M, 2) unpadded: pads it and counts it."""
+        padded = torch.zeros(last.shape[0], M_MAX, 2, dtype=last.dtype, device=last.device)
+        padded[:, :last.shape[1]] = last
+        return self(recon, padded, torch.full((last.shape[0], 1), float(last.shape[1]), device=last.device), hidden)
 
     def distribution(self, means: torch.Tensor) -> Normal:
         """π_θ(· | h_t) of eq. 6 for every position and coordinate."""

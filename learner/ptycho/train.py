@@ -25,7 +25,8 @@ import torch
 from controller.policy.manifest import file_sha256
 from learner.algos.reinforce import Chooser, Reinforce, ReinforceConfig
 from learner.ct.train import _commit
-from learner.ptycho.env import TRAIN_KEYS, PtychoBatchEnv, PtychoEnvConfig, run_scan
+from firmware_sim.ptycho.mos2 import keys as split_keys
+from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, run_scan
 from learner.ptycho.policy import PolicyConfig, ScanPolicy
 
 CSV_FIELDS = ("update", "phase", "episodes", "loss", "reward", "rmse_rad", "wall_s")
@@ -64,7 +65,7 @@ def make_agent(cfg: TrainConfig) -> Reinforce:
         raise ValueError(f"net must be one of {NETS}, got {cfg.net!r}")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
-    net = getattr(PolicyConfig, cfg.net)(cfg.env().per_subsequence)
+    net = getattr(PolicyConfig, cfg.net)()
     return Reinforce(ScanPolicy(net).to(device), ReinforceConfig(), cfg.seed)
 
 
@@ -189,7 +190,7 @@ def plot_rewards(log: Path, png: Path) -> None:
 
 
 def plot_reconstructions(policy: ScanPolicy, cfg: TrainConfig, png: Path, samples: int = 3, sampler=None) -> None:
-    """Held-out samples (keys ≥ TRAIN_KEYS) scanned by the greedy policy: the reconstruction with the positions
+    """Selection-split samples scanned by the greedy policy: the reconstruction with the positions
     coloured by sub-sequence (Fig. 4), above the true phase."""
     import matplotlib
     matplotlib.use("Agg")
@@ -197,7 +198,7 @@ def plot_reconstructions(policy: ScanPolicy, cfg: TrainConfig, png: Path, sample
 
     env = PtychoBatchEnv(cfg.env(), samples, device=str(policy.fc_h.weight.device), sampler=sampler)
     with torch.no_grad():
-        scan = run_scan(env, Chooser(policy, "greedy"), keys=TRAIN_KEYS + np.arange(samples))
+        scan = run_scan(env, Chooser(policy, "greedy"), keys=np.array(split_keys("selection", samples)))
     truth = env.truth_field()
     fig, axes = plt.subplots(2, samples, figsize=(3.2 * samples, 6.4), layout="constrained", squeeze=False)
     colours = plt.cm.tab10(np.arange(cfg.subsequences) % 10)

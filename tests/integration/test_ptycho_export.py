@@ -76,3 +76,12 @@ def test_the_slot_validator_accepts_the_export_and_refuses_a_wrong_field(exporte
         slot.close()
     with pytest.raises(PolicyRejected, match="wrong_shape"):
         ScanPolicy.from_artifact(out, FIELD - 2)
+
+
+def test_the_learners_scan_policy_exports_with_parity(tmp_path) -> None:
+    from learner.ptycho.policy import PolicyConfig, ScanPolicy as LearnedPolicy
+
+    torch.manual_seed(0)
+    net = LearnedPolicy(PolicyConfig(hidden=16, features=16)).eval()
+    export_scan_policy(net, tmp_path / "p", field=FIELD, hidden_size=16, training_run="learned")
+    assert check_parity(net, tmp_path / "p" / "model.onnx", FIELD, (spec.LAYERS, 16), seed=1, steps=4) <= 1e-5

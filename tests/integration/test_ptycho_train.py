@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from hil.cli import app
 from learner.algos.reinforce import ReinforceConfig, reinforce_loss
+from learner.ptycho.policy import PolicyConfig
 from learner.ptycho.train import TrainConfig, load_policy, train
 
 TINY = dict(positions=8, subsequences=2, iterations=1, sample="lattice", pretrain=4, batch=2, checkpoint_every=2)
@@ -34,7 +35,7 @@ def test_tiny_run_resumes_exactly_and_writes_its_files(tmp_path):
     assert prov["updates"] == 6 and [s["from_update"] for s in prov["sittings"]] == [0, 4]
     for name in ("checkpoint.pt", "rewards.png", "reconstructions.png"):
         assert (tmp_path / "split" / name).stat().st_size > 0
-    assert meta["policy_config"]["positions"] == 4
+    assert meta["policy_config"]["hidden"] == PolicyConfig().hidden
 
 
 def test_cli_trains_and_a_finished_run_resumes_as_a_no_op(tmp_path):
