@@ -24,10 +24,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from controller.link.push_wire import PushHeader
+import numpy as np
+
+from controller.link.push_wire import PushHeader, SampleSpec
 from controller.modes.base import ModeHost, PushOp, SessionMode
+from controller.protocol.framing import Message
 
 log = logging.getLogger("edgetune.daemon")
 
@@ -44,6 +48,7 @@ class AcquisitionResult:
     stopped_by: str | None = None  # "policy", "max_steps" (the application may name it) or "aborted"
     timings: dict[str, list[float]] = field(default_factory=dict)  # per step [s]: decide, move, acquire, …
     total_s: float = 0.0
+    policy_faults: int = 0  # decisions where the policy failed and the application's fallback was used
 
 
 class Aborted(Exception):
@@ -199,27 +204,77 @@ class Held(Exception):
 
 
 class AcquisitionSession(SessionMode):
-    """The push ops of an acquiring mode (module doc)."""
+    """The push ops of an acquiring mode (module doc) around its acquisition loop ``mode``.
+
+    An application supplies the loop, the device's stage-status messages (``STAGE_STATUS``: request, reply
+    type), ``sample_message`` (the device command that puts a requested sample on the stage) and ``details``
+    (its own fields of the scan's reply)."""
 
     OPS = ("scan", "abort")
+    STAGE_STATUS: tuple[type, type]
 
-    def __init__(self, host: ModeHost, poll_s: float, abort_timeout_s: float) -> None:
+    def __init__(self, host: ModeHost, mode: AcquisitionLoop, poll_s: float, abort_timeout_s: float,
+                 request_timeout_s: float) -> None:
         self.host, self.poll_s, self.abort_timeout_s = host, poll_s, abort_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.mode = mode
+        self.mode.slot = host.slot  # decisions run under the slot's run-time guard
+        self.gate = mode.gate
+        self.scans_dir = Path(host.cfg.recorder.path).parent / "scans"
         self.scans = 0
         self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
 
     @property
-    @abstractmethod
     def running(self) -> bool:
         """An acquisition is in flight."""
+        return self.mode.running
 
-    @abstractmethod
-    async def acquire(self, header: PushHeader) -> dict[str, Any]:
-        """Run one acquisition (raise Held when held before it starts); the reply's fields."""
-
-    @abstractmethod
     async def stop(self) -> None:
         """Abort the acquisition in flight; returns when the actuators rest."""
+        await self.mode.abort()
+
+    def boundary(self) -> None:
+        """Apply a requested swap or rollback (the next decision uses the new policy)."""
+        slot = self.host.slot
+        if slot is not None and slot.boundary():
+            self.mode.policy = slot.active
+
+    @abstractmethod
+    def sample_message(self, sample: SampleSpec) -> Message:
+        """The device command that puts the requested sample on the stage."""
+
+    @abstractmethod
+    def details(self, res: Any, stage: Any) -> dict[str, Any]:
+        """The application's fields of a scan's reply (result ``res``, the stage's status after it)."""
+
+    async def acquire(self, header: PushHeader) -> dict[str, Any]:
+        """Put the requested sample on, run one acquisition (Held when held before it starts), save the final
+        reconstruction as <recorder dir>/scans/scan-<session>-<n>.npy, record and reply with its summary."""
+        driver = self.host.driver
+        if header.sample is not None:
+            await driver.command(self.sample_message(header.sample), self.request_timeout_s)
+        self.held_check()  # held while the sample was put on the stage; nothing awaits from here to the scan
+        res = await self.mode.run()
+        stage = await driver.request(self.STAGE_STATUS[0](), self.STAGE_STATUS[1], self.request_timeout_s)
+        status = await driver.status()
+        self.scans += 1
+        path = await asyncio.to_thread(self._save, res)
+        summary = {"scan": self.scans, **self.details(res, stage), "stopped_by": res.stopped_by,
+                   "reconstruction": path, "policy_faults": res.policy_faults, "total_s": round(res.total_s, 4),
+                   "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
+                   "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
+                              "naks": driver.stats.naks}}
+        self.host.record("scan", {**summary, "timings": res.timings})
+        log.info("scan %d: stopped by %s after %.2f s", self.scans, res.stopped_by, res.total_s)
+        return summary
+
+    def _save(self, res: AcquisitionResult) -> str | None:
+        if res.reconstruction is None:
+            return None
+        self.scans_dir.mkdir(parents=True, exist_ok=True)
+        path = self.scans_dir / f"scan-{self.host.session}-{self.scans:04d}.npy"
+        np.save(path, res.reconstruction)
+        return str(path)
 
     def ops(self) -> dict[str, PushOp]:
         return {"scan": self._scan_op, "abort": self._abort_op}

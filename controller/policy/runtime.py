@@ -18,9 +18,9 @@ sub-sequence and its count, and the GRU state → the next sub-sequence's means;
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -149,7 +149,39 @@ class LoadedPolicy(PolicySession):
         return self.output[0]
 
 
-class AnglePolicy:
+class DecisionPolicy:
+    """What the session modes' policies share: a bound graph, its artifact's manifest and path, the count of
+    non-finite decisions, and the decision CPU time measured on probe inputs when the artifact is loaded."""
+
+    binding: PolicySession
+
+    def __init__(self) -> None:
+        self.faults = 0  # decisions whose outputs were not finite
+        self.manifest: Manifest | None = None  # set by from_artifact
+        self.path: Path | None = None
+        self.latency_us = 0.0  # median decision CPU time on the probes (from_artifact)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version if self.manifest is not None else "unversioned"
+
+    def reset(self) -> None:
+        self.binding.reset()
+
+    def probe(self, decide: Callable[..., Any], probes: list[tuple[Any, ...]], error: type[PolicyRejected],
+              what: str) -> None:
+        """Run ``decide`` on each probe (its outputs must be finite: not None), then reset; sets latency_us."""
+        times = []
+        for args in probes:
+            out, cpu_s = on_cpu_clock(decide, *args)
+            if out is None:
+                raise error("non_finite", f"{what} outputs are not finite on the probe inputs")
+            times.append(cpu_s)
+        self.reset()
+        self.latency_us = 1e6 * float(np.median(times))
+
+
+class AnglePolicy(DecisionPolicy):
     """The CT angle policy (controller/modes/ct/spec.py): an ONNX actor with an angle head and a stopping
     head, run greedily; acquired angles are masked here, whatever the graph does."""
 
@@ -169,17 +201,7 @@ class AnglePolicy:
         self._obs = self.binding.inputs[ct.OBS]
         self._acquired = self.binding.inputs.get(ct.ACQUIRED)
         self._logits, self._stop = self.binding.outputs[ct.ANGLE_LOGITS], self.binding.outputs[ct.STOP_LOGIT]
-        self.faults = 0  # decisions whose outputs were not finite
-        self.manifest: Manifest | None = None  # set by from_artifact
-        self.path: Path | None = None
-        self.latency_us = 0.0  # median decision CPU time on the probes (from_artifact)
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version if self.manifest is not None else "unversioned"
-
-    def reset(self) -> None:
-        self.binding.reset()
+        super().__init__()
 
     @classmethod
     def from_artifact(cls, directory: str | Path, size: int, n_angles: int = 180) -> AnglePolicy:
@@ -193,15 +215,9 @@ class AnglePolicy:
         _check_angle_manifest(manifest, size, n_angles)
         policy = cls(model, size, n_angles)
         policy.manifest, policy.path = manifest, Path(directory)
-        probes = [(np.zeros((size, size), np.float32), np.zeros(n_angles, bool)),
-                  (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)]
-        times = []
-        for image, acquired in probes:
-            decision, cpu_s = on_cpu_clock(policy.decide, image, acquired)
-            if decision is None:
-                raise PolicyError("non_finite", "angle policy outputs are not finite on the probe inputs")
-            times.append(cpu_s)
-        policy.latency_us = 1e6 * float(np.median(times))
+        policy.probe(policy.decide, [(np.zeros((size, size), np.float32), np.zeros(n_angles, bool)),
+                                     (np.ones((size, size), np.float32), np.arange(n_angles) % 2 == 0)],
+                     PolicyError, "angle policy")
         return policy
 
     def decide(self, image: np.ndarray, acquired: np.ndarray,
@@ -250,7 +266,7 @@ def open_validated_policy(directory: Path, latency_us: float, size: int, n_angle
     return policy
 
 
-class ScanPolicy:
+class ScanPolicy(DecisionPolicy):
     """The ptychography scan policy (controller/modes/ptycho/spec.py), its GRU state carried between the
     decisions of a scan (``reset()`` at each scan's start)."""
 
@@ -270,17 +286,7 @@ class ScanPolicy:
         self._recon, self._positions = self.binding.inputs[ptycho.RECON], self.binding.inputs[ptycho.POSITIONS]
         self._count, self._means = self.binding.inputs[ptycho.COUNT], self.binding.outputs[ptycho.MEANS]
         self._hidden = self.binding.state[ptycho.HIDDEN]
-        self.faults = 0  # decisions whose means were not finite
-        self.manifest: Manifest | None = None  # set by from_artifact
-        self.path: Path | None = None
-        self.latency_us = 0.0  # median decision CPU time on the probes (from_artifact)
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version if self.manifest is not None else "unversioned"
-
-    def reset(self) -> None:
-        self.binding.reset()
+        super().__init__()
 
     @classmethod
     def from_artifact(cls, directory: str | Path, field: int) -> ScanPolicy:
@@ -301,16 +307,9 @@ class ScanPolicy:
         policy = cls(model, field, state[0])
         policy.manifest, policy.path = manifest, Path(directory)
         rng = np.random.default_rng(0)
-        probes = [(np.zeros((field, field), np.float32), np.zeros((0, 2))),
-                  (rng.normal(0.0, 0.3, (field, field)), rng.random((ptycho.M_MAX, 2)))]
-        times = []
-        for recon, positions in probes:
-            means, cpu_s = on_cpu_clock(policy.decide, recon, positions)
-            if means is None:
-                raise PolicyRejected("non_finite", "scan policy means are not finite on the probe inputs")
-            times.append(cpu_s)
-        policy.reset()
-        policy.latency_us = 1e6 * float(np.median(times))
+        policy.probe(policy.decide, [(np.zeros((field, field), np.float32), np.zeros((0, 2))),
+                                     (rng.normal(0.0, 0.3, (field, field)), rng.random((ptycho.M_MAX, 2)))],
+                     PolicyRejected, "scan policy")
         return policy
 
     def decide(self, recon: np.ndarray, positions: np.ndarray,

@@ -57,7 +57,6 @@ class ScanResult(AcquisitionResult):
     stopped_by: StopReason | None = None
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "move", "acquire", "sirt")})
-    policy_faults: int = 0  # steps where the policy failed (golden-ratio angle used): non-finite output, error, overrun
     policy_versions: list[str | None] = field(default_factory=list)  # per angle: the policy that chose it (None: golden ratio)
 
     @property

@@ -15,16 +15,11 @@ phantom on the stage) and replies with its summary; a second scan while one runs
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from controller.config import EdgeConfig
-from controller.link.push_wire import PushHeader, SampleSpec
+from controller.link.push_wire import SampleSpec
 from controller.modes.acquisition import AcquisitionSession
 from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.ct.angles import AnglesMode, ScanResult
@@ -34,72 +29,25 @@ from controller.modes.registry import register
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.protocol import ct as p
 
-log = logging.getLogger("edgetune.daemon")
-
-
-def sample_message(spec: SampleSpec, size: int) -> p.SetSample:
-    return p.SetSample(p.SampleKind[spec.kind.upper()], spec.seed, p.Split[spec.split.upper()], size)
-
 
 class AnglesSession(AcquisitionSession):
+    STAGE_STATUS = (p.StageStatusRequest, p.StageStatus)
+
     def __init__(self, host: ModeHost) -> None:
         a = self.angles = host.cfg.angles
-        super().__init__(host, poll_s=a.poll_s, abort_timeout_s=a.move_timeout_s)
-        self.mode = AnglesMode(host.driver, a)
-        self.mode.slot = host.slot  # decisions run under the slot's run-time guard
-        self.gate = self.mode.gate
-        self.scans_dir = Path(host.cfg.recorder.path).parent / "scans"
+        super().__init__(host, AnglesMode(host.driver, a), poll_s=a.poll_s, abort_timeout_s=a.move_timeout_s,
+                         request_timeout_s=a.request_timeout_s)
 
-    @property
-    def running(self) -> bool:
-        return self.mode.running
+    def sample_message(self, sample: SampleSpec) -> p.SetSample:
+        return p.SetSample(p.SampleKind[sample.kind.upper()], sample.seed, p.Split[sample.split.upper()], self.angles.size)
 
-    async def stop(self) -> None:
-        await self.mode.abort()
-
-    def boundary(self) -> None:
-        """Apply a requested swap or rollback (the next decision uses the new policy)."""
-        slot = self.host.slot
-        if slot is not None and slot.boundary():
-            self.mode.policy = slot.active
-
-    async def acquire(self, header: PushHeader) -> dict[str, Any]:
-        driver, a = self.host.driver, self.angles
-        if header.sample is not None:
-            await driver.command(sample_message(header.sample, a.size), a.request_timeout_s)
-        self.held_check()  # held while the phantom was put on the stage; nothing awaits from here to the scan
-        res = await self.mode.run()
-        stage: p.StageStatus = await driver.request(  # type: ignore[assignment]
-            p.StageStatusRequest(), p.StageStatus, a.request_timeout_s)
-        status = await driver.status()
-        self.scans += 1
-        path = await asyncio.to_thread(self._save, res)
-        summary = self._summary(res, path, stage, status)
-        self.host.record("scan", {**summary, "timings": res.timings})
-        log.info("scan %d: %d angles, stopped by %s, %.2f s", self.scans, len(res.angles_deg), res.stopped_by,
-                 res.total_s)
-        return summary
-
-    def _save(self, res: ScanResult) -> str | None:
-        if res.reconstruction is None:
-            return None
-        self.scans_dir.mkdir(parents=True, exist_ok=True)
-        path = self.scans_dir / f"scan-{self.host.session}-{self.scans:04d}.npy"
-        np.save(path, res.reconstruction)
-        return str(path)
-
-    def _summary(self, res: ScanResult, path: str | None, stage: p.StageStatus, status: p.Status) -> dict[str, Any]:
-        return {"scan": self.scans, "angles_deg": res.angles_deg, "measured_deg": res.measured_deg,
-                "n_angles": len(res.angles_deg), "stopped_by": res.stopped_by, "reconstruction": path,
+    def details(self, res: ScanResult, stage: p.StageStatus) -> dict[str, Any]:
+        return {"angles_deg": res.angles_deg, "measured_deg": res.measured_deg, "n_angles": len(res.angles_deg),
                 # the policy that chose the last angle (golden-ratio fallbacks skipped)
                 "policy": next((v for v in reversed(res.policy_versions) if v is not None), None),
-                "policy_versions": res.policy_versions, "policy_faults": res.policy_faults,
-                "total_s": round(res.total_s, 4),
-                "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
+                "policy_versions": res.policy_versions,
                 "stage": {"angle_deg": stage.angle_deg, "moving": stage.moving, "at_min": stage.at_min,
-                          "at_max": stage.at_max},
-                "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
-                           "naks": self.host.driver.stats.naks}}
+                          "at_max": stage.at_max}}
 
     def status(self) -> dict[str, Any]:
         return {"scanning": self._scan_lock.locked(),

@@ -78,7 +78,6 @@ class ScanResult(AcquisitionResult):
     subsequences: list[dict[str, Any]] = field(default_factory=list)  # per sub-sequence: source, positions, paths
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "order", "move", "acquire", "recon")})
-    policy_faults: int = 0  # sub-sequences whose decision failed (Halton continuation used)
     reacquired: int = 0  # frames acquired again after one was lost on the wire
 
 
