@@ -128,14 +128,15 @@ def _parse_gains(text: str) -> list[float]:
 
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
            version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
-    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a CT run (policy.pt, `train ct`) as an
-    angle policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a ptycho run (policy.pt + updates.csv,
+    `train ptycho`) as a scan policy with its GRU state, a CT run (policy.pt, `train ct`) as an angle policy, else
+    a MEMS run (`train mems`; normalisation and bounds in the graph)."""
     from datetime import datetime, timezone
 
     from controller.policy.manifest import VERSION_RE, as_version
 
     if (run / "policy.pt").exists():
-        kind = "ct"
+        kind = "ptycho" if (run / "updates.csv").exists() else "ct"
     elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
         kind = "mems"
     else:
@@ -146,7 +147,11 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
                                  "or digit", param_hint="--version")
     stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
-    if kind == "ct":
+    if kind == "ptycho":
+        from learner.ptycho.export import export_ptycho
+
+        manifest = export_ptycho(run, out, version=version)
+    elif kind == "ct":
         from learner.ct.export import export_ct
 
         manifest = export_ct(run, out, version=version)

@@ -97,3 +97,12 @@ class _Clipped(nn.Module):
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         means, nxt = self.net(recon, positions, count, hidden)
         return means.clamp(0.0, 1.0), nxt
+
+
+def export_ptycho(run: str | Path, out_dir: str | Path, version: str = "1") -> Manifest:
+    """Export a `train ptycho` run's policy.pt (or a bundle folder holding one) as a scan-policy artifact."""
+    from learner.ptycho.train import load_policy
+
+    net, _ = load_policy(Path(run) / "policy.pt")
+    return export_scan_policy(net, out_dir, field=net.cfg.field, hidden_size=net.cfg.hidden,
+                              training_run=str(run), version=version)
