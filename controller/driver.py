@@ -42,6 +42,7 @@ PORT_POLL_S = 0.05  # how often the backoff looks whether the port path came bac
 PRESENT_BACKOFF_MAX_S = 0.5  # the longest wait between attempts while the port path exists
 RETRY_LOG_INTERVAL_S = 10.0  # at most one warning this often for failed attempts on a path that exists
 TTY_DRIVERS = "/proc/tty/drivers"  # Linux: major number and minor range of every tty driver
+QUERY_TRIES = 3  # a query whose reply is lost on the wire is asked this many times in all
 
 
 def _tty_ranges() -> list[tuple[int, int, int]] | None:
@@ -90,6 +91,7 @@ class DriverStats:
     naks: int = 0  # commands the device refused
     last_nak: str = ""
     wrong_device: int = 0  # connects refused because another device answered
+    lost_replies: int = 0  # replies lost on the wire and asked for again (`query`, and callers that retry)
 
 
 @dataclass
@@ -292,8 +294,21 @@ class SerialDriver:
                 if isinstance(reply, Nak):
                     raise ValueError(f"device refused {type(msg).__name__}: {reply.error.name}")
 
+    async def query(self, msg: Message, reply_type: type[Message], timeout_s: float = 0.5,
+                    tries: int = QUERY_TRIES) -> Message:
+        """A request without side effects (a status): a reply lost on the wire (noise, a dropped chunk) is asked
+        for again, ``tries`` times in all (each loss counted in ``stats.lost_replies``)."""
+        for attempt in range(tries):
+            try:
+                return await self.request(msg, reply_type, timeout_s)
+            except TimeoutError:
+                if attempt == tries - 1:
+                    raise
+                self.stats.lost_replies += 1
+        raise AssertionError("unreachable")
+
     async def status(self) -> Status:
-        return await self.request(StatusRequest(), Status)  # type: ignore[return-value]
+        return await self.query(StatusRequest(), Status)  # type: ignore[return-value]
 
     async def command(self, msg: Message, timeout_s: float = 0.5) -> None:
         """Send a command and wait for its Ack (a Nak raises ValueError)."""

@@ -255,7 +255,7 @@ class AcquisitionSession(SessionMode):
             await driver.command(self.sample_message(header.sample), self.request_timeout_s)
         self.held_check()  # held while the sample was put on the stage; nothing awaits from here to the scan
         res = await self.mode.run()
-        stage = await driver.request(self.STAGE_STATUS[0](), self.STAGE_STATUS[1], self.request_timeout_s)
+        stage = await driver.query(self.STAGE_STATUS[0](), self.STAGE_STATUS[1], self.request_timeout_s)
         status = await driver.status()
         self.scans += 1
         path = await asyncio.to_thread(self._save, res)
@@ -263,7 +263,7 @@ class AcquisitionSession(SessionMode):
                    "reconstruction": path, "policy_faults": res.policy_faults, "total_s": round(res.total_s, 4),
                    "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
                    "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
-                              "naks": driver.stats.naks}}
+                              "naks": driver.stats.naks, "lost_replies": driver.stats.lost_replies}}
         self.host.record("scan", {**summary, "timings": res.timings})
         log.info("scan %d: stopped by %s after %.2f s", self.scans, res.stopped_by, res.total_s)
         return summary
@@ -296,9 +296,10 @@ class AcquisitionSession(SessionMode):
             except Held:
                 return HELD
             except (TimeoutError, ValueError) as e:  # Nak, lost device, a command the gate refused
-                log.warning("scan failed: %s", e)
-                self.host.record("scan", {"error": str(e)})
-                return {"accepted": False, "reason": "device_error", "detail": str(e)}
+                detail = str(e) or type(e).__name__  # a bare timeout says nothing else
+                log.warning("scan failed: %s", detail, exc_info=not str(e))
+                self.host.record("scan", {"error": detail})
+                return {"accepted": False, "reason": "device_error", "detail": detail}
             return {"accepted": True, "reason": "scanned", **summary}
 
     async def _abort_op(self, header: PushHeader) -> dict[str, Any]:

@@ -128,7 +128,7 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
         assert res["policy_versions"] == [pushed["version"]] * len(angles)
         assert res["n_angles"] == len(angles) <= MAX_ANGLES
         # never commanded while moving or exposing, never refused, every angle within the edge's limits
-        assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
+        assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0, "lost_replies": 0}
         assert np.allclose(res["measured_deg"], angles, atol=0.011) and not res["stage"]["moving"]
         assert all(0.0 <= a <= 180.0 for a in res["measured_deg"])
         assert not (res["stage"]["at_min"] or res["stage"]["at_max"])
@@ -187,7 +187,7 @@ async def test_a_push_during_a_scan_applies_at_the_scans_next_decision(artifacts
         versions = scan["policy_versions"]
         assert scan["accepted"] and scan["stopped_by"] in ("policy", "max_angles")
         assert versions[0] == "1" and "2" in versions and versions == sorted(versions), versions  # 1s, then 2s
-        assert scan["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0}
+        assert scan["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0, "lost_replies": 0}
         status = await asyncio.to_thread(console.status)
         assert (status["active"], status["previous"], status["scanning"]) == ("2", "1", False)
     finally:

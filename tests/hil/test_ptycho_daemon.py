@@ -43,7 +43,7 @@ async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tm
     policy_dir = tmp_path / "artifact"
     export_scan_policy(TinyScanNet(), policy_dir, field=100, hidden_size=8, training_run="tiny", version="7")
     np.save(tmp_path / "phase.npy", sample())
-    stand = SimulatedStand(tmp_path / "stand", device="ptycho", seed=1,
+    stand = SimulatedStand(tmp_path / "stand", device="ptycho", seed=1, serial_faults=True,
                            emulator_args=("--phase-npy", str(tmp_path / "phase.npy"), "--key", str(KEY)),
                            config={"loop": {"mode": "ptycho"}, "ptycho": PTYCHO})
     stand.start_emulator()
@@ -63,11 +63,30 @@ async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tm
         assert [s["positions"] for s in res["subsequences"]] == chosen
         assert [s["policy"] for s in res["subsequences"]] == [None, "7", "7", "7"]
         np.testing.assert_allclose(np.load(res["reconstruction"]), image, rtol=0, atol=1e-9)
-        assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0} and not res["stage"]["moving"]
+        assert res["device"] == {"busy_refused": 0, "cmd_rejected": 0, "naks": 0, "lost_replies": 0}
+        assert not res["stage"]["moving"]
         assert res["gate"] == {"clamped": 0, "non_finite": 0} and res["n_positions"] == 40
         paths = res["paths"]
         assert paths["ordered"]["move_s"] <= min(paths["policy"]["move_s"], paths["raster"]["move_s"])
+        faulty = await scan_with_serial_faults(stand, client)
+        assert faulty["accepted"], faulty
+        assert faulty["reacquired"] + faulty["device"]["lost_replies"] >= 1, faulty  # the faults hit frames or replies
+        assert [s["positions"] for s in faulty["subsequences"]] == chosen  # keyed counts: the same scan
+        np.testing.assert_allclose(np.load(faulty["reconstruction"]), image, rtol=0, atol=1e-9)
     finally:
         await stand.close()
     scans = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "scan"]
-    assert len(scans) == 1 and scans[0]["positions"] == res["positions"]
+    assert len(scans) == 2 and scans[0]["positions"] == res["positions"]
+
+
+async def scan_with_serial_faults(stand: SimulatedStand, client: PushClient) -> dict:
+    """A scan while the emulator damages one frame on the wire (dropped, a flipped bit, a lost byte, garbage)
+    every 0.6 s (longer than a request's timeout, so no reply is lost twice over): detector frames are acquired
+    again, lost replies asked again (SerialDriver.query)."""
+    scan = asyncio.create_task(asyncio.to_thread(client.scan))
+    for fault in ("drop 1", "flip 1", "dropbyte 1", "garbage 40"):
+        await asyncio.sleep(0.05)
+        stand.emulator_control(fault)
+        await asyncio.sleep(0.55)
+    async with asyncio.timeout(60):
+        return await scan

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.driver import SerialDriver
+from controller.driver import QUERY_TRIES, SerialDriver
 from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult
 from controller.modes.ptycho import recon
 from controller.modes.ptycho.config import PtychoConfig
@@ -221,8 +221,24 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
     # --- device steps ----------------------------------------------------------------------------
 
     async def _status(self) -> ptycho.StageStatus:
-        return await self.driver.request(ptycho.StageStatusRequest(), ptycho.StageStatus,  # type: ignore[return-value]
-                                         self.cfg.request_timeout_s)
+        """The stage's status (a reply lost on the wire is asked for again: SerialDriver.query)."""
+        return await self.driver.query(ptycho.StageStatusRequest(), ptycho.StageStatus,  # type: ignore[return-value]
+                                       self.cfg.request_timeout_s)
+
+    async def _command(self, msg: framing.Message, done: Callable[[ptycho.StageStatus], bool]) -> None:
+        """Send ``msg``; when its ack is lost on the wire, the stage's status says whether it was carried out
+        (``done``) or it is sent again (QUERY_TRIES in all, each loss counted in the driver's ``lost_replies``;
+        a Nak still raises ValueError at once)."""
+        for attempt in range(QUERY_TRIES):
+            try:
+                await self.driver.command(msg, self.cfg.request_timeout_s)
+                return
+            except TimeoutError:
+                if attempt == QUERY_TRIES - 1:
+                    raise
+                self.driver.stats.lost_replies += 1
+                if done(await self._status()):
+                    return
 
     async def _wait_in_position(self, ok: Callable[[ptycho.StageStatus], bool]) -> ptycho.StageStatus:
         deadline = time.monotonic() + self.cfg.move_timeout_s
@@ -236,9 +252,13 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
 
     async def move(self, target: Target) -> None:
         """MoveTo only a resting stage, then wait until it is in position there."""
-        await self.driver.command(ptycho.MoveTo(*target), self.cfg.request_timeout_s)
         want = tuple(np.float32(target))
-        await self._wait_in_position(lambda s: (np.float32(s.target_x_A), np.float32(s.target_y_A)) == want)
+
+        def at_target(s: ptycho.StageStatus) -> bool:
+            return (np.float32(s.target_x_A), np.float32(s.target_y_A)) == want
+
+        await self._command(ptycho.MoveTo(*target), at_target)
+        await self._wait_in_position(at_target)
         self.position = target
 
     async def measure(self) -> ptycho.Frame:
@@ -247,7 +267,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         wait_s = self.cfg.exposure_us * 1e-6 + self.cfg.request_timeout_s
         for attempt in range(3):
             self._frame = asyncio.get_running_loop().create_future()
-            await self.driver.command(ptycho.Acquire(self.cfg.exposure_us), self.cfg.request_timeout_s)
+            await self._command(ptycho.Acquire(self.cfg.exposure_us), lambda s: s.exposing or self._frame.done())
             try:
                 async with asyncio.timeout(wait_s):
                     return await self._frame
@@ -269,7 +289,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
     async def halt(self) -> None:
         """Brake, hold, and wait until the stage rests (best effort: a lost link is logged, not raised)."""
         try:
-            await self.driver.command(ptycho.Halt(), self.cfg.request_timeout_s)
+            await self._command(ptycho.Halt(), lambda s: False)  # a lost ack: braking again is harmless
             deadline = time.monotonic() + self.cfg.move_timeout_s
             while (await self._status()).moving and time.monotonic() < deadline:
                 await asyncio.sleep(self.cfg.poll_s)
