@@ -15,6 +15,7 @@ import hil.commands
 import firmware_sim.cli
 import learner.ct.cli
 import learner.mems.cli
+import learner.ptycho.cli
 
 _GROUP = controller.cli.GROUP
 app = typer.Typer(**_GROUP, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
@@ -43,6 +44,7 @@ eval_app.command("mems")(learner.mems.cli.eval_mems)
 train_app.command("ct")(learner.ct.cli.train_ct)
 eval_app.command("ct")(learner.ct.cli.eval_ct)
 select_app.command("ct")(learner.ct.cli.select_ct)
+train_app.command("ptycho")(learner.ptycho.cli.train_ptycho)
 app.command("export")(learner.mems.cli.export)
 hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)

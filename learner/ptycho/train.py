@@ -1,0 +1,216 @@
+"""Training runs for the adaptive scan policy: Halton pre-training (eq. C1), then REINFORCE (eq. 8).
+
+A run is `pretrain` then `episodes` scans, B at a time (one update per batch). RUN_DIR gets: checkpoint.pt
+(policy, both optimisers, the sampling generator and the sample RNG: `resume` continues exactly where the run
+stopped, so a stopped and resumed run equals an uninterrupted one at the same seed and thread count),
+policy.pt (network + metadata), provenance.json (command, commit, seed, threads, device, torch, wall time,
+sha256 of policy.pt, every sitting), updates.csv (one row per update), rewards.png (the policy positions'
+Voronoi reward and the reconstruction's RMSE against the truth over training) and reconstructions.png
+(held-out samples scanned by the greedy policy, positions coloured by sub-sequence: the paper's Fig. 4).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from controller.policy.manifest import file_sha256
+from learner.algos.reinforce import Chooser, Reinforce, ReinforceConfig
+from learner.ct.train import _commit
+from learner.ptycho.env import TRAIN_KEYS, PtychoBatchEnv, PtychoEnvConfig, run_scan
+from learner.ptycho.policy import PolicyConfig, ScanPolicy
+
+CSV_FIELDS = ("update", "phase", "episodes", "loss", "reward", "rmse_rad", "wall_s")
+NETS = ("cpu", "paper")
+
+
+@dataclass
+class TrainConfig:
+    positions: int = 250
+    subsequences: int = 5
+    iterations: int = 5
+    defocus_A: float = 0.0
+    sample: str = "mos2"  # learner.ptycho.env.SAMPLERS
+    episodes: int = 4000  # REINFORCE scans in all (a resumed run continues to it); one update per batch
+    pretrain: int = 400  # Halton pre-training scans, before REINFORCE
+    batch: int = 8
+    net: str = "cpu"  # PolicyConfig.cpu | PolicyConfig.paper
+    seed: int = 0
+    device: str | None = None  # default: cuda if available, else cpu
+    checkpoint_every: int = 25  # updates
+    max_wall_s: float | None = None  # stop (with a checkpoint) after this much wall time
+
+    def env(self) -> PtychoEnvConfig:
+        return PtychoEnvConfig(self.positions, self.subsequences, self.iterations, self.defocus_A, self.sample)
+
+    def updates(self) -> tuple[int, int]:
+        """(pre-training, REINFORCE) updates: scans / batch, rounded up."""
+        return -(-self.pretrain // self.batch), -(-self.episodes // self.batch)
+
+
+RESUMABLE = ("episodes", "device", "checkpoint_every", "max_wall_s")  # what a resumed run may change
+
+
+def make_agent(cfg: TrainConfig) -> Reinforce:
+    if cfg.net not in NETS:
+        raise ValueError(f"net must be one of {NETS}, got {cfg.net!r}")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    net = getattr(PolicyConfig, cfg.net)(cfg.env().per_subsequence)
+    return Reinforce(ScanPolicy(net).to(device), ReinforceConfig(), cfg.seed)
+
+
+def load_policy(path: Path, device: str | None = None) -> tuple[ScanPolicy, dict]:
+    """(policy in eval mode, metadata) from a policy.pt written by `train`."""
+    blob = torch.load(Path(path), map_location=device or "cpu", weights_only=False)
+    policy = ScanPolicy(PolicyConfig(**blob["policy_config"]))
+    policy.load_state_dict(blob["net"])
+    return policy.eval(), {k: v for k, v in blob.items() if k != "net"}
+
+
+def _save(agent: Reinforce, cfg: TrainConfig, env: PtychoBatchEnv, done: int, out: Path, wall_s: float,
+          sittings: list[dict]) -> None:
+    """policy.pt, checkpoint.pt and provenance.json, each replaced atomically."""
+    meta = {"config": asdict(cfg), "policy_config": asdict(agent.policy.cfg), "updates": done}
+    torch.save({**meta, "net": agent.policy.state_dict()}, out / "policy.tmp")
+    torch.save({**meta, "net": agent.policy.state_dict(), "opt": agent.opt.state_dict(),
+                "pre_opt": agent.pre_opt.state_dict(), "gen": agent.gen.get_state(),
+                "rng": env.rng.bit_generator.state, "wall_s": wall_s, "sittings": sittings}, out / "checkpoint.tmp")
+    (out / "policy.tmp").replace(out / "policy.pt")
+    (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+    prov = {**{k: v for k, v in sittings[-1].items() if k != "from_update"}, "seed": cfg.seed, "updates": done,
+            "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
+    (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
+    (out / "provenance.tmp").replace(out / "provenance.json")
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, agent: Reinforce, env: PtychoBatchEnv) -> dict:
+    ck = torch.load(path, map_location=agent.device, weights_only=False)
+    was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
+    if was != now:
+        diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was) if was.get(k) != now.get(k))
+        raise ValueError(f"a resumed run must keep its settings (changed: {diff})")
+    agent.policy.load_state_dict(ck["net"])
+    agent.opt.load_state_dict(ck["opt"])
+    agent.pre_opt.load_state_dict(ck["pre_opt"])
+    agent.gen.set_state(ck["gen"])
+    env.rng.bit_generator.state = ck["rng"]
+    return ck
+
+
+def _keep_rows(path: Path, updates: int) -> None:
+    """Keep the complete rows of updates 1 … ``updates`` (those the checkpoint holds), replaced atomically."""
+    rows = [r for r in csv.DictReader(path.open(newline="")) if "" not in r.values() and None not in r.values()]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["update"]) <= updates)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable[[int, float], None] | None = None,
+          sampler=None) -> dict:
+    """Pre-train, then REINFORCE, until both budgets are spent; returns a summary dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    agent = make_agent(cfg)
+    env = PtychoBatchEnv(cfg.env(), cfg.batch, seed=cfg.seed, device=str(agent.device), sampler=sampler)
+    n_pre, n_rl = cfg.updates()
+    argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
+    sitting = lambda start: {"command": shlex.join(argv), "commit": _commit(), "threads": torch.get_num_threads(),  # noqa: E731
+                             "device": str(agent.device), "torch": torch.__version__, "from_update": start}
+    done, wall0, sittings = 0, 0.0, [sitting(0)]
+    log = out / "updates.csv"
+    if resume and (out / "checkpoint.pt").exists():
+        ck = _load_checkpoint(out / "checkpoint.pt", cfg, agent, env)
+        done, wall0 = int(ck["updates"]), float(ck["wall_s"])
+        if done >= n_pre + n_rl:
+            return {"updates": done, "new_updates": 0, "wall_s": wall0, "device": str(agent.device), "out": str(out)}
+        sittings = [*ck["sittings"], sitting(done)]
+        if log.exists():
+            _keep_rows(log, done)
+    fresh = done == 0 or not log.exists()
+    t0, start = time.perf_counter(), done
+    wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731
+    with log.open("w" if fresh else "a", newline="") as fh:
+        writer = csv.DictWriter(fh, CSV_FIELDS)
+        if fresh:
+            writer.writeheader()
+        while done < n_pre + n_rl and (cfg.max_wall_s is None or time.perf_counter() - t0 < cfg.max_wall_s):
+            pre = done < n_pre
+            scan, stats = (agent.pretrain_step if pre else agent.train_step)(env)
+            done += 1
+            rmse = float(np.sqrt(((scan.recon - env.truth_field()) ** 2).mean()))
+            episodes = cfg.batch * (done if pre else done - n_pre)
+            writer.writerow({"update": done, "phase": "pretrain" if pre else "reinforce", "episodes": episodes,
+                             "loss": round(stats["loss"], 6), "reward": round(stats["reward"], 6),
+                             "rmse_rad": round(rmse, 6), "wall_s": round(wall(), 2)})
+            if on_update:
+                on_update(done, stats["reward"])
+            if done % cfg.checkpoint_every == 0:
+                fh.flush()
+                _save(agent, cfg, env, done, out, wall(), sittings)
+    _save(agent, cfg, env, done, out, wall(), sittings)
+    plot_rewards(log, out / "rewards.png")
+    plot_reconstructions(agent.policy, cfg, out / "reconstructions.png", sampler=sampler)
+    return {"updates": done, "new_updates": done - start, "wall_s": wall(), "device": str(agent.device), "out": str(out)}
+
+
+def plot_rewards(log: Path, png: Path) -> None:
+    """The policy positions' summed Voronoi reward and the reconstruction's RMSE per update."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(Path(log).open()))
+    x = np.array([int(r["update"]) for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    for ax, key, label in zip(axes, ("reward", "rmse_rad"), ("reward of the policy's positions", "RMSE vs truth [rad]")):
+        y = np.array([float(r[key]) for r in rows])
+        for phase, colour in (("pretrain", "tab:gray"), ("reinforce", "tab:blue")):
+            sel = np.array([r["phase"] == phase for r in rows])
+            ax.plot(x[sel], y[sel], ".", ms=3, color=colour, label=phase)
+        w = max(1, min(20, len(y)))
+        if len(y) >= w:
+            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="black", lw=1, label=f"mean of {w}")
+        ax.set(xlabel="update", ylabel=label)
+        ax.legend(fontsize=8)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def plot_reconstructions(policy: ScanPolicy, cfg: TrainConfig, png: Path, samples: int = 3, sampler=None) -> None:
+    """Held-out samples (keys ≥ TRAIN_KEYS) scanned by the greedy policy: the reconstruction with the positions
+    coloured by sub-sequence (Fig. 4), above the true phase."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = PtychoBatchEnv(cfg.env(), samples, device=str(policy.fc_h.weight.device), sampler=sampler)
+    with torch.no_grad():
+        scan = run_scan(env, Chooser(policy, "greedy"), keys=TRAIN_KEYS + np.arange(samples))
+    truth = env.truth_field()
+    fig, axes = plt.subplots(2, samples, figsize=(3.2 * samples, 6.4), layout="constrained", squeeze=False)
+    colours = plt.cm.tab10(np.arange(cfg.subsequences) % 10)
+    for b in range(samples):
+        axes[0, b].imshow(scan.recon[b], cmap="gray")
+        for t, pos in enumerate(scan.positions):
+            axes[0, b].scatter(pos[b, :, 1], pos[b, :, 0], s=6, color=colours[t], label=f"sub-sequence {t + 1}")
+        rmse = np.sqrt(((scan.recon[b] - truth[b]) ** 2).mean())
+        axes[0, b].set_title(f"reconstruction, RMSE {rmse:.3f} rad", fontsize=9)
+        axes[1, b].imshow(truth[b], cmap="gray")
+        axes[1, b].set_title("true phase", fontsize=9)
+        for ax in axes[:, b]:
+            ax.set_axis_off()
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""The scan environment (shapes, Halton start, snapping, visited handling, keyed counts, chooser interface)
+and the scan policy (shapes, the hidden state carried, ONNX export with the state as input/output)."""
+import numpy as np
+import pytest
+import torch
+
+from learner.ptycho.env import (PtychoBatchEnv, PtychoEnvConfig, PtychoVecEnv, halton, lattice_phase, run_scan,
+                                snap, to_grid)
+from learner.ptycho.policy import PolicyConfig, ScanPolicy
+
+TINY = PtychoEnvConfig(positions=12, subsequences=3, iterations=1, sample="lattice")
+
+
+def test_snap_rounds_to_the_grid_and_moves_visited_points_to_the_nearest_free_one():
+    visited = np.zeros((10, 10), bool)
+    visited[4, 4] = True
+    got = snap(np.array([[0.0, 1.0], [4 / 9, 4 / 9], [0.0, 1.0], [1.2, -0.3]]), visited)
+    # (4, 4) taken: nearest free at distance 1, first in row-major order is (3, 4); the repeat of (0, 9) → (0, 8)
+    assert got.tolist() == [[0, 9], [3, 4], [0, 8], [9, 0]]
+    assert visited.sum() == 5 and all(visited[i, j] for i, j in got)
+    with pytest.raises(ValueError, match="unvisited"):
+        snap(np.zeros((96, 2)), visited)
+
+
+def test_episode_shapes_halton_start_and_rewards():
+    env = PtychoBatchEnv(TINY, batch=2, seed=3)
+    seen = []
+
+    def choose(obs):
+        seen.append(obs)
+        return np.full((2, 4, 2), 0.5)  # the same point every time: visited handling spreads them
+
+    scan = run_scan(env, choose)
+    assert [o.t for o in seen] == [1, 2] and seen[0].recon.shape == (2, 1, 100, 100)
+    assert seen[1].positions.shape == (2, 8, 2) and seen[1].last.shape == (2, 4, 2)
+    assert float(seen[0].recon.mean().abs()) < 1e-5  # mean removed
+    assert np.array_equal(scan.positions[0][0], to_grid(halton(4, 100), 100))  # the first sub-sequence is Halton
+    allpos = np.concatenate(scan.positions, 1)
+    assert all(len(np.unique(p, axis=0)) == 12 for p in allpos)  # never a position twice
+    assert scan.rewards.shape == (2, 12) and scan.recon.shape == (2, 100, 100)
+    with pytest.raises(RuntimeError, match="finished"):
+        env.step(np.zeros((2, 4, 2)))
+
+
+def test_keyed_counts_make_scans_reproducible_and_bad_actions_fail():
+    a = np.random.default_rng(1).uniform(0, 1, (2, 4, 2))
+    results = [run_scan(PtychoBatchEnv(TINY, batch=2, seed=s), lambda o: a, keys=[7, 8]) for s in (0, 99)]
+    assert np.array_equal(results[0].recon, results[1].recon)  # same keys and positions → same data
+    other = run_scan(PtychoBatchEnv(TINY, batch=2), lambda o: a, keys=[7, 9])
+    assert np.array_equal(other.recon[0], results[0].recon[0]) and not np.array_equal(other.recon[1], results[0].recon[1])
+    env = PtychoBatchEnv(TINY, batch=2)
+    env.reset()
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros((2, 5, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.full((2, 4, 2), np.nan))
+    with pytest.raises(ValueError, match="sub-sequences"):
+        PtychoBatchEnv(PtychoEnvConfig(positions=10, subsequences=3))
+
+
+def test_vector_env_view():
+    venv = PtychoVecEnv(2, TINY)
+    obs, _ = venv.reset(seed=5)
+    assert venv.observation_space.contains(obs)
+    _, r, done, _, _ = venv.step(np.full((2, 4, 2), 0.3, np.float32))
+    assert not done.any() and np.all(r == 0)
+    obs, r, done, _, info = venv.step(np.full((2, 4, 2), 0.7, np.float32))
+    assert done.all() and info["rewards"].shape == (2, 12) and venv.observation_space.contains(obs)
+    assert np.allclose(r, info["rewards"][:, 4:].sum(1))  # the policy's positions' rewards
+
+
+def test_lattice_sample_differs_per_key():
+    from controller.modes.ptycho.optics import Optics
+    a, b = lattice_phase(1, Optics()), lattice_phase(2, Optics())
+    assert a.shape == (163, 163) and 0.3 < a.max() <= 0.45 and not np.allclose(a, b)
+
+
+def test_policy_shapes_and_hidden_state_carried():
+    torch.manual_seed(0)
+    net = ScanPolicy(PolicyConfig(positions=4, hidden=16, features=16))
+    recon, last = torch.randn(3, 1, 100, 100), torch.rand(3, 4, 2)
+    h0 = net.initial_hidden(3)
+    m1, h1 = net(recon, last, h0)
+    assert m1.shape == (3, 4, 2) and h1.shape == (2, 3, 16) and float(m1.min()) >= 0 and float(m1.max()) <= 1
+    m2, _ = net(recon, last, h1)
+    assert not torch.allclose(m1, m2)  # the same input with the carried state gives another output
+
+
+def test_policy_exports_to_onnx_with_the_hidden_state(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    net = ScanPolicy(PolicyConfig(positions=4, hidden=16, features=16)).eval()
+    args = (torch.randn(1, 1, 100, 100), torch.rand(1, 4, 2), torch.randn(2, 1, 16))
+    torch.onnx.export(net, args, tmp_path / "p.onnx", input_names=["recon", "last", "hidden"],
+                      output_names=["means", "hidden_out"], dynamo=False)
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    means, hidden = sess.run(None, {k: v.numpy() for k, v in zip(("recon", "last", "hidden"), args)})
+    with torch.no_grad():
+        want = net(*args)
+    assert np.allclose(means, want[0].numpy(), atol=1e-5) and np.allclose(hidden, want[1].numpy(), atol=1e-5)
