@@ -97,3 +97,13 @@ abtem-reference: $(ABTEM_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# pty-chi, the peer of `edgetune bench ptycho` (hil/bench/ptycho.py runs it in this venv's python as a subprocess);
+# with PyPI's own torch + torchvision (a CPU-only torch wheel breaks PyPI's torchvision, which ptychi imports)
+PTYCHI_VENV := .venv-ptychi
+ptychi-env: $(PTYCHI_VENV)/.installed
+$(PTYCHI_VENV)/.installed:
+	$(PYTHON) -m venv $(PTYCHI_VENV)
+	$(PTYCHI_VENV)/bin/pip install --quiet --upgrade pip
+	$(PTYCHI_VENV)/bin/pip install --quiet 'ptychi==2.2.0'
+	touch $@

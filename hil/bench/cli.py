@@ -130,3 +130,23 @@ def bench_sirt(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--batch") from None
     typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def bench_ptycho(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on one line (default: indented)."),
+    samples: int = typer.Option(4, min=1, help="Samples, each with its own random positions and counts."),
+    positions: int = typer.Option(250, min=1, max=10_000, help="Positions per sample (random on the 100 × 100 grid)."),
+    iterations: int = typer.Option(5, min=1),
+    defocus: float = typer.Option(20.0, help="Probe defocus [Å] (0 = focused)."),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, min=1, help="Cores N: torch threads on both sides (default: torch's)."),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="Run pty-chi (needs `make ptychi-env`)."),
+) -> None:
+    """Reconstructions per second of work: our probe-known reconstruction (torch batch; numpy one by one) vs
+    pty-chi's autodiff engine, the same data, positions, iterations and cores; set-up timed apart; the phases'
+    relative difference and each side's SSIM to the truth."""
+    from hil.bench.ptycho import run
+
+    result = run(samples=samples, positions=positions, iterations=iterations, defocus_A=defocus, seed=seed,
+                 threads=threads, with_peer=peer)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
+import scipy.fft
 
 STEP = 1.0  # α
 CHUNK = 1024  # positions per block (bounds the memory of the full-grid reconstruction)
@@ -66,26 +68,52 @@ def _illumination(probe_intensity: Any, data: Measured, size: int) -> Any:
     return xp.bincount(data.indices.reshape(-1), weights=spread.reshape(-1), minlength=size)
 
 
+def _fft_pair(xp: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """Unitary 2-D FFT and its inverse over the last two axes: scipy.fft on every core for numpy, torch.fft."""
+    if xp is np:
+        return (partial(scipy.fft.fft2, norm="ortho", workers=-1, overwrite_x=True),
+                partial(scipy.fft.ifft2, norm="ortho", workers=-1, overwrite_x=True))
+    return partial(xp.fft.fft2, norm="ortho"), partial(xp.fft.ifft2, norm="ortho")
+
+
+def _scatter(xp: Any, indices: Any, values: Any, size: int) -> Any:
+    """Σ of ``values`` into ``size`` bins at ``indices`` (real values)."""
+    return xp.bincount(indices, weights=values, minlength=size)
+
+
+def _as_dtype_of(array: Any, like: Any) -> Any:
+    """``array`` in the real dtype of ``like`` (numpy's bincount always returns float64)."""
+    return array.astype(like.dtype, copy=False) if isinstance(array, np.ndarray) else array.to(like.dtype)
+
+
 def gradient(phase: Any, probe: Any, data: Measured) -> tuple[Any, Any]:
-    """(∂L/∂φ, L) for a batch: φ (B, H·W) → gradient (B, H·W), L (B,)."""
+    """(∂L/∂φ, L) for a batch: φ (B, H·W) → gradient (B, H·W), L (B,).
+
+    exp(iφ) is taken once on the object, not per window, and the back-projection is summed as the complex
+    Σ_p conj(P) · F⁻¹[residual_p] before the one product with conj(O) (module doc: ∂L/∂φ = 2 Im(conj(ψ) …)).
+    """
     xp = _xp(phase)
+    fft2, ifft2 = _fft_pair(xp)
     batch, k_total = data.weights.shape
     n = probe.shape[-1]
-    flat = phase.reshape(-1)
-    grad = xp.zeros_like(flat)
+    size = phase.shape[0] * phase.shape[1]
+    obj = xp.exp(1j * phase.reshape(-1))  # O = exp(iφ), (B·H·W)
+    probe_conj = probe.conj()
+    back = xp.zeros_like(obj)  # Σ_p conj(P) F⁻¹[residual_p] per object pixel
     loss = xp.zeros_like(phase[:, 0])
     for start in range(0, k_total, CHUNK):
         idx = data.indices[:, start:start + CHUNK]
         w = data.weights[:, start:start + CHUNK]
-        psi = probe * xp.exp(1j * flat[idx.reshape(-1)].reshape(*idx.shape[:2], n, n))
-        far = xp.fft.fft2(psi, norm="ortho")
+        far = fft2(probe * obj[idx.reshape(-1)].reshape(*idx.shape[:2], n, n))
         modulus = xp.abs(far)
         error = modulus - data.amplitudes[:, start:start + CHUNK]
         loss = loss + (w * (error * error).sum((-2, -1))).sum(1)
-        residual = far * (error / xp.clip(modulus, MODULUS_FLOOR, None))
-        g = 2.0 * (psi.conj() * xp.fft.ifft2(residual, norm="ortho")).imag * w[:, :, None, None]
-        grad = grad + xp.bincount(idx.reshape(-1), weights=g.reshape(-1), minlength=flat.shape[0])
-    return grad.reshape(phase.shape), loss
+        far *= (error / xp.clip(modulus, MODULUS_FLOOR, None)) * w[:, :, None, None]  # the weighted residual
+        spread = (probe_conj * ifft2(far)).reshape(-1)
+        flat = idx.reshape(-1)
+        back = back + (_scatter(xp, flat, spread.real, size) + 1j * _scatter(xp, flat, spread.imag, size))
+    grad = 2.0 * (obj.conj() * back).imag
+    return _as_dtype_of(grad.reshape(phase.shape), phase), loss
 
 
 def reconstruct(phase: Any, probe: Any, data: Measured, iterations: int, step: float = STEP) -> Any:
@@ -93,8 +121,8 @@ def reconstruct(phase: Any, probe: Any, data: Measured, iterations: int, step: f
     xp = _xp(phase)
     size = phase.shape[0] * phase.shape[1]
     illumination = _illumination(xp.abs(probe) ** 2, data, size).reshape(phase.shape)
-    scale = step / xp.amax(illumination, 1)
-    scale = scale * (scale < 1e12)  # no positions: no step
+    peak = xp.amax(illumination, 1)
+    scale = _as_dtype_of(step / xp.clip(peak, 1e-30, None) * (peak > 0), phase)  # no positions: no step
     for _ in range(iterations):
         grad, _ = gradient(phase, probe, data)
         phase = phase - scale[:, None] * grad
