@@ -62,11 +62,12 @@ def mos2_samples(split: str, n: int) -> SampleSet:
 
 
 def load_samples(folder: Path, optics: Optics = Optics()) -> SampleSet:
-    """A user's phase maps: folder/*.npy (2-D, finite, radians) at sampling.json's {"pixel_A": …}, resampled to
-    the object pixel (scipy.ndimage.zoom, cubic) and centre-cropped to the object grid. A map that covers less
+    """A user's phase maps: folder/*.npy (2-D, finite, radians; pixel centres at multiples of sampling.json's
+    {"pixel_A": …}), resampled by cubic splines (scipy.ndimage.map_coordinates: zoom's interpolation, with the
+    exact pixel ratio) to the object pixel over the map's centred object-sized square. A map that covers less
     than the object (object_px · pixel_A Å a side) is refused (ValueError), not tiled: tiling would invent
-    structure at the seams."""
-    from scipy.ndimage import zoom
+    structure at the seams. Downsampling does not low-pass: maps should be band-limited to the object's Nyquist."""
+    from scipy.ndimage import map_coordinates
 
     folder = Path(folder)
     try:
@@ -78,18 +79,17 @@ def load_samples(folder: Path, optics: Optics = Optics()) -> SampleSet:
     files = sorted(folder.glob("*.npy"))
     if not files:
         raise ValueError(f"{folder}: no .npy phase maps")
-    n, maps = optics.object_px, {}
+    n, ratio, maps = optics.object_px, optics.pixel_A / pixel_A, {}
     for f in files:
         a = np.load(f, allow_pickle=False)
         if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
             raise ValueError(f"{f.name}: need a finite 2-D numeric phase map, got shape {a.shape}, dtype {a.dtype}")
-        a = zoom(np.asarray(a, np.float64), pixel_A / optics.pixel_A, order=3)
-        if min(a.shape) < n:
-            raise ValueError(f"{f.name}: covers {a.shape[0] * optics.pixel_A:.1f} × {a.shape[1] * optics.pixel_A:.1f} Å, "
-                             f"less than the object's {n * optics.pixel_A:.1f} Å a side (maps are not tiled)")
-        i, j = (a.shape[0] - n) // 2, (a.shape[1] - n) // 2
-        key = CUSTOM_KEY0 + int(hashlib.sha256(a.tobytes()).hexdigest()[:7], 16)
-        maps[key] = a[i:i + n, j:j + n]
+        if (min(a.shape) - 1) < (n - 1) * ratio:
+            raise ValueError(f"{f.name}: covers {a.shape[0] * pixel_A:.1f} × {a.shape[1] * pixel_A:.1f} Å, less than "
+                             f"the object's {n * optics.pixel_A:.1f} Å a side (maps are not tiled)")
+        axes = [(s - 1 - (n - 1) * ratio) / 2 + ratio * np.arange(n) for s in a.shape]  # input pixel coordinates
+        out = map_coordinates(np.asarray(a, np.float64), np.meshgrid(*axes, indexing="ij"), order=3)
+        maps[CUSTOM_KEY0 + int(hashlib.sha256(out.tobytes()).hexdigest()[:7], 16)] = out
     return SampleSet("custom", np.array(list(maps), np.int64), lambda key, _optics: maps[int(key)])
 
 
@@ -243,7 +243,8 @@ def dose_saving(runs: dict, samples: SampleSet, optics: Optics, iterations: int,
             s, _ = scan(PtychoEnvConfig(t * m, t, iterations, defocus), samples, Chooser(policy, "greedy"), refs, False)
             ladder[t * m] = float(s.ssim.mean())
         reached = [p for p, v in sorted(ladder.items()) if v >= targets[positions]]
-        out[r] = {"target_positions": positions, "target_ssim": targets[positions], "adaptive_ssim": ladder,
+        out[r] = {"target_positions": positions, "target_ssim": targets[positions],
+                  "adaptive_ssim": {str(p): v for p, v in ladder.items()},
                   "fewest_positions": reached[0] if reached else None,
                   "saving": 1 - reached[0] / positions if reached else None}
     return out
@@ -274,3 +275,23 @@ def plot(pictures: dict, png_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def table(result: dict) -> str:
+    """The rows as a markdown table: mean SSIM per method, Q vs random and vs the best non-adaptive layout."""
+    methods = [m for m in ("adaptive", *layouts.METHODS) if any(m in r["ssim"] for r in result["rows"])]
+    ci = lambda mean, half: "–" if mean is None else f"{100 * mean:+.1f} %" + ("" if half is None else f" ± {100 * half:.1f}")  # noqa: E731
+    lines = ["| P | T | probe | iterations | " + " | ".join(f"SSIM {m}" for m in methods)
+             + " | Q_SSIM (95 % CI) | Q_best | greedy vs random | subgrid vs random |", "|---" * (len(methods) + 8) + "|"]
+    for r in result["rows"]:
+        qr = r["q_vs_random"]
+        lines.append(f"| {r['positions']} | {r['subsequences']} | {r['probe']} | {r['iterations']} | "
+                     + " | ".join(f"{r['ssim'][m]:.3f}" if m in r["ssim"] else "–" for m in methods)
+                     + f" | {ci(r['q_ssim_mean'], r['q_ssim_ci95'])} | {ci(r['q_best_mean'], r['q_best_ci95'])} | "
+                     f"{ci(qr['greedy']['mean'], qr['greedy']['ci95']) if 'greedy' in qr else '–'} | "
+                     f"{ci(qr['subgrid']['mean'], qr['subgrid']['ci95'])} |")
+    for probe_name, runs in result["dose_saving"].items():
+        for run, d in runs.items():
+            lines.append(f"\ndose saving ({probe_name}, {run}): target SSIM {d['target_ssim']:.3f} at "
+                         f"{d['target_positions']}; adaptive {d['adaptive_ssim']}; fewest {d['fewest_positions']}")
+    return "\n".join(lines) + "\n"
