@@ -15,9 +15,9 @@ and Q_best against the best non-adaptive layout (of NON_ADAPTIVE, by mean SSIM i
 95 % CI half-widths over samples (learner.stats.mean_ci95) — and `paired` (adaptive minus each method's SSIM).
 With several runs the adaptive SSIM of a sample is the mean over the runs, and `spread` gives each run's Q.
 `q_vs_random` gives every method's Q against random (the baselines' margins, also without a policy).
-Dose saving (per probe, 5 sub-sequence runs): the policy stopped after t = 2 … T sub-sequences (P = t · M
-positions: what it scans first), the fewest positions whose mean SSIM reaches the best non-adaptive layout's at
-the full P.
+Dose saving (per run and probe): the policy stopped after t = 2 … T sub-sequences (P = t · M positions: exactly
+what it scans first; a policy emits whole sub-sequences of M, so the ladder steps by M: 100, 150, 200, 250 for
+250 = 5 × 50), and the fewest positions whose mean SSIM reaches the best non-adaptive layout's at the run's P, T.
 """
 from __future__ import annotations
 
@@ -192,11 +192,16 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
              cells: tuple[tuple[int, int], ...] = CELLS, probes: tuple[str, ...] = tuple(PROBES),
              iterations: int = 5, converge: bool = True, methods: tuple[str, ...] = layouts.METHODS,
              explore: float = 0.0, log: Callable[[str], None] = print) -> tuple[dict, dict]:
-    """(the result JSON, the 5-iteration scans per probe of the last 5-sub-sequence cell for `plot`)."""
+    """(the result JSON, per probe the scans of the first cell with the most sub-sequences, for `plot`).
+    Rows' "iterations": per sub-sequence (``iterations``), or reference.ITERATIONS for the run-on ones."""
     for name in ("random", *NON_ADAPTIVE):
         if name not in methods:
             raise ValueError(f"methods must include {name} (Q_SSIM and Q_best need it)")
     rows, pictures, dose = [], {}, {}
+    wanted = {(p, t, iterations, PROBES[name]) for p, t in cells for name in probes}
+    for r, (_, meta) in runs.items():
+        if run_config(meta) not in wanted:
+            log(f"run {r} (P, T, iterations, defocus = {run_config(meta)}) matches no cell: not evaluated")
     for probe_name in probes:
         optics = Optics(defocus_A=PROBES[probe_name])
         t0 = time.perf_counter()
@@ -217,10 +222,10 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
             if converge:
                 rows.append(row({**cell, "iterations": reference.ITERATIONS}, {m: s[1] for m, s in scans.items()},
                                 {r: s[1] for r, s in adaptive.items()}, samples.name))
-            if subsequences == max(t for _, t in cells):
+            if subsequences == max(t for _, t in cells) and probe_name not in pictures:
                 pictures[probe_name] = {**{m: s[0] for m, s in scans.items()},
                                         **{f"adaptive {r}": s[0] for r, s in adaptive.items()}}
-                targets[positions] = max(scans[m][0].ssim.mean() for m in NON_ADAPTIVE)
+            targets[positions, subsequences] = max(scans[m][0].ssim.mean() for m in NON_ADAPTIVE)
             log(f"{probe_name} {positions} × {subsequences}: {len(scans) + len(adaptive)} methods × "
                 f"{len(samples.keys)} samples in {time.perf_counter() - t0:.0f} s")
         dose[probe_name] = dose_saving(runs, samples, optics, iterations, refs, targets)
@@ -229,21 +234,22 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
 
 
 def dose_saving(runs: dict, samples: SampleSet, optics: Optics, iterations: int, refs: np.ndarray,
-                targets: dict[int, float]) -> dict:
+                targets: dict[tuple[int, int], float]) -> dict:
     """Per run (trained with this probe and iterations): mean SSIM stopped after t sub-sequences, and the fewest
     positions reaching the best non-adaptive layout's SSIM at the run's full P (module doc)."""
     out = {}
     for r, (policy, meta) in runs.items():
         positions, subsequences, its, defocus = run_config(meta)
-        if its != iterations or defocus != optics.defocus_A or positions not in targets:
+        if its != iterations or defocus != optics.defocus_A or (positions, subsequences) not in targets:
             continue
+        target = targets[positions, subsequences]
         m = positions // subsequences
         ladder = {}
         for t in range(2, subsequences + 1):
             s, _ = scan(PtychoEnvConfig(t * m, t, iterations, defocus), samples, Chooser(policy, "greedy"), refs, False)
             ladder[t * m] = float(s.ssim.mean())
-        reached = [p for p, v in sorted(ladder.items()) if v >= targets[positions]]
-        out[r] = {"target_positions": positions, "target_ssim": targets[positions],
+        reached = [p for p, v in sorted(ladder.items()) if v >= target]
+        out[r] = {"target_positions": positions, "target_ssim": target,
                   "adaptive_ssim": {str(p): v for p, v in ladder.items()},
                   "fewest_positions": reached[0] if reached else None,
                   "saving": 1 - reached[0] / positions if reached else None}
