@@ -144,14 +144,15 @@ def references(samples: SampleSet, optics: Optics, cache_dir: Path) -> np.ndarra
                      for k in samples.keys])
 
 
+def _ci(x: np.ndarray) -> dict:
+    """Mean and 95 % CI half-width over samples (None for one sample)."""
+    mean, ci = mean_ci95(x)
+    return {"mean": mean, "ci95": None if np.isnan(ci) else ci}
+
+
 def _q(a: np.ndarray, b: np.ndarray) -> dict:
-    mean, ci = mean_ci95((a - b) / b)
-    return {"mean": mean, "ci95": None if np.isnan(ci) else ci}
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> dict:
-    mean, ci = mean_ci95(a - b)
-    return {"mean": mean, "ci95": None if np.isnan(ci) else ci}
+    """Q = (SSIM_a − SSIM_b) / SSIM_b per sample, its mean and CI."""
+    return _ci((a - b) / b)
 
 
 def row(cell: dict, scored: dict[str, Scored], runs: dict[str, Scored], sample_name: str) -> dict:
@@ -173,7 +174,7 @@ def row(cell: dict, scored: dict[str, Scored], runs: dict[str, Scored], sample_n
     q, qb = (_q(a.ssim, scored["random"].ssim), _q(a.ssim, scored[best].ssim)) if a else ({}, {})
     out.update(q_ssim_mean=q.get("mean"), q_ssim_ci95=q.get("ci95"), q_best_mean=qb.get("mean"),
                q_best_ci95=qb.get("ci95"),
-               paired={m: _paired(a.ssim, s.ssim) for m, s in scored.items()} if a else {})
+               paired={m: _ci(a.ssim - s.ssim) for m, s in scored.items()} if a else {})
     if runs:
         out["spread"] = {r: {"q_ssim": _q(s.ssim, scored["random"].ssim)["mean"],
                              "q_best": _q(s.ssim, scored[best].ssim)["mean"]} for r, s in runs.items()}

@@ -46,6 +46,7 @@ def test_json_rows_with_baselines_and_a_tiny_policy(tmp_path):
     dose = result["dose_saving"]["focused"]["run"]
     assert list(dose["adaptive_ssim"]) == ["20"] and dose["target_ssim"] == max(result["rows"][0]["ssim"][m]
                                                                                for m in ("halton", "subgrid"))
+    assert "| 20 | 2 | focused | 5 |" in ev.table(result) and "dose saving (focused, run)" in ev.table(result)
     assert (tmp_path / "png" / "ptycho_eval_focused.png").stat().st_size > 0
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # one reference per sample, cached
 
