@@ -2,6 +2,7 @@
 custom samples (resampled from 0.1 Å; a bad folder is a clear error). The full-grid reference (minutes per sample)
 is replaced by a cheap stand-in: the true phase."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,13 @@ def test_bad_sample_folders_are_clear_errors(tmp_path):
         ev.load_samples(tmp_path)
     out = CliRunner().invoke(app, ["eval", "ptycho", *TINY, "--samples", str(tmp_path)])
     assert out.exit_code != 0 and "not tiled" in out.output
+
+
+def test_the_stored_baseline_eval_keeps_the_schema_and_renders():
+    """tests/data/ptycho_eval_baselines.json: the baselines on 5 selection samples (its "command")."""
+    stored = json.loads((Path(__file__).parents[1] / "data" / "ptycho_eval_baselines.json").read_text())
+    assert {r["probe"] for r in stored["rows"]} == {"focused", "defocused"}
+    for r in stored["rows"]:
+        assert ROW_KEYS <= set(r) and set(r["ssim"]) == set(ev.layouts.METHODS) and r["q_ssim_mean"] is None
+        assert r["best_non_adaptive"] == max(ev.NON_ADAPTIVE, key=r["ssim"].get)
+    assert "| 250 | 5 | defocused | 5 |" in ev.table(stored)
