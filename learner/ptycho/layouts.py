@@ -14,7 +14,9 @@ Halton sequence, as for the policy) with the observation, and returns the next s
     its probe's footprint (the field correlated with |P|², the probe intensity), plus optionally an exploration
     bonus `explore` × (distance to the nearest visited position) / (the sub-grid spacing G/√P); the M unvisited
     positions of highest score are taken in order, each at least `spread` × G/√P from every visited and
-    already-taken position (the distance halved when too few remain).
+    already-taken position (the distance halved when too few remain). The reported `greedy` has no bonus: on 5
+    selection samples (20 Å defocus, 250 = 5 × 50, 5 iterations) a bonus of 0.3 / 1.0 gave Q_SSIM +30.8 / +29.9 %
+    against +31.9 % without (the minimum distance to visited positions already spreads the scan).
 `make(name, ...)` builds one by name (METHODS).
 """
 from __future__ import annotations
