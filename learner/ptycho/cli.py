@@ -52,3 +52,73 @@ def train_ptycho(
     with progress_bar("train ptycho", sum(cfg.updates())) as bar:
         result = train(cfg, out, resume=resume, on_update=lambda done, reward: bar.update(done, [reward]))
     typer.echo(json.dumps(result))
+
+
+def eval_ptycho(
+    run: Optional[list[Path]] = typer.Option(None, help="Run folder with policy.pt; repeat for several training "
+                                             "seeds (none: the baselines only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (default: a table)."),
+    split: str = typer.Option("selection", help="selection (for choices) | report (for publishing): held-out "
+                              "MoS₂ samples."),
+    samples: Optional[Path] = typer.Option(None, help="Folder of .npy phase maps [rad] + sampling.json "
+                                           "{\"pixel_A\": …}, evaluated instead of MoS₂ (rows carry samples: custom)."),
+    per_cell: int = typer.Option(8, min=1, help="MoS₂ samples (custom: every map)."),
+    png: Optional[Path] = typer.Option(None, help="Folder for the reconstructions with positions per method."),
+    cells: Optional[str] = typer.Option(None, help="Comma-separated POSITIONSxSUBSEQUENCES cells, sub-sequences "
+                                        "dividing positions (default: learner.ptycho.eval.CELLS, the issue's table)."),
+    probe: str = typer.Option("focused,defocused", help="Probes: focused and/or defocused (20 Å)."),
+    iterations: int = typer.Option(5, min=1, help="Reconstruction iterations per sub-sequence."),
+    converge: bool = typer.Option(True, help="Also score each scan run on to the reference's iterations."),
+    explore: float = typer.Option(0.0, min=0.0, help="The greedy layout's exploration bonus (0: none)."),
+    cache: Path = typer.Option(Path.home() / ".cache" / "edgetune" / "ptycho-reference",
+                               help="Cache of the full-grid references (per sample key and optics)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Q_SSIM of the adaptive scan against random, Halton, sub-grid and greedy layouts (paired 95 % CIs)."""
+    import sys
+    import time
+
+    import torch
+
+    from learner.ct.cli import _name
+    from learner.ptycho import eval as ev
+    from learner.ptycho import layouts, reference
+    from learner.ptycho.train import load_policy
+
+    try:
+        grid = tuple(tuple(int(v) for v in c.split("x")) for c in cells.split(",")) if cells else ev.CELLS
+        if any(len(c) != 2 or c[1] < 2 or c[0] % c[1] for c in grid):
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--cells needs POSITIONSxSUBSEQUENCES with sub-sequences ≥ 2 dividing the "
+                                 f"positions, got {cells!r}") from None
+    probes = tuple(probe.split(","))
+    if not probes or any(p not in ev.PROBES for p in probes):
+        raise typer.BadParameter(f"--probe must name some of {', '.join(ev.PROBES)}")
+    if threads:
+        torch.set_num_threads(threads)
+    policies = [r / "policy.pt" for r in run or []]
+    for policy in policies:
+        if not policy.exists():
+            raise typer.BadParameter(f"no policy at {policy}")
+    runs = {}
+    for p in policies:
+        net, meta = load_policy(p)
+        prov = p.parent / "provenance.json"
+        runs[_name(p, policies)] = (net, {**meta, "provenance": json.loads(prov.read_text()) if prov.exists() else None})
+    try:
+        sample_set = ev.load_samples(samples) if samples is not None else ev.mos2_samples(split, per_cell)
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    log = lambda msg: typer.echo(msg, err=True)  # noqa: E731  the result goes to stdout
+    n = len(sample_set.keys)
+    log(f"CPU cost: up to {n * len(probes)} full-grid references ({reference.ITERATIONS} iterations over all "
+        f"positions each, cached in {cache}), {len(grid) * len(probes) * (len(layouts.METHODS) + len(runs))} scans of {n} samples "
+        f"(+ run-on to {reference.ITERATIONS} iterations: {converge}), {torch.get_num_threads()} torch thread(s)")
+    t0 = time.perf_counter()
+    result, pictures = ev.evaluate(runs, sample_set, cache, grid, probes, iterations, converge, explore=explore, log=log)
+    log(f"eval ptycho: {time.perf_counter() - t0:.0f} s wall, {time.process_time():.0f} s CPU ({sys.platform})")
+    if png is not None:
+        for path in ev.plot(pictures, png):
+            log(f"wrote {path}")
+    typer.echo(json.dumps(result) if as_json else ev.table(result))
