@@ -151,14 +151,17 @@ class PtychoBatchEnv:
         self._amplitudes.append(recon.amplitudes(torch.as_tensor(patterns, dtype=torch.float32, device=self.device),
                                                  o.dose))
         self.history.append(grid_pos)
-        data = recon.Measured(torch.cat(self._indices, 1), torch.cat(self._amplitudes, 1),
-                              torch.ones(self.batch, sum(self.cfg.sizes[:len(self.history)]), device=self.device))
-        self.phase = recon.reconstruct(self.phase, self.probe_t, data, self.cfg.iterations)
+        self.phase = recon.reconstruct(self.phase, self.probe_t, self.measured(), self.cfg.iterations)
         obs = self.observe()
         if self.done:
             field, pos = obs.recon[:, 0].cpu().numpy(), np.concatenate(self.history, 1)
             self.rewards = np.stack([voronoi.rewards(f, p) for f, p in zip(field, pos)])
         return obs
+
+    def measured(self) -> recon.Measured:
+        """Everything measured so far (the reconstruction's data)."""
+        return recon.Measured(torch.cat(self._indices, 1), torch.cat(self._amplitudes, 1),
+                              torch.ones(self.batch, sum(self.cfg.sizes[:len(self.history)]), device=self.device))
 
     def field(self) -> torch.Tensor:
         """The reconstruction over the scanned field (B, G, G), mean removed."""

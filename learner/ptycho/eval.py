@@ -40,8 +40,7 @@ from learner.ptycho import layouts, metrics, reference
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, Sampler, mos2_phase, run_scan
 from learner.stats import mean_ci95
 
-# 250 positions need T | P (PtychoBatchEnv): 3 and 4 sub-sequences use 249 and 248
-CELLS = ((250, 2), (249, 3), (248, 4), (250, 5), (335, 5), (420, 5), (500, 5))
+CELLS = ((250, 2), (250, 3), (250, 4), (250, 5), (335, 5), (420, 5), (500, 5))  # (positions, sub-sequences): Table I
 PROBES = {"focused": 0.0, "defocused": DEFOCUSED_A}
 NON_ADAPTIVE = ("halton", "subgrid")
 SPLITS = ("selection", "report")
@@ -131,11 +130,8 @@ def scan(cfg: PtychoEnvConfig, samples: SampleSet, choose: Callable, refs: np.nd
         at_budget.positions, at_budget.field = result.positions, result.recon
         if not converge:
             return at_budget, None
-        # the env's measured data (its own fields; LEARN: worth a public accessor)
-        data = recon.Measured(torch.cat(env._indices, 1), torch.cat(env._amplitudes, 1),
-                              torch.ones(len(samples.keys), cfg.positions))
         more = max(0, reference.ITERATIONS - cfg.iterations * cfg.subsequences)
-        phase = recon.reconstruct(env.phase, env.probe_t, data, more)
+        phase = recon.reconstruct(env.phase, env.probe_t, env.measured(), more)
     return at_budget, _score(phase.numpy(), refs, env.truth, env.optics)
 
 
@@ -212,7 +208,7 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
         for positions, subsequences in cells:
             t0 = time.perf_counter()
             cfg = PtychoEnvConfig(positions, subsequences, iterations, optics.defocus_A)
-            scans = {m: scan(cfg, samples, layouts.make(m, optics, positions, subsequences, samples.keys, explore),
+            scans = {m: scan(cfg, samples, layouts.make(m, optics, cfg, samples.keys, explore),
                              refs, converge) for m in methods}
             own = {r: (p, meta) for r, (p, meta) in runs.items()
                    if run_config(meta) == (positions, subsequences, iterations, optics.defocus_A)}

@@ -5,7 +5,7 @@ Halton sequence, as for the policy) with the observation, and returns the next s
 (grid index / (grid − 1), so snapping returns exactly the chosen grid points):
   - `RandomLayout`: M unvisited grid points uniformly at random, from a generator seeded per sample key (the same
     key gives the same positions whatever the batch);
-  - `HaltonLayout`: the Halton sequence continued (points t·M … (t + 1)·M − 1 after t sub-sequences);
+  - `HaltonLayout`: the Halton sequence continued from the number of positions acquired so far;
   - `SubgridLayout`: a uniform n × n sub-grid, n = ⌈√P⌉ (16 × 16 for P = 250), P of its points taken evenly
     (row-major, every n²/P-th); the points nearest the Halton sub-sequence's are dropped (one per Halton point),
     and the P − M left are dealt to the remaining sub-sequences in serpentine order, every (T − 1)-th point,
@@ -28,16 +28,22 @@ from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
 from controller.modes.ptycho.optics import Optics, probe
-from learner.ptycho.env import PtychoObs, halton, to_grid
+from controller.modes.ptycho.path import halton, snap_unvisited
+from learner.ptycho.env import PtychoEnvConfig, PtychoObs
 
 METHODS = ("random", "halton", "subgrid", "greedy")
 RANDOM_TAG = 0x5CA7  # mixed into the per-key seed, so the layout's draws differ from the sample's own
 
 
+def _indices(unit: np.ndarray, grid: int) -> np.ndarray:
+    """[0, 1]² points (…, 2) of grid positions → their (row, column) indices."""
+    return np.rint(np.asarray(unit) * (grid - 1)).astype(np.int64)
+
+
 def _visited(obs: PtychoObs, grid: int) -> list[np.ndarray]:
     """Per slot, the grid × grid mask of positions acquired so far."""
     out = []
-    for pos in to_grid(obs.positions.cpu().numpy(), grid):
+    for pos in _indices(obs.positions.cpu().numpy(), grid):
         mask = np.zeros((grid, grid), bool)
         mask[pos[:, 0], pos[:, 1]] = True
         out.append(mask)
@@ -56,7 +62,7 @@ class RandomLayout:
         self.rngs = [np.random.default_rng([RANDOM_TAG, int(k)]) for k in np.asarray(keys).reshape(-1)]
 
     def __call__(self, obs: PtychoObs) -> np.ndarray:
-        m = obs.last.shape[1]
+        m = obs.want
         if len(self.rngs) != obs.recon.shape[0]:
             raise ValueError(f"{len(self.rngs)} sample keys for a batch of {obs.recon.shape[0]}")
         out = []
@@ -74,8 +80,8 @@ class HaltonLayout:
         self.grid = grid
 
     def __call__(self, obs: PtychoObs) -> np.ndarray:
-        b, m = obs.last.shape[:2]
-        return np.broadcast_to(halton(m, self.grid, start=obs.t * m), (b, m, 2)).copy()
+        b, done = obs.positions.shape[:2]
+        return np.broadcast_to(halton(obs.want, start=done), (b, obs.want, 2)).copy()
 
 
 def subgrid_points(positions: int) -> np.ndarray:
@@ -92,24 +98,24 @@ class SubgridLayout:
     """A uniform sub-grid of P points, less those nearest the Halton sub-sequence, dealt to the later
     sub-sequences in turn (module doc)."""
 
-    def __init__(self, positions: int, subsequences: int, grid: int) -> None:
-        m = positions // subsequences
-        points = subgrid_points(positions)
-        first = _unit(to_grid(halton(m, grid), grid), grid)
+    def __init__(self, cfg: PtychoEnvConfig, grid: int) -> None:
+        points = subgrid_points(cfg.positions)
+        first = _unit(snap_unvisited(halton(cfg.sizes[0]), np.zeros((grid, grid), bool)), grid)
         taken = np.zeros(len(points), bool)
         for p in first:  # drop the nearest remaining sub-grid point of each Halton point
             d = np.where(taken, np.inf, ((points - p) ** 2).sum(1))
             taken[np.argmin(d)] = True
         rest = points[~taken]  # P − M points, serpentine order
-        later = subsequences - 1
-        self.parts = [rest[t::later] for t in range(later)]  # each M points spread over the field
+        later = cfg.subsequences - 1
+        # each part spread over the field; sizes as cfg.sizes[1:] (the larger parts first)
+        self.parts = [rest[t::later] for t in range(later)]
 
     def __call__(self, obs: PtychoObs) -> np.ndarray:
         b = obs.recon.shape[0]
         part = self.parts[obs.t - 1]
-        if len(part) != obs.last.shape[1]:
-            raise ValueError(f"sub-grid layout made for {len(part)} positions per sub-sequence, "
-                             f"asked for {obs.last.shape[1]}")
+        if len(part) != obs.want:
+            raise ValueError(f"sub-grid layout made for {len(part)} positions in this sub-sequence, "
+                             f"asked for {obs.want}")
         return np.broadcast_to(part, (b, *part.shape)).copy()
 
 
@@ -133,7 +139,7 @@ class GreedyLayout:
         return score
 
     def __call__(self, obs: PtychoObs) -> np.ndarray:
-        m = obs.last.shape[1]
+        m = obs.want
         fields = obs.recon[:, 0].cpu().numpy().astype(np.float64)
         return np.stack([_unit(self._pick(self.scores(f, v), v, m), self.grid)
                          for f, v in zip(fields, _visited(obs, self.grid))])
@@ -159,15 +165,14 @@ class GreedyLayout:
         return np.array(chosen)
 
 
-def make(name: str, optics: Optics, positions: int, subsequences: int, keys: np.ndarray,
-         explore: float = 0.0):
-    """The chooser ``name`` (one of METHODS) for scans of ``positions`` in ``subsequences`` of samples ``keys``."""
+def make(name: str, optics: Optics, cfg: PtychoEnvConfig, keys: np.ndarray, explore: float = 0.0):
+    """The chooser ``name`` (one of METHODS) for scans configured by ``cfg`` of samples ``keys``."""
     if name == "random":
         return RandomLayout(keys, optics.grid)
     if name == "halton":
         return HaltonLayout(optics.grid)
     if name == "subgrid":
-        return SubgridLayout(positions, subsequences, optics.grid)
+        return SubgridLayout(cfg, optics.grid)
     if name == "greedy":
-        return GreedyLayout(optics, positions, explore)
+        return GreedyLayout(optics, cfg.positions, explore)
     raise ValueError(f"layout must be one of {METHODS}, got {name!r}")

@@ -6,20 +6,26 @@ import torch
 
 from controller.modes.ptycho.optics import Optics
 from learner.ptycho import layouts
-from learner.ptycho.env import PtychoObs, halton, to_grid
+from controller.modes.ptycho.path import halton, snap_unvisited
+from learner.ptycho.env import PtychoEnvConfig, PtychoObs
 
 G = Optics().grid
 
 
-def obs(field: np.ndarray, first: np.ndarray, t: int = 1) -> PtychoObs:
-    """An observation of B slots that all acquired ``first`` (K, 2) grid points, with reconstruction ``field``."""
+def obs(field: np.ndarray, first: np.ndarray, t: int = 1, want: int | None = None) -> PtychoObs:
+    """An observation of B slots that all acquired ``first`` (K, 2) grid points, with reconstruction ``field``,
+    asking for ``want`` (default K) positions next."""
     b = field.shape[0]
     unit = torch.as_tensor(np.broadcast_to(first / (G - 1), (b, *first.shape)).copy(), dtype=torch.float32)
-    return PtychoObs(torch.as_tensor(field[:, None], dtype=torch.float32), unit, unit, t)
+    return PtychoObs(torch.as_tensor(field[:, None], dtype=torch.float32), unit, unit, t, want or len(first))
+
+
+def to_grid(unit: np.ndarray, grid: int) -> np.ndarray:
+    return np.rint(np.asarray(unit) * (grid - 1)).astype(np.int64)
 
 
 def halton_first(m: int) -> np.ndarray:
-    return to_grid(halton(m, G), G)
+    return snap_unvisited(halton(m), np.zeros((G, G), bool))
 
 
 def check_valid(unit: np.ndarray, first: np.ndarray, b: int, m: int) -> np.ndarray:
@@ -46,26 +52,27 @@ def test_random_is_keyed_per_sample_distinct_and_unvisited():
 
 
 def test_halton_continues_the_first_sub_sequence():
-    first = halton_first(50)
-    out = layouts.HaltonLayout(G)(obs(np.zeros((1, G, G)), first, t=2))
-    np.testing.assert_array_equal(out[0], halton(150, G)[100:])
+    first = halton_first(100)  # two sub-sequences of 50 so far
+    out = layouts.HaltonLayout(G)(obs(np.zeros((1, G, G)), first, t=2, want=50))
+    np.testing.assert_array_equal(out[0], halton(150)[100:])
 
 
-@pytest.mark.parametrize("positions,subsequences", [(250, 5), (250, 2), (248, 4)])
+@pytest.mark.parametrize("positions,subsequences", [(250, 5), (250, 2), (250, 4), (250, 3)])
 def test_subgrid_covers_the_field_evenly_in_every_sub_sequence(positions, subsequences):
-    m = positions // subsequences
-    first = halton_first(m)
-    layout = layouts.SubgridLayout(positions, subsequences, G)
-    parts = [to_grid(layout(obs(np.zeros((1, G, G)), first, t))[0], G) for t in range(1, subsequences)]
+    cfg = PtychoEnvConfig(positions, subsequences)
+    first = halton_first(cfg.sizes[0])
+    layout = layouts.SubgridLayout(cfg, G)
+    parts = [to_grid(layout(obs(np.zeros((1, G, G)), first, t, cfg.sizes[t]))[0], G) for t in range(1, subsequences)]
     every = np.concatenate([first, *parts])
     assert len({tuple(p) for p in every}) == positions  # P distinct points with the Halton ones
-    for part in parts:
+    for part, m in zip(parts, cfg.sizes[1:]):
         assert len(part) == m
         quadrants = np.bincount((part[:, 0] >= G / 2) * 2 + (part[:, 1] >= G / 2), minlength=4)
         assert quadrants.min() >= 0.6 * m / 4 and quadrants.max() <= 1.4 * m / 4, quadrants
-    # the whole scan is nearly uniform: no point is farther from its nearest neighbour than 1.5 sub-grid steps
+    # the whole scan is nearly uniform: no sub-grid point is farther from its nearest neighbour than 1.5 steps
+    # (Halton's first point, the corner (0, 0), may be)
     d = np.sqrt(((every[:, None] - every[None]) ** 2).sum(-1)) + np.eye(len(every)) * G
-    assert d.min(1).max() <= 1.5 * G / np.ceil(np.sqrt(positions))
+    assert d.min(1)[len(first):].max() <= 1.5 * G / np.ceil(np.sqrt(positions))
 
 
 def test_greedy_probes_the_bright_region_spread_out():
@@ -86,4 +93,4 @@ def test_greedy_probes_the_bright_region_spread_out():
 
 def test_make_rejects_an_unknown_layout():
     with pytest.raises(ValueError, match="layout must be one of"):
-        layouts.make("spiral", Optics(), 250, 5, np.array([0]))
+        layouts.make("spiral", Optics(), PtychoEnvConfig(), np.array([0]))
