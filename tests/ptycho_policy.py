@@ -9,7 +9,7 @@ from torch import nn
 from controller.modes.ptycho import recon, spec
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.optics import Optics, probe
-from controller.modes.ptycho.path import halton, snap_unvisited
+from controller.modes.ptycho.path import halton, prior, snap_unvisited
 from controller.modes.ptycho.scan import policy_field
 from controller.policy.runtime import ScanPolicy
 from firmware_sim.ptycho.detector import counts
@@ -34,12 +34,12 @@ class TinyScanNet(nn.Module):
             self.head.weight.mul_(20.0)  # spread the means over the field
             self.head.bias.add_(bias)
 
-    def forward(self, recon: torch.Tensor, positions: torch.Tensor, count: torch.Tensor,
+    def forward(self, recon: torch.Tensor, positions: torch.Tensor, count: torch.Tensor, prior: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean_position = positions.sum(1) / count.clamp(min=1.0)
         x = torch.cat([self.pool(recon).flatten(1) * 10.0, mean_position, count / spec.M_MAX], 1)
         y, h = self.gru(torch.tanh(self.encode(x))[:, None, :], hidden.transpose(0, 1).contiguous())
-        means = torch.sigmoid(self.head(y[:, 0])).reshape(-1, spec.M_MAX, 2)
+        means = torch.sigmoid(self.head(y[:, 0]).reshape(-1, spec.M_MAX, 2) + prior)
         return means, h.transpose(0, 1)
 
 
@@ -61,7 +61,7 @@ def reference(policy: ScanPolicy | None, cfg: PtychoConfig, key: int = KEY) -> t
     if policy is not None:
         policy.reset()
     for t, size in enumerate(cfg.sizes):
-        means = policy.decide(policy_field(image, o.grid, o.window), last) if policy and t else None
+        means = policy.decide(policy_field(image, o.grid, o.window), last, prior(done)) if policy and t else None
         planned = snap_unvisited(halton(size, done) if means is None else means[:size], visited)
         for p in planned:
             visited[tuple(p)] = True

@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from controller.modes.ct import spec as ct
 from controller.modes.ptycho import spec as ptycho
+from controller.modes.ptycho.path import prior
 from controller.policy.guard import on_cpu_clock
 from controller.policy.manifest import Manifest, ManifestError, StateSpec, load_artifact
 
@@ -285,6 +286,7 @@ class ScanPolicy(DecisionPolicy):
         self.field = field
         self._recon, self._positions = self.binding.inputs[ptycho.RECON], self.binding.inputs[ptycho.POSITIONS]
         self._count, self._means = self.binding.inputs[ptycho.COUNT], self.binding.outputs[ptycho.MEANS]
+        self._prior = self.binding.inputs[ptycho.PRIOR]
         self._hidden = self.binding.state[ptycho.HIDDEN]
         super().__init__()
 
@@ -307,16 +309,17 @@ class ScanPolicy(DecisionPolicy):
         policy = cls(model, field, state[0])
         policy.manifest, policy.path = manifest, Path(directory)
         rng = np.random.default_rng(0)
-        policy.probe(policy.decide, [(np.zeros((field, field), np.float32), np.zeros((0, 2))),
-                                     (rng.normal(0.0, 0.3, (field, field)), rng.random((ptycho.M_MAX, 2)))],
+        policy.probe(policy.decide, [(np.zeros((field, field), np.float32), np.zeros((0, 2)), prior(0)),
+                                     (rng.normal(0.0, 0.3, (field, field)), rng.random((ptycho.M_MAX, 2)),
+                                      prior(ptycho.M_MAX))],
                      PolicyRejected, "scan policy")
         return policy
 
-    def decide(self, recon: np.ndarray, positions: np.ndarray,
+    def decide(self, recon: np.ndarray, positions: np.ndarray, prior: np.ndarray,
                run_options: ort.RunOptions | None = None) -> np.ndarray | None:
         """The next sub-sequence's means (M_MAX, 2) in [0, 1] (a copy) for the reconstructed field (F, F), mean
-        removed, and the last sub-sequence (m ≤ M_MAX, 2) normalised; None (counted, the state kept) when they
-        are not finite."""
+        removed, the last sub-sequence (m ≤ M_MAX, 2) normalised and the edge's own next sub-sequence ``prior``
+        (M_MAX, 2; path.prior); None (counted, the state kept) when they are not finite."""
         m = len(positions)
         if m > ptycho.M_MAX or recon.shape != (self.field, self.field):
             raise ValueError(f"need a ({self.field}, {self.field}) field and ≤ {ptycho.M_MAX} positions, "
@@ -326,6 +329,7 @@ class ScanPolicy(DecisionPolicy):
         self._positions.fill(0.0)
         self._positions[0, :m] = positions
         self._count[0, 0] = m
+        self._prior[0] = prior
         self.binding.step(run_options)
         means = np.asarray(self._means[0], np.float64).copy()
         if not (np.isfinite(means).all() and np.isfinite(self._hidden).all()):

@@ -55,7 +55,7 @@ class Chooser:
     def __call__(self, obs: PtychoObs) -> np.ndarray:
         if self.hidden is None:
             self.hidden = self.policy.initial_hidden(obs.recon.shape[0])
-        means, self.hidden = self.policy.step(obs.recon, obs.last, self.hidden)
+        means, self.hidden = self.policy.step(obs.recon, obs.last, obs.positions.shape[1], self.hidden)
         self.means.append(means)
         means = means[:, :obs.want]
         if self.mode == "greedy":

@@ -34,8 +34,10 @@ def state_shape(net: nn.Module, field: int, hidden_size: int) -> tuple[int, int]
     return spec.LAYERS, hidden_size
 
 
-def _zeros(batch: int, field: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.zeros(batch, 1, field, field), torch.zeros(batch, spec.M_MAX, 2), torch.zeros(batch, 1)
+def _zeros(batch: int, field: int) -> tuple[torch.Tensor, ...]:
+    """recon, positions, count, prior of ``batch`` empty first decisions."""
+    return (torch.zeros(batch, 1, field, field), torch.zeros(batch, spec.M_MAX, 2), torch.zeros(batch, 1),
+            torch.zeros(batch, spec.M_MAX, 2))
 
 
 def check_parity(net: nn.Module, model_path: Path, field: int, hidden: tuple[int, int], seed: int = 0,
@@ -55,11 +57,10 @@ def check_parity(net: nn.Module, model_path: Path, field: int, hidden: tuple[int
             positions = rng.random((batch, spec.M_MAX, 2)) * (np.arange(spec.M_MAX)[None, :, None] < count[:, :, None])
             feed = {spec.RECON: rng.normal(0.0, 0.3, (batch, 1, field, field)).astype(np.float32),
                     spec.POSITIONS: positions.astype(np.float32), spec.COUNT: count.astype(np.float32),
-                    spec.HIDDEN: h_ort}
+                    spec.PRIOR: rng.random((batch, spec.M_MAX, 2)).astype(np.float32), spec.HIDDEN: h_ort}
             means_ort, h_ort = sess.run([spec.MEANS, spec.HIDDEN_NEXT], feed)
             with torch.inference_mode():
-                means, h_torch = net(*(torch.from_numpy(feed[n]) for n in (spec.RECON, spec.POSITIONS, spec.COUNT)),
-                                     h_torch)
+                means, h_torch = net(*(torch.from_numpy(feed[n]) for n in spec.inputs(field)), h_torch)
             scale = max(1.0, float(h_torch.abs().max()))
             worst = max(worst, float(np.abs(means_ort - means.numpy()).max()),
                         float(np.abs(h_ort - h_torch.numpy()).max()) / scale)
@@ -78,7 +79,7 @@ def export_scan_policy(net: nn.Module, out_dir: str | Path, *, field: int, hidde
     outputs = [OutputSpec(name=spec.MEANS, shape=spec.outputs()[spec.MEANS], units=[spec.UNITS[spec.MEANS]],
                           bounds=Bounds(low=[0.0], high=[1.0]))]
     state = [StateSpec(name=spec.HIDDEN, shape=hidden, initial=0.0, next=spec.HIDDEN_NEXT)]
-    example = dict(zip((spec.RECON, spec.POSITIONS, spec.COUNT), _zeros(1, field)))
+    example = dict(zip(spec.inputs(field), _zeros(1, field)))
     return write_artifact(
         _Clipped(graph), out_dir, {**example, spec.HIDDEN: torch.zeros(1, *hidden)}, [spec.MEANS, spec.HIDDEN_NEXT],
         lambda model_path: check_parity(_Clipped(graph), model_path, field, hidden),
@@ -93,9 +94,9 @@ class _Clipped(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, recon: torch.Tensor, positions: torch.Tensor, count: torch.Tensor,
+    def forward(self, recon: torch.Tensor, positions: torch.Tensor, count: torch.Tensor, prior: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        means, nxt = self.net(recon, positions, count, hidden)
+        means, nxt = self.net(recon, positions, count, prior, hidden)
         return means.clamp(0.0, 1.0), nxt
 
 

@@ -12,6 +12,7 @@ import torch
 
 from controller.config import parse_config
 from controller.modes.ptycho import spec
+from controller.modes.ptycho.path import prior
 from controller.modes.ptycho.session import _slot
 from controller.policy.runtime import PolicyRejected, ScanPolicy
 from learner.export import ExportError
@@ -45,14 +46,15 @@ def test_edge_runtime_carries_the_state_like_torch(exported) -> None:
     rng = np.random.default_rng(1)
     hidden, last = torch.zeros(1, spec.LAYERS, H), np.zeros((0, 2))
     outputs = []
-    for _ in range(4):
+    for step in range(4):
         recon = rng.normal(0, 0.3, (FIELD, FIELD)).astype(np.float32)
-        got = policy.decide(recon, last)
+        default = prior(30 * step)
+        got = policy.decide(recon, last, default)
         padded = np.zeros((1, spec.M_MAX, 2), np.float32)
         padded[0, :len(last)] = last
         with torch.inference_mode():
             want, hidden = net(torch.from_numpy(recon)[None, None], torch.from_numpy(padded),
-                               torch.tensor([[float(len(last))]]), hidden)
+                               torch.tensor([[float(len(last))]]), torch.from_numpy(default[None]).float(), hidden)
         np.testing.assert_allclose(got, want[0].numpy(), rtol=0, atol=1e-5)
         outputs.append(got)
         last = rng.random((30, 2))

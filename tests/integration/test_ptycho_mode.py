@@ -38,9 +38,10 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     nan = TinyScanNet()
     with torch.no_grad():
         nan.head.bias[0] = float("nan")
-    inputs = (torch.zeros(1, 1, 100, 100), torch.zeros(1, spec.M_MAX, 2), torch.zeros(1, 1), torch.zeros(1, 2, 8))
-    torch.onnx.export(nan, inputs, str(out / "nan.onnx"), dynamo=False, input_names=[
-        spec.RECON, spec.POSITIONS, spec.COUNT, spec.HIDDEN], output_names=[spec.MEANS, spec.HIDDEN_NEXT])
+    inputs = (torch.zeros(1, 1, 100, 100), torch.zeros(1, spec.M_MAX, 2), torch.zeros(1, 1), torch.zeros(1, spec.M_MAX, 2),
+              torch.zeros(1, 2, 8))
+    torch.onnx.export(nan, inputs, str(out / "nan.onnx"), dynamo=False, input_names=[*spec.inputs(100), spec.HIDDEN],
+                      output_names=[spec.MEANS, spec.HIDDEN_NEXT])
     return {"1": out / "1", "2": out / "2", "edge": out / "edge", "nan": out / "nan.onnx"}
 
 

@@ -7,7 +7,8 @@ import torch
 from controller.modes.ptycho.path import halton, snap_unvisited
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, PtychoVecEnv, lattice_phase, run_scan
 from controller.modes.ptycho.spec import M_MAX
-from learner.ptycho.policy import PolicyConfig, ScanPolicy
+from controller.modes.ptycho.path import prior
+from learner.ptycho.policy import REACH, PolicyConfig, ScanPolicy
 
 TINY = PtychoEnvConfig(positions=12, subsequences=3, iterations=1, sample="lattice")
 
@@ -79,9 +80,13 @@ def test_policy_shapes_and_hidden_state_carried():
     net = ScanPolicy(PolicyConfig(hidden=16, features=16))
     recon, last = torch.randn(3, 1, 100, 100), torch.rand(3, 4, 2)
     h0 = net.initial_hidden(3)
-    m1, h1 = net.step(recon, last, h0)
+    m0, _ = net.step(recon, last, 4, h0)
+    assert torch.equal(m0, torch.as_tensor(prior(4), dtype=torch.float32).expand(3, M_MAX, 2))  # untrained: Halton
+    torch.nn.init.normal_(net.fc_h.weight, std=0.1)  # as if trained
+    m1, h1 = net.step(recon, last, 4, h0)
     assert m1.shape == (3, M_MAX, 2) and h1.shape == (3, 2, 16) and float(m1.min()) >= 0 and float(m1.max()) <= 1
-    m2, _ = net.step(recon, last, h1)
+    assert float((m1 - m0).abs().max()) <= REACH + 1e-6 and not torch.allclose(m1, m0)
+    m2, _ = net.step(recon, last, 4, h1)
     assert not torch.allclose(m1, m2)  # the same input with the carried state gives another output
-    m3, _ = net.step(recon, last[:, :3], h0)
+    m3, _ = net.step(recon, last[:, :3], 4, h0)
     assert not torch.allclose(m1, m3)  # the count is an input: a shorter sub-sequence is another observation

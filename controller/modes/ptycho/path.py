@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import qmc
 
+from controller.modes.ptycho.spec import M_MAX
+
 
 def halton(n: int, start: int = 0) -> np.ndarray:
     """Points start … start + n − 1 of the 2-D unscrambled Halton sequence, (n, 2) in [0, 1)."""
@@ -31,6 +33,12 @@ def halton(n: int, start: int = 0) -> np.ndarray:
     if start:
         sampler.fast_forward(start)
     return sampler.random(n)
+
+
+def prior(done: int) -> np.ndarray:
+    """The edge's own next sub-sequence after ``done`` positions, the policy's ``prior`` input (spec.py): the
+    Halton continuation, M_MAX points (M_MAX, 2) in [0, 1) (a sub-sequence of M takes the first M)."""
+    return halton(M_MAX, start=done)
 
 
 def snap_unvisited(points: np.ndarray, visited: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult
 from controller.modes.ptycho import recon
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.optics import probe
-from controller.modes.ptycho.path import halton, order_path, raster_order, snap_unvisited
+from controller.modes.ptycho.path import halton, order_path, prior, raster_order, snap_unvisited
 from controller.policy.runtime import ScanPolicy
 from controller.policy.slot import PolicySlot
 from controller.protocol import framing, ptycho
@@ -153,7 +153,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         if policy is not None and t > 0:
             started = time.perf_counter()
             field_ = policy_field(reconstruction, self.optics.grid, self.optics.window)
-            means = await self._decide(policy, field_, self._last)
+            means = await self._decide(policy, field_, self._last, prior(step))
             res.timings["policy"].append(time.perf_counter() - started)
             source = "policy" if means is not None else "fallback"
             res.policy_faults += means is None
@@ -201,17 +201,18 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
     def finish(self) -> None:
         self._frame = None
 
-    async def _decide(self, policy: ScanPolicy, field_: np.ndarray, last: np.ndarray) -> np.ndarray | None:
+    async def _decide(self, policy: ScanPolicy, field_: np.ndarray, last: np.ndarray,
+                      default: np.ndarray) -> np.ndarray | None:
         """The policy's means (worker thread), or None when the decision failed (module doc). Never raises."""
         slot = self.slot
         if slot is None:
             try:
-                return await asyncio.wait_for(asyncio.to_thread(policy.decide, field_, last),
+                return await asyncio.wait_for(asyncio.to_thread(policy.decide, field_, last, default),
                                               self.cfg.decision_budget_s)
             except Exception as e:  # onnxruntime's run-time errors, the budget
                 log.warning("scan policy %s failed, Halton positions instead: %r", policy.version, e)
                 return None
-        means, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, field_, last)
+        means, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, field_, last, default)
         if failure is None and means is None:
             failure, detail = "non_finite_output", "means not finite"
         if failure is not None:
