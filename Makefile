@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct install clean abtem-reference
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho install clean abtem-reference ptychi-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,23 @@ results-ct: $(STAMP)
 	  $(foreach s,$(CT_TRAIN_SEEDS),--run $(CT_RESULTS)/$$0-seed$(s) --naive-run $(CT_RESULTS)/naive-seed$(s)) \
 	  --split report --device cpu \
 	  --png $(CT_RESULTS)/stopping-$$0.png --json > $(CT_RESULTS)/report-$$0.json'
+
+# Ptychography (docs/ptycho.md): the scan policy on 3 seeds at Table I's 250 = 5 × 50 positions, focused probe,
+# MoS₂ training samples, a fixed episode count (the three at once, one thread each; a stopped run resumes
+# exactly, a finished one is left as it is); then every run and the baselines on the report split (the full-grid
+# references are cached in $(PTYCHO_RESULTS)/refcache: the first evaluation computes them, minutes each).
+PTYCHO_RESULTS := runs/results/ptycho
+PTYCHO_EPISODES := 800
+ptycho-policies: $(STAMP)
+	mkdir -p $(PTYCHO_RESULTS)
+	for s in $(CT_TRAIN_SEEDS); do echo $$s; done | xargs -P 3 -n 1 sh -c '$(BIN)/edgetune train ptycho \
+	  --episodes $(PTYCHO_EPISODES) --pretrain 0 --seed $$0 --threads 1 --device cpu --resume \
+	  --out $(PTYCHO_RESULTS)/seed$$0 > $(PTYCHO_RESULTS)/seed$$0.log 2>&1'
+
+results-ptycho: $(STAMP)
+	$(BIN)/edgetune eval ptycho $(foreach s,$(CT_TRAIN_SEEDS),--run $(PTYCHO_RESULTS)/seed$(s)) --split report \
+	  --per-cell 8 --cells 250x5 --threads 1 --cache $(PTYCHO_RESULTS)/refcache --png $(PTYCHO_RESULTS) --json \
+	  > $(PTYCHO_RESULTS)/report.json
 
 # abTEM's reference for the MoS₂ sample (docs/ptycho.md "Sample"): its own venv (abTEM 1.0.x from PyPI), then the
 # committed script writes tests/data/ptycho_abtem.npz, which tests/unit/test_ptycho_sample.py compares ours to.
