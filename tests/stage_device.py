@@ -1,9 +1,13 @@
-"""A test's handle on a stage emulator over a real pty: status requests, refusals, waits, received data frames
-(shared by the CT and ptycho emulator tests)."""
+"""Tests' handles on stage emulators over a real pty (shared by the CT and ptycho tests): status requests,
+refusals, waits and received data frames (`StageDevice`), an emulator served with a connected driver (`served`),
+and a daemon process up with its device (`wait_ready`)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Callable
 
 import pytest
@@ -37,3 +41,35 @@ class StageDevice:
             assert time.monotonic() < end, st
             await asyncio.sleep(0.002)
         return st
+
+
+@asynccontextmanager
+async def served(emu: Any, messages: framing.MessageSet) -> AsyncIterator[SerialDriver]:
+    """The emulator running in a thread on its pty and a driver connected to it; both stopped on exit."""
+    stop = threading.Event()
+    driver = SerialDriver(emu.open(), messages=messages, silence_timeout_s=None)
+    th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
+    th.start()
+    try:
+        await driver.start(connect_timeout_s=3.0)
+        yield driver
+    finally:
+        await driver.close()
+        stop.set()
+        th.join(2)
+        emu.close()
+
+
+async def wait_ready(stand: Any, client: Any, timeout_s: float = 20.0) -> dict:
+    """The daemon's status once it is up with its device (its log in the failure when it died)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert stand.daemon is not None and stand.daemon.poll() is None, (stand.workdir / "daemon.log").read_text()
+        try:
+            status = await asyncio.to_thread(client.status)
+            if status["device_up"]:
+                return status
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"the daemon did not come up within {timeout_s} s"
+        await asyncio.sleep(0.1)

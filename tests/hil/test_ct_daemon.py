@@ -33,6 +33,7 @@ from firmware_sim.ct.physics import Detector, DetectorParams
 from firmware_sim.ct.emulator import make_sample
 from hil.cli import app
 from hil.stand import SimulatedStand
+from stage_device import wait_ready
 
 pytestmark = pytest.mark.hil
 
@@ -79,18 +80,6 @@ def reference_scan(policy: AnglePolicy, spec: SampleSpec, seed: int) -> tuple[li
     return angles, image, "max_angles"
 
 
-async def wait_ready(stand: SimulatedStand, client: PushClient, timeout_s: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert stand.daemon is not None and stand.daemon.poll() is None, (stand.workdir / "daemon.log").read_text()
-        try:
-            status = await asyncio.to_thread(client.status)
-            if status["device_up"]:
-                return status
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the angles daemon did not come up"
-        await asyncio.sleep(0.1)
 
 
 def start_angles_stand(tmp_path: Path, speed: float) -> tuple[SimulatedStand, PushClient, PushClient]:

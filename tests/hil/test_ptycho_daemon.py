@@ -5,7 +5,6 @@ reconstruction compared with the same ONNX policy run in process on the same key
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,13 @@ from controller.recorder import read_events
 from hil.stand import SimulatedStand
 from learner.ptycho.export import export_scan_policy
 from ptycho_policy import KEY, TinyScanNet, reference, sample
+from stage_device import wait_ready
 
 pytestmark = pytest.mark.hil
 
 PTYCHO = {"positions": 40, "subsequences": 4, "iterations": 2}
 
 
-async def wait_ready(stand: SimulatedStand, client: PushClient, timeout_s: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert stand.daemon is not None and stand.daemon.poll() is None, (stand.workdir / "daemon.log").read_text()
-        try:
-            status = await asyncio.to_thread(client.status)
-            if status["device_up"]:
-                return status
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the ptycho daemon did not come up"
-        await asyncio.sleep(0.1)
 
 
 async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from onnx import TensorProto, helper
 
 from controller.protocol import ct
 from controller.modes.ct import tomo
-from controller.driver import SerialDriver
 from controller.modes.ct.angles import AnglesMode
 from controller.modes.ct.config import AnglesConfig
 from controller.modes.ct.spec import TASK
@@ -21,6 +19,7 @@ from controller.policy.runtime import AnglePolicy, PolicyError
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.policy.guard import RuntimeLimits
 from firmware_sim.ct.emulator import CtEmulator, make_sample
+from stage_device import served
 
 SIZE = 31
 SAMPLE = ct.SetSample(ct.SampleKind.ANY, 11, ct.Split.VAL, SIZE)
@@ -31,16 +30,8 @@ FAST = dict(poll_s=0.002, exposure_s=0.04)
 async def stand() -> AsyncIterator:
     """An emulator (20× real time) serving on a pty and a connected CT driver."""
     emu = CtEmulator(sample=SAMPLE, seed=0, speed=20.0, tick_hz=100.0)
-    stop = threading.Event()
-    driver = SerialDriver(emu.open(), messages=ct.CT, silence_timeout_s=None)
-    th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
-    th.start()
-    await driver.start(connect_timeout_s=3.0)
-    yield emu, driver
-    await driver.close()
-    stop.set()
-    th.join(2)
-    emu.close()
+    async with served(emu, ct.CT) as driver:
+        yield emu, driver
 
 
 def policy_model(path: Path, preferred: list[int], stop_after: int | None, nan: bool = False,

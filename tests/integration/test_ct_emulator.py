@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import numpy as np
 import pytest
@@ -18,8 +18,7 @@ import serial
 from cobs import cobs
 
 from controller.protocol import common, ct, framing
-from controller.driver import SerialDriver
-from stage_device import StageDevice
+from stage_device import StageDevice, served
 from firmware_sim.ct.physics import line_integrals
 from firmware_sim.ct.emulator import CtEmulator, make_sample
 
@@ -46,24 +45,12 @@ class Device(StageDevice):
 
 @pytest.fixture
 async def ct_device() -> AsyncIterator:
-    started: list[tuple[CtEmulator, threading.Event, threading.Thread, SerialDriver]] = []
+    async with AsyncExitStack() as stack:
+        async def start(**kw) -> Device:
+            emu = CtEmulator(sample=kw.pop("sample", SAMPLE), **kw)
+            return Device(emu, await stack.enter_async_context(served(emu, ct.CT)))
 
-    async def start(**kw) -> Device:
-        emu = CtEmulator(sample=kw.pop("sample", SAMPLE), **kw)
-        stop = threading.Event()
-        th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
-        driver = SerialDriver(emu.open(), messages=ct.CT, silence_timeout_s=None)
-        th.start()
-        await driver.start(connect_timeout_s=3.0)
-        started.append((emu, stop, th, driver))
-        return Device(emu, driver)
-
-    yield start
-    for emu, stop, th, driver in started:
-        await driver.close()
-        stop.set()
-        th.join(2)
-        emu.close()
+        yield start
 
 
 async def test_unhomed_stage_refuses_motion_and_acquisition_then_homes(ct_device) -> None:

@@ -7,16 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import numpy as np
 import pytest
 import serial
 
-from controller.driver import SerialDriver
-from stage_device import StageDevice
+from stage_device import StageDevice, served
 from controller.modes.ptycho.optics import Optics, probe
 from controller.protocol import common, framing, ptycho
 from firmware_sim.ptycho.detector import DetectorParams, counts, snap
@@ -57,24 +56,12 @@ class Device(StageDevice):
 
 @pytest.fixture
 async def device() -> AsyncIterator:
-    started: list[tuple[PtychoEmulator, threading.Event, threading.Thread, SerialDriver]] = []
+    async with AsyncExitStack() as stack:
+        async def start(key: int = 5, **kw) -> Device:
+            emu = PtychoEmulator(phase_map(key), key, **kw)
+            return Device(emu, await stack.enter_async_context(served(emu, ptycho.PTYCHO)))
 
-    async def start(key: int = 5, **kw) -> Device:
-        emu = PtychoEmulator(phase_map(key), key, **kw)
-        stop = threading.Event()
-        th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
-        driver = SerialDriver(emu.open(), messages=ptycho.PTYCHO, silence_timeout_s=None)
-        th.start()
-        await driver.start(connect_timeout_s=3.0)
-        started.append((emu, stop, th, driver))
-        return Device(emu, driver)
-
-    yield start
-    for emu, stop, th, driver in started:
-        await driver.close()
-        stop.set()
-        th.join(2)
-        emu.close()
+        yield start
 
 
 # --- in process: the stage's kinematics ------------------------------------------------------------

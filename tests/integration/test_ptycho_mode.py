@@ -5,7 +5,6 @@ frames lost on the wire."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from controller.driver import SerialDriver
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.scan import PtychoScan
 from controller.modes.ptycho import spec
@@ -22,6 +20,7 @@ from controller.protocol import ptycho
 from firmware_sim.ptycho.emulator import PtychoEmulator
 from learner.ptycho.export import export_scan_policy
 from ptycho_policy import KEY, TinyScanNet, reference, sample
+from stage_device import served
 
 SMALL = dict(positions=40, subsequences=4, iterations=2, request_timeout_s=2.0)  # replies can lag on a loaded 2-core host
 CFG = PtychoConfig(**SMALL)
@@ -48,16 +47,8 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 async def stand() -> AsyncIterator:
     emu = PtychoEmulator(sample(), KEY, seed=0)
-    stop = threading.Event()
-    driver = SerialDriver(emu.open(), messages=ptycho.PTYCHO, silence_timeout_s=None)
-    th = threading.Thread(target=emu.run, args=(stop,), daemon=True)
-    th.start()
-    await driver.start(connect_timeout_s=3.0)
-    yield emu, driver
-    await driver.close()
-    stop.set()
-    th.join(2)
-    emu.close()
+    async with served(emu, ptycho.PTYCHO) as driver:
+        yield emu, driver
 
 
 async def test_policy_scan_matches_the_policy_in_process_and_orders_a_shorter_path(stand, artifacts) -> None:
