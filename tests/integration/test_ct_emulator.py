@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from controller.protocol import common, ct, framing
 from stage_device import StageDevice, served
 from firmware_sim.ct.physics import line_integrals
 from firmware_sim.ct.emulator import CtEmulator, make_sample
+from proc_util import pty_server
 
 E = common.ErrorCode
 SAMPLE = ct.SetSample(ct.SampleKind.PENTAGON, 3, ct.Split.TRAIN, 63)
@@ -178,11 +177,7 @@ def test_projection_frames_are_variable_length_and_checked() -> None:
 
 def test_cli_serves_ct_and_stops_on_sigterm() -> None:
     code = "import typer; from firmware_sim.cli import sim_ct; typer.run(sim_ct)"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--speed", "2", "--size", "31", "--noise", "poisson"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
-    try:
-        path = proc.stdout.readline().strip()
-        assert path.startswith("/dev/pts/")
+    with pty_server([sys.executable, "-c", code, "--speed", "2", "--size", "31", "--noise", "poisson"]) as path:
         with serial.Serial(path, timeout=1.0) as port:
             port.write(framing.encode(common.Identify(), 0))
             dec, got = framing.FrameDecoder(ct.CT), []
@@ -190,12 +185,6 @@ def test_cli_serves_ct_and_stops_on_sigterm() -> None:
             while not got and time.monotonic() < end:
                 got = dec.feed(port.read(max(1, port.in_waiting)))
             assert got[0][1].device == CtEmulator.DEVICE
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=3) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     bad = subprocess.run([sys.executable, "-c", code, "--sample", "hexagon"], capture_output=True, text=True,
                          timeout=20)
     assert bad.returncode != 0 and "hexagon" in bad.stderr

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +15,7 @@ import serial
 from controller.protocol import common, framing, mems
 from firmware_sim.mems.emulator import MemsEmulator
 from firmware_sim.mems.physics import MemsParams, MemsStand
+from proc_util import pty_server
 
 
 class Link:
@@ -226,23 +225,13 @@ def test_fault_hooks_inject_and_reboot(emu_factory) -> None:
 
 
 def test_cli_prints_path_serves_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.cli", "--seed", "1", "--speed", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
-    try:
-        path = proc.stdout.readline().strip()
-        assert path.startswith("/dev/pts/")
+    with pty_server([sys.executable, "-m", "firmware_sim.cli", "--seed", "1", "--speed", "2"]) as path:
         link = Link(path)
         assert link.cmd(common.Identify()).device == MemsEmulator.DEVICE
         link.cmd(common.StreamStart())
         link.pump(0.2)
         assert len(link.frames) > 20
         link.port.close()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=3) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_cli_rejects_bad_options() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from controller.protocol import common, framing, ptycho
 from firmware_sim.ptycho.detector import DetectorParams, counts, snap
 from firmware_sim.ptycho.emulator import PtychoEmulator
 from firmware_sim.ptycho.stage import Profile, ScanStage, StageParams, axis_time_s, move_time_s
+from proc_util import pty_server
 
 OPTICS = Optics()
 PIXEL = OPTICS.pixel_A
@@ -224,11 +223,7 @@ def test_cli_serves_ptycho_and_stops_on_sigterm(tmp_path) -> None:
     np.save(tmp_path / "phase.npy", phase_map(2))
     code = "import typer; from firmware_sim.cli import sim_ptycho; typer.run(sim_ptycho)"
     args = ["--phase-npy", str(tmp_path / "phase.npy"), "--key", "2", "--defocus", "20", "--dose", "1e5"]
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=os.getcwd())
-    try:
-        path = proc.stdout.readline().strip()
-        assert path.startswith("/dev/pts/")
+    with pty_server([sys.executable, "-c", code, *args]) as path:
         with serial.Serial(path, timeout=1.0) as port:
             port.write(framing.encode(common.Identify(), 0) + framing.encode(ptycho.InfoRequest(), 1))
             dec, got = framing.FrameDecoder(ptycho.PTYCHO), []
@@ -237,12 +232,6 @@ def test_cli_serves_ptycho_and_stops_on_sigterm(tmp_path) -> None:
                 got += dec.feed(port.read(max(1, port.in_waiting)))
             ident, info = (m for _, m in got)
             assert ident.device == "edgetune-ptycho" and (info.key, info.dose, info.defocus_A) == (2, 1e5, 20.0)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=3) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     np.save(tmp_path / "small.npy", np.zeros((8, 8)))
     bad = subprocess.run([sys.executable, "-c", code, "--phase-npy", str(tmp_path / "small.npy")],
                          capture_output=True, text=True, timeout=20)
