@@ -111,15 +111,22 @@ async def test_abort_mid_scan_rests_the_stage(stand) -> None:
         st.target_x_A, st.target_y_A) and emu.busy_refused == 0
 
 
-async def test_out_of_limits_positions_are_clamped_by_the_gate(stand, artifacts) -> None:
+async def test_positions_stay_within_the_stage_limits_and_a_gate_change_is_refused(stand, artifacts) -> None:
     emu, driver = stand
     cfg = PtychoConfig(positions=20, subsequences=2, iterations=1, max_A=10.0, request_timeout_s=2.0)  # grid ≤ 50
     mode = PtychoScan(driver, cfg, ScanPolicy.from_artifact(artifacts["edge"], 100))
     async with asyncio.timeout(30):
         res = await mode.run()
-    assert np.min(res.subsequences[1]["positions"]) > 90  # the policy asked for the far corner
-    assert mode.gate.clamped >= 10 and emu.cmd_rejected == 0 and emu.busy_refused == 0
-    assert max(max(p) for p in res.positions) == 50 and max(max(r) for r in res.readback_A) < 10.1
+    policy_part = np.array(res.subsequences[1]["positions"])
+    assert policy_part.max() == 50  # the policy asked for the far corner: planned at the nearest allowed points
+    assert len(set(res.positions)) == 20 and max(max(p) for p in res.positions) <= 50  # never twice, never beyond
+    assert mode.gate.clamped == 0 and emu.cmd_rejected == 0 and max(max(r) for r in res.readback_A) < 10.1
+    slow = PtychoScan(driver, PtychoConfig(positions=20, subsequences=2, iterations=1, max_step_A=0.5,
+                                           request_timeout_s=2.0))
+    with pytest.raises(ValueError, match="gate changed"):  # a step limit would take the pattern elsewhere
+        async with asyncio.timeout(30):
+            await slow.run()
+    assert slow.gate.clamped == 1 and not (await driver.request(ptycho.StageStatusRequest(), ptycho.StageStatus)).moving
 
 
 async def test_a_nan_policy_falls_back_to_the_halton_continuation(stand, artifacts) -> None:

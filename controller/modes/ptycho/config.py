@@ -26,7 +26,7 @@ class PtychoConfig:
     defocus_A: float = 0.0  # the instrument's probe defocus (checked against the device's Info)
     dose: float = Optics.dose  # electrons per pattern at the nominal exposure (checked against the device)
     exposure_us: int = 1000  # per pattern
-    min_A: float = 0.0  # the edge's own stage limits, both axes [Å] (the safety gate's)
+    min_A: float = 0.0  # the edge's own stage limits, both axes [Å] (positions are planned inside them)
     max_A: float = (_GRID - 1) * Optics.pixel_A
     max_step_A: float = 1e3  # largest move per command [Å]
     max_rate_A_s: float = 1e9  # largest move per second since the previous command [Å/s]
@@ -52,6 +52,16 @@ class PtychoConfig:
         if not math.isfinite(self.defocus_A):
             raise ValueError(f"defocus must be finite: {self}")
         self.optics, self.stage  # raise for bad optics or stage model
+        lo, hi = self.allowed
+        if (hi - lo + 1) ** 2 < self.positions:
+            raise ValueError(f"the stage limits [{self.min_A}, {self.max_A}] Å hold {max(0, hi - lo + 1) ** 2} grid "
+                             f"positions, fewer than {self.positions}")
+
+    @property
+    def allowed(self) -> tuple[int, int]:
+        """The grid indices (both axes) whose positions lie within [min_A, max_A]."""
+        pixel, top = self.optics.pixel_A, self.optics.grid - 1
+        return max(0, math.ceil(self.min_A / pixel - 1e-9)), min(top, math.floor(self.max_A / pixel + 1e-9))
 
     @property
     def sizes(self) -> list[int]:

@@ -103,6 +103,11 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._frame: asyncio.Future[ptycho.Frame] | None = None
         self._plan: list[tuple[int, int]] = []
         self._visited = np.zeros((self.optics.grid, self.optics.grid), bool)
+        lo, hi = self.cfg.allowed
+        self._outside = np.ones_like(self._visited)  # grid positions outside the config's stage limits
+        self._outside[lo:hi + 1, lo:hi + 1] = False
+        self.info: ptycho.Info | None = None  # the instrument's set-up (prepare)
+        self._planned: Target = (0.0, 0.0)  # the position decide() chose for this step
         self._last = np.zeros((0, 2))  # the last sub-sequence, policy order, normalised
         self._indices: list[np.ndarray] = []
         self._amplitudes: list[np.ndarray] = []
@@ -128,6 +133,10 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         if not np.allclose(mine, theirs, rtol=1e-6, atol=1e-6):
             raise ValueError(f"the instrument's optics (energy, aperture, defocus, pixel, window, grid, dose) "
                              f"{theirs} differ from the config's {mine}")
+        if not info.min_A - 1e-4 <= self.cfg.min_A <= self.cfg.max_A <= info.max_A + 1e-4:  # float32 on the wire
+            raise ValueError(f"the config's stage limits [{self.cfg.min_A}, {self.cfg.max_A}] Å exceed the "
+                             f"instrument's range [{info.min_A}, {info.max_A}] Å")
+        self.info = info
         st = await self._wait_in_position(lambda s: True)
         self.position = (st.target_x_A, st.target_y_A)
 
@@ -145,7 +154,8 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         if step in self.starts:
             await self._plan_subsequence(step, reconstruction, res)
         i, j = self._plan.pop(0)
-        return (j * self.optics.pixel_A, i * self.optics.pixel_A), False
+        self._planned = (j * self.optics.pixel_A, i * self.optics.pixel_A)
+        return self._planned, False
 
     async def _plan_subsequence(self, step: int, reconstruction: np.ndarray, res: ScanResult) -> None:
         t = int(np.searchsorted(self.starts, step))
@@ -158,7 +168,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
             source = "policy" if means is not None else "fallback"
             res.policy_faults += means is None
         points = means[:size] if means is not None else halton(size, start=step)
-        planned = snap_unvisited(points, self._visited)
+        planned = snap_unvisited(points, self._visited | self._outside)  # within the stage limits, never twice
         started = time.perf_counter()
         here = np.array(self.position[::-1]) / self.optics.pixel_A  # (row, col)
         order = order_path(here, planned, self.model)
@@ -176,8 +186,13 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         if data.shape != (o.window, o.window):
             raise ValueError(f"detector sent a {data.shape} frame, the mode reconstructs {o.window} × {o.window}")
         pos = (int(round(target[1] / o.pixel_A)), int(round(target[0] / o.pixel_A)))
-        if max(abs(measurement.x_A - target[0]), abs(measurement.y_A - target[1])) > o.pixel_A / 2:
+        if not max(abs(measurement.x_A - target[0]), abs(measurement.y_A - target[1])) <= o.pixel_A / 2:  # NaN too
             raise ValueError(f"frame read-back ({measurement.x_A}, {measurement.y_A}) Å is not at {target} Å")
+        assert self.info is not None  # prepare() ran
+        dose = self.info.dose * self.cfg.exposure_us / self.info.exposure_us
+        if measurement.exposure_us != self.cfg.exposure_us or not math.isclose(measurement.dose, dose, rel_tol=1e-6):
+            raise ValueError(f"frame of {measurement.exposure_us} µs at dose {measurement.dose}: expected "
+                             f"{self.cfg.exposure_us} µs at {dose}")
         self._visited[pos] = True
         res.positions.append(pos)
         res.readback_A.append((measurement.x_A, measurement.y_A))
@@ -252,7 +267,11 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
             await asyncio.sleep(self.cfg.poll_s)
 
     async def move(self, target: Target) -> None:
-        """MoveTo only a resting stage, then wait until it is in position there."""
+        """MoveTo only a resting stage, then wait until it is in position there. A target the safety gate changed
+        (a step or rate limit) is refused: a pattern taken elsewhere than planned is of no use to the scan."""
+        if target != self._planned:
+            raise ValueError(f"the stage gate changed the move to {self._planned} Å into {target} Å "
+                             f"(max_step_A {self.cfg.max_step_A}, max_rate_A_s {self.cfg.max_rate_A_s})")
         want = tuple(np.float32(target))
 
         def at_target(s: ptycho.StageStatus) -> bool:
