@@ -92,7 +92,7 @@ PTYCHO_EPISODES := 800
 ptycho-policies: $(STAMP)
 	mkdir -p $(PTYCHO_RESULTS)
 	for s in $(CT_TRAIN_SEEDS); do echo $$s; done | xargs -P 3 -n 1 sh -c '$(BIN)/edgetune train ptycho \
-	  --episodes $(PTYCHO_EPISODES) --pretrain 0 --seed $$0 --threads 1 --device cpu --resume \
+	  --episodes $(PTYCHO_EPISODES) --seed $$0 --threads 1 --device cpu --resume \
 	  --out $(PTYCHO_RESULTS)/seed$$0 > $(PTYCHO_RESULTS)/seed$$0.log 2>&1'
 
 results-ptycho: $(STAMP)

@@ -255,10 +255,10 @@ class AcquisitionSession(SessionMode):
             await driver.command(self.sample_message(header.sample), self.request_timeout_s)
         self.held_check()  # held while the sample was put on the stage; nothing awaits from here to the scan
         res = await self.mode.run()
+        self.scans += 1
+        path = await asyncio.to_thread(self._save, res)  # saved before anything else can fail
         stage = await driver.query(self.STAGE_STATUS[0](), self.STAGE_STATUS[1], self.request_timeout_s)
         status = await driver.status()
-        self.scans += 1
-        path = await asyncio.to_thread(self._save, res)
         summary = {"scan": self.scans, **self.details(res, stage), "stopped_by": res.stopped_by,
                    "reconstruction": path, "policy_faults": res.policy_faults, "total_s": round(res.total_s, 4),
                    "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},

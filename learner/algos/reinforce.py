@@ -13,9 +13,9 @@ advantages are then divided by their batch standard deviation (a per-batch step-
 Loss = −mean over (n, t, m) of log π · advantage; Adam. The Halton sub-sequence is not an action: its
 positions get rewards (they own cells) but no gradient.
 
-Pre-training (Appendix C, eq. C1): the policy's means are fit to the Halton continuation
-K(θ) = Σ_t ‖μ_θ(h_t) − R^init_t‖² while the scan follows that continuation (teacher forcing), so RL starts
-from an even coverage (Fig. 7b).
+No pre-training: the paper fits its policy to the Halton continuation first (Appendix C, eq. C1, Fig. 7b) so
+that RL starts from an even coverage; our policy proposes offsets from that continuation (learner/ptycho/policy.py)
+with its last layer at zero, so it starts there exactly.
 """
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from controller.modes.ptycho.path import halton
-from controller.modes.ptycho.spec import M_MAX
 from learner.ptycho.env import PtychoBatchEnv, PtychoObs, ScanResult, run_scan
 from learner.ptycho.policy import ScanPolicy
 
@@ -33,21 +31,19 @@ from learner.ptycho.policy import ScanPolicy
 @dataclass(frozen=True)
 class ReinforceConfig:
     lr: float = 1e-4  # Adam (the paper: 1e-5 with 2 × 2048 GRUs and many more updates)
-    pretrain_lr: float = 1e-3  # Adam for eq. C1
     baseline: bool = True  # leave-one-out batch mean per position slot
     normalise: bool = True  # advantages / their batch std
     grad_clip: float = 1.0  # global gradient norm
 
 
 class Chooser:
-    """Drives `run_scan` with the policy, carrying the GRU state: greedy (the means), sampled from eq. 6
-    (log-probabilities kept for eq. 8), or following given targets (teacher forcing, means kept for C1)."""
+    """Drives `run_scan` with the policy, carrying the GRU state: greedy (the means) or sampled from eq. 6
+    (log-probabilities kept for eq. 8)."""
 
-    def __init__(self, policy: ScanPolicy, mode: str = "greedy", gen: torch.Generator | None = None,
-                 targets: list[np.ndarray] | None = None) -> None:
-        if mode not in ("greedy", "sample", "teacher"):
-            raise ValueError(f"mode must be greedy, sample or teacher, got {mode!r}")
-        self.policy, self.mode, self.gen, self.targets = policy, mode, gen, targets
+    def __init__(self, policy: ScanPolicy, mode: str = "greedy", gen: torch.Generator | None = None) -> None:
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be greedy or sample, got {mode!r}")
+        self.policy, self.mode, self.gen = policy, mode, gen
         self.hidden: torch.Tensor | None = None
         self.logp: list[torch.Tensor] = []  # per call (B, M)
         self.means: list[torch.Tensor] = []  # per call (B, M, 2)
@@ -60,8 +56,6 @@ class Chooser:
         means = means[:, :obs.want]
         if self.mode == "greedy":
             return means.detach().cpu().numpy()
-        if self.mode == "teacher":
-            return np.broadcast_to(self.targets[len(self.means) - 1][:obs.want], means.shape)
         noise = torch.randn(means.shape, generator=self.gen).to(means.device)
         action = (means + self.policy.cfg.sigma * noise).detach()
         self.logp.append(self.policy.distribution(means).log_prob(action).sum(-1))
@@ -91,14 +85,13 @@ class Reinforce:
         self.policy, self.cfg = policy, cfg
         self.device = policy.fc_h.weight.device
         self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-        self.pre_opt = torch.optim.Adam(policy.parameters(), lr=cfg.pretrain_lr)
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
 
-    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad()
+    def _update(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip)
-        opt.step()
+        self.opt.step()
 
     def train_step(self, env: PtychoBatchEnv) -> tuple[ScanResult, dict[str, float]]:
         """One batch of B scans sampled from π_θ and one update of eq. 8."""
@@ -106,17 +99,5 @@ class Reinforce:
         scan = run_scan(env, chooser)
         rewards = torch.as_tensor(scan.rewards[:, env.cfg.sizes[0]:], dtype=torch.float32, device=self.device)
         loss = reinforce_loss(torch.cat(chooser.logp, 1), rewards, self.cfg)
-        self._update(self.opt, loss)
+        self._update(loss)
         return scan, {"loss": float(loss.detach()), "reward": float(rewards.sum(1).mean())}
-
-    def pretrain_step(self, env: PtychoBatchEnv) -> tuple[ScanResult, dict[str, float]]:
-        """One batch of B scans along the Halton continuation and one update of eq. C1."""
-        starts = np.cumsum(env.cfg.sizes)[:-1]
-        targets = [halton(M_MAX, start=int(s)) for s in starts]  # all M_MAX outputs: any M starts from Halton
-        chooser = Chooser(self.policy, "teacher", targets=targets)
-        scan = run_scan(env, chooser)
-        goal = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=self.device)  # (T−1, M_MAX, 2)
-        means = torch.stack(chooser.means, 1)  # (B, T−1, M_MAX, 2)
-        loss = ((means - goal) ** 2).sum((1, 2, 3)).mean()  # eq. C1, batch mean
-        self._update(self.pre_opt, loss)
-        return scan, {"loss": float(loss.detach()), "reward": float(scan.rewards[:, env.cfg.sizes[0]:].sum(1).mean())}

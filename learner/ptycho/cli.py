@@ -13,7 +13,6 @@ def train_ptycho(
     seed: int = typer.Option(0),
     episodes: int = typer.Option(4000, min=1, help="REINFORCE scans in all, one update per --batch (a resumed run "
                                  "continues to it)."),
-    pretrain: int = typer.Option(400, min=0, help="Halton pre-training scans before REINFORCE."),
     batch: int = typer.Option(8, min=1, help="Scans per update."),
     positions: int = typer.Option(250, min=2, help="Positions per scan."),
     subsequences: int = typer.Option(5, min=2, help="Sub-sequences per scan (the first is Halton)."),
@@ -26,7 +25,7 @@ def train_ptycho(
     max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint.pt."),
 ) -> None:
-    """Train the adaptive scan policy: Halton pre-training, then REINFORCE on Voronoi rewards."""
+    """Train the adaptive scan policy: REINFORCE on Voronoi rewards, from the Halton continuation."""
     import torch
 
     from learner.progress import progress_bar
@@ -39,17 +38,15 @@ def train_ptycho(
         raise typer.BadParameter(f"--sample must be one of {', '.join(SAMPLERS)}")
     if net not in (*NETS, "auto"):
         raise typer.BadParameter(f"--net must be one of {', '.join(NETS)} or auto")
-    if positions % subsequences:
-        raise typer.BadParameter("--subsequences must divide --positions")
     if threads:
         torch.set_num_threads(threads)
     dev = None if device == "auto" else device
     gpu = dev == "cuda" or (dev is None and torch.cuda.is_available())
     cfg = TrainConfig(positions=positions, subsequences=subsequences, iterations=iterations, defocus_A=defocus,
-                      sample=sample, episodes=episodes, pretrain=pretrain, batch=batch, seed=seed, device=dev,
+                      sample=sample, episodes=episodes, batch=batch, seed=seed, device=dev,
                       net=("paper" if gpu else "cpu") if net == "auto" else net,
                       max_wall_s=None if max_minutes is None else 60.0 * max_minutes)
-    with progress_bar("train ptycho", sum(cfg.updates())) as bar:
+    with progress_bar("train ptycho", cfg.updates()) as bar:
         result = train(cfg, out, resume=resume, on_update=lambda done, reward: bar.update(done, [reward]))
     typer.echo(json.dumps(result))
 

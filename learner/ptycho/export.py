@@ -2,7 +2,7 @@
 ptycho mode (controller/modes/ptycho/scan.py, contract controller/modes/ptycho/spec.py).
 
 The module exported has the signature
-  forward(recon (B, 1, F, F), positions (B, M_MAX, 2), count (B, 1), hidden (B, LAYERS, H))
+  forward(recon (B, 1, F, F), positions (B, M_MAX, 2), count (B, 1), prior (B, M_MAX, 2), hidden (B, LAYERS, H))
       -> (means (B, M_MAX, 2), hidden_next (B, LAYERS, H))
 and the manifest declares ``hidden`` as its `state` (zeros at the start of every scan, fed ``hidden_next``).
 Parity: onnxruntime against torch over several decisions with the state carried through each side's own

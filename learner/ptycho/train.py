@@ -1,12 +1,12 @@
-"""Training runs for the adaptive scan policy: Halton pre-training (eq. C1), then REINFORCE (eq. 8).
+"""Training runs for the adaptive scan policy: REINFORCE (eq. 8) from the Halton continuation (policy.py).
 
-A run is `pretrain` then `episodes` scans, B at a time (one update per batch). RUN_DIR gets: checkpoint.pt
-(policy, both optimisers, the sampling generator and the sample RNG: `resume` continues exactly where the run
+A run is `episodes` scans, B at a time (one update per batch). RUN_DIR gets: checkpoint.pt
+(policy, optimiser, the sampling generator and the sample RNG: `resume` continues exactly where the run
 stopped, so a stopped and resumed run equals an uninterrupted one at the same seed and thread count),
 policy.pt (network + metadata), provenance.json (command, commit, seed, threads, device, torch, wall time,
 sha256 of policy.pt, every sitting), updates.csv (one row per update), rewards.png (the policy positions'
 Voronoi reward and the reconstruction's RMSE against the truth over training) and reconstructions.png
-(held-out samples scanned by the greedy policy, positions coloured by sub-sequence: the paper's Fig. 4).
+(selection samples scanned by the greedy policy, positions coloured by sub-sequence: the paper's Fig. 4).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from firmware_sim.ptycho.mos2 import keys as split_keys
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, run_scan
 from learner.ptycho.policy import PolicyConfig, ScanPolicy
 
-CSV_FIELDS = ("update", "phase", "episodes", "loss", "reward", "rmse_rad", "wall_s")
+CSV_FIELDS = ("update", "episodes", "loss", "reward", "rmse_rad", "wall_s")
 NETS = ("cpu", "paper")
 
 
@@ -41,7 +41,6 @@ class TrainConfig:
     defocus_A: float = 0.0
     sample: str = "mos2"  # learner.ptycho.env.SAMPLERS
     episodes: int = 4000  # REINFORCE scans in all (a resumed run continues to it); one update per batch
-    pretrain: int = 400  # Halton pre-training scans, before REINFORCE
     batch: int = 8
     net: str = "cpu"  # PolicyConfig.cpu | PolicyConfig.paper
     seed: int = 0
@@ -53,8 +52,8 @@ class TrainConfig:
         return PtychoEnvConfig(self.positions, self.subsequences, self.iterations, self.defocus_A, self.sample)
 
     def updates(self) -> tuple[int, int]:
-        """(pre-training, REINFORCE) updates: scans / batch, rounded up."""
-        return -(-self.pretrain // self.batch), -(-self.episodes // self.batch)
+        """Updates: scans / batch, rounded up."""
+        return -(-self.episodes // self.batch)
 
 
 RESUMABLE = ("episodes", "device", "checkpoint_every", "max_wall_s")  # what a resumed run may change
@@ -83,7 +82,7 @@ def _save(agent: Reinforce, cfg: TrainConfig, env: PtychoBatchEnv, done: int, ou
     meta = {"config": asdict(cfg), "policy_config": asdict(agent.policy.cfg), "updates": done}
     torch.save({**meta, "net": agent.policy.state_dict()}, out / "policy.tmp")
     torch.save({**meta, "net": agent.policy.state_dict(), "opt": agent.opt.state_dict(),
-                "pre_opt": agent.pre_opt.state_dict(), "gen": agent.gen.get_state(),
+                "gen": agent.gen.get_state(),
                 "rng": env.rng.bit_generator.state, "wall_s": wall_s, "sittings": sittings}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
@@ -95,13 +94,13 @@ def _save(agent: Reinforce, cfg: TrainConfig, env: PtychoBatchEnv, done: int, ou
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, agent: Reinforce, env: PtychoBatchEnv) -> dict:
     ck = torch.load(path, map_location=agent.device, weights_only=False)
-    was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
+    now = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    was = {k: ck["config"].get(k) for k in now}
     if was != now:
         diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was) if was.get(k) != now.get(k))
         raise ValueError(f"a resumed run must keep its settings (changed: {diff})")
     agent.policy.load_state_dict(ck["net"])
     agent.opt.load_state_dict(ck["opt"])
-    agent.pre_opt.load_state_dict(ck["pre_opt"])
     agent.gen.set_state(ck["gen"])
     env.rng.bit_generator.state = ck["rng"]
     return ck
@@ -120,12 +119,12 @@ def _keep_rows(path: Path, updates: int) -> None:
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable[[int, float], None] | None = None,
           sampler=None) -> dict:
-    """Pre-train, then REINFORCE, until both budgets are spent; returns a summary dict."""
+    """REINFORCE until the episode budget is spent; returns a summary dict."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     agent = make_agent(cfg)
     env = PtychoBatchEnv(cfg.env(), cfg.batch, seed=cfg.seed, device=str(agent.device), sampler=sampler)
-    n_pre, n_rl = cfg.updates()
+    n_rl = cfg.updates()
     argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
     sitting = lambda start: {"command": shlex.join(argv), "commit": _commit(), "threads": torch.get_num_threads(),  # noqa: E731
                              "device": str(agent.device), "torch": torch.__version__, "from_update": start}
@@ -134,7 +133,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable
     if resume and (out / "checkpoint.pt").exists():
         ck = _load_checkpoint(out / "checkpoint.pt", cfg, agent, env)
         done, wall0 = int(ck["updates"]), float(ck["wall_s"])
-        if done >= n_pre + n_rl:
+        if done >= n_rl:
             return {"updates": done, "new_updates": 0, "wall_s": wall0, "device": str(agent.device), "out": str(out)}
         sittings = [*ck["sittings"], sitting(done)]
         if log.exists():
@@ -146,13 +145,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable
         writer = csv.DictWriter(fh, CSV_FIELDS)
         if fresh:
             writer.writeheader()
-        while done < n_pre + n_rl and (cfg.max_wall_s is None or time.perf_counter() - t0 < cfg.max_wall_s):
-            pre = done < n_pre
-            scan, stats = (agent.pretrain_step if pre else agent.train_step)(env)
+        while done < n_rl and (cfg.max_wall_s is None or time.perf_counter() - t0 < cfg.max_wall_s):
+            scan, stats = agent.train_step(env)
             done += 1
             rmse = float(np.sqrt(((scan.recon - env.truth_field()) ** 2).mean()))
-            episodes = cfg.batch * (done if pre else done - n_pre)
-            writer.writerow({"update": done, "phase": "pretrain" if pre else "reinforce", "episodes": episodes,
+            writer.writerow({"update": done, "episodes": cfg.batch * done,
                              "loss": round(stats["loss"], 6), "reward": round(stats["reward"], 6),
                              "rmse_rad": round(rmse, 6), "wall_s": round(wall(), 2)})
             if on_update:
@@ -177,12 +174,10 @@ def plot_rewards(log: Path, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
     for ax, key, label in zip(axes, ("reward", "rmse_rad"), ("reward of the policy's positions", "RMSE vs truth (means removed) [rad]")):
         y = np.array([float(r[key]) for r in rows])
-        for phase, colour in (("pretrain", "tab:gray"), ("reinforce", "tab:blue")):
-            sel = np.array([r["phase"] == phase for r in rows], bool)
-            ax.plot(x[sel], y[sel], ".", ms=3, color=colour, label=phase)
-            w = min(20, int(sel.sum()))
-            if w:  # running mean within the phase
-                ax.plot(x[sel][w - 1:], np.convolve(y[sel], np.ones(w) / w, "valid"), color=colour, lw=1)
+        ax.plot(x, y, ".", ms=3, color="tab:blue", label="per update")
+        w = min(20, len(y))
+        if w:
+            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="tab:blue", lw=1, label=f"mean of {w}")
         ax.set(xlabel="update", ylabel=label)
         ax.legend(fontsize=8)
     fig.savefig(png, dpi=100)

@@ -58,7 +58,7 @@ class PtychoSession(AcquisitionSession):
 
 def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
     c, field = cfg.ptycho, cfg.ptycho.optics.grid
-    return PolicySlot(PolicySpec(spec.TASK, field * field + 2 * spec.M_MAX + 1, 2 * spec.M_MAX, 1),
+    return PolicySlot(PolicySpec(spec.TASK, field * field + 4 * spec.M_MAX + 1, 2 * spec.M_MAX, 1),
                       budget_s=c.decision_budget_s, on_request=on_request,
                       validate_timeout_s=cfg.policy.validate_timeout_s,
                       validator=partial(validated_scan_us, field=field, budget_s=c.decision_budget_s),
