@@ -324,7 +324,7 @@ class ScanPolicy(DecisionPolicy):
         if m > ptycho.M_MAX or recon.shape != (self.field, self.field):
             raise ValueError(f"need a ({self.field}, {self.field}) field and ≤ {ptycho.M_MAX} positions, "
                              f"got {recon.shape} and {m}")
-        hidden = self._hidden.copy()
+        hidden = self.state()
         self._recon[0, 0] = recon
         self._positions.fill(0.0)
         self._positions[0, :m] = positions
@@ -334,9 +334,17 @@ class ScanPolicy(DecisionPolicy):
         means = np.asarray(self._means[0], np.float64).copy()
         if not (np.isfinite(means).all() and np.isfinite(self._hidden).all()):
             self.faults += 1
-            np.copyto(self._hidden, hidden)
+            self.restore(hidden)
             return None
         return means
+
+    def state(self) -> np.ndarray:
+        """A copy of the GRU state (before a decision whose result may be discarded)."""
+        return self._hidden.copy()
+
+    def restore(self, state: np.ndarray) -> None:
+        """Put back a state from `state()`: a discarded decision (non-finite, over its budget) leaves no trace."""
+        np.copyto(self._hidden, state)
 
 
 def validated_scan_us(directory: Path, field: int, budget_s: float) -> float:

@@ -227,11 +227,14 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
             except Exception as e:  # onnxruntime's run-time errors, the budget
                 log.warning("scan policy %s failed, Halton positions instead: %r", policy.version, e)
                 return None
+        before = policy.state()
         means, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, field_, last, default)
         if failure is None and means is None:
             failure, detail = "non_finite_output", "means not finite"
         if failure is not None:
+            policy.restore(before)  # e.g. over its budget: the Halton fallback is used, the state stays as it was
             slot.settle(policy, failure, detail)
+            return None
         return means
 
     # --- device steps ----------------------------------------------------------------------------
