@@ -15,9 +15,10 @@ and Q_best against the best non-adaptive layout (of NON_ADAPTIVE, by mean SSIM i
 95 % CI half-widths over samples (learner.stats.mean_ci95) — and `paired` (adaptive minus each method's SSIM).
 With several runs the adaptive SSIM of a sample is the mean over the runs, and `spread` gives each run's Q.
 `q_vs_random` gives every method's Q against random (the baselines' margins, also without a policy).
-Dose saving (per run and probe): the policy stopped after t = 2 … T sub-sequences (P = t · M positions: exactly
-what it scans first; a policy emits whole sub-sequences of M, so the ladder steps by M: 100, 150, 200, 250 for
-250 = 5 × 50), and the fewest positions whose mean SSIM reaches the best non-adaptive layout's at the run's P, T.
+A run is scanned in every cell of its iterations and probe, whatever P and T it trained at (one network serves
+every sub-sequence size: learner/ptycho/policy.py). Dose saving (per run and probe): the policy's scan of
+DOSE_LADDER × P positions in the run's T sub-sequences (150, 175, 200, 225, 250 for 250 = 5 × 50), and the fewest
+positions whose mean SSIM reaches the best non-adaptive layout's at the run's P, T.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, Sampler, mos2_ph
 from learner.stats import mean_ci95
 
 CELLS = ((250, 2), (250, 3), (250, 4), (250, 5), (335, 5), (420, 5), (500, 5))  # (positions, sub-sequences): Table I
+DOSE_LADDER = (0.6, 0.7, 0.8, 0.9, 1.0)  # fractions of the run's P (module doc)
 PROBES = {"focused": 0.0, "defocused": DEFOCUSED_A}
 NON_ADAPTIVE = ("halton", "subgrid")
 SPLITS = ("selection", "report")
@@ -195,10 +197,10 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
         if name not in methods:
             raise ValueError(f"methods must include {name} (Q_SSIM and Q_best need it)")
     rows, pictures, dose = [], {}, {}
-    wanted = {(p, t, iterations, PROBES[name]) for p, t in cells for name in probes}
+    wanted = {(iterations, PROBES[name]) for name in probes}
     for r, (_, meta) in runs.items():
-        if run_config(meta) not in wanted:
-            log(f"run {r} (P, T, iterations, defocus = {run_config(meta)}) matches no cell: not evaluated")
+        if run_config(meta)[2:] not in wanted:
+            log(f"run {r} (iterations, defocus = {run_config(meta)[2:]}) matches no probe: not evaluated")
     for probe_name in probes:
         optics = Optics(defocus_A=PROBES[probe_name])
         t0 = time.perf_counter()
@@ -210,8 +212,9 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
             cfg = PtychoEnvConfig(positions, subsequences, iterations, optics.defocus_A)
             scans = {m: scan(cfg, samples, layouts.make(m, optics, cfg, samples.keys, explore),
                              refs, converge) for m in methods}
+            # one network serves every sub-sequence size: a run is scanned in every cell of its iterations and probe
             own = {r: (p, meta) for r, (p, meta) in runs.items()
-                   if run_config(meta) == (positions, subsequences, iterations, optics.defocus_A)}
+                   if run_config(meta)[2:] == (iterations, optics.defocus_A)}
             adaptive = {r: scan(cfg, samples, Chooser(p, "greedy"), refs, converge) for r, (p, _) in own.items()}
             cell = {"positions": positions, "subsequences": subsequences, "probe": probe_name}
             rows.append(row({**cell, "iterations": iterations}, {m: s[0] for m, s in scans.items()},
@@ -240,11 +243,11 @@ def dose_saving(runs: dict, samples: SampleSet, optics: Optics, iterations: int,
         if its != iterations or defocus != optics.defocus_A or (positions, subsequences) not in targets:
             continue
         target = targets[positions, subsequences]
-        m = positions // subsequences
         ladder = {}
-        for t in range(2, subsequences + 1):
-            s, _ = scan(PtychoEnvConfig(t * m, t, iterations, defocus), samples, Chooser(policy, "greedy"), refs, False)
-            ladder[t * m] = float(s.ssim.mean())
+        for p in DOSE_LADDER:
+            s, _ = scan(PtychoEnvConfig(round(p * positions), subsequences, iterations, defocus), samples,
+                        Chooser(policy, "greedy"), refs, False)
+            ladder[round(p * positions)] = float(s.ssim.mean())
         reached = [p for p, v in sorted(ladder.items()) if v >= target]
         out[r] = {"target_positions": positions, "target_ssim": target,
                   "adaptive_ssim": {str(p): v for p, v in ladder.items()},
