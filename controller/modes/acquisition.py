@@ -314,10 +314,10 @@ class AcquisitionSession(SessionMode):
                           "aborting what runs now", by, self.abort_timeout_s)
                 break
             await asyncio.sleep(self.poll_s)
-        running = self.running
+        running, scan = self.running, self.scans + 1  # the number of the scan in flight
         await self.stop()
         if running:
-            self.host.record("abort", {"scan": self.scans + 1, "by": by})
+            self.host.record("abort", {"scan": scan, "by": by})
         return running
 
     async def actuators_safe(self) -> None:

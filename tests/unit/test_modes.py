@@ -15,12 +15,13 @@ from controller.safety import StageGate
 
 
 def test_every_configurable_mode_is_registered_with_its_kind_and_ops() -> None:
-    assert registry.names() == ["angles", "rl-pid", "stabilize"]
+    assert registry.names() == ["angles", "ptycho", "rl-pid", "stabilize"]
     assert registry.get("stabilize").kind == "tick" and registry.get("angles").kind == "session"
+    assert registry.get("ptycho").kind == "session" and registry.get("ptycho").ops == ("scan", "abort")
     assert registry.get("angles").ops == ("scan", "abort") and registry.get("rl-pid").ops == ()
     assert {"scan", "abort", "push", "hold"} <= registry.ops()
-    with pytest.raises(ValueError, match="unknown mode 'ptycho'; registered: angles, rl-pid, stabilize"):
-        registry.get("ptycho")
+    with pytest.raises(ValueError, match="unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize"):
+        registry.get("raster")
 
 
 def test_a_mode_cannot_take_a_core_op_or_a_registered_name() -> None:
@@ -68,7 +69,7 @@ def test_the_daemon_takes_registered_modes_only(tmp_path) -> None:
 
     assert parse_config({"loop": {"mode": "angles"}}).loop.mode == "angles"
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('[loop]\nmode = "ptycho"\n')
+    cfg.write_text('[loop]\nmode = "raster"\n')
     result = CliRunner().invoke(app, ["daemon", "--config", str(cfg)])
     assert result.exit_code == 2
-    assert "edge.toml: loop.mode: unknown mode 'ptycho'; registered: angles, rl-pid, stabilize" in result.output
+    assert "edge.toml: loop.mode: unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize" in result.output
