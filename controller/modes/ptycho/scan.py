@@ -168,17 +168,24 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
             source = "policy" if means is not None else "fallback"
             res.policy_faults += means is None
         points = means[:size] if means is not None else halton(size, start=step)
-        planned = snap_unvisited(points, self._visited | self._outside)  # within the stage limits, never twice
-        started = time.perf_counter()
         here = np.array(self.position[::-1]) / self.optics.pixel_A  # (row, col)
-        order = order_path(here, planned, self.model)
+        started = time.perf_counter()
+        planned, order, paths = await asyncio.to_thread(self._plan_path, points, here)  # off the loop
         res.timings["order"].append(time.perf_counter() - started)
         self._plan = [tuple(map(int, p)) for p in planned[order]]
         self._last = planned / (self.optics.grid - 1)
-        paths = {name: dict(zip(("length_A", "move_s"), map(lambda v: round(v, 6), self.model.cost(here, planned[o]))))
-                 for name, o in (("ordered", order), ("policy", np.arange(size)), ("raster", raster_order(planned)))}
         res.subsequences.append({"source": source, "policy": policy.version if source == "policy" else None,
                                  "positions": planned.tolist(), "order": self._plan, "paths": paths})
+
+    def _plan_path(self, points: np.ndarray, here: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Snap ``points`` to unvisited grid positions within the stage limits, order them to shorten the path
+        from ``here``, and cost that order against the policy's own and a raster (worker thread)."""
+        planned = snap_unvisited(points, self._visited | self._outside)  # within the stage limits, never twice
+        order = order_path(here, planned, self.model)
+        orders = (("ordered", order), ("policy", np.arange(len(planned))), ("raster", raster_order(planned)))
+        paths = {name: dict(zip(("length_A", "move_s"), (round(float(v), 6) for v in self.model.cost(here, planned[o]))))
+                 for name, o in orders}
+        return planned, order, paths
 
     def record(self, res: ScanResult, target: Target, measurement: ptycho.Frame) -> None:
         o = self.optics
