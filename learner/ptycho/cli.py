@@ -61,8 +61,8 @@ def eval_ptycho(
                                            "{\"pixel_A\": …}, evaluated instead of MoS₂ (rows carry samples: custom)."),
     per_cell: int = typer.Option(8, min=1, help="MoS₂ samples (custom: every map)."),
     png: Optional[Path] = typer.Option(None, help="Folder for the reconstructions with positions per method."),
-    cells: Optional[str] = typer.Option(None, help="Comma-separated POSITIONSxSUBSEQUENCES cells, sub-sequences "
-                                        "dividing positions (default: learner.ptycho.eval.CELLS, the issue's table)."),
+    cells: Optional[str] = typer.Option(None, help="Comma-separated POSITIONSxSUBSEQUENCES cells (sizes as even as "
+                                        "possible; default: learner.ptycho.eval.CELLS, the issue's table)."),
     probe: str = typer.Option("focused,defocused", help="Probes: focused and/or defocused (20 Å)."),
     iterations: int = typer.Option(5, min=1, help="Reconstruction iterations per sub-sequence."),
     converge: bool = typer.Option(True, help="Also score each scan run on to the reference's iterations."),
@@ -77,6 +77,7 @@ def eval_ptycho(
 
     import torch
 
+    from controller.modes.ptycho.spec import M_MAX
     from learner.ct.cli import _name
     from learner.ptycho import eval as ev
     from learner.ptycho import layouts, reference
@@ -84,11 +85,11 @@ def eval_ptycho(
 
     try:
         grid = tuple(tuple(int(v) for v in c.split("x")) for c in cells.split(",")) if cells else ev.CELLS
-        if any(len(c) != 2 or c[1] < 2 or c[0] % c[1] for c in grid):
+        if any(len(c) != 2 or not 2 <= c[1] <= c[0] // 2 or c[0] // c[1] > M_MAX for c in grid):
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--cells needs POSITIONSxSUBSEQUENCES with sub-sequences ≥ 2 dividing the "
-                                 f"positions, got {cells!r}") from None
+        raise typer.BadParameter(f"--cells needs POSITIONSxSUBSEQUENCES, 2 ≤ sub-sequences, sub-sequences of 2 … "
+                                 f"{M_MAX} positions, got {cells!r}") from None
     probes = tuple(probe.split(","))
     if not probes or any(p not in ev.PROBES for p in probes):
         raise typer.BadParameter(f"--probe must name some of {', '.join(ev.PROBES)}")
