@@ -13,7 +13,7 @@ the start of an episode or a scan). Every call on a decision path runs under the
 `AnglePolicy` is the CT angle policy (controller/modes/ct/spec.py) with its two named inputs x̂ and the
 acquired mask, and `validated_decision_us` / `open_validated_policy` are its validator and opener for the slot.
 `ScanPolicy` is the ptychography scan policy (controller/modes/ptycho/spec.py): reconstruction, the last
-sub-sequence and its count, and the GRU state → the next sub-sequence's means; `validated_scan_us` /
+sub-sequence and its count, the prior (the Halton continuation) and the GRU state → the next sub-sequence's means; `validated_scan_us` /
 `open_validated_scan_policy` are its validator and opener.
 """
 from __future__ import annotations

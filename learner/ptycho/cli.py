@@ -85,7 +85,7 @@ def eval_ptycho(
 
     try:
         grid = tuple(tuple(int(v) for v in c.split("x")) for c in cells.split(",")) if cells else ev.CELLS
-        if any(len(c) != 2 or not 2 <= c[1] <= c[0] // 2 or c[0] // c[1] > M_MAX for c in grid):
+        if any(len(c) != 2 or not 2 <= c[1] <= c[0] // 2 or -(-c[0] // c[1]) > M_MAX for c in grid):
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"--cells needs POSITIONSxSUBSEQUENCES, 2 ≤ sub-sequences, sub-sequences of 2 … "

@@ -235,8 +235,8 @@ def evaluate(runs: dict[str, tuple[torch.nn.Module, dict]], samples: SampleSet, 
 
 def dose_saving(runs: dict, samples: SampleSet, optics: Optics, iterations: int, refs: np.ndarray,
                 targets: dict[tuple[int, int], float]) -> dict:
-    """Per run (trained with this probe and iterations): mean SSIM stopped after t sub-sequences, and the fewest
-    positions reaching the best non-adaptive layout's SSIM at the run's full P (module doc)."""
+    """Per run (trained with this probe and iterations): mean SSIM of its scans of DOSE_LADDER × P positions in its
+    T sub-sequences, and the fewest positions reaching the best non-adaptive layout's SSIM at its P, T (module doc)."""
     out = {}
     for r, (policy, meta) in runs.items():
         positions, subsequences, its, defocus = run_config(meta)

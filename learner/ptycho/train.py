@@ -94,6 +94,8 @@ def _save(agent: Reinforce, cfg: TrainConfig, env: PtychoBatchEnv, done: int, ou
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, agent: Reinforce, env: PtychoBatchEnv) -> dict:
     ck = torch.load(path, map_location=agent.device, weights_only=False)
+    if ck["config"].get("pretrain", 0):  # written before pre-training was dropped: its updates count differently
+        raise ValueError(f"{path} is a run with {ck['config']['pretrain']} pre-training scans: it cannot be resumed")
     now = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
     was = {k: ck["config"].get(k) for k in now}
     if was != now:
@@ -111,7 +113,7 @@ def _keep_rows(path: Path, updates: int) -> None:
     rows = [r for r in csv.DictReader(path.open(newline="")) if "" not in r.values() and None not in r.values()]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS)
+        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore")  # a column an older run wrote goes
         writer.writeheader()
         writer.writerows(r for r in rows if int(r["update"]) <= updates)
     tmp.replace(path)

@@ -158,3 +158,27 @@ def test_config_is_validated() -> None:
                 dict(iterations=0), dict(min_A=5.0, max_A=1.0), dict(poll_s=0.0)):
         with pytest.raises(ValueError):
             PtychoConfig(**bad)
+
+
+async def test_frames_at_the_wrong_dose_exposure_or_position_are_refused(stand) -> None:
+    _, driver = stand
+    mode = PtychoScan(driver, CFG)
+    await mode.prepare()  # the instrument's Info: dose 2.1e5 at 1000 µs
+    empty = np.zeros((64, 64), np.uint32)
+    good = dict(x_A=0.2, y_A=0.4, dose=CFG.dose, exposure_us=1000)
+    mode.record(mode.new_result(), (0.2, 0.4), ptycho.Frame.of(0, 0, counts=empty, **good))
+    for bad, why in ((dict(dose=1.05e5), "dose"), (dict(dose=float("nan")), "dose"), (dict(exposure_us=500), "µs"),
+                     (dict(x_A=float("nan")), "read-back"), (dict(y_A=0.7), "read-back")):
+        with pytest.raises(ValueError, match=why):
+            mode.record(mode.new_result(), (0.2, 0.4), ptycho.Frame.of(0, 0, counts=empty, **{**good, **bad}))
+
+
+@pytest.mark.parametrize("max_A", [10.2, 1.4, 19.8])
+def test_stage_limits_allow_exactly_the_grid_positions_the_scan_commands_within_them(max_A: float) -> None:
+    cfg = PtychoConfig(positions=4, subsequences=2, max_A=max_A)
+    commanded = np.flatnonzero(cfg.allowed) * cfg.optics.pixel_A
+    # no commanded position beyond the limit (the gate would change it and the scan refuse it); a position whose
+    # index · pixel rounds above the limit (51 · 0.2 = 10.200000000000001) is left out, never more than that one
+    assert commanded.max() <= max_A and commanded.max() > max_A - 2 * cfg.optics.pixel_A
+    with pytest.raises(ValueError, match="hold"):
+        PtychoConfig(min_A=-10.0, max_A=-5.0)  # no grid position at all

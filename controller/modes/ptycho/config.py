@@ -52,16 +52,17 @@ class PtychoConfig:
         if not math.isfinite(self.defocus_A):
             raise ValueError(f"defocus must be finite: {self}")
         self.optics, self.stage  # raise for bad optics or stage model
-        lo, hi = self.allowed
-        if (hi - lo + 1) ** 2 < self.positions:
-            raise ValueError(f"the stage limits [{self.min_A}, {self.max_A}] Å hold {max(0, hi - lo + 1) ** 2} grid "
+        inside = int(self.allowed.sum())
+        if inside * inside < self.positions:
+            raise ValueError(f"the stage limits [{self.min_A}, {self.max_A}] Å hold {inside * inside} grid "
                              f"positions, fewer than {self.positions}")
 
     @property
-    def allowed(self) -> tuple[int, int]:
-        """The grid indices (both axes) whose positions lie within [min_A, max_A]."""
-        pixel, top = self.optics.pixel_A, self.optics.grid - 1
-        return max(0, math.ceil(self.min_A / pixel - 1e-9)), min(top, math.floor(self.max_A / pixel + 1e-9))
+    def allowed(self) -> np.ndarray:
+        """Per grid index (both axes): its position index · pixel_A [Å] (as the scan commands it) lies within
+        [min_A, max_A]."""
+        position = np.arange(self.optics.grid) * self.optics.pixel_A
+        return (position >= self.min_A) & (position <= self.max_A)
 
     @property
     def sizes(self) -> list[int]:

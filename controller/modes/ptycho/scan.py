@@ -3,13 +3,15 @@
 A scan of `positions` positions in `subsequences` sub-sequences (controller/modes/ptycho/config.py). At the
 start of sub-sequence t the positions are chosen (controller/modes/ptycho/path.py): t = 0 the Halton sequence;
 t ≥ 1 the policy (controller/policy/runtime.py `ScanPolicy`) on the latest reconstruction's field (mean
-removed), the last sub-sequence (in the policy's order, normalised) and its carried GRU state, its first M
-means snapped to unvisited grid points. A decision that fails (raises, runs over its budget, or gives
+removed), the last sub-sequence (in the policy's order, normalised), the prior (the Halton continuation,
+path.prior) and its carried GRU state, its first M means snapped to unvisited grid points inside the config's
+stage limits [min_A, max_A]. A decision that fails (raises, runs over its budget, or gives
 non-finite means) continues the Halton sequence instead, counted (with the daemon's slot: it counts too and
 quarantines after too many). The sub-sequence's positions are then ordered to shorten the stage's path from
 where it is (nearest neighbour + 2-opt on the estimated move time); the summary reports the path length and
 estimated move time of that order, of the policy's own order and of a raster order of the same positions.
-Each position: the safety gate (`PlaneGate`: the configured limits per axis, clamps counted) → MoveTo → wait
+Each position: the safety gate (`PlaneGate`: limits per axis, step and rate; a move it would change ends the scan
+with an error, counted, since a pattern elsewhere would be recorded at the wrong window) → MoveTo → wait
 in position → Acquire → its Frame (a frame lost on the wire is acquired again: the counts are keyed per
 (sample, position), so the retry gives the same pattern). At the last position of each sub-sequence the
 reconstruction (controller/modes/ptycho/recon.py, numpy, warm-started, `iterations`) runs off the loop; the
@@ -42,6 +44,7 @@ from controller.safety import StageGate
 
 log = logging.getLogger(__name__)
 Target = tuple[float, float]  # (x, y) [Å]
+DECISION_DRAIN_S = 5.0  # an abandoned decision's thread is waited for this long before its state is restored
 
 
 class PlaneGate:
@@ -103,9 +106,8 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._frame: asyncio.Future[ptycho.Frame] | None = None
         self._plan: list[tuple[int, int]] = []
         self._visited = np.zeros((self.optics.grid, self.optics.grid), bool)
-        lo, hi = self.cfg.allowed
-        self._outside = np.ones_like(self._visited)  # grid positions outside the config's stage limits
-        self._outside[lo:hi + 1, lo:hi + 1] = False
+        allowed = self.cfg.allowed
+        self._outside = ~(allowed[:, None] & allowed[None, :])  # grid positions outside the config's stage limits
         self.info: ptycho.Info | None = None  # the instrument's set-up (prepare)
         self._planned: Target = (0.0, 0.0)  # the position decide() chose for this step
         self._last = np.zeros((0, 2))  # the last sub-sequence, policy order, normalised
@@ -225,17 +227,26 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
 
     async def _decide(self, policy: ScanPolicy, field_: np.ndarray, last: np.ndarray,
                       default: np.ndarray) -> np.ndarray | None:
-        """The policy's means (worker thread), or None when the decision failed (module doc). Never raises."""
-        slot = self.slot
-        if slot is None:
-            try:
-                return await asyncio.wait_for(asyncio.to_thread(policy.decide, field_, last, default),
-                                              self.cfg.decision_budget_s)
-            except Exception as e:  # onnxruntime's run-time errors, the budget
-                log.warning("scan policy %s failed, Halton positions instead: %r", policy.version, e)
-                return None
+        """The policy's means (worker thread), or None when the decision failed (module doc). Never raises but
+        CancelledError (abort), and then only once the decision's thread has ended: a failed or abandoned decision
+        leaves the GRU state as it was, and no decision outlives its scan."""
         before = policy.state()
-        means, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, field_, last, default)
+        slot = self.slot
+        call = (slot.guarded, policy.decide) if slot is not None else (policy.decide,)
+        thread = asyncio.ensure_future(asyncio.to_thread(*call, field_, last, default))
+        try:
+            async with asyncio.timeout(None if slot is not None else self.cfg.decision_budget_s):
+                out = await asyncio.shield(thread)
+        except (Exception, asyncio.CancelledError) as e:  # the budget (no slot), onnxruntime's errors, an abort
+            await asyncio.wait({thread}, timeout=DECISION_DRAIN_S)  # its thread must not touch the next state
+            policy.restore(before)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            log.warning("scan policy %s failed, Halton positions instead: %r", policy.version, e)
+            return None
+        if slot is None:
+            return out
+        means, failure, detail = out
         if failure is None and means is None:
             failure, detail = "non_finite_output", "means not finite"
         if failure is not None:
