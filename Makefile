@@ -99,6 +99,9 @@ results-ptycho: $(STAMP)
 	$(BIN)/edgetune eval ptycho $(foreach s,$(CT_TRAIN_SEEDS),--run $(PTYCHO_RESULTS)/seed$(s)) --split report \
 	  --per-cell 8 --cells 250x5 --threads 1 --cache $(PTYCHO_RESULTS)/refcache --png $(PTYCHO_RESULTS) --json \
 	  > $(PTYCHO_RESULTS)/report.json
+	$(BIN)/edgetune eval ptycho $(foreach s,$(CT_TRAIN_SEEDS),--run $(PTYCHO_RESULTS)/seed$(s)) --split report \
+	  --per-cell 8 --cells 250x2,250x3,250x4,335x5,420x5,500x5 --probe focused --no-converge --threads 1 \
+	  --cache $(PTYCHO_RESULTS)/refcache --json > $(PTYCHO_RESULTS)/report-cells.json
 
 # abTEM's reference for the MoS₂ sample (docs/ptycho.md "Sample"): its own venv (abTEM 1.0.x from PyPI), then the
 # committed script writes tests/data/ptycho_abtem.npz, which tests/unit/test_ptycho_sample.py compares ours to.
