@@ -1,0 +1,1 @@
+"""The inverse-scattering instrument: time-harmonic acoustic forward model (issue #22)."""
