@@ -11,7 +11,7 @@ from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.optics import Optics, probe
 from controller.modes.ptycho.path import halton, prior, snap_unvisited
 from controller.modes.ptycho.scan import policy_field
-from controller.policy.runtime import ScanPolicy
+from controller.modes.ptycho.policy import ScanPolicy
 from firmware_sim.ptycho.detector import counts
 
 KEY = 9

@@ -13,7 +13,7 @@ import pytest
 from controller.link.auth import write_keyfile
 from controller.link.host_push import PushClient
 from controller.modes.ptycho.config import PtychoConfig
-from controller.policy.runtime import ScanPolicy
+from controller.modes.ptycho.policy import ScanPolicy
 from controller.recorder import read_events
 from hil.stand import SimulatedStand
 from learner.ptycho.export import export_scan_policy

@@ -14,7 +14,8 @@ from controller.config import parse_config
 from controller.modes.ptycho import spec
 from controller.modes.ptycho.path import prior
 from controller.modes.ptycho.session import _slot
-from controller.policy.runtime import PolicyRejected, ScanPolicy
+from controller.modes.ptycho.policy import ScanPolicy
+from controller.policy.runtime import PolicyRejected
 from learner.export import ExportError
 from learner.ptycho.export import check_parity, export_scan_policy
 from ptycho_policy import TinyScanNet

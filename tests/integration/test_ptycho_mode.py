@@ -15,7 +15,7 @@ import torch
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.scan import PtychoScan
 from controller.modes.ptycho import spec
-from controller.policy.runtime import ScanPolicy
+from controller.modes.ptycho.policy import ScanPolicy
 from controller.protocol import ptycho
 from firmware_sim.ptycho.emulator import PtychoEmulator
 from learner.ptycho.export import export_scan_policy

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from controller.modes.ptycho.config import PtychoConfig
-from controller.policy.runtime import ScanPolicy as EdgePolicy
+from controller.modes.ptycho.policy import ScanPolicy as EdgePolicy
 from learner.algos.reinforce import Chooser
 from learner.ptycho import metrics
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, run_scan

@@ -2,7 +2,7 @@
 
 A scan of `positions` positions in `subsequences` sub-sequences (controller/modes/ptycho/config.py). At the
 start of sub-sequence t the positions are chosen (controller/modes/ptycho/path.py): t = 0 the Halton sequence;
-t ≥ 1 the policy (controller/policy/runtime.py `ScanPolicy`) on the latest reconstruction's field (mean
+t ≥ 1 the policy (controller/modes/ptycho/policy.py `ScanPolicy`) on the latest reconstruction's field (mean
 removed), the last sub-sequence (in the policy's order, normalised), the prior (the Halton continuation,
 path.prior) and its carried GRU state, its first M means snapped to unvisited grid points inside the config's
 stage limits [min_A, max_A]. A decision that fails (raises, runs over its budget, or gives
@@ -37,7 +37,7 @@ from controller.modes.ptycho import recon
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.optics import probe
 from controller.modes.ptycho.path import halton, order_path, prior, raster_order, snap_unvisited
-from controller.policy.runtime import ScanPolicy
+from controller.modes.ptycho.policy import ScanPolicy
 from controller.policy.slot import PolicySlot
 from controller.protocol import framing, ptycho
 from controller.safety import StageGate

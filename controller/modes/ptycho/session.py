@@ -23,7 +23,7 @@ from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.ptycho import spec
 from controller.modes.ptycho.scan import PtychoScan, ScanResult
 from controller.modes.registry import register
-from controller.policy.runtime import open_validated_scan_policy, validated_scan_us
+from controller.modes.ptycho.policy import open_validated_scan_policy, validated_scan_us
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.protocol import ptycho as p
 
