@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import qmc
 
 from controller.modes.ptycho.spec import M_MAX
 
@@ -29,6 +28,8 @@ def halton(n: int, start: int = 0) -> np.ndarray:
     """Points start … start + n − 1 of the 2-D unscrambled Halton sequence, (n, 2) in [0, 1)."""
     if n < 0 or start < 0:
         raise ValueError(f"need n ≥ 0 and start ≥ 0, got n={n}, start={start}")
+    from scipy.stats import qmc  # here, not at import: scipy.stats costs every daemon ~1 s of start-up
+
     sampler = qmc.Halton(d=2, scramble=False)
     if start:
         sampler.fast_forward(start)

@@ -165,27 +165,32 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         if policy is not None and t > 0:
             started = time.perf_counter()
             field_ = policy_field(reconstruction, self.optics.grid, self.optics.window)
-            means = await self._decide(policy, field_, self._last, prior(step))
+            means = await self._decide(policy, field_, self._last, await asyncio.to_thread(prior, step))
             res.timings["policy"].append(time.perf_counter() - started)
             source = "policy" if means is not None else "fallback"
             res.policy_faults += means is None
-        points = means[:size] if means is not None else halton(size, start=step)
         here = np.array(self.position[::-1]) / self.optics.pixel_A  # (row, col)
         started = time.perf_counter()
-        planned, order, paths = await asyncio.to_thread(self._plan_path, points, here)  # off the loop
+        points = means[:size] if means is not None else None
+        planned, order, paths = await asyncio.to_thread(self._plan_path, points, size, step, here)  # off the loop
         res.timings["order"].append(time.perf_counter() - started)
         self._plan = [tuple(map(int, p)) for p in planned[order]]
         self._last = planned / (self.optics.grid - 1)
         res.subsequences.append({"source": source, "policy": policy.version if source == "policy" else None,
                                  "positions": planned.tolist(), "order": self._plan, "paths": paths})
 
-    def _plan_path(self, points: np.ndarray, here: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Snap ``points`` to unvisited grid positions within the stage limits, order them to shorten the path
-        from ``here``, and cost that order against the policy's own and a raster (worker thread)."""
+    def _plan_path(self, points: np.ndarray | None, size: int, step: int,
+                   here: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Snap ``points`` (None: the Halton continuation after ``step`` positions, ``size`` of them) to unvisited
+        grid positions within the stage limits, order them to shorten the path from ``here``, and cost that order
+        against the policy's own and a raster (worker thread)."""
+        if points is None:
+            points = halton(size, start=step)
         planned = snap_unvisited(points, self._visited | self._outside)  # within the stage limits, never twice
         order = order_path(here, planned, self.model)
         orders = (("ordered", order), ("policy", np.arange(len(planned))), ("raster", raster_order(planned)))
-        paths = {name: dict(zip(("length_A", "move_s"), (round(float(v), 6) for v in self.model.cost(here, planned[o]))))
+        paths = {name: dict(zip(("length_A", "move_s"), 
+                                (round(float(v), 6) for v in self.model.cost(here, planned[o]))))
                  for name, o in orders}
         return planned, order, paths
 
