@@ -189,7 +189,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         planned = snap_unvisited(points, self._visited | self._outside)  # within the stage limits, never twice
         order = order_path(here, planned, self.model)
         orders = (("ordered", order), ("policy", np.arange(len(planned))), ("raster", raster_order(planned)))
-        paths = {name: dict(zip(("length_A", "move_s"), 
+        paths = {name: dict(zip(("length_A", "move_s"),
                                 (round(float(v), 6) for v in self.model.cost(here, planned[o]))))
                  for name, o in orders}
         return planned, order, paths
