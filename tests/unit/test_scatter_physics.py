@@ -4,7 +4,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import h1vp, hankel1, jv, jvp
 
-from firmware_sim.scatter import physics as ph
+from controller.modes.scatter import physics as ph
 
 SOURCES = np.arange(0.0, 360.0, 45.0)
 RECEIVERS = np.arange(0.0, 360.0, 10.0)

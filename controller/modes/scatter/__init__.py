@@ -1,0 +1,1 @@
+"""Reinforced inverse scattering (issue #22): the transceiver-ring mode, its physics and reconstruction."""
