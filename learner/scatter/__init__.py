@@ -1,0 +1,1 @@
+"""Reinforced inverse scattering, host side (issue #22): batched physics, episodes, PPO training, evaluation."""
