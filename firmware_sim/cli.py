@@ -145,10 +145,12 @@ def sim_scatter(
     order: str = typer.Option("2", help="Born order of the data: 1, 2, 3 or exact (dense solve, n ≤ 64)."),
     snr_db: float = typer.Option(float("inf"), help="Receiver SNR [dB] relative to each acquisition's RMS "
                                                     "(inf: noise-free)."),
-    family: str = typer.Option("ellipses", help="Scatterer family (firmware_sim/scatter/scatterers.py)."),
-    split: str = typer.Option("test", help="Scatterer split: train, selection or test (disjoint seeds)."),
+    family: str = typer.Option("ellipses", help="Scatterer family (firmware_sim/scatter/scatterers.py): ellipses, "
+                                                "circles, digits, rectangles, annuli or blobs."),
+    split: str = typer.Option("report", help="Scatterer split: train, selection or report (disjoint seeds)."),
     index: int = typer.Option(0, help="Scatterer index within its family and split."),
-    eta: Optional[Path] = typer.Option(None, help="An n × n contrast map (.npy) instead of a family's scatterer."),
+    eta: Optional[Path] = typer.Option(None, help="A square contrast map (.npy, ≥ 0) instead of a family's "
+                                                  "scatterer: resampled to n × n and scaled to ‖η‖₂ = 0.3."),
     key: int = typer.Option(0, help="Sample key (u32): keys the receiver noise."),
     min_deg: float = typer.Option(0.0, help="Arm limit: the smallest commanded angle [deg]."),
     max_deg: float = typer.Option(359.0, help="Arm limit: the largest commanded angle [deg]."),
@@ -173,12 +175,9 @@ def sim_scatter(
 
     try:
         born = order if order == "exact" else int(order)
-        if eta is None:
-            from firmware_sim.scatter.scatterers import scatterer
+        from firmware_sim.scatter.scatterers import load_custom, scatterer
 
-            sample = scatterer(family, split, index, n)
-        else:
-            sample = _load_eta(eta, n)
+        sample = scatterer(family, split, index, n) if eta is None else load_custom(eta, n)
         arm = replace(ArmParams(), limits_deg=(min_deg, max_deg), slew_dps=slew, settle_s=settle)
         emu = ScatterEmulator(sample, key, arm=arm, receiver=ReceiverParams(born, snr_db), seed=seed, speed=speed,
                               tx_buffer=tx_buffer, rx_buffer=rx_buffer)
@@ -186,19 +185,6 @@ def sim_scatter(
         raise typer.BadParameter(str(e)) from None
     emu.link = link
     _serve(emu, control_stdin)
-
-
-def _load_eta(path: Path, n: int):
-    """The n × n contrast map in ``path`` (.npy); ValueError when it cannot be read or has another shape."""
-    import numpy as np
-
-    try:
-        eta = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    if eta.shape != (n, n):
-        raise ValueError(f"{path}: the scatterer must be {n} × {n} (--n), got shape {eta.shape}")
-    return eta
 
 
 def _serve(emu, control_stdin: bool = False) -> None:

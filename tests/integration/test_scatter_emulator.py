@@ -170,7 +170,18 @@ def test_cli_serves_scatter_and_stops_on_sigterm(tmp_path) -> None:
                 got += dec.feed(port.read(max(1, port.in_waiting)))
             ident, info = (m for _, m in got)
             assert ident.device == "edgetune-scatter" and (info.n, info.order, info.snr_db, info.min_deg) == (N, 3, 30, 5)
+            port.write(framing.encode(scatter.MoveArm(5.0), 2))
+            time.sleep(0.5)  # 5° take 0.17 s, then 20 ms settle
+            port.write(framing.encode(scatter.Acquire((5, 90)), 3))
+            end = time.monotonic() + 3.0
+            while not isinstance(got[-1][1], scatter.Data) and time.monotonic() < end:
+                got += dec.feed(port.read(max(1, port.in_waiting)))
+            noisy = got[-1][1].field()  # the file's map, resampled to N × N (the same size) and scaled
+            clean_ = physics.data(ETA, spec.wavenumbers(N)[0], [185.0], [5, 90], 3)[0]
+            snr = 10 * np.log10(np.mean(np.abs(clean_) ** 2) / np.mean(np.abs(noisy - clean_) ** 2))
+            assert 15 < snr < 45  # one acquisition of 2 values at 30 dB
     np.save(tmp_path / "bad.npy", np.full((4, 4), np.nan))
-    bad = subprocess.run([sys.executable, "-c", code, "--eta", str(tmp_path / "bad.npy"), "--n", "4"],
-                         capture_output=True, text=True, timeout=20)
-    assert bad.returncode != 0 and "finite" in bad.stderr
+    for args, why in ((["--eta", str(tmp_path / "bad.npy")], "NaN"), (["--family", "squares"], "unknown scatterer"),
+                      (["--order", "4"], "order")):
+        bad = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=20)
+        assert bad.returncode != 0 and why in bad.stderr, bad.stderr
