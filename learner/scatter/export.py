@@ -8,7 +8,7 @@ and the manifest declares ``hidden`` as its `state` (zeros at the start of every
 Parity: onnxruntime against torch over several recurrent steps with the state carried through each side's own
 outputs, on observations laid out as spec.observation lays them (≤ learner.export.PARITY_ATOL relative to
 max(1, |value|) of the unmasked logits and of the state; the masked logits must stay exactly spec.MASKED when the
-graph masks).
+graph masks). `edge_episode` runs the edge's scan in process (the HIL scenario's reference; the evaluation's too).
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from controller.modes.scatter import spec
-from controller.modes.scatter.policy import N_FREQ, graph_inputs, graph_outputs, used_angles
+from controller.modes.scatter.policy import (N_FREQ, Designer, TransceiverPolicy, graph_inputs, graph_outputs,
+                                             used_angles)
+from controller.modes.scatter.session import ScanResult, observation
 from controller.policy.manifest import Bounds, InputSpec, Manifest, OutputSpec, StateSpec
 from learner.ct.export import LOGIT_BOUND
 from learner.export import PARITY_ATOL, ExportError, write_artifact
@@ -109,3 +111,26 @@ def export_scatter(run: str | Path, out_dir: str | Path, version: str = "1") -> 
     actor, _ = load_policy(Path(run) / "policy.pt")
     return export_transceiver_policy(actor, out_dir, hidden_size=actor.cfg.hidden, training_run=str(run),
                                      version=version)
+
+
+def edge_episode(policy: TransceiverPolicy | None, eta: np.ndarray, order: int,
+                 allowed: range = range(spec.N_ANGLES)) -> ScanResult:
+    """The transceiver mode's scan run in process, without a device or reconstruction: the same policy runtime
+    and safety gate (controller/modes/scatter: `observation`, `Designer`) on noise-free data from the one physics
+    source (firmware_sim/scatter/receiver.py), rounded to complex64 as the wire carries them. The edge's choices
+    on `edgetune sim scatter` with the same scatterer equal this run's (tests/hil/test_scatter_hil.py)."""
+    from firmware_sim.scatter.receiver import clean
+
+    designer, res, n = Designer(allowed), ScanResult(), np.shape(eta)[0]
+    if policy is not None:
+        policy.reset()
+    for _ in range(spec.BUDGET):
+        before = policy.state() if policy is not None else None
+        decision = policy.decide(observation(res, n)) if policy is not None else None
+        choice = designer.resolve(policy, decision, before, res.angles)
+        receivers = np.array([*res.angles, choice.angle])
+        res.rows.append(clean(eta, choice.angle, choice.frequency, receivers, order).astype(np.complex64))
+        res.angles.append(choice.angle)
+        res.frequencies.append(choice.frequency)
+        res.choices.append(choice)
+    return res

@@ -5,6 +5,7 @@ whatever the graph does), then the arg-max frequency of that angle's row.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,56 @@ def open_validated_transceiver_policy(directory: Path, latency_us: float) -> Tra
     policy = TransceiverPolicy.from_artifact(directory)
     policy.latency_us = latency_us
     return policy
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One step's transceiver: its angle and frequency index, who chose it ("policy" or "fallback") and, for a
+    fallback, why ("no_policy", "failed", "out_of_limits", "used", "bad_frequency")."""
+
+    angle: int
+    frequency: int
+    source: str
+    reason: str | None = None
+
+
+class Designer:
+    """The transceiver mode's safety gate around the policy, shared by the edge (controller/modes/scatter/
+    session.py) and the in-process run (learner/scatter/export.py `edge_episode`): a decision is refused when its
+    angle lies outside the arm limits (``allowed``: the integer angles inside them) or was used, or its frequency
+    index is not in the set; a refused or failed decision falls back to the next angle of a uniform design
+    (`fallback`) with the frequency cycling, and the GRU state is put back as it was before the decision."""
+
+    def __init__(self, allowed: range, budget: int = spec.BUDGET) -> None:
+        self.allowed, self.budget = allowed, budget
+        self.uniform = [allowed[round(i * len(allowed) / budget)] for i in range(budget)]
+
+    def refusal(self, decision: tuple[int, int] | None, used: list[int]) -> str | None:
+        """Why ``decision`` may not be taken (None: it may)."""
+        if decision is None:
+            return "failed"
+        angle, frequency = decision
+        if angle not in self.allowed:
+            return "out_of_limits"
+        if angle in used:
+            return "used"
+        if not 0 <= frequency < N_FREQ:
+            return "bad_frequency"
+        return None
+
+    def fallback(self, used: list[int]) -> tuple[int, int]:
+        """Step t = len(used): the first unused angle of the uniform design from its t-th on (then of all the
+        allowed angles), at frequency index t mod 4."""
+        t = len(used)
+        angle = next(a for a in (*self.uniform[t:], *self.uniform[:t], *self.allowed) if a not in used)
+        return angle, t % N_FREQ
+
+    def resolve(self, policy: TransceiverPolicy | None, decision: tuple[int, int] | None, before: np.ndarray | None,
+                used: list[int]) -> Choice:
+        """The step's choice from the policy's ``decision`` (taken from the GRU state ``before``)."""
+        reason = "no_policy" if policy is None else self.refusal(decision, used)
+        if reason is None:
+            return Choice(*decision, "policy")  # type: ignore[misc]
+        if policy is not None and before is not None:
+            policy.restore(before)
+        return Choice(*self.fallback(used), "fallback", reason)
