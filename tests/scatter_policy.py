@@ -32,6 +32,7 @@ class TinyTransceiverNet(nn.Module):
         self.freq = nn.Linear(hidden, spec.N_ANGLES * len(spec.FREQUENCY_FACTORS))
         with torch.no_grad():
             self.encode.weight.mul_(5.0)  # the data block is of order one: let it move the choices
+            self.angle.weight.mul_(10.0)  # … and the state rather than the biases pick the angle
             self.angle.bias.add_(bias)
 
     def forward(self, obs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
