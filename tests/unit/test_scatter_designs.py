@@ -1,8 +1,6 @@
 """Non-learned transceiver designs and their evaluation: D-optimal, uniform spacing, best_fixed, oracle, λ tuning."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
