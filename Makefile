@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho install clean abtem-reference ptychi-env
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter install clean abtem-reference ptychi-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,19 @@ results-ptycho: $(STAMP)
 	$(BIN)/edgetune eval ptycho $(foreach s,$(CT_TRAIN_SEEDS),--run $(PTYCHO_RESULTS)/seed$(s)) --split report \
 	  --per-cell 8 --cells 250x2,250x3,250x4,335x5,420x5,500x5 --probe focused --no-converge --threads 1 \
 	  --cache $(PTYCHO_RESULTS)/refcache --json > $(PTYCHO_RESULTS)/report-cells.json
+
+# Inverse scattering (docs/scatter.md): the transceiver policies (Table 1's learned rows; λ and the fixed frequency
+# chosen on the selection split), two runs at a time, then the evaluation table on the report split.
+SCATTER_RESULTS := runs/results/scatter
+SCATTER_UPDATES ?= 400
+SCATTER_LAM ?= 1e-6
+SCATTER_RUNS := both-ellipses-0 both-ellipses-1 both-ellipses-2 both-circles-0 both-digits-0 angle-ellipses-0 frequency-ellipses-0
+scatter-policies: $(STAMP)
+	mkdir -p $(SCATTER_RESULTS)
+	for r in $(SCATTER_RUNS); do echo $$r; done | xargs -P 2 -n 1 sh -c 'set -- $$(echo $$0 | tr - " "); \
+	  $(BIN)/edgetune train scatter --mode $$1 --family $$2 --seed $$3 --fixed-freq 1 --lam $(SCATTER_LAM) \
+	  --updates $(SCATTER_UPDATES) --threads 1 --device cpu --resume --out $(SCATTER_RESULTS)/$$1-$$2-$$3 \
+	  > $(SCATTER_RESULTS)/$$1-$$2-$$3.log 2>&1'
 
 # abTEM's reference for the MoS₂ sample (docs/ptycho.md "Sample"): its own venv (abTEM 1.0.x from PyPI), then the
 # committed script writes tests/data/ptycho_abtem.npz, which tests/unit/test_ptycho_sample.py compares ours to.
