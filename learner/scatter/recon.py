@@ -12,7 +12,6 @@ so a run to convergence reaches the stationary point scipy's does.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from controller.modes.scatter.recon import C_FLOOR, EPS, HISTORY, check_scan, mask

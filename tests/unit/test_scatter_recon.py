@@ -57,7 +57,7 @@ def test_edge_model_is_the_batched_one_masked(tables: Tables) -> None:
 
 def test_torch_and_scipy_reach_the_same_optimum(tables: Tables) -> None:
     """Float64, both run to their stopping tests (scipy's defaults, recon.FTOL/GTOL) from zero: the optima
-    agree to 1 % relative (measured 9e-4; 20 iterations leave them 1.5 % apart, from the optimum by ~5 %)."""
+    agree to 1 % relative (measured 9e-4; after 20 iterations they are 1.5 % apart)."""
     data = scan_data(tables, disk())
     lam = 1e-5
     ours = edge.reconstruct(np.zeros((N, N)), ANGLES, FREQS, data, order=2, lam=lam, iterations=2000)
@@ -98,7 +98,8 @@ def test_noise_free_data_are_reconstructed_better_than_zero(tables: Tables) -> N
 
 
 def test_a_strong_lambda_reconstructs_zero(tables: Tables) -> None:
-    """λ = 1e-3 (the paper's) on this scale: the L1 term dwarfs the misfit and η stays near 0 (measured max |η| 0.4 % of the truth's)."""
+    """λ = 1e-3 (the paper's) on this scale: the L1 term dwarfs the misfit and η stays near 0 (measured: max |η|
+    0.4 % of the truth's)."""
     truth = disk()
     eta = edge.reconstruct(np.zeros((N, N)), ANGLES, FREQS, scan_data(tables, truth), order=2, lam=1e-3,
                            iterations=50)
