@@ -135,5 +135,5 @@ deepinv-env: $(DEEPINV_VENV)/.installed
 $(DEEPINV_VENV)/.installed:
 	$(PYTHON) -m venv $(DEEPINV_VENV)
 	$(DEEPINV_VENV)/bin/pip install --quiet --upgrade pip
-	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0'
+	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0' scipy  # its Green's function needs scipy (an optional dependency)
 	touch $@

@@ -57,6 +57,8 @@ def _data(ops: list[tuple[np.ndarray, Any]], x: torch.Tensor, born: bool) -> tor
     t = sum(len(src) for src, _ in ops)
     out = torch.zeros(x.shape[0], t, t, dtype=torch.complex128)
     for src, op in ops:
+        if born:  # its full-wave A leaves its total field in the Born operator: put the incident one back
+            op.born_operator.register_buffer("total_field", op.incident_field)
         out[:, src] = op.born_operator.A(x) if born else op.A(x)
     return out
 
