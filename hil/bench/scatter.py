@@ -18,8 +18,8 @@ sides, set-up timed apart. Measured:
   independent solver; its Vico kernel assumes spacing 1/n where the grid has 1/(n − 1), part of the difference);
 - reconstructions per second: `iterations` L-BFGS iterations on the same objective (controller/modes/scatter/
   recon.py, order 1, λ = `lam`) from zero on each side's own order-1 data: ours batched in torch (the whole batch)
-  and the edge's scipy L-BFGS-B one scatterer after the other; the peer torch.optim.LBFGS (strong Wolfe) on
-  deepinv's Born operator, one after the other; `recon_rel_diff` the largest relative difference of the results
+  and the edge's scipy L-BFGS-B one scatterer after the other (its cached tables built before); the peer
+  torch.optim.LBFGS (strong Wolfe) on deepinv's Born operator, one after the other; `recon_rel_diff` the largest relative difference of the results
   (different line searches: equal only at convergence).
 `episode` (optional): seconds per 10-step episode of the training env's reconstruction (warm-started, `iterations`
 per step and 20 final, order 2) for B = 1 and B = 16, batched torch float32.
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +95,6 @@ def weight(n: int) -> float:
     return (n / (n - 1)) ** 2
 
 
-def _timed(fn: Any, repeats: int) -> tuple[Any, float]:
-    result = fn()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return result, (time.perf_counter() - t0) / repeats
-
-
 def peer(eta: np.ndarray, angles: np.ndarray, freqs: np.ndarray, threads: int, *, lam: float, iterations: int,
          repeats: int, tol: float, max_iter: int) -> dict[str, Any]:
     """deepinv on the batch in its venv (peer module doc)."""
@@ -157,12 +150,14 @@ def run(n: int = 32, samples: int = 4, transceivers: int = 10, iterations: int =
     data = {}
     side: dict[str, Any] = {"setup_s": setup_s}
     for order in (1, 2):
-        d, s = _timed(lambda: forward(tables, e, a, f, order), repeats)
-        data[order] = d.numpy()
-        side[f"forward_order{order}_per_s"] = samples / s
-    x, s = _timed(lambda: recon.reconstruct(tables, torch.zeros_like(e), a, f, torch.from_numpy(data[1]), order=1,
-                                            lam=lam, iterations=iterations), 1)
-    side["recon_per_s"] = samples / s
+        data[order] = forward(tables, e, a, f, order).numpy()  # (and a warm-up)
+        side[f"forward_order{order}_per_s"] = samples * repeats / timeit.timeit(
+            lambda: forward(tables, e, a, f, order), number=repeats)
+    t0 = time.perf_counter()
+    x = recon.reconstruct(tables, torch.zeros_like(e), a, f, torch.from_numpy(data[1]), order=1, lam=lam,
+                          iterations=iterations)
+    side["recon_per_s"] = samples / (time.perf_counter() - t0)
+    edge.Problem(n, angles, freqs, data[1][0], 1, lam)  # set-up: the edge caches its incident fields and receiver rows
     t0 = time.perf_counter()
     for b in range(samples):
         edge.reconstruct(np.zeros((n, n)), angles, freqs, data[1][b], order=1, lam=lam, iterations=iterations)
