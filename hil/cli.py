@@ -16,6 +16,7 @@ import firmware_sim.cli
 import learner.ct.cli
 import learner.mems.cli
 import learner.ptycho.cli
+import learner.scatter.cli
 
 _GROUP = controller.cli.GROUP
 app = typer.Typer(**_GROUP, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
@@ -48,6 +49,7 @@ eval_app.command("ct")(learner.ct.cli.eval_ct)
 eval_app.command("ptycho")(learner.ptycho.cli.eval_ptycho)
 select_app.command("ct")(learner.ct.cli.select_ct)
 train_app.command("ptycho")(learner.ptycho.cli.train_ptycho)
+train_app.command("scatter")(learner.scatter.cli.train_scatter)
 app.command("export")(learner.mems.cli.export)
 hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)

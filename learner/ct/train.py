@@ -13,10 +13,6 @@ order, paper Fig. 10).
 from __future__ import annotations
 
 import csv
-import json
-import shlex
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from controller.policy.manifest import file_sha256
 from firmware_sim.ct.phantoms import SHAPES
+from learner import run_folder
 from learner.algos.actor_critic_stop import TerminalActorCritic, TerminalConfig
 from learner.ct.env import MIXTURE, CTBatchEnv, CTEnvConfig
 from learner.algos.actor_critic_naive import NaiveActorCritic
@@ -71,59 +67,16 @@ def load_policy(path: Path, device: str | None = None):
     return agent, {k: v for k, v in blob.items() if k != "net"}
 
 
-def _commit() -> str:
-    """The code's git commit (+ "-dirty" with uncommitted changes), or "unknown" outside a checkout."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
-def _sitting(cfg: TrainConfig, agent, episodes: int) -> dict:
-    """One sitting of a run (taken when it starts): the command, code commit and threads, and the episode it began at."""
-    argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
-    return {"command": shlex.join(argv), "commit": _commit(), "threads": torch.get_num_threads(),
-            "device": str(agent.device), "torch": torch.__version__, "from_episode": episodes}
-
-
 def _save(agent, cfg: TrainConfig, episodes: int, out: Path, resume_state: dict, wall_s: float,
           sittings: list[dict]) -> None:
-    """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json, each replaced atomically.
-    provenance.json: the last sitting's command, commit, threads, … and the seed at the top (a resumed run
-    equals an uninterrupted one at the same thread count and training code, so that command run in a new
-    folder reproduces the run), every sitting, episodes, wall time, sha256."""
+    """policy.pt, checkpoint.pt (+ everything `resume` needs) and provenance.json (learner/run_folder.py; a
+    resumed run equals an uninterrupted one at the same thread count and training code, so the command in
+    provenance.json run in a new folder reproduces the run)."""
     meta = {"algo": cfg.algo, "size": cfg.size, "cost": cfg.cost, "families": cfg.families, "episodes": episodes,
             "config": asdict(cfg)}
-    torch.save({**meta, "net": agent.net.state_dict()}, out / "policy.tmp")
-    torch.save({**meta, "net": agent.net.state_dict(), "opt": agent.opt.state_dict(),
-                "gen": agent.gen.get_state(), "wall_s": wall_s, "sittings": sittings, **resume_state}, out / "checkpoint.tmp")
-    (out / "policy.tmp").replace(out / "policy.pt")  # atomic: a crash never leaves half a file
-    (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-    prov = {**{k: v for k, v in sittings[-1].items() if k != "from_episode"}, "seed": cfg.seed, "episodes": episodes,
-            "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
-    (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
-    (out / "provenance.tmp").replace(out / "provenance.json")
-
-
-def _truncate_log(path: Path, episodes: int) -> None:
-    """Keep the complete rows of episodes 1 … `episodes` (those the checkpoint holds; a resumed run finishes
-    the later ones again, and a killed run may have left half a row), replaced atomically."""
-    rows = []
-    for r in csv.DictReader(path.open(newline="")):
-        if None in r.values() or "" in r.values() or int(r["episode"]) != len(rows) + 1 or len(rows) == episodes:
-            break
-        rows.append(r)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    state = {"net": agent.net.state_dict(), "opt": agent.opt.state_dict(), "gen": agent.gen.get_state(), **resume_state}
+    run_folder.save(out, {**meta, "net": state["net"]}, {**meta, **state}, cfg.seed, "episodes", episodes, wall_s,
+                    sittings)
 
 
 RESUMABLE = ("episodes", "device", "checkpoint_every", "max_wall_s")  # what a resumed run may change
@@ -135,12 +88,10 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, agent) -> dict:
     if "env" not in ck or "sittings" not in ck:
         raise ValueError(f"{path} was written by an older edgetune without the run's state; "
                          "it cannot be resumed exactly (start a new run)")
-    was, now = ({k: v for k, v in c.items() if k not in RESUMABLE} for c in (ck["config"], asdict(cfg)))
-    if was != now:
-        diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was.keys() | now.keys())
-                         if was.get(k) != now.get(k))
-        raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck['families']!r}; "
-                         f"a resumed run must keep its settings (changed: {diff})")
+    try:
+        run_folder.check_resumable(ck["config"], asdict(cfg), RESUMABLE)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint is {ck['algo']} at size {ck['size']} on {ck['families']!r}; {exc}") from exc
     return ck
 
 
@@ -156,7 +107,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
                                  families=TRAINING_SETS[cfg.families]), cfg.batch, seed=cfg.seed, device=cfg.device)
     log_path = out / "episodes.csv"
     done_eps, wall0, ret = 0, 0.0, np.zeros(cfg.batch)
-    sittings = [_sitting(cfg, agent, 0)]
+    sittings = [run_folder.sitting(agent.device, 0, "episode")]
     obs = env.reset()
     if resume and (out / "checkpoint.pt").exists():
         ck = _load_checkpoint(out / "checkpoint.pt", cfg, agent)
@@ -167,9 +118,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
         done_eps, wall0, ret, obs = int(ck["episodes"]), float(ck["wall_s"]), ck["returns"], env.observe()
         if done_eps >= cfg.episodes:  # finished: nothing to train, nothing to rewrite
             return {"episodes": done_eps, "new_episodes": 0, "wall_s": wall0, "device": str(agent.device), "out": str(out)}
-        sittings = [*ck["sittings"], _sitting(cfg, agent, done_eps)]
+        sittings = [*ck["sittings"], run_folder.sitting(agent.device, done_eps, "episode")]
         if log_path.exists():
-            _truncate_log(log_path, done_eps)
+            run_folder.keep_rows(log_path, CSV_FIELDS, "episode", done_eps)
     fresh = not log_path.exists() or done_eps == 0
     t0, start_eps, next_ck = time.perf_counter(), done_eps, done_eps + cfg.checkpoint_every
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731

@@ -11,9 +11,6 @@ Voronoi reward and the reconstruction's RMSE against the truth over training) an
 from __future__ import annotations
 
 import csv
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from controller.policy.manifest import file_sha256
 from learner.algos.reinforce import Chooser, Reinforce, ReinforceConfig
-from learner.ct.train import _commit
+from learner import run_folder
 from firmware_sim.ptycho.mos2 import keys as split_keys
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, run_scan
 from learner.ptycho.policy import PolicyConfig, ScanPolicy
@@ -78,45 +74,22 @@ def load_policy(path: Path, device: str | None = None) -> tuple[ScanPolicy, dict
 
 def _save(agent: Reinforce, cfg: TrainConfig, env: PtychoBatchEnv, done: int, out: Path, wall_s: float,
           sittings: list[dict]) -> None:
-    """policy.pt, checkpoint.pt and provenance.json, each replaced atomically."""
     meta = {"config": asdict(cfg), "policy_config": asdict(agent.policy.cfg), "updates": done}
-    torch.save({**meta, "net": agent.policy.state_dict()}, out / "policy.tmp")
-    torch.save({**meta, "net": agent.policy.state_dict(), "opt": agent.opt.state_dict(),
-                "gen": agent.gen.get_state(),
-                "rng": env.rng.bit_generator.state, "wall_s": wall_s, "sittings": sittings}, out / "checkpoint.tmp")
-    (out / "policy.tmp").replace(out / "policy.pt")
-    (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-    prov = {**{k: v for k, v in sittings[-1].items() if k != "from_update"}, "seed": cfg.seed, "updates": done,
-            "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
-    (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
-    (out / "provenance.tmp").replace(out / "provenance.json")
+    state = {"net": agent.policy.state_dict(), "opt": agent.opt.state_dict(), "gen": agent.gen.get_state(),
+             "rng": env.rng.bit_generator.state}
+    run_folder.save(out, {**meta, "net": state["net"]}, {**meta, **state}, cfg.seed, "updates", done, wall_s, sittings)
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, agent: Reinforce, env: PtychoBatchEnv) -> dict:
     ck = torch.load(path, map_location=agent.device, weights_only=False)
     if ck["config"].get("pretrain", 0):  # written before pre-training was dropped: its updates count differently
         raise ValueError(f"{path} is a run with {ck['config']['pretrain']} pre-training scans: it cannot be resumed")
-    now = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
-    was = {k: ck["config"].get(k) for k in now}
-    if was != now:
-        diff = ", ".join(f"{k} {was.get(k)!r} → {now.get(k)!r}" for k in sorted(was) if was.get(k) != now.get(k))
-        raise ValueError(f"a resumed run must keep its settings (changed: {diff})")
+    run_folder.check_resumable(ck["config"], asdict(cfg), RESUMABLE)
     agent.policy.load_state_dict(ck["net"])
     agent.opt.load_state_dict(ck["opt"])
     agent.gen.set_state(ck["gen"])
     env.rng.bit_generator.state = ck["rng"]
     return ck
-
-
-def _keep_rows(path: Path, updates: int) -> None:
-    """Keep the complete rows of updates 1 … ``updates`` (those the checkpoint holds), replaced atomically."""
-    rows = [r for r in csv.DictReader(path.open(newline="")) if "" not in r.values() and None not in r.values()]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore")  # a column an older run wrote goes
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["update"]) <= updates)
-    tmp.replace(path)
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable[[int, float], None] | None = None,
@@ -127,9 +100,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable
     agent = make_agent(cfg)
     env = PtychoBatchEnv(cfg.env(), cfg.batch, seed=cfg.seed, device=str(agent.device), sampler=sampler)
     n_rl = cfg.updates()
-    argv = ["edgetune", *sys.argv[1:]] if Path(sys.argv[0]).name == "edgetune" else sys.argv
-    sitting = lambda start: {"command": shlex.join(argv), "commit": _commit(), "threads": torch.get_num_threads(),  # noqa: E731
-                             "device": str(agent.device), "torch": torch.__version__, "from_update": start}
+    sitting = lambda start: run_folder.sitting(agent.device, start, "update")  # noqa: E731
     done, wall0, sittings = 0, 0.0, [sitting(0)]
     log = out / "updates.csv"
     if resume and (out / "checkpoint.pt").exists():
@@ -139,7 +110,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable
             return {"updates": done, "new_updates": 0, "wall_s": wall0, "device": str(agent.device), "out": str(out)}
         sittings = [*ck["sittings"], sitting(done)]
         if log.exists():
-            _keep_rows(log, done)
+            run_folder.keep_rows(log, CSV_FIELDS, "update", done)
     fresh = done == 0 or not log.exists()
     t0, start = time.perf_counter(), done
     wall = lambda: wall0 + time.perf_counter() - t0  # noqa: E731

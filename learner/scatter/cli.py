@@ -1,0 +1,50 @@
+"""Inverse-scattering learning commands (`edgetune train scatter`); implementations are imported inside the functions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_scatter(
+    out: Path = typer.Option(..., help="Run folder (checkpoint, policy.pt, provenance.json, updates.csv, PNGs)."),
+    family: str = typer.Option("ellipses", help="Training scatterers: ellipses (and triangles) | circles | digits."),
+    mode: str = typer.Option("both", help="What the policy learns: both | angle (fixed frequency) | frequency "
+                             "(random angles)."),
+    fixed_freq: int = typer.Option(3, min=0, max=3, help="Frequency index k = n·(1 + index)/4 of --mode angle."),
+    lam: float = typer.Option(1e-6, min=0.0, help="L1 weight λ of the reward's reconstructions (choose it on the "
+                              "selection split: `edgetune eval scatter`)."),
+    order: int = typer.Option(2, min=1, max=3, help="Born order of the data and of the reconstruction's model."),
+    n: int = typer.Option(32, min=8, help="Grid size (wavenumbers n/4 … n)."),
+    iterations: int = typer.Option(10, min=1, help="Warm-started L-BFGS iterations per step (the paper: 60)."),
+    final_iterations: int = typer.Option(10, min=0, help="L-BFGS iterations after the last step (the paper: 20)."),
+    updates: int = typer.Option(300, min=1, help="PPO updates in all (a resumed run continues to it)."),
+    episodes: int = typer.Option(6, min=2, help="Scans per update."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint.pt."),
+) -> None:
+    """Train the transceiver policy (angle and frequency per step): recurrent PPO on PSNR-gain rewards."""
+    import torch
+
+    from learner.progress import progress_bar
+    from learner.scatter.train import TrainConfig, train
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("--device must be auto, cpu or cuda")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        cfg = TrainConfig(family=family, mode=mode, fixed_freq=fixed_freq, n=n, order=order, lam=lam,
+                          iterations=iterations, final_iterations=final_iterations, updates=updates,
+                          episodes=episodes, seed=seed, device=None if device == "auto" else device,
+                          max_wall_s=None if max_minutes is None else 60.0 * max_minutes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    with progress_bar("train scatter", cfg.updates) as bar:
+        result = train(cfg, out, resume=resume, on_update=lambda done, ret: bar.update(done, [ret]))
+    typer.echo(json.dumps(result))

@@ -1,0 +1,97 @@
+"""Pictures of the scattering application: training curves, and scans — the reconstruction after each step with
+the transceivers placed so far drawn on a ring around the domain, coloured by their frequency."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from controller.modes.scatter import spec
+from learner.scatter.batched import Tables
+from learner.scatter.episode import Designer, Recipe, Scans, run
+
+FREQ_COLOURS = ("tab:blue", "tab:green", "tab:orange", "tab:red")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(log: Path, png: Path) -> None:
+    """Return (summed PSNR gain, dB) and the final MSE per update, with a running mean."""
+    plt = _pyplot()
+    rows = list(csv.DictReader(Path(log).open()))
+    x = np.array([int(r["update"]) for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    for ax, key, label in zip(axes, ("return_db", "mse_final"), ("return (PSNR gain) [dB]", "final MSE")):
+        y = np.array([float(r[key]) for r in rows])
+        ax.plot(x, y, ".", ms=3, color="tab:blue", label="per update")
+        w = min(20, len(y))
+        if w:
+            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="tab:blue", lw=1, label=f"mean of {w}")
+        ax.set(xlabel="update", ylabel=label)
+        ax.legend(fontsize=8)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+class _Recording:
+    """A designer that keeps the reconstruction before each of its choices (after the previous step)."""
+
+    def __init__(self, inner: Designer) -> None:
+        self.inner, self.recons = inner, []
+
+    def reset(self, scans: Scans, rng: np.random.Generator) -> None:
+        self.inner.reset(scans, rng)
+
+    def choose(self, scans: Scans) -> tuple[torch.Tensor, torch.Tensor]:
+        self.recons.append(scans.recon.clone())
+        return self.inner.choose(scans)
+
+
+def _ring(ax, angles: np.ndarray, freqs: np.ndarray, n: int) -> None:
+    """Transceivers at their angles on a circle around the image (pixel coordinates, row i = y)."""
+    c, r = (n - 1) / 2, 0.62 * n
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(c + r * np.cos(t), c + r * np.sin(t), color="0.8", lw=0.5)
+    a = np.deg2rad(angles)
+    ax.scatter(c + r * np.cos(a), c + r * np.sin(a), s=14, c=[FREQ_COLOURS[f] for f in freqs], zorder=3)
+    ax.set(xlim=(c - 1.3 * r, c + 1.3 * r), ylim=(c - 1.3 * r, c + 1.3 * r))
+
+
+def scans(designer: Designer, eta: torch.Tensor, tables: Tables, recipe: Recipe, png: Path,
+          steps: tuple[int, ...] = (1, 2, 4, 6, 8, 10), seed: int = 0) -> None:
+    """One row per scatterer: the truth, then the reconstruction after the given steps (the last after the final
+    iterations) with the transceivers so far; frequencies in the legend."""
+    plt = _pyplot()
+    recording = _Recording(designer)
+    result, errors = run(recording, eta, tables=tables, recipe=recipe, rng=np.random.default_rng(seed))
+    recons = [*recording.recons[1:], result.recon]  # after step 1 … K
+    steps = tuple(s for s in steps if s <= result.budget)
+    b, n = eta.shape[0], tables.n
+    fig, axes = plt.subplots(b, len(steps) + 1, figsize=(2.3 * (len(steps) + 1), 2.4 * b), layout="constrained",
+                             squeeze=False)
+    top = float(eta.max())
+    angles, freqs = result.angles.cpu().numpy(), result.freqs.cpu().numpy()
+    for i in range(b):
+        axes[i, 0].imshow(eta[i].cpu().numpy(), cmap="viridis", vmin=0, vmax=top, origin="lower")
+        axes[i, 0].set_title("truth", fontsize=8)
+        for j, s in enumerate(steps, 1):
+            img = recons[s - 1][i].cpu().numpy()
+            axes[i, j].imshow(img, cmap="viridis", vmin=0, vmax=top, origin="lower")
+            _ring(axes[i, j], angles[i, :s], freqs[i, :s], n)
+            axes[i, j].set_title(f"step {s}: MSE {float(errors[i, s]):.2e}", fontsize=8)
+        for ax in axes[i]:
+            ax.set_axis_off()
+    ks = spec.wavenumbers(n)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=f"k = {k:g}") for c, k in zip(FREQ_COLOURS, ks)]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
