@@ -6,9 +6,9 @@ Why deepinv (deepinv.physics.Scattering) and not regpy (regpy.operators.mediumsc
 same k²·(i/4)H₀⁽¹⁾ kernel, a Born operator and a full-wave Lippmann–Schwinger solve, torch); regpy's returns
 far-field patterns of a periodised Vainikko solve (numpy), further from our data's convention.
 
-A batch of `samples` scatterers (random ellipses scaled to ‖η‖₂ = spec.NORM) and one scan of `transceivers`
-distinct random angles, each with a random frequency index (seeded); the same cores (N torch threads) on both
-sides, set-up timed apart. Measured:
+A batch of `samples` scatterers (the "ellipses" family: ellipses and triangles at ‖η‖₂ = spec.NORM) and one
+scan of `transceivers` distinct random angles, each with a random frequency index (seeded); the same cores
+(N torch threads) on both sides, set-up timed apart. Measured:
 - forward evaluations per second (one evaluation = one scan's t × t data of one scatterer, the batch at once):
   ours batched in torch (learner/scatter/batched.py, complex128 like the peer's), orders 1 and 2; deepinv's
   Born operator (= our order 1) and its full-wave LSQR solve (tolerance `tol`);
@@ -43,32 +43,25 @@ import torch
 from controller.modes.scatter import physics, spec
 from controller.modes.scatter import recon as edge
 from controller.modes.scatter.recon import EPS
+from firmware_sim.scatter.scatterers import batch as scatterer_batch
 from learner.scatter import recon
 from learner.scatter.batched import Tables, forward
 
 DEEPINV_PYTHON = Path(__file__).resolve().parents[2] / ".venv-deepinv" / "bin" / "python"
 PEER = Path(__file__).with_name("deepinv_peer.py")
 PEER_TIMEOUT_S = 3600.0
+FAMILY = "ellipses"  # ellipses and triangles
 REFERENCE = {"n": 32, "transceivers": 10, "seed": 0, "tol": 1e-8, "max_iter": 2000}  # the committed peer reference
 
 
-def scatterers(n: int, count: int, seed: int) -> np.ndarray:
-    """(count, n, n) random ellipses (axes 0.08–0.25, centres within 0.25, any orientation) at ‖η‖₂ = NORM."""
-    rng = np.random.default_rng(seed)
-    axis = physics.Grid(n).axis
-    x, y = np.meshgrid(axis, axis, indexing="xy")
-    out = []
-    for _ in range(count):
-        (cx, cy), (a, b), phi = rng.uniform(-0.25, 0.25, 2), rng.uniform(0.08, 0.25, 2), rng.uniform(0, np.pi)
-        u, v = (x - cx) * np.cos(phi) + (y - cy) * np.sin(phi), -(x - cx) * np.sin(phi) + (y - cy) * np.cos(phi)
-        eta = ((u / a) ** 2 + (v / b) ** 2 <= 1).astype(float)
-        out.append(eta * spec.NORM / np.linalg.norm(eta))
-    return np.stack(out)
+def scatterers(n: int, count: int) -> np.ndarray:
+    """(count, n, n): the first scatterers of the "ellipses" family's "report" split (firmware_sim/scatter)."""
+    return scatterer_batch(FAMILY, "report", range(count), n)
 
 
 def scan(transceivers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct random integer angles and random frequency indices (seeded)."""
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed)
     return (rng.choice(spec.N_ANGLES, transceivers, replace=False),
             rng.integers(0, len(spec.FREQUENCY_FACTORS), transceivers))
 
@@ -119,7 +112,7 @@ def peer(eta: np.ndarray, angles: np.ndarray, freqs: np.ndarray, threads: int, *
 def episode(n: int, batch: int, iterations: int, seed: int, final: int = 20, lam: float = 1e-6) -> float:
     """Seconds per 10-step episode (module doc): `batch` episodes at once, each its own scatterer and scan."""
     tables = Tables(n)
-    eta = torch.from_numpy(scatterers(n, batch, seed)).float()
+    eta = torch.from_numpy(scatterers(n, batch)).float()
     scans = [scan(spec.BUDGET, seed + b) for b in range(batch)]
     angles = torch.from_numpy(np.stack([a for a, _ in scans]))
     freqs = torch.from_numpy(np.stack([f for _, f in scans]))
@@ -140,7 +133,7 @@ def run(n: int = 32, samples: int = 4, transceivers: int = 10, iterations: int =
     if threads:
         torch.set_num_threads(threads)
     cores = torch.get_num_threads()
-    eta = scatterers(n, samples, seed)
+    eta = scatterers(n, samples)
     angles, freqs = scan(transceivers, seed)
     t0 = time.perf_counter()
     tables = Tables(n, dtype=torch.complex128)
@@ -197,7 +190,7 @@ def write_reference(path: Path) -> None:
     scatterer, with the configuration."""
     torch.set_num_threads(1)
     cfg = REFERENCE
-    eta = scatterers(cfg["n"], 1, cfg["seed"])
+    eta = scatterers(cfg["n"], 1)
     angles, freqs = scan(cfg["transceivers"], cfg["seed"])
     r = peer(eta, angles, freqs, 1, lam=0.0, iterations=1, repeats=1, tol=cfg["tol"], max_iter=cfg["max_iter"])
     np.savez_compressed(path, born=r["born"][0], full=r["full"][0], angles=angles, freqs=freqs,
