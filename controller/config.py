@@ -13,6 +13,7 @@ from typing import Any, Literal
 from controller.modes.ct.config import AnglesConfig
 from controller.modes.mems.pid import BASELINE_GAINS
 from controller.modes.ptycho.config import PtychoConfig
+from controller.modes.scatter.config import ScatterConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -187,6 +188,7 @@ class EdgeConfig(_Section):
     policy: PolicyConfig = PolicyConfig()
     angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/modes/ct/session.py)
     ptycho: PtychoConfig = PtychoConfig()  # loop.mode "ptycho" (controller/modes/ptycho/session.py)
+    scatter: ScatterConfig = ScatterConfig()  # loop.mode "transceiver" (controller/modes/scatter/session.py)
     log: LogConfig = LogConfig()
 
 

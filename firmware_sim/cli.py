@@ -140,6 +140,53 @@ def sim_ptycho(
     _serve(emu, control_stdin)
 
 
+def sim_scatter(
+    n: int = typer.Option(32, help="Grid size n of the scatterer (n × n on the unit square)."),
+    order: str = typer.Option("2", help="Born order of the data: 1, 2, 3 or exact (dense solve, n ≤ 64)."),
+    snr_db: float = typer.Option(float("inf"), help="Receiver SNR [dB] relative to each acquisition's RMS "
+                                                    "(inf: noise-free)."),
+    family: str = typer.Option("ellipses", help="Scatterer family (firmware_sim/scatter/scatterers.py): ellipses, "
+                                                "circles, digits, rectangles, annuli or blobs."),
+    split: str = typer.Option("report", help="Scatterer split: train, selection or report (disjoint seeds)."),
+    index: int = typer.Option(0, help="Scatterer index within its family and split."),
+    eta: Optional[Path] = typer.Option(None, help="A square contrast map (.npy, ≥ 0) instead of a family's "
+                                                  "scatterer: resampled to n × n and scaled to ‖η‖₂ = 0.3."),
+    key: int = typer.Option(0, help="Sample key (u32): keys the receiver noise."),
+    min_deg: float = typer.Option(0.0, help="Arm limit: the smallest commanded angle [deg]."),
+    max_deg: float = typer.Option(359.0, help="Arm limit: the largest commanded angle [deg]."),
+    slew: float = typer.Option(180.0, help="Arm speed limit [deg/s]."),
+    settle: float = typer.Option(0.02, help="Arm settle time after arrival [s]."),
+    seed: int = typer.Option(0, help="Arm rest-error and encoder-noise seed."),
+    speed: float = typer.Option(1.0, help="Run this many times faster than real time."),
+    tx_buffer: int = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped."),
+    rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
+    link: Optional[Path] = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug)."),
+    control_stdin: bool = typer.Option(False, help="Read serial fault commands from stdin, one a line: "
+                                                    "garbage N | stall S | reboot | unplug S | drop N | truncate N | "
+                                                    "flip N | dropbyte N."),
+) -> None:
+    """Serve the inverse-scattering transceiver ring (rotating source arm + receivers) on a new pty; the first
+    stdout line is the device path. Stops on SIGINT/SIGTERM."""
+    from dataclasses import replace
+
+    from firmware_sim.scatter.arm import ArmParams
+    from firmware_sim.scatter.emulator import ScatterEmulator
+    from firmware_sim.scatter.receiver import ReceiverParams
+
+    try:
+        born = order if order == "exact" else int(order)
+        from firmware_sim.scatter.scatterers import load_custom, scatterer
+
+        sample = scatterer(family, split, index, n) if eta is None else load_custom(eta, n)
+        arm = replace(ArmParams(), limits_deg=(min_deg, max_deg), slew_dps=slew, settle_s=settle)
+        emu = ScatterEmulator(sample, key, arm=arm, receiver=ReceiverParams(born, snr_db), seed=seed, speed=speed,
+                              tx_buffer=tx_buffer, rx_buffer=rx_buffer)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    emu.link = link
+    _serve(emu, control_stdin)
+
+
 def _serve(emu, control_stdin: bool = False) -> None:
     """Print the emulator's device path first, serve until SIGINT/SIGTERM (fault commands from stdin when
     ``control_stdin``), close the pty."""

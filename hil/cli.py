@@ -39,6 +39,7 @@ controller.cli.register(app, link_app)  # daemon, push, rollback, link …: the 
 sim_app.command("mems")(firmware_sim.cli.sim_mems)
 sim_app.command("ct")(firmware_sim.cli.sim_ct)
 sim_app.command("ptycho")(firmware_sim.cli.sim_ptycho)
+sim_app.command("scatter")(firmware_sim.cli.sim_scatter)
 bench_app.command("sirt")(hil.bench.cli.bench_sirt)
 bench_app.command("ptycho")(hil.bench.cli.bench_ptycho)
 bench_app.command("scatter")(hil.bench.cli.bench_scatter)

@@ -1,6 +1,7 @@
 """The scatterer families: norm, sign, determinism, disjoint splits, the private family's guard, user maps."""
 from __future__ import annotations
 
+import importlib.util
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -20,11 +21,7 @@ def _families(split: str) -> tuple[str, ...]:
 
 
 def _have_sklearn() -> bool:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("sklearn") is not None
 
 
 @pytest.mark.parametrize("split", S.SPLITS)

@@ -31,7 +31,6 @@ from functools import cached_property
 from typing import Union
 
 import numpy as np
-from scipy.signal import fftconvolve
 from scipy.special import hankel1
 
 RECEIVER_RADIUS = 100.0
@@ -103,6 +102,8 @@ class GreenOperator:
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """G @ v for v of shape (n², S)."""
+        from scipy.signal import fftconvolve  # on first use: scipy.signal imports scipy.stats (~1.5 s at start-up)
+
         n = self.grid.n
         vv = v.reshape(n, n, -1)
         full = fftconvolve(vv, self._kernel[:, :, None], axes=(0, 1))
