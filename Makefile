@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter install clean abtem-reference ptychi-env
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter install clean abtem-reference ptychi-env deepinv-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -139,4 +139,14 @@ $(PTYCHI_VENV)/.installed:
 	$(PYTHON) -m venv $(PTYCHI_VENV)
 	$(PTYCHI_VENV)/bin/pip install --quiet --upgrade pip
 	$(PTYCHI_VENV)/bin/pip install --quiet 'ptychi==2.2.0'
+	touch $@
+
+# deepinv, the peer of `edgetune bench scatter` (hil/bench/scatter.py runs hil/bench/deepinv_peer.py in this venv's
+# python as a subprocess); with PyPI's own torch, which deepinv requires
+DEEPINV_VENV := .venv-deepinv
+deepinv-env: $(DEEPINV_VENV)/.installed
+$(DEEPINV_VENV)/.installed:
+	$(PYTHON) -m venv $(DEEPINV_VENV)
+	$(DEEPINV_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0' scipy  # its Green's function needs scipy (an optional dependency)
 	touch $@

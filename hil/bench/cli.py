@@ -150,3 +150,26 @@ def bench_ptycho(
     result = run(samples=samples, positions=positions, iterations=iterations, defocus_A=defocus, seed=seed,
                  threads=threads, with_peer=peer)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def bench_scatter(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on one line (default: indented)."),
+    n: int = typer.Option(32, min=4, max=64, help="Grid size n × n."),
+    samples: int = typer.Option(4, min=1, help="Scatterers (random ellipses), the same on both sides."),
+    transceivers: int = typer.Option(10, min=1, max=360, help="Transceivers of the scan (random angles, frequencies)."),
+    iterations: int = typer.Option(50, min=1, help="L-BFGS iterations per reconstruction."),
+    lam: float = typer.Option(1e-6, min=0.0, help="λ of the L1 term."),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, min=1, help="Cores N: torch threads on both sides (default: torch's)."),
+    tol: float = typer.Option(1e-8, help="Tolerance of deepinv's full-wave LSQR solve."),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="Run deepinv (needs `make deepinv-env`)."),
+    episode: bool = typer.Option(False, "--episode", help="Also time 10-step episodes (B = 1, 16; 20, 60 iterations)."),
+) -> None:
+    """Forward evaluations and reconstructions per second: ours (batched torch; the edge's scipy) vs deepinv's
+    scattering physics, the same grid, scatterers, transceivers and cores; set-up timed apart; the data's relative
+    differences (Born, full wave against our exact solve and Born orders)."""
+    from hil.bench.scatter import run
+
+    result = run(n=n, samples=samples, transceivers=transceivers, iterations=iterations, lam=lam, seed=seed,
+                 threads=threads, tol=tol, with_peer=peer, with_episode=episode)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))

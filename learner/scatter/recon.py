@@ -12,7 +12,6 @@ so a run to convergence reaches the stationary point scipy's does.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from controller.modes.scatter.recon import C_FLOOR, EPS, HISTORY, check_scan, mask
@@ -128,8 +127,7 @@ def reconstruct(tables: Tables, eta0: torch.Tensor, angles: torch.Tensor, freqs:
     if angles.dim() != 2 or angles.shape != freqs.shape or angles.shape[0] != eta0.shape[0]:
         raise ValueError(f"angles and freqs must be (B, t) with B = {eta0.shape[0]}, got {tuple(angles.shape)}, "
                          f"{tuple(freqs.shape)}")
-    for row_a, row_f in zip(angles.cpu().numpy(), freqs.cpu().numpy()):
-        check_scan(n, row_a, row_f, order, iterations)
+    check_scan(n, angles.cpu().numpy().ravel(), freqs.cpu().numpy().ravel(), order, iterations)  # all rows at once
     t = angles.shape[1]
     if data.shape != (eta0.shape[0], t, t) or not torch.is_complex(data):
         raise ValueError(f"data must be complex (B, t, t) = {(eta0.shape[0], t, t)}, got {data.dtype} "

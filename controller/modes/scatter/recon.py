@@ -1,22 +1,22 @@
-"""L1-regularised reconstruction of the contrast η from a scan's data, on the edge: numpy + scipy (no torch).
+"""L1-regularised reconstruction of the contrast η from a scan's data on the edge: numpy + scipy, no torch.
 
 The objective of one scan (paper §3.2, "L-BFGS on ‖F(η) − d‖² + λ‖η‖₁"), shared with the batched torch code
 (learner/scatter/recon.py), which imports the constants below:
 
-    J(η) = [ Σ_{r ≤ s} |F(η)[s, r] − d[s, r]|² + λ·Σ_j (√(η_j² + ε²) − ε) ] / c,   c = max(Σ_{r ≤ s} |d[s, r]|², C_FLOOR)
+    J(η) = [Σ_{r ≤ s} |F(η)[s, r] − d[s, r]|² + λ·Σ_j (√(η_j² + ε²) − ε)] / c,  c = max(Σ_{r ≤ s} |d[s, r]|², C_FLOOR)
 
 - F is the Born series of order 1, 2 or 3 (physics.py); source s is the transceiver placed at step s (angle a_s,
   frequency f_s, a plane wave travelling along a_s + 180°), receiver r the one placed at step r ≤ s, received
   with the source's wavenumber (spec.py). Entries of d above the diagonal are not used.
-- |η| is smoothed to √(η² + ε²) − ε (ε = EPS, ~3 % of a typical nonzero value of a scatterer at ‖η‖₂ = 0.3 on
-  32², ~1/30 of it): the authors feed L-BFGS the subgradient of |η|, whose objective has kinks at η_j = 0 and
+- |η| is smoothed to √(η² + ε²) − ε (ε = EPS, ~1/30 of a typical nonzero value of a scatterer at ‖η‖₂ = 0.3 on
+  32²): the authors feed L-BFGS the subgradient of |η|, whose objective has kinks at η_j = 0 and
   no optimum that two L-BFGS codes reach alike; the smoothed one is differentiable, so both codes run to the same
   stationary point (tests/unit/test_scatter_recon.py). A bound-constrained split η = p − q would need the bounds
   in the batched torch code too.
 - Dividing by c (the data's own energy) changes no minimiser and keeps λ in the paper's units, and J(0) ≈ 1,
   so L-BFGS's tolerances mean the same for data of any size (the data are ~1e-3 … 1e-2).
 
-Gradient (adjoint of the Born series): with A = k²G·diag(η), the field v_0 = u_in, v_m = u_in + A v_{m−1}
+Gradient (adjoint of the Born series): with A = k²G·diag(η), the fields v_0 = u_in, v_m = u_in + A v_{m−1}
 (m < p) and F[s, ·] = R_s (η ⊙ v_{p−1}) (R_s the receiver rows k²Φh² at the source's k). For the masked
 residual ρ and w = R_sᴴ ρ_s, a = η ⊙ w:
 
