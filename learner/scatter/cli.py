@@ -48,3 +48,53 @@ def train_scatter(
     with progress_bar("train scatter", cfg.updates) as bar:
         result = train(cfg, out, resume=resume, on_update=lambda done, ret: bar.update(done, [ret]))
     typer.echo(json.dumps(result))
+
+
+def eval_scatter(
+    run: Optional[list[Path]] = typer.Option(None, help="Training run folder (policy.pt); repeat for several seeds "
+                                             "and modes (the selection split picks the run to ship per mode)."),
+    dataset: list[str] = typer.Option(["ellipses"], help="Scatterer family (training, held-out, the private one) "
+                                      "or custom (needs --scatterers); repeat for several."),
+    order: list[int] = typer.Option([2], help="Born order of the data and the reconstruction; repeat for several."),
+    scatterers: Optional[Path] = typer.Option(None, help="Folder of .npy square η maps (dataset custom)."),
+    report: int = typer.Option(24, min=2, help="Report scatterers per cell (the numbers published)."),
+    selection: int = typer.Option(12, min=1, help="Selection scatterers per cell (λ, variants, the run to ship)."),
+    train: int = typer.Option(12, min=1, help="Training scatterers on which best_fixed picks its plan."),
+    lam: str = typer.Option("1e-5,3e-6,1e-6,3e-7", help="Comma-separated λ grid tuned per method."),
+    n: int = typer.Option(32, min=8, help="Grid size."),
+    iterations: int = typer.Option(10, min=1, help="Warm-started L-BFGS iterations per step."),
+    final_iterations: int = typer.Option(10, min=0, help="L-BFGS iterations after the last step."),
+    png: Optional[Path] = typer.Option(None, help="Folder for scans of three report scatterers per cell."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (default: a table)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Table 1 on our simulator: learned designs against tuned baselines, MSE with paired 95 % CIs."""
+    import time
+
+    import torch
+
+    from learner.scatter import eval as ev
+    from learner.scatter.batched import Tables
+    from learner.scatter.episode import Recipe
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        grid = tuple(float(v) for v in lam.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--lam needs comma-separated numbers, got {lam!r}") from None
+    policies = [r / "policy.pt" for r in run or []]
+    for p in policies:
+        if not p.exists():
+            raise typer.BadParameter(f"no policy at {p}")
+    log = lambda msg: typer.echo(msg, err=True)  # noqa: E731  the result goes to stdout
+    cfg = ev.CellConfig(Tables(n, device), Recipe(2, grid[0], iterations, final_iterations), lam_grid=grid)
+    t0 = time.perf_counter()
+    try:
+        result = ev.evaluate(dataset, order, policies, cfg, report=report, selection=selection, train=train,
+                             custom_dir=scatterers, png=png, log=log)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    log(f"eval scatter: {time.perf_counter() - t0:.0f} s wall, {time.process_time():.0f} s CPU")
+    typer.echo(json.dumps(result) if as_json else ev.table(result))

@@ -197,3 +197,78 @@ def evaluate_cell(methods: list[Method], sets: Sets, cfg: CellConfig) -> dict:
     if sets.names:
         cell["names"] = sets.names
     return cell
+
+
+def learned_methods(policies: list[Path], tables: Tables) -> list[Method]:
+    """One method per learned mode (learn_both, learn_angle, learn_frequency) whose variants are its runs
+    ({"run": i}, e.g. training seeds): the selection set picks the run to ship, as it picks λ."""
+    from learner.scatter.policy import PolicyDesigner
+    from learner.scatter.train import load_policy
+
+    runs: dict[str, list[tuple]] = {}
+    for path in policies:
+        actor, meta = load_policy(path, str(tables.device))
+        cfg = meta["config"]
+        runs.setdefault(f"learn_{cfg['mode']}", []).append((actor.to(tables.device), cfg["mode"], cfg["fixed_freq"]))
+
+    def maker(entries: list[tuple]) -> Callable[..., Designer]:
+        return lambda recipe, run: PolicyDesigner(entries[run][0], tables, entries[run][1], entries[run][2])
+
+    return [Method(name, maker(entries), tuple({"run": i} for i in range(len(entries))))
+            for name, entries in sorted(runs.items())]
+
+
+def run_spread(cell: dict, methods: list[Method], sets: Sets, cfg: CellConfig) -> dict:
+    """The report MSE of every run of each learned method with several runs, at the λ its tuning chose: the
+    spread over training seeds beside the shipped run's row."""
+    spread = {}
+    for method in methods:
+        if len(method.variants) > 1:
+            per_run = [float(_final_mse(method, v, sets.report, cfg, cell["lam"][method.name]).mean())
+                       for v in method.variants]
+            spread[method.name] = {"per_run": per_run, **summary(np.asarray(per_run))}
+    return spread
+
+
+def evaluate(datasets: list[str], orders: list[int], policies: list[Path], cfg: CellConfig, *, report: int,
+             selection: int, train: int, custom_dir: Path | None = None, png: Path | None = None,
+             log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Every (dataset, order) cell with the baselines and the learned runs: {"cells": [...]}; with ``png`` the
+    shipped learned design's and uniform_cycling's scans of three report scatterers per cell."""
+    from learner.scatter import plots
+
+    learned = learned_methods(policies, cfg.tables)
+    cells = []
+    for dataset in datasets:
+        sets = scatterer_sets(dataset, cfg.tables.n, report=report, selection=selection, train=train,
+                              custom_dir=custom_dir)
+        for order in orders:
+            c = replace(cfg, recipe=replace(cfg.recipe, order=order))
+            start = time.perf_counter()
+            methods = [*baselines(c.tables), *learned]
+            cell = evaluate_cell(methods, sets, c)
+            cell["run_spread"] = run_spread(cell, learned, sets, c)
+            cell["wall_s"] = round(time.perf_counter() - start, 1)
+            cells.append(cell)
+            log(f"{dataset} order {order}: " + ", ".join(f"{m} {v:.2e}" for m, v in cell["mse"].items())
+                + f" ({cell['wall_s']} s)")
+            if png is not None:
+                png.mkdir(parents=True, exist_ok=True)
+                shown = [m for m in methods if m.name in ("learn_both", "uniform_cycling")]
+                for m in shown:
+                    recipe = replace(c.recipe, lam=cell["lam"][m.name])
+                    path = png / f"scans-{dataset}-order{order}-{m.name}.png"
+                    plots.scans(m.make(recipe, **cell["variant"][m.name]), sets.report[:3], c.tables, recipe, path)
+                    log(f"wrote {path}")
+    return {"cells": cells}
+
+
+def table(result: dict) -> str:
+    """A plain-text view: MSE ± CI per method and cell, the zero image last."""
+    lines = []
+    for cell in result["cells"]:
+        lines.append(f"{cell['dataset']}, Born order {cell['order']} ({cell['scatterers']} scatterers)")
+        for m, v in sorted(cell["mse"].items(), key=lambda kv: kv[1]):
+            ci = cell["mse_ci95"][m]
+            lines.append(f"  {m:20s} {v:.3e} ± {ci if ci is not None else float('nan'):.1e}  PSNR {cell['psnr'][m]:.1f}")
+    return "\n".join(lines)
