@@ -1,7 +1,7 @@
 """L1-regularised L-BFGS reconstruction batched over scans in torch (CPU or GPU), for training and evaluation.
 
 The objective J is the edge's (controller/modes/scatter/recon.py: the data misfit over r ≤ s plus λ times the
-smoothed |η|, divided by the data's energy), on batched.forward, its gradient by autograd. Every scan b has its
+smoothed |η|, divided by the data's energy), on batched.born (each scan's geometry gathered once), its gradient by autograd. Every scan b has its
 own L-BFGS history (HISTORY pairs), its own step and its own line search; all scans share the number of
 transceivers t and the iteration count. One iteration: the two-loop recursion gives the direction (the
 steepest descent scaled to a first step of length FIRST_STEP when a scan has no history), then a backtracking
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from controller.modes.scatter.recon import C_FLOOR, EPS, HISTORY, check_scan, mask
-from learner.scatter.batched import Tables, forward
+from learner.scatter.batched import Tables, born, geometry
 
 ARMIJO = 1e-4  # sufficient-decrease constant c₁
 LINE_SEARCH = 30  # halvings before a scan gives up on an iteration
@@ -28,7 +28,8 @@ class Objective:
 
     def __init__(self, tables: Tables, angles: torch.Tensor, freqs: torch.Tensor, data: torch.Tensor, order: int,
                  lam: torch.Tensor) -> None:
-        self.tables, self.angles, self.freqs, self.order, self.lam = tables, angles, freqs, order, lam
+        self.tables, self.order, self.lam = tables, order, lam
+        self.geometry = geometry(tables, angles, freqs)
         self.mask = torch.as_tensor(mask(angles.shape[1]), device=data.device)
         self.data = torch.where(self.mask, data, torch.zeros((), dtype=data.dtype, device=data.device))
         self.c = (self.data.abs() ** 2).sum(dim=(1, 2)).clamp_min(C_FLOOR)
@@ -38,7 +39,7 @@ class Objective:
         n = self.tables.n
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            model = forward(self.tables, x.reshape(-1, n, n), self.angles[rows], self.freqs[rows], self.order)
+            model = born(self.tables, x.reshape(-1, n, n), self.geometry[rows], self.order)
             misfit = ((model - self.data[rows]).abs() ** 2 * self.mask).sum(dim=(1, 2))
             l1 = (torch.sqrt(x**2 + EPS**2) - EPS).sum(dim=1)
             value = (misfit + self.lam[rows] * l1) / self.c[rows]
