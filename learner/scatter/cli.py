@@ -65,6 +65,8 @@ def eval_scatter(
     iterations: int = typer.Option(10, min=1, help="Warm-started L-BFGS iterations per step."),
     final_iterations: int = typer.Option(10, min=0, help="L-BFGS iterations after the last step."),
     png: Optional[Path] = typer.Option(None, help="Folder for scans of three report scatterers per cell."),
+    cache: Optional[Path] = typer.Option(None, help="Folder keeping every run's per-scatterer MSE: a later eval with "
+                                         "the same scatterers, recipe and method reuses it (e.g. after adding runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (default: a table)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
@@ -89,7 +91,8 @@ def eval_scatter(
         if not p.exists():
             raise typer.BadParameter(f"no policy at {p}")
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731  the result goes to stdout
-    cfg = ev.CellConfig(Tables(n, device), Recipe(2, grid[0], iterations, final_iterations), lam_grid=grid)
+    cfg = ev.CellConfig(Tables(n, device), Recipe(2, grid[0], iterations, final_iterations), lam_grid=grid,
+                         cache=cache)
     t0 = time.perf_counter()
     try:
         result = ev.evaluate(dataset, order, policies, cfg, report=report, selection=selection, train=train,

@@ -26,6 +26,7 @@ tuned variant) — {"lam", "mse", "mse_ci95", "psnr"}}. "zero" is the zero image
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from controller.policy.manifest import file_sha256
 from firmware_sim.scatter import scatterers as S
 from learner.scatter import designs as D
 from learner.scatter.batched import Tables
@@ -54,6 +56,7 @@ class Method:
     name: str
     make: Callable[..., Designer]
     variants: tuple[dict, ...] = ({},)
+    identity: str = ""  # what else fixes its designs (a policy's sha256, a frozen plan): part of the cache key
 
 
 def baselines(tables: Tables) -> list[Method]:
@@ -108,11 +111,25 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 
 def _final_mse(method: Method, variant: dict, eta: torch.Tensor, cfg: "CellConfig", lam: float) -> np.ndarray:
-    """(B,) final MSE of one method's scans of ``eta`` at a λ."""
+    """(B,) final MSE of one method's scans of ``eta`` at a λ (from ``cfg.cache`` when it was run before with
+    the same scatterers, recipe, method, variant, seed and grid)."""
     recipe = replace(cfg.recipe, lam=lam)
+    path = None
+    if cfg.cache is not None:
+        key = hashlib.sha256(eta.double().cpu().numpy().tobytes())
+        key.update(repr((recipe, method.name, method.identity, sorted(variant.items()), cfg.seed, cfg.budget,
+                         cfg.tables.n, str(cfg.tables.dtype), cfg.oracle_designs)).encode())
+        path = Path(cfg.cache) / f"{method.name}-{key.hexdigest()[:24]}.npy"
+        if path.exists():
+            return np.load(path)
     _, errors = run(method.make(recipe, **variant), eta, tables=cfg.tables, recipe=recipe,
                     rng=_rng(cfg.seed, method.name), budget=cfg.budget)
-    return errors[:, -1].double().cpu().numpy()
+    final = errors[:, -1].double().cpu().numpy()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), final)
+        path.with_suffix(".tmp.npy").replace(path)
+    return final
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class CellConfig:
     seed: int = 0
     fixed_candidates: int = 16  # random candidates of best_fixed (besides the uniform and cycling ones)
     oracle_designs: int = D.ORACLE_DESIGNS
+    cache: Path | None = None  # folder of per-run results (`_final_mse`)
 
 
 def _key(variant: dict, lam: float) -> str:
@@ -167,7 +185,8 @@ def evaluate_cell(methods: list[Method], sets: Sets, cfg: CellConfig) -> dict:
     plan = D.select_fixed(sets.train.to(cfg.tables.device), tables=cfg.tables,
                           recipe=replace(cfg.recipe, lam=lam_of("uniform_cycling")),
                           rng=_rng(cfg.seed, "best_fixed"), n_random=cfg.fixed_candidates, budget=cfg.budget)
-    best_fixed = Method("best_fixed", lambda r: D.fixed(plan.angles, plan.freqs))
+    best_fixed = Method("best_fixed", lambda r: D.fixed(plan.angles, plan.freqs),
+                        identity=repr((plan.angles.tolist(), plan.freqs.tolist())))
     _, lam, tuning["best_fixed"] = tune(best_fixed, sets.selection, cfg)
     chosen["best_fixed"] = (best_fixed, {}, lam)
     oracle = Method("oracle", lambda r: D.Oracle(cfg.tables, r, cfg.oracle_designs))
@@ -201,7 +220,8 @@ def evaluate_cell(methods: list[Method], sets: Sets, cfg: CellConfig) -> dict:
 
 def learned_methods(policies: list[Path], tables: Tables) -> list[Method]:
     """One method per learned mode (learn_both, learn_angle, learn_frequency) whose variants are its runs
-    ({"run": i}, e.g. training seeds): the selection set picks the run to ship, as it picks λ."""
+    ({"run": i, "policy": sha256 prefix of its policy.pt}, e.g. training seeds): the selection set picks the run to
+    ship, as it picks λ."""
     from learner.scatter.policy import PolicyDesigner
     from learner.scatter.train import load_policy
 
@@ -209,12 +229,13 @@ def learned_methods(policies: list[Path], tables: Tables) -> list[Method]:
     for path in policies:
         actor, meta = load_policy(path, str(tables.device))
         cfg = meta["config"]
-        runs.setdefault(f"learn_{cfg['mode']}", []).append((actor.to(tables.device), cfg["mode"], cfg["fixed_freq"]))
+        runs.setdefault(f"learn_{cfg['mode']}", []).append((actor.to(tables.device), cfg["mode"], cfg["fixed_freq"],
+                                                             file_sha256(path)))
 
     def maker(entries: list[tuple]) -> Callable[..., Designer]:
-        return lambda recipe, run: PolicyDesigner(entries[run][0], tables, entries[run][1], entries[run][2])
+        return lambda recipe, run, policy: PolicyDesigner(entries[run][0], tables, entries[run][1], entries[run][2])
 
-    return [Method(name, maker(entries), tuple({"run": i} for i in range(len(entries))))
+    return [Method(name, maker(entries), tuple({"run": i, "policy": e[3][:16]} for i, e in enumerate(entries)))
             for name, entries in sorted(runs.items())]
 
 

@@ -16,14 +16,19 @@ def test_eval_scatter_json_has_every_method_and_the_run_spread(tmp_path) -> None
     maps.mkdir()
     np.save(maps / "square.npy", np.pad(np.ones((4, 4)), 4))
     args = ["eval", "scatter", "--run", str(tmp_path / "run0"), "--run", str(tmp_path / "run1"),
-            "--dataset", "circles", "--dataset", "custom", "--scatterers", str(maps), "--n", "12", "--report", "2",
+            "--dataset", "custom", "--scatterers", str(maps), "--n", "12", "--report", "2",
             "--selection", "1", "--train", "1", "--lam", "1e-6", "--iterations", "1", "--final-iterations", "1",
-            "--json", "--threads", "1"]
+            "--json", "--threads", "1", "--cache", str(tmp_path / "cache")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cells = json.loads(result.stdout.strip().splitlines()[-1])["cells"]
-    assert [c["dataset"] for c in cells] == ["circles", "custom"] and cells[1]["names"] == ["square"]
+    assert [c["dataset"] for c in cells] == ["custom"] and cells[0]["names"] == ["square"]
     want = {"learn_both", "random_angle", "uniform_angle", "uniform_cycling", "d_optimal", "best_fixed", "oracle", "zero"}
     for cell in cells:
         assert want <= set(cell["mse"]) and set(cell["mse"]) == set(cell["psnr"])
         assert cell["paired_reference"] == "learn_both" and len(cell["run_spread"]["learn_both"]["per_run"]) == 2
+    cached = CliRunner().invoke(app, args)  # every run now comes from the cache: the same numbers
+    assert cached.exit_code == 0, cached.output
+    again = json.loads(cached.stdout.strip().splitlines()[-1])["cells"]
+    assert [c["mse"] for c in again] == [c["mse"] for c in cells]
+    assert len(list((tmp_path / "cache").glob("learn_both-*.npy"))) >= 2
