@@ -106,9 +106,9 @@ results-ptycho: $(STAMP)
 # Inverse scattering (docs/scatter.md): the transceiver policies (Table 1's learned rows; λ and the fixed frequency
 # chosen on the selection split), two runs at a time, then the evaluation table on the report split.
 SCATTER_RESULTS := runs/results/scatter
-SCATTER_UPDATES ?= 400
+SCATTER_UPDATES ?= 300
 SCATTER_LAM ?= 1e-6
-SCATTER_RUNS := both-ellipses-0 both-ellipses-1 both-ellipses-2 both-circles-0 both-digits-0 angle-ellipses-0 frequency-ellipses-0
+SCATTER_RUNS := both-ellipses-0 both-ellipses-1 angle-ellipses-0 frequency-ellipses-0 both-circles-0 both-digits-0 both-ellipses-2
 scatter-policies: $(STAMP)
 	mkdir -p $(SCATTER_RESULTS)
 	for r in $(SCATTER_RUNS); do echo $$r; done | xargs -P 2 -n 1 sh -c 'set -- $$(echo $$0 | tr - " "); \
