@@ -75,3 +75,26 @@ def keep_rows(path: Path, fields: tuple[str, ...], counter: str, done: int) -> N
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def plot_log(log: Path, png: Path, columns: tuple[tuple[str, str], ...], x: str = "update") -> None:
+    """One panel per (CSV column, axis label) of a run's log against ``x``: each row and a running mean of 20."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = list(csv.DictReader(Path(log).open()))
+    xs = np.array([int(r[x]) for r in rows])
+    fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.5), layout="constrained", squeeze=False)
+    for ax, (key, label) in zip(axes[0], columns):
+        y = np.array([float(r[key]) for r in rows])
+        ax.plot(xs, y, ".", ms=3, color="tab:blue", label=f"per {x}")
+        w = min(20, len(y))
+        if w:
+            ax.plot(xs[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="tab:blue", lw=1, label=f"mean of {w}")
+        ax.set(xlabel=x, ylabel=label)
+        ax.legend(fontsize=8)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -19,9 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from learner.algos.reinforce import Chooser, Reinforce, ReinforceConfig
-from learner import run_folder
 from firmware_sim.ptycho.mos2 import keys as split_keys
+from learner import run_folder
+from learner.algos.reinforce import Chooser, Reinforce, ReinforceConfig
 from learner.ptycho.env import PtychoBatchEnv, PtychoEnvConfig, run_scan
 from learner.ptycho.policy import PolicyConfig, ScanPolicy
 
@@ -138,23 +138,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, on_update: Callable
 
 def plot_rewards(log: Path, png: Path) -> None:
     """The policy positions' summed Voronoi reward and the reconstruction's RMSE per update."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(Path(log).open()))
-    x = np.array([int(r["update"]) for r in rows])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-    for ax, key, label in zip(axes, ("reward", "rmse_rad"), ("reward of the policy's positions", "RMSE vs truth (means removed) [rad]")):
-        y = np.array([float(r[key]) for r in rows])
-        ax.plot(x, y, ".", ms=3, color="tab:blue", label="per update")
-        w = min(20, len(y))
-        if w:
-            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="tab:blue", lw=1, label=f"mean of {w}")
-        ax.set(xlabel="update", ylabel=label)
-        ax.legend(fontsize=8)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    run_folder.plot_log(log, png, (("reward", "reward of the policy's positions"),
+                                   ("rmse_rad", "RMSE vs truth (means removed) [rad]")))
 
 
 def plot_reconstructions(policy: ScanPolicy, cfg: TrainConfig, png: Path, samples: int = 3, sampler=None) -> None:

@@ -2,13 +2,13 @@
 the transceivers placed so far drawn on a ring around the domain, coloured by their frequency."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from controller.modes.scatter import spec
+from learner import run_folder
 from learner.scatter.batched import Tables
 from learner.scatter.episode import Designer, Recipe, Scans, run
 
@@ -26,20 +26,7 @@ def _pyplot():
 
 def training_curves(log: Path, png: Path) -> None:
     """Return (summed PSNR gain, dB) and the final MSE per update, with a running mean."""
-    plt = _pyplot()
-    rows = list(csv.DictReader(Path(log).open()))
-    x = np.array([int(r["update"]) for r in rows])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-    for ax, key, label in zip(axes, ("return_db", "mse_final"), ("return (PSNR gain) [dB]", "final MSE")):
-        y = np.array([float(r[key]) for r in rows])
-        ax.plot(x, y, ".", ms=3, color="tab:blue", label="per update")
-        w = min(20, len(y))
-        if w:
-            ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, "valid"), color="tab:blue", lw=1, label=f"mean of {w}")
-        ax.set(xlabel="update", ylabel=label)
-        ax.legend(fontsize=8)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    run_folder.plot_log(log, png, (("return_db", "return (PSNR gain) [dB]"), ("mse_final", "final MSE")))
 
 
 class _Recording:
