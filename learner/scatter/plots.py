@@ -82,3 +82,27 @@ def scans(designer: Designer, eta: torch.Tensor, tables: Tables, recipe: Recipe,
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def families(png: Path, n: int = 32, per_family: int = 4) -> None:
+    """Report-split scatterers of every family (training, held-out, private), one row per family."""
+    from firmware_sim.scatter import scatterers
+
+    plt = _pyplot()
+    names = scatterers.ALL_FAMILIES
+    fig, axes = plt.subplots(len(names), per_family, figsize=(1.8 * per_family, 1.9 * len(names)),
+                             layout="constrained", squeeze=False)
+    for row, family in zip(axes, names):
+        for i, ax in enumerate(row):
+            ax.imshow(scatterers.scatterer(family, "report", i, n), cmap="viridis", origin="lower")
+            ax.set_axis_off()
+        kind = "training" if family in scatterers.FAMILIES else "held out" if family in scatterers.HELD_OUT else "private"
+        row[0].set_title(f"{family} ({kind})", fontsize=8, loc="left")
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m learner.scatter.plots docs/img/scatter_families.png
+    import sys
+
+    families(Path(sys.argv[1]))
