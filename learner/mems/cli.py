@@ -128,15 +128,17 @@ def _parse_gains(text: str) -> list[float]:
 
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
            version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
-    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a ptycho run (policy.pt + updates.csv,
-    `train ptycho`) as a scan policy with its GRU state, a CT run (policy.pt, `train ct`) as an angle policy, else
-    a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a scatter run (policy.pt + updates.csv with
+    a return_db column, `train scatter`) as a transceiver policy and a ptycho run (policy.pt + updates.csv,
+    `train ptycho`) as a scan policy, both with their GRU state; a CT run (policy.pt, `train ct`) as an angle
+    policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
     from datetime import datetime, timezone
 
     from controller.policy.manifest import VERSION_RE, as_version
 
     if (run / "policy.pt").exists():
-        kind = "ptycho" if (run / "updates.csv").exists() else "ct"
+        log = run / "updates.csv"
+        kind = "ct" if not log.exists() else "scatter" if "return_db" in log.open().readline() else "ptycho"
     elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
         kind = "mems"
     else:
@@ -147,7 +149,11 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
                                  "or digit", param_hint="--version")
     stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
-    if kind == "ptycho":
+    if kind == "scatter":
+        from learner.scatter.export import export_scatter
+
+        manifest = export_scatter(run, out, version=version)
+    elif kind == "ptycho":
         from learner.ptycho.export import export_ptycho
 
         manifest = export_ptycho(run, out, version=version)

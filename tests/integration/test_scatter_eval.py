@@ -8,7 +8,7 @@ from hil.cli import app
 from learner.scatter.train import TrainConfig, train
 
 
-def test_eval_scatter_json_has_every_method_and_the_run_spread(tmp_path) -> None:
+def test_eval_scatter_json_has_every_method_and_the_run_spread_and_a_run_exports(tmp_path) -> None:
     for seed in (0, 1):
         train(TrainConfig(family="circles", n=12, iterations=1, final_iterations=1, updates=1, episodes=2,
                           seed=seed, device="cpu"), tmp_path / f"run{seed}")
@@ -32,3 +32,6 @@ def test_eval_scatter_json_has_every_method_and_the_run_spread(tmp_path) -> None
     again = json.loads(cached.stdout.strip().splitlines()[-1])["cells"]
     assert [c["mse"] for c in again] == [c["mse"] for c in cells]
     assert len(list((tmp_path / "cache").glob("learn_both-*.npy"))) >= 2
+    exported = CliRunner().invoke(app, ["export", str(tmp_path / "run0"), str(tmp_path / "artifact")])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads((tmp_path / "artifact" / "manifest.json").read_text())["task"] == "scatter-transceiver"
