@@ -170,13 +170,16 @@ class Oracle:
 
 
 class DOptimal:
-    """Greedy D-optimal design on the first-order Born operator (module doc): ``prior`` "flat" or "weighted".
-    Computed in float64 on the tables' device."""
+    """Greedy D-optimal design on the first-order Born operator (module doc): ``prior`` "flat" or "weighted";
+    candidate angles every ``stride`` degrees (the weighted prior's gains are per scan and step: stride 2 halves
+    their cost). Computed in float64 on the tables' device."""
 
-    def __init__(self, tables: Tables, prior: str = "flat", snr_db: float = DESIGN_SNR_DB) -> None:
+    def __init__(self, tables: Tables, prior: str = "flat", snr_db: float = DESIGN_SNR_DB, stride: int = 1) -> None:
         if prior not in ("flat", "weighted"):
             raise ValueError(f"prior must be 'flat' or 'weighted', got {prior!r}")
-        self.tables, self.prior = tables, prior
+        if not 1 <= stride <= spec.N_ANGLES // spec.BUDGET:
+            raise ValueError(f"stride must be 1 … {spec.N_ANGLES // spec.BUDGET} degrees, got {stride!r}")
+        self.tables, self.prior, self.stride = tables, prior, stride
         row_power = (tables.receivers.abs().double() ** 2).sum(-1).mean().item()  # |u_in| = 1
         self.sigma2 = (spec.NORM**2 / tables.n**2) * row_power / 10 ** (snr_db / 10)
 
@@ -220,16 +223,16 @@ class DOptimal:
                       + [torch.zeros(0, p.numel(), dtype=p.dtype, device=dev)])
         jp = j * p
         s_inv = torch.linalg.inv(self.sigma2 * torch.eye(j.shape[0], dtype=p.dtype, device=dev) + jp @ j.T)
-        candidates = torch.arange(spec.N_ANGLES, device=dev)
-        receivers = torch.cat([a[None, :].expand(spec.N_ANGLES, -1), candidates[:, None]], 1)  # (360, t + 1)
+        candidates = torch.arange(0, spec.N_ANGLES, self.stride, device=dev)  # (C,)
+        receivers = torch.cat([a[None, :].expand(len(candidates), -1), candidates[:, None]], 1)  # (C, t + 1)
         eye = torch.eye(2 * (t + 1), dtype=p.dtype, device=dev)
-        gain = torch.empty(N_FREQ, spec.N_ANGLES, dtype=p.dtype, device=dev)
+        gain = torch.full((N_FREQ, spec.N_ANGLES), -torch.inf, dtype=p.dtype, device=dev)
         for freq in range(N_FREQ):
-            ar = self.rows(candidates, torch.full_like(candidates, freq), receivers)  # (360, 2t + 2, n²)
+            ar = self.rows(candidates, torch.full_like(candidates, freq), receivers)  # (C, 2t + 2, n²)
             ap = ar * p
-            cross = ap @ j.T  # (360, 2t + 2, m)
+            cross = ap @ j.T  # (C, 2t + 2, m)
             g = ap @ ar.transpose(1, 2) - cross @ s_inv @ cross.transpose(1, 2)  # A·C·Aᵀ (Woodbury)
-            gain[freq] = torch.linalg.slogdet(eye + g / self.sigma2)[1]
+            gain[freq, candidates] = torch.linalg.slogdet(eye + g / self.sigma2)[1]
         gain[:, a] = -torch.inf
         return gain
 

@@ -43,6 +43,8 @@ def test_weighted_d_optimal_depends_on_the_reconstruction(tables: Tables) -> Non
     assert w.max() == pytest.approx(1 + D.WEIGHT_FLOOR) and w.min() == pytest.approx(D.WEIGHT_FLOOR)
     a, f = torch.tensor([10, 200]), torch.tensor([3, 1])
     assert not torch.allclose(d.gains(a, f, w), d.gains(a, f, torch.ones_like(w)))
+    coarse = D.DOptimal(tables, "weighted", stride=2).gains(a, f, w)  # odd angles are not candidates
+    assert torch.isinf(coarse[:, 1::2]).all() and torch.equal(coarse[:, 0::2], d.gains(a, f, w)[:, 0::2])
 
 
 def test_d_optimal_gain_matches_a_direct_log_det(tables: Tables) -> None:
