@@ -96,8 +96,8 @@ class Acquire(Message):
 @dataclass(frozen=True, slots=True)
 class Data(Message):
     """device → host, the reply to :class:`Acquire`: the scattered field at each receiver, (re, im) float32
-    pairs in the order asked. ``index`` counts acquisitions since power-on, Reset or a new sample (it keys the
-    noise), ``t_us`` device time, ``source_deg`` the ring angle the source fired at (the arm's actual angle,
+    pairs in the order asked. ``index`` counts acquisitions since power-on or Reset (it keys the noise; the
+    sample is fixed when the device starts), ``t_us`` device time, ``source_deg`` the ring angle the source fired at (the arm's actual angle,
     to the nearest degree), ``frequency`` the index used."""
 
     TYPE_ID: ClassVar[int] = 0x86

@@ -23,7 +23,6 @@ from learner.scatter.policy import Actor, Critic, log_prob
 @dataclass(frozen=True)
 class PPOConfig:
     lr: float = 1e-4
-    episodes: int = 6  # per update
     epochs: int = 5
     clip: float = 0.2  # ε
     gamma: float = 1.0

@@ -126,19 +126,25 @@ def _parse_gains(text: str) -> list[float]:
     return values
 
 
+def _is_scatter_run(run: Path) -> bool:
+    """A `train scatter` run's policy.pt holds an "actor" (a `train ptycho` run's holds a "net")."""
+    import torch
+
+    return "actor" in torch.load(run / "policy.pt", map_location="cpu", weights_only=False)
+
+
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
            version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
-    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a scatter run (policy.pt + updates.csv with
-    a return_db column, `train scatter`) as a transceiver policy and a ptycho run (policy.pt + updates.csv,
-    `train ptycho`) as a scan policy, both with their GRU state; a CT run (policy.pt, `train ct`) as an angle
-    policy, else a MEMS run (`train mems`; normalisation and bounds in the graph)."""
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a ptycho run (policy.pt + updates.csv,
+    `train ptycho`) as a scan policy with its GRU state, a scatter run (the same files, `train scatter`) as a
+    transceiver policy with its GRU state, a CT run (policy.pt, `train ct`) as an angle policy, else
+    a MEMS run (`train mems`; normalisation and bounds in the graph)."""
     from datetime import datetime, timezone
 
     from controller.policy.manifest import VERSION_RE, as_version
 
     if (run / "policy.pt").exists():
-        log = run / "updates.csv"
-        kind = "ct" if not log.exists() else "scatter" if "return_db" in log.open().readline() else "ptycho"
+        kind = ("scatter" if _is_scatter_run(run) else "ptycho") if (run / "updates.csv").exists() else "ct"
     elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
         kind = "mems"
     else:
@@ -152,7 +158,10 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
     if kind == "scatter":
         from learner.scatter.export import export_scatter
 
-        manifest = export_scatter(run, out, version=version)
+        try:
+            manifest = export_scatter(run, out, version=version)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="RUN") from None
     elif kind == "ptycho":
         from learner.ptycho.export import export_ptycho
 

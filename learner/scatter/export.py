@@ -104,12 +104,38 @@ def export_transceiver_policy(net: nn.Module, out_dir: str | Path, *, hidden_siz
         decision_period_s=decision_period_s, training_run=training_run, opset=opset)
 
 
+class FixedFrequency(nn.Module):
+    """A learn-angle actor as the learner runs it (learner/scatter/policy.py, mode "angle"): its angle head, and
+    every angle's frequency row replaced by one that picks the run's fixed frequency index (its own frequency head
+    was never trained)."""
+
+    def __init__(self, actor: nn.Module, freq: int) -> None:
+        super().__init__()
+        if not 0 <= freq < N_FREQ:
+            raise ValueError(f"the fixed frequency must be an index 0..{N_FREQ - 1}, got {freq!r}")
+        self.actor = actor
+        row = torch.full((N_FREQ,), spec.MASKED)
+        row[freq] = 0.0
+        self.register_buffer("row", row)
+
+    def forward(self, obs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        angle, freq, nxt = self.actor(obs, hidden)
+        return angle, torch.zeros_like(freq) + self.row, nxt
+
+
 def export_scatter(run: str | Path, out_dir: str | Path, version: str = "1") -> Manifest:
-    """Export a `train scatter` run's policy.pt (its actor) as a transceiver-policy artifact."""
+    """Export a `train scatter` run's policy.pt (its actor) as a transceiver-policy artifact: a learn-both run as
+    it is, a learn-angle run with its fixed frequency (`FixedFrequency`); a learn-frequency run is refused (its
+    angles were random draws, its angle head never trained)."""
     from learner.scatter.train import load_policy
 
-    actor, _ = load_policy(Path(run) / "policy.pt")
-    return export_transceiver_policy(actor, out_dir, hidden_size=actor.cfg.hidden, training_run=str(run),
+    actor, meta = load_policy(Path(run) / "policy.pt")
+    mode = meta["config"]["mode"]
+    if mode == "frequency":
+        raise ValueError(f"{run}: a learn-frequency run places its angles at random (its angle head is untrained); "
+                         "the edge's greedy policy needs a learn-both or learn-angle run")
+    net = FixedFrequency(actor, meta["config"]["fixed_freq"]) if mode == "angle" else actor
+    return export_transceiver_policy(net, out_dir, hidden_size=actor.cfg.hidden, training_run=str(run),
                                      version=version)
 
 

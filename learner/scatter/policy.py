@@ -116,7 +116,7 @@ def log_prob(angle_logits: torch.Tensor, freq_logits: torch.Tensor, angles: torc
 
 class PolicyDesigner:
     """Drives episode.run with the actor, carrying the GRU state: greedy (arg-max, as the edge) or sampled.
-    Keeps each step's observation (for PPO) when sampling."""
+    Keeps each step's observation (PPO's batch when sampling)."""
 
     def __init__(self, actor: Actor, tables: Tables, mode: str = "both", fixed_freq: int = N_FREQ - 1,
                  sample: bool = False, generator: torch.Generator | None = None) -> None:

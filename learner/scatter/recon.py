@@ -6,8 +6,8 @@ autograd. Every scan b has its own L-BFGS history (HISTORY pairs), its own step 
 share the number of transceivers t and the iteration count. One iteration: the two-loop recursion gives the
 direction (the steepest descent scaled to a first step of length FIRST_STEP when a scan has no history), then a
 backtracking line search on the Armijo condition halves the step of the scans that fail it, evaluating only those,
-at most LINE_SEARCH times (a scan that never passes keeps its point and drops its history); a pair with sᵀy ≤ 0 is
-not stored. A scan stops moving once it meets scipy's L-BFGS-B tests (relative decrease ≤ FTOL or max |∂J| ≤ GTOL),
+at most LINE_SEARCH times (a scan that never passes keeps its point and stops for the rest of the call); a pair
+with sᵀy ≤ 0 is not stored. A scan stops moving once it meets scipy's L-BFGS-B tests (relative decrease ≤ FTOL or max |∂J| ≤ GTOL),
 so a run to convergence reaches the stationary point scipy's does.
 """
 from __future__ import annotations

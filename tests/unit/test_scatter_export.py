@@ -75,3 +75,50 @@ def test_bad_policies_are_refused(tmp_path) -> None:
                               training_run="t")
     with pytest.raises(PolicyRejected, match="not finite"):
         TransceiverPolicy.from_artifact(tmp_path / "nan")
+
+
+def _run(tmp_path, mode: str, fixed_freq: int = 1):
+    """A `train scatter` run folder (policy.pt as train.save writes it, updates.csv) holding `actor()`."""
+    from dataclasses import asdict
+
+    from learner.scatter.train import TrainConfig
+
+    run = tmp_path / f"run-{mode}"
+    run.mkdir()
+    cfg = TrainConfig(mode=mode, fixed_freq=fixed_freq)
+    net = actor()
+    torch.save({"config": asdict(cfg), "policy_config": asdict(net.cfg), "updates": 0, "actor": net.state_dict()},
+               run / "policy.pt")
+    (run / "updates.csv").write_text("update\n")
+    return run
+
+
+def test_edgetune_export_writes_a_scatter_run_as_a_transceiver_policy(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from hil.cli import app
+
+    res = CliRunner().invoke(app, ["export", str(_run(tmp_path, "both")), str(tmp_path / "art"), "--version", "7"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert m["task"] == spec.TASK and m["version"] == "7"
+    policy, net = TransceiverPolicy.from_artifact(tmp_path / "art"), actor()
+    obs = parity_observations(np.random.default_rng(0), 1)[0]
+    with torch.inference_mode():
+        a, f, _ = net(torch.from_numpy(obs[None]), torch.zeros(1, spec.LAYERS, 8))
+    assert policy.decide(obs) == (int(a[0].argmax()), int(f[0, int(a[0].argmax())].argmax()))
+    refused = CliRunner().invoke(app, ["export", str(_run(tmp_path, "frequency")), str(tmp_path / "f")])
+    assert refused.exit_code != 0 and "learn-frequency" in refused.output and not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("fixed", [0, 3])
+def test_a_learn_angle_run_exports_with_its_fixed_frequency(tmp_path, fixed) -> None:
+    from learner.scatter.export import export_scatter
+
+    export_scatter(_run(tmp_path, "angle", fixed_freq=fixed), tmp_path / "art")
+    policy, net = TransceiverPolicy.from_artifact(tmp_path / "art"), actor()
+    h = torch.zeros(1, spec.LAYERS, 8)
+    for obs in parity_observations(np.random.default_rng(1), 5):
+        with torch.inference_mode():
+            a, _, h = net(torch.from_numpy(obs[None]), h)
+        assert policy.decide(obs) == (int(a[0].argmax()), fixed)  # the learned angle, the run's frequency

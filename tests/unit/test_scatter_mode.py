@@ -81,3 +81,16 @@ def test_nan_logits_are_a_failed_decision_with_the_state_kept(tmp_path) -> None:
 def test_config_refuses_bad_settings(bad) -> None:
     with pytest.raises(ValueError):
         ScatterConfig(**bad)
+
+
+def test_the_first_observation_is_the_empty_one_without_a_warning() -> None:
+    import warnings
+
+    from controller.modes.scatter.session import ScanResult, observation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 data scale before the first row
+        obs = observation(ScanResult(), 32)
+    want = np.zeros(spec.obs_size(), np.float32)
+    want[-1] = 1.0  # the whole budget left
+    np.testing.assert_array_equal(obs, want)

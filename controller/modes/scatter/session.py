@@ -69,8 +69,9 @@ class ScanResult(AcquisitionResult):
 
 
 def observation(res: ScanResult, n: int) -> np.ndarray:
-    """s_t of the scan so far (spec.observation; the newest row's source wavenumber)."""
-    k = spec.wavenumbers(n)[res.frequencies[-1]] if res.rows else 0.0
+    """s_t of the scan so far (spec.observation; the newest row's source wavenumber, any allowed one before the
+    first row: there are no data to scale, and k = 0 would make the scale 0/0)."""
+    k = spec.wavenumbers(n)[res.frequencies[-1] if res.rows else 0]
     newest = res.rows[-1] if res.rows else np.zeros(0, complex)
     return spec.observation(newest, k, np.asarray(res.angles), np.asarray(res.frequencies), n)
 
