@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -33,10 +33,15 @@ from controller.link.push_wire import PushHeader, SampleSpec
 from controller.modes.base import ModeHost, PushOp, SessionMode
 from controller.protocol.framing import Message
 
+if TYPE_CHECKING:
+    from controller.policy.runtime import RecurrentPolicy
+    from controller.policy.slot import PolicySlot
+
 log = logging.getLogger("edgetune.daemon")
 
 T = TypeVar("T")
 ABORT_TIMEOUT_S = 60.0  # an abort waits this long for the halted step to end (each of its requests has its own)
+DECISION_DRAIN_S = 5.0  # an abandoned decision's thread is waited for this long before its state is restored
 R = TypeVar("R", bound="AcquisitionResult")
 
 
@@ -61,6 +66,7 @@ class AcquisitionLoop(ABC, Generic[R]):
     max_steps: int
     gate: Any  # controller.safety.StageGate: every move target passes it
     position: float = 0.0  # where the actuators rest (after prepare, after each move)
+    slot: PolicySlot | None = None  # the daemon's policy slot (AcquisitionSession sets it): decisions run under its guard
 
     def __init__(self) -> None:
         self._abort = asyncio.Event()
@@ -174,6 +180,38 @@ class AcquisitionLoop(ABC, Generic[R]):
     def new_reconstruction(self) -> Any:
         """The reconstruction before the first measurement (x̂_1)."""
         return None
+
+    async def decision(self, policy: RecurrentPolicy, decide: Callable[..., T | None], args: tuple, budget_s: float,
+                       what: str) -> T | None:
+        """``policy``'s ``decide(*args)`` in a worker thread — under the slot's run-time guard when the mode has a
+        slot, else within ``budget_s`` — or None when it failed (an error, over its budget, non-finite: logged;
+        through the slot, counted and settled there). The policy keeps the recurrent state it had before a failed
+        or abandoned decision. Never raises but CancelledError (abort), and then only once the
+        decision's thread has ended: no decision outlives its scan or touches the next one's state."""
+        before = policy.state()
+        slot = self.slot
+        call = (slot.guarded, decide) if slot is not None else (decide,)
+        thread = asyncio.ensure_future(asyncio.to_thread(*call, *args))
+        try:
+            async with asyncio.timeout(None if slot is not None else budget_s):
+                out = await asyncio.shield(thread)
+        except (Exception, asyncio.CancelledError) as e:  # the budget (no slot), onnxruntime's errors, an abort
+            await asyncio.wait({thread}, timeout=DECISION_DRAIN_S)  # its thread must not touch the next state
+            policy.restore(before)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            log.warning("%s policy %s failed: %r", what, policy.version, e)
+            return None
+        if slot is None:
+            return out
+        value, failure, detail = out
+        if failure is None and value is None:
+            failure, detail = "non_finite_output", f"{what} outputs not finite"
+        if failure is not None:
+            policy.restore(before)  # e.g. over its budget: the fallback decides, the state stays as it was
+            slot.settle(policy, failure, detail)
+            return None
+        return value
 
     async def _timed(self, res: R, what: str, aw: Awaitable[T]) -> T:
         t = time.perf_counter()

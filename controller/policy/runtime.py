@@ -178,6 +178,19 @@ class DecisionPolicy:
         self.latency_us = 1e6 * float(np.median(times))
 
 
+class RecurrentPolicy(DecisionPolicy):
+    """A session policy with one recurrent state (``_hidden``, the binding's state array, carried between
+    decisions): `state` copies it before a decision whose result may be discarded, `restore` puts it back."""
+
+    _hidden: np.ndarray
+
+    def state(self) -> np.ndarray:
+        return self._hidden.copy()
+
+    def restore(self, state: np.ndarray) -> None:
+        np.copyto(self._hidden, state)
+
+
 class AnglePolicy(DecisionPolicy):
     """The CT angle policy (controller/modes/ct/spec.py): an ONNX actor with an angle head and a stopping
     head, run greedily; acquired angles are masked here, whatever the graph does."""

@@ -151,9 +151,8 @@ def edge_episode(policy: TransceiverPolicy | None, eta: np.ndarray, order: int,
     if policy is not None:
         policy.reset()
     for _ in range(spec.BUDGET):
-        before = policy.state() if policy is not None else None
         decision = policy.decide(observation(res, n)) if policy is not None else None
-        choice = designer.resolve(policy, decision, before, res.angles)
+        choice = designer.resolve(policy, decision, res.angles)
         receivers = np.array([*res.angles, choice.angle])
         res.rows.append(clean(eta, choice.angle, choice.frequency, receivers, order).astype(np.complex64))
         res.angles.append(choice.angle)

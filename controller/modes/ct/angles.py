@@ -41,7 +41,6 @@ from controller.driver import SerialDriver
 from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult
 from controller.safety import StageGate
 from controller.policy.runtime import AnglePolicy
-from controller.policy.slot import PolicySlot
 
 log = logging.getLogger(__name__)
 StopReason = Literal["policy", "max_angles", "aborted"]
@@ -77,7 +76,6 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
         super().__init__()
         self.driver, self.cfg, self.policy = driver, config, policy
         self.max_steps = config.max_angles
-        self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines the policy's decisions
         self.result = ScanResult()  # the scan in progress (or the last one)
         self.grid = tomo.angle_grid(config.n_angles)
         self.golden = tomo.golden_ratio_angles(4 * config.n_angles)  # fallback sequence (its first M: the fixed scan)

@@ -10,11 +10,11 @@ import onnxruntime as ort
 
 from controller.modes.ptycho import spec as ptycho
 from controller.policy.manifest import StateSpec
-from controller.policy.runtime import (DecisionPolicy, PolicyRejected, PolicySession, check_graph_io, load_for_task,
+from controller.policy.runtime import (PolicyRejected, PolicySession, RecurrentPolicy, check_graph_io, load_for_task,
                                        open_session)
 
 
-class ScanPolicy(DecisionPolicy):
+class ScanPolicy(RecurrentPolicy):
     """The ptychography scan policy (controller/modes/ptycho/spec.py), its GRU state carried between the
     decisions of a scan (``reset()`` at each scan's start)."""
 
@@ -86,14 +86,6 @@ class ScanPolicy(DecisionPolicy):
             self.restore(hidden)
             return None
         return means
-
-    def state(self) -> np.ndarray:
-        """A copy of the GRU state (before a decision whose result may be discarded)."""
-        return self._hidden.copy()
-
-    def restore(self, state: np.ndarray) -> None:
-        """Put back a state from `state()`: a discarded decision (non-finite, over its budget) leaves no trace."""
-        np.copyto(self._hidden, state)
 
 
 def validated_scan_us(directory: Path, field: int, budget_s: float) -> float:

@@ -38,13 +38,11 @@ from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.optics import probe
 from controller.modes.ptycho.path import halton, order_path, prior, raster_order, snap_unvisited
 from controller.modes.ptycho.policy import ScanPolicy
-from controller.policy.slot import PolicySlot
 from controller.protocol import framing, ptycho
 from controller.safety import StageGate
 
 log = logging.getLogger(__name__)
 Target = tuple[float, float]  # (x, y) [Å]
-DECISION_DRAIN_S = 5.0  # an abandoned decision's thread is waited for this long before its state is restored
 
 
 class PlaneGate:
@@ -98,7 +96,6 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self.probe = probe(self.optics)
         self.max_steps = config.positions
         self.starts = np.cumsum([0, *config.sizes])  # first step of each sub-sequence (and the end)
-        self.slot: PolicySlot | None = None  # the daemon's: guards, counts and quarantines decisions
         self.gate = PlaneGate(config.min_A, config.max_A, config.max_step_A, config.max_rate_A_s)
         self.result = ScanResult()
         self.position: Target = (0.0, 0.0)
@@ -232,33 +229,8 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
 
     async def _decide(self, policy: ScanPolicy, field_: np.ndarray, last: np.ndarray,
                       default: np.ndarray) -> np.ndarray | None:
-        """The policy's means (worker thread), or None when the decision failed (module doc). Never raises but
-        CancelledError (abort), and then only once the decision's thread has ended: a failed or abandoned decision
-        leaves the GRU state as it was, and no decision outlives its scan."""
-        before = policy.state()
-        slot = self.slot
-        call = (slot.guarded, policy.decide) if slot is not None else (policy.decide,)
-        thread = asyncio.ensure_future(asyncio.to_thread(*call, field_, last, default))
-        try:
-            async with asyncio.timeout(None if slot is not None else self.cfg.decision_budget_s):
-                out = await asyncio.shield(thread)
-        except (Exception, asyncio.CancelledError) as e:  # the budget (no slot), onnxruntime's errors, an abort
-            await asyncio.wait({thread}, timeout=DECISION_DRAIN_S)  # its thread must not touch the next state
-            policy.restore(before)
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            log.warning("scan policy %s failed, Halton positions instead: %r", policy.version, e)
-            return None
-        if slot is None:
-            return out
-        means, failure, detail = out
-        if failure is None and means is None:
-            failure, detail = "non_finite_output", "means not finite"
-        if failure is not None:
-            policy.restore(before)  # e.g. over its budget: the Halton fallback is used, the state stays as it was
-            slot.settle(policy, failure, detail)
-            return None
-        return means
+        """The policy's means, or None when the decision failed (AcquisitionLoop.decision; module doc)."""
+        return await self.decision(policy, policy.decide, (field_, last, default), self.cfg.decision_budget_s, "scan")
 
     # --- device steps ----------------------------------------------------------------------------
 

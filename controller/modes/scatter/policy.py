@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from controller.modes.scatter import spec
 from controller.policy.manifest import StateSpec
-from controller.policy.runtime import (DecisionPolicy, PolicyRejected, PolicySession, check_graph_io, load_for_task,
+from controller.policy.runtime import (PolicyRejected, PolicySession, RecurrentPolicy, check_graph_io, load_for_task,
                                        open_session)
 
 N_FREQ = len(spec.FREQUENCY_FACTORS)
@@ -34,7 +34,7 @@ def used_angles(obs: np.ndarray, budget: int = spec.BUDGET) -> np.ndarray:
     return np.asarray(obs)[2 * budget : 2 * budget + spec.N_ANGLES] > 0
 
 
-class TransceiverPolicy(DecisionPolicy):
+class TransceiverPolicy(RecurrentPolicy):
     """The transceiver policy, its GRU state carried between the decisions of a scan (``reset()`` at each scan's
     start)."""
 
@@ -92,14 +92,6 @@ class TransceiverPolicy(DecisionPolicy):
         angle = int(np.argmax(logits))
         return angle, int(np.argmax(self._freqs[0, angle]))
 
-    def state(self) -> np.ndarray:
-        """A copy of the GRU state (before a decision whose result may be discarded)."""
-        return self._hidden.copy()
-
-    def restore(self, state: np.ndarray) -> None:
-        """Put back a state from `state()`: a refused decision leaves no trace."""
-        np.copyto(self._hidden, state)
-
 
 def validated_transceiver_us(directory: Path, budget_s: float) -> float:
     """The policy slot's validator for transceiver policies: the contract and a median decision within
@@ -133,7 +125,9 @@ class Designer:
     session.py) and the in-process run (learner/scatter/export.py `edge_episode`): a decision is refused when its
     angle lies outside the arm limits (``allowed``: the integer angles inside them) or was used, or its frequency
     index is not in the set; a refused or failed decision falls back to the next angle of a uniform design
-    (`fallback`) with the frequency cycling, and the GRU state is put back as it was before the decision."""
+    (`fallback`) with the frequency cycling. A refused decision's GRU state is kept (the policy has seen the
+    observation, and the next one shows the fallback that overrode it: every observation passes through the GRU, as
+    in training); a failed one's was put back by the decision itself."""
 
     def __init__(self, allowed: range, budget: int = spec.BUDGET) -> None:
         self.allowed, self.budget = allowed, budget
@@ -159,12 +153,9 @@ class Designer:
         angle = next(a for a in (*self.uniform[t:], *self.uniform[:t], *self.allowed) if a not in used)
         return angle, t % N_FREQ
 
-    def resolve(self, policy: TransceiverPolicy | None, decision: tuple[int, int] | None, before: np.ndarray | None,
-                used: list[int]) -> Choice:
-        """The step's choice from the policy's ``decision`` (taken from the GRU state ``before``)."""
+    def resolve(self, policy: TransceiverPolicy | None, decision: tuple[int, int] | None, used: list[int]) -> Choice:
+        """The step's choice from the policy's ``decision``."""
         reason = "no_policy" if policy is None else self.refusal(decision, used)
         if reason is None:
             return Choice(*decision, "policy")  # type: ignore[misc]
-        if policy is not None and before is not None:
-            policy.restore(before)
         return Choice(*self.fallback(used), "fallback", reason)

@@ -6,15 +6,15 @@ One step t: the policy sees s_t (spec.observation: the newest source's data, the
 the budget left) and its GRU state and proposes (angle, frequency) (controller/modes/scatter/policy.py); the
 safety gate (`Designer`) refuses an angle outside the arm limits or already used and a frequency index outside
 the set, and a refused or failed decision falls back to the next angle of a uniform design with the frequency
-cycling (the GRU state restored; logged, counted in the reply's ``refusals`` and ``policy_faults``); the arm
+cycling (logged, counted in the reply's ``refusals`` and ``policy_faults``); the arm
 moves there (through the stage gate) and settles, the frequency is set, and the source fires with every
 transceiver placed so far receiving (``Acquire``; a lost reply is asked for again); the data are checked
 (finite, one value per receiver, fired at the angle and frequency asked) and the warm-started L1 L-BFGS update
 (controller/modes/scatter/recon.py, scipy) runs in a worker thread while the policy decides and the arm moves
 to the next angle; after the last step ``final_iterations`` more finish it. The recorder gets one "scan" event
 per scan with the design (angles, frequencies, who chose each), the data d[s, r] (r ≤ s) and the final η map
-(saved as <recorder dir>/scans/scan-<session>-<n>.npy). A swap or rollback applies at the next decision; `abort`
-halts the arm. At the start of a scan the device's Info must match the config's grid and Born order.
+(saved as <recorder dir>/scans/scan-<session>-<n>.npy). A swap or rollback applies at the next decision, the
+new policy first fed the scan's earlier observations (`catch_up`); `abort` halts the arm. At the start of a scan the device's Info must match the config's grid and Born order.
 """
 from __future__ import annotations
 
@@ -68,12 +68,23 @@ class ScanResult(AcquisitionResult):
         return d
 
 
-def observation(res: ScanResult, n: int) -> np.ndarray:
-    """s_t of the scan so far (spec.observation; the newest row's source wavenumber, any allowed one before the
-    first row: there are no data to scale, and k = 0 would make the scale 0/0)."""
-    k = spec.wavenumbers(n)[res.frequencies[-1] if res.rows else 0]
-    newest = res.rows[-1] if res.rows else np.zeros(0, complex)
-    return spec.observation(newest, k, np.asarray(res.angles), np.asarray(res.frequencies), n)
+def observation(res: ScanResult, n: int, t: int | None = None) -> np.ndarray:
+    """s_t of the scan after its first t steps (default: all so far) (spec.observation; the newest row's source
+    wavenumber, any allowed one before the first row: there are no data to scale, and k = 0 would make the scale
+    0/0)."""
+    t = len(res.rows) if t is None else t
+    k = spec.wavenumbers(n)[res.frequencies[t - 1] if t else 0]
+    newest = res.rows[t - 1] if t else np.zeros(0, complex)
+    return spec.observation(newest, k, np.asarray(res.angles[:t]), np.asarray(res.frequencies[:t]), n)
+
+
+def catch_up(policy: TransceiverPolicy, res: ScanResult, n: int) -> None:
+    """Bring a policy that joins a scan mid-way (a swap or rollback) to the GRU state it would have after the scan's
+    steps so far, by feeding it their observations (its choices for them are ignored): it never starts from a zero
+    state at a step t > 0, which it has not seen in training."""
+    policy.reset()
+    for t in range(len(res.rows)):
+        policy.decide(observation(res, n, t))
 
 
 class TransceiverMode(AcquisitionLoop[ScanResult]):
@@ -87,11 +98,11 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
         super().__init__()
         self.driver, self.cfg, self.policy = driver, config, policy
         self.max_steps = spec.BUDGET
-        self.slot: PolicySlot | None = None
         self.result = ScanResult()
         self.designer = Designer(config.allowed_angles)
         self.gate = StageGate(config.min_deg, config.max_deg, config.max_step_deg, config.max_rate_deg_s)
         self._policy: TransceiverPolicy | None = None
+        self._following: TransceiverPolicy | None = None  # the policy whose GRU state has seen this scan's steps
         self._choice: Choice | None = None
 
     # --- the acquisition loop's hooks ------------------------------------------------------------
@@ -99,6 +110,7 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
     def new_result(self) -> ScanResult:
         if self.policy is not None:
             self.policy.reset()
+        self._following = self.policy
         return ScanResult()
 
     async def prepare(self) -> None:
@@ -117,13 +129,15 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
         return False  # the decision reads the data, not the reconstruction: the update overlaps the move
 
     async def decide(self, step: int, reconstruction: np.ndarray, res: ScanResult) -> tuple[float, bool]:
-        policy, decision, before = self._policy, None, None
+        policy, decision = self._policy, None
         if policy is not None:
             t = time.perf_counter()
-            before = policy.state()
-            decision = await self._decide(policy, observation(res, self.cfg.n))
+            if policy is not self._following:  # swapped in (or rolled back to) during the scan
+                await self.guard(asyncio.to_thread(self._catch_up, policy, res))
+            decision = await self.decision(policy, policy.decide, (observation(res, self.cfg.n),),
+                                            self.cfg.decision_budget_s, "transceiver")
             res.timings["policy"].append(time.perf_counter() - t)
-        choice = self._choice = self.designer.resolve(policy, decision, before, res.angles)
+        choice = self._choice = self.designer.resolve(policy, decision, res.angles)
         if choice.reason not in (None, "no_policy"):
             res.policy_faults += 1
             res.refusals[choice.reason] = res.refusals.get(choice.reason, 0) + 1
@@ -187,21 +201,9 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    async def _decide(self, policy: TransceiverPolicy, obs: np.ndarray) -> tuple[int, int] | None:
-        """The policy's decision (in a worker thread), or None when it failed. Never raises."""
-        slot = self.slot
-        if slot is None:
-            try:
-                return await asyncio.to_thread(policy.decide, obs)
-            except Exception as e:  # onnxruntime's run-time errors
-                log.warning("transceiver policy %s failed: %r", policy.version, e)
-                return None
-        decision, failure, detail = await asyncio.to_thread(slot.guarded, policy.decide, obs)
-        if failure is None and decision is None:
-            failure, detail = "non_finite_output", "angle or frequency logits not finite"
-        if failure is not None:
-            slot.settle(policy, failure, detail)
-        return decision
+    def _catch_up(self, policy: TransceiverPolicy, res: ScanResult) -> None:
+        catch_up(policy, res, self.cfg.n)
+        self._following = policy
 
     def _reconstruct(self, eta0: np.ndarray, angles: np.ndarray, freqs: np.ndarray, data: np.ndarray,
                      iterations: int, timings: list[float]) -> np.ndarray:
