@@ -56,7 +56,8 @@ def eval_scatter(
     dataset: list[str] = typer.Option(["ellipses"], help="Scatterer family (training, held-out, the private one) "
                                       "or custom (needs --scatterers); repeat for several."),
     order: list[int] = typer.Option([2], help="Born order of the data and the reconstruction; repeat for several."),
-    scatterers: Optional[Path] = typer.Option(None, help="Folder of .npy square η maps (dataset custom)."),
+    scatterers: Optional[Path] = typer.Option(None, help="Folder of .npy square η maps (dataset custom): array[i, j] "
+                                              "at x = −0.5 + j/(m − 1), y = −0.5 + i/(m − 1) (row 0 at the bottom)."),
     report: int = typer.Option(24, min=2, help="Report scatterers per cell (the numbers published)."),
     selection: int = typer.Option(12, min=1, help="Selection scatterers per cell (λ, variants, the run to ship)."),
     train: int = typer.Option(12, min=1, help="Training scatterers on which best_fixed picks its plan."),
@@ -66,7 +67,8 @@ def eval_scatter(
     final_iterations: int = typer.Option(10, min=0, help="L-BFGS iterations after the last step."),
     png: Optional[Path] = typer.Option(None, help="Folder for scans of three report scatterers per cell."),
     cache: Optional[Path] = typer.Option(None, help="Folder keeping every run's per-scatterer MSE: a later eval with "
-                                         "the same scatterers, recipe and method reuses it (e.g. after adding runs)."),
+                                         "the same scatterers, recipe and method reuses it (e.g. after adding runs); "
+                                         "keyed by inputs, not code: empty it after changing the code."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (default: a table)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),

@@ -56,8 +56,11 @@ class TrainConfig:
             raise ValueError(f"family must be a training family {scatterers.FAMILIES}, got {self.family!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.order not in (1, 2, 3) or self.lam < 0 or self.iterations < 1 or self.episodes < 2:
-            raise ValueError(f"need order 1-3, λ ≥ 0, ≥ 1 iteration and ≥ 2 episodes per update: {self}")
+        if self.order not in (1, 2, 3) or self.lam < 0 or self.iterations < 1 or self.final_iterations < 0:
+            raise ValueError(f"need order 1-3, λ ≥ 0, ≥ 1 iteration per step and ≥ 0 final ones: {self}")
+        if self.episodes < 2 or self.checkpoint_every < 1 or self.updates < 1 or not 0 <= self.fixed_freq < 4:
+            raise ValueError(f"need ≥ 2 episodes per update, ≥ 1 update between checkpoints and in all, and a "
+                             f"fixed frequency index 0-3: {self}")
 
     def recipe(self) -> Recipe:
         return Recipe(self.order, self.lam, self.iterations, self.final_iterations)

@@ -1,20 +1,21 @@
-"""The transceiver mode (registered as "transceiver", config section [scatter]): one inverse-scattering scan of
-K = spec.BUDGET transceivers per ``scan`` request on the transceiver ring (`edgetune sim scatter` or the instrument),
+"""The transceiver mode (registered as "transceiver", config section [scatter]): one inverse-scattering scan of K =
+spec.BUDGET transceivers per ``scan`` request on the transceiver ring (`edgetune sim scatter` or the instrument),
 through the shared acquisition loop (controller/modes/acquisition.py).
 
-One step t: the policy sees s_t (spec.observation: the newest source's data, the angles and frequencies so far,
-the budget left) and its GRU state and proposes (angle, frequency) (controller/modes/scatter/policy.py); the
-safety gate (`Designer`) refuses an angle outside the arm limits or already used and a frequency index outside
-the set, and a refused or failed decision falls back to the next angle of a uniform design with the frequency
-cycling (logged, counted in the reply's ``refusals`` and ``policy_faults``); the arm
-moves there (through the stage gate) and settles, the frequency is set, and the source fires with every
-transceiver placed so far receiving (``Acquire``; a lost reply is asked for again); the data are checked
-(finite, one value per receiver, fired at the angle and frequency asked) and the warm-started L1 L-BFGS update
-(controller/modes/scatter/recon.py, scipy) runs in a worker thread while the policy decides and the arm moves
-to the next angle; after the last step ``final_iterations`` more finish it. The recorder gets one "scan" event
-per scan with the design (angles, frequencies, who chose each), the data d[s, r] (r ≤ s) and the final η map
-(saved as <recorder dir>/scans/scan-<session>-<n>.npy). A swap or rollback applies at the next decision, the
-new policy first fed the scan's earlier observations (`catch_up`); `abort` halts the arm. At the start of a scan the device's Info must match the config's grid and Born order.
+One step t: the policy sees s_t (spec.observation: the newest source's data, the angles and frequencies so far, the
+budget left) and its GRU state and proposes (angle, frequency) (controller/modes/scatter/policy.py); the safety
+gate (`Designer`) refuses an angle outside the arm limits or already used and a frequency index outside the set,
+and a refused or failed decision falls back to the next angle of a uniform design with the frequency cycling
+(logged, counted in the reply's ``refusals`` and ``policy_faults``); the arm moves there (through the stage gate)
+and settles, the frequency is set, and the source fires with every transceiver placed so far receiving
+(``Acquire``; a lost reply is asked for again); the data are checked (finite, one value per receiver, fired at the
+angle and frequency asked) and the warm-started L1 L-BFGS update (controller/modes/scatter/recon.py, scipy) runs in
+a worker thread while the policy decides and the arm moves to the next angle; after the last step
+``final_iterations`` more finish it. The recorder gets one "scan" event per scan with the design (angles,
+frequencies, who chose each), the data d[s, r] (r ≤ s) and the final η map (saved as <recorder
+dir>/scans/scan-<session>-<n>.npy). A swap or rollback applies at the next decision, the new policy first fed the
+scan's earlier observations (`catch_up`); `abort` halts the arm. At the start of a scan the device's Info must
+match the config's grid and Born order, and its arm limits hold the config's.
 """
 from __future__ import annotations
 
@@ -118,6 +119,9 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
         if (info.n, info.order) != (self.cfg.n, self.cfg.order):
             raise ValueError(f"the device measures n = {info.n}, Born order {info.order}; the mode is configured "
                              f"for n = {self.cfg.n}, order {self.cfg.order}")
+        if info.min_deg > self.cfg.min_deg or info.max_deg < self.cfg.max_deg:
+            raise ValueError(f"the device's arm turns within {info.min_deg}° … {info.max_deg}°, narrower than the "
+                             f"mode's limits {self.cfg.min_deg}° … {self.cfg.max_deg}°")
         st = await self._wait(lambda s: True)
         self.position = st.target_deg
 
