@@ -73,3 +73,26 @@ async def wait_ready(stand: Any, client: Any, timeout_s: float = 20.0) -> dict:
             pass
         assert time.monotonic() < deadline, f"the daemon did not come up within {timeout_s} s"
         await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def daemon_with_policy(stand: Any, policy_dir: Any, version: str) -> AsyncIterator[Any]:
+    """Start the stand's emulator and daemon, push the policy at ``policy_dir`` (it must be accepted as
+    ``version``) and yield the push client; the stand is closed on the way out."""
+    from controller.link.auth import write_keyfile
+    from controller.link.host_push import PushClient
+
+    stand.start_emulator()
+    write_keyfile(stand.key_file, (1, 2))
+    stand.write_config()
+    stand.start_daemon()
+    assert stand.keyring is not None
+    client = PushClient(stand.push_addr, stand.keyring, 1)
+    try:
+        status = await wait_ready(stand, client)
+        assert status["active"] is None and not status["scanning"]
+        pushed = await asyncio.to_thread(client.push, policy_dir)
+        assert pushed["accepted"] and pushed["version"] == version, pushed
+        yield client
+    finally:
+        await stand.close()

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.link.auth import write_keyfile
 from controller.link.host_push import PushClient
 from controller.modes.ptycho.config import PtychoConfig
 from controller.modes.ptycho.policy import ScanPolicy
@@ -18,7 +17,7 @@ from controller.recorder import read_events
 from hil.stand import SimulatedStand
 from learner.ptycho.export import export_scan_policy
 from ptycho_policy import KEY, TinyScanNet, reference, sample
-from stage_device import wait_ready
+from stage_device import daemon_with_policy
 
 pytestmark = pytest.mark.hil
 
@@ -34,17 +33,7 @@ async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tm
     stand = SimulatedStand(tmp_path / "stand", device="ptycho", seed=1, serial_faults=True,
                            emulator_args=("--phase-npy", str(tmp_path / "phase.npy"), "--key", str(KEY)),
                            config={"loop": {"mode": "ptycho"}, "ptycho": PTYCHO})
-    stand.start_emulator()
-    write_keyfile(stand.key_file, (1, 2))
-    stand.write_config()
-    stand.start_daemon()
-    assert stand.keyring is not None
-    client = PushClient(stand.push_addr, stand.keyring, 1)
-    try:
-        status = await wait_ready(stand, client)
-        assert status["active"] is None and not status["scanning"]
-        pushed = await asyncio.to_thread(client.push, policy_dir)
-        assert pushed["accepted"] and pushed["version"] == "7", pushed
+    async with daemon_with_policy(stand, policy_dir, "7") as client:
         res = await asyncio.to_thread(client.scan)
         assert res["accepted"] and res["stopped_by"] == "max_steps" and res["policy_faults"] == 0, res
         chosen, image = reference(ScanPolicy.from_artifact(policy_dir, 100), PtychoConfig(**PTYCHO))
@@ -61,8 +50,6 @@ async def test_adaptive_scan_through_the_daemon_matches_the_policy_in_process(tm
         assert faulty["reacquired"] + faulty["device"]["lost_replies"] >= 1, faulty  # the faults hit frames or replies
         assert [s["positions"] for s in faulty["subsequences"]] == chosen  # keyed counts: the same scan
         np.testing.assert_allclose(np.load(faulty["reconstruction"]), image, rtol=0, atol=1e-9)
-    finally:
-        await stand.close()
     scans = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "scan"]
     assert len(scans) == 2 and scans[0]["positions"] == res["positions"]
 

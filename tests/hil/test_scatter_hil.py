@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.link.auth import write_keyfile
-from controller.link.host_push import PushClient
 from controller.modes.scatter.policy import TransceiverPolicy
 from controller.recorder import read_events
 from firmware_sim.scatter.scatterers import scatterer
 from hil.stand import SimulatedStand
 from learner.scatter.export import edge_episode, export_transceiver_policy
 from scatter_policy import TinyTransceiverNet
-from stage_device import wait_ready
+from stage_device import daemon_with_policy
 
 pytestmark = pytest.mark.hil
 
@@ -37,20 +35,8 @@ async def test_scan_through_the_daemon_matches_the_policy_in_process(tmp_path: P
                            emulator_args=("--family", "circles", "--split", "report", "--index", "4", "--n", str(N),
                                           "--order", str(ORDER)),
                            config={"loop": {"mode": "transceiver"}, "scatter": SCATTER})
-    stand.start_emulator()
-    write_keyfile(stand.key_file, (1, 2))
-    stand.write_config()
-    stand.start_daemon()
-    assert stand.keyring is not None
-    client = PushClient(stand.push_addr, stand.keyring, 1)
-    try:
-        status = await wait_ready(stand, client)
-        assert status["active"] is None and not status["scanning"]
-        pushed = await asyncio.to_thread(client.push, policy_dir)
-        assert pushed["accepted"] and pushed["version"] == "3", pushed
+    async with daemon_with_policy(stand, policy_dir, "3") as client:
         res = await asyncio.to_thread(client.scan)
-    finally:
-        await stand.close()
     assert res["accepted"] and res["stopped_by"] == "budget", res
     want = edge_episode(TransceiverPolicy.from_artifact(policy_dir), scatterer("circles", "report", 4, N), ORDER,
                         range(int(LIMITS[0]), int(LIMITS[1]) + 1))
