@@ -278,6 +278,15 @@ class AcquisitionSession(SessionMode):
             self.mode.policy = slot.active
 
     @abstractmethod
+    def progress(self) -> tuple[str, int]:
+        """The status' count of the running scan's steps: (its key, the count so far)."""
+        raise NotImplementedError
+
+    def status(self) -> dict[str, Any]:
+        key, done = self.progress()
+        return {"scanning": self._scan_lock.locked(), key: done if self.mode.running else 0, "scans": self.scans,
+                "device_up": self.host.driver.connected}
+
     def sample_message(self, sample: SampleSpec) -> Message:
         """The device command that puts the requested sample on the stage."""
 

@@ -49,10 +49,8 @@ class AnglesSession(AcquisitionSession):
                 "stage": {"angle_deg": stage.angle_deg, "moving": stage.moving, "at_min": stage.at_min,
                           "at_max": stage.at_max}}
 
-    def status(self) -> dict[str, Any]:
-        return {"scanning": self._scan_lock.locked(),
-                "angles_acquired": len(self.mode.result.angles_deg) if self.mode.running else 0,
-                "scans": self.scans, "device_up": self.host.driver.connected}
+    def progress(self) -> tuple[str, int]:
+        return "angles_acquired", len(self.mode.result.angles_deg)
 
     def describe(self) -> str:
         return f"N={self.angles.size}, ≤ {self.angles.max_angles} angles"

@@ -47,10 +47,8 @@ class PtychoSession(AcquisitionSession):
                 "gate": {"clamped": self.gate.clamped, "non_finite": self.gate.non_finite},
                 "stage": {"x_A": stage.x_A, "y_A": stage.y_A, "moving": stage.moving}}
 
-    def status(self) -> dict[str, Any]:
-        return {"scanning": self._scan_lock.locked(),
-                "positions_acquired": len(self.mode.result.positions) if self.mode.running else 0,
-                "scans": self.scans, "device_up": self.host.driver.connected}
+    def progress(self) -> tuple[str, int]:
+        return "positions_acquired", len(self.mode.result.positions)
 
     def describe(self) -> str:
         return f"{self.config.positions} positions in {self.config.subsequences} sub-sequences"

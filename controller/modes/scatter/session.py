@@ -254,10 +254,8 @@ class TransceiverSession(AcquisitionSession):
                 "gate": {"clamped": self.gate.clamped, "non_finite": self.gate.non_finite},
                 "arm": {"angle_deg": stage.angle_deg, "moving": stage.moving}}
 
-    def status(self) -> dict[str, Any]:
-        return {"scanning": self._scan_lock.locked(),
-                "transceivers_placed": len(self.mode.result.angles) if self.mode.running else 0,
-                "scans": self.scans, "device_up": self.host.driver.connected}
+    def progress(self) -> tuple[str, int]:
+        return "transceivers_placed", len(self.mode.result.angles)
 
     def describe(self) -> str:
         return f"{spec.BUDGET} transceivers on n = {self.config.n}, Born order {self.config.order}"
