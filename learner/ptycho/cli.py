@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from learner import run_options
+
 
 def train_ptycho(
     out: Path = typer.Option(..., help="Run folder (checkpoint, policy.pt, provenance.json, updates.csv, PNGs)."),
@@ -20,10 +22,10 @@ def train_ptycho(
     defocus: float = typer.Option(0.0, help="Probe defocus [Å] (0 = focused; 20 = the defocused probe)."),
     sample: str = typer.Option("mos2", help="mos2 (MoS₂ samples) | lattice (a toy hexagonal lattice)."),
     net: str = typer.Option("auto", help="cpu (small GRU) | paper (2 × 2048 GRU) | auto (paper on a GPU)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint.pt."),
+    device: str = run_options.DEVICE,
+    threads: Optional[int] = run_options.THREADS,
+    max_minutes: Optional[float] = run_options.MAX_MINUTES,
+    resume: bool = run_options.RESUME,
 ) -> None:
     """Train the adaptive scan policy: REINFORCE on Voronoi rewards, from the Halton continuation."""
     import torch
@@ -32,15 +34,11 @@ def train_ptycho(
     from learner.ptycho.env import SAMPLERS
     from learner.ptycho.train import NETS, TrainConfig, train
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("--device must be auto, cpu or cuda")
     if sample not in SAMPLERS:
         raise typer.BadParameter(f"--sample must be one of {', '.join(SAMPLERS)}")
     if net not in (*NETS, "auto"):
         raise typer.BadParameter(f"--net must be one of {', '.join(NETS)} or auto")
-    if threads:
-        torch.set_num_threads(threads)
-    dev = None if device == "auto" else device
+    dev = run_options.device_and_threads(device, threads)
     gpu = dev == "cuda" or (dev is None and torch.cuda.is_available())
     cfg = TrainConfig(positions=positions, subsequences=subsequences, iterations=iterations, defocus_A=defocus,
                       sample=sample, episodes=episodes, batch=batch, seed=seed, device=dev,

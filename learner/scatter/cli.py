@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from learner import run_options
+
 
 def train_scatter(
     out: Path = typer.Option(..., help="Run folder (checkpoint, policy.pt, provenance.json, updates.csv, PNGs)."),
@@ -23,25 +25,20 @@ def train_scatter(
     updates: int = typer.Option(300, min=1, help="PPO updates in all (a resumed run continues to it)."),
     episodes: int = typer.Option(6, min=2, help="Scans per update."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this wall time."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint.pt."),
+    device: str = run_options.DEVICE,
+    threads: Optional[int] = run_options.THREADS,
+    max_minutes: Optional[float] = run_options.MAX_MINUTES,
+    resume: bool = run_options.RESUME,
 ) -> None:
     """Train the transceiver policy (angle and frequency per step): recurrent PPO on PSNR-gain rewards."""
-    import torch
-
     from learner.progress import progress_bar
     from learner.scatter.train import TrainConfig, train
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("--device must be auto, cpu or cuda")
-    if threads:
-        torch.set_num_threads(threads)
+    dev = run_options.device_and_threads(device, threads)
     try:
         cfg = TrainConfig(family=family, mode=mode, fixed_freq=fixed_freq, n=n, order=order, lam=lam,
                           iterations=iterations, final_iterations=final_iterations, updates=updates,
-                          episodes=episodes, seed=seed, device=None if device == "auto" else device,
+                          episodes=episodes, seed=seed, device=dev,
                           max_wall_s=None if max_minutes is None else 60.0 * max_minutes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
