@@ -15,12 +15,13 @@ from controller.safety import StageGate
 
 
 def test_every_configurable_mode_is_registered_with_its_kind_and_ops() -> None:
-    assert registry.names() == ["angles", "ptycho", "rl-pid", "stabilize"]
+    assert registry.names() == ["angles", "ptycho", "rl-pid", "stabilize", "transceiver"]
     assert registry.get("stabilize").kind == "tick" and registry.get("angles").kind == "session"
     assert registry.get("ptycho").kind == "session" and registry.get("ptycho").ops == ("scan", "abort")
+    assert registry.get("transceiver").kind == "session" and registry.get("transceiver").ops == ("scan", "abort")
     assert registry.get("angles").ops == ("scan", "abort") and registry.get("rl-pid").ops == ()
     assert {"scan", "abort", "push", "hold"} <= registry.ops()
-    with pytest.raises(ValueError, match="unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize"):
+    with pytest.raises(ValueError, match="unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize, transceiver"):
         registry.get("raster")
 
 
