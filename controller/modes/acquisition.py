@@ -287,6 +287,7 @@ class AcquisitionSession(SessionMode):
         return {"scanning": self._scan_lock.locked(), key: done if self.mode.running else 0, "scans": self.scans,
                 "device_up": self.host.driver.connected}
 
+    @abstractmethod
     def sample_message(self, sample: SampleSpec) -> Message:
         """The device command that puts the requested sample on the stage."""
 

@@ -25,6 +25,12 @@ def test_every_configurable_mode_is_registered_with_its_kind_and_ops() -> None:
         registry.get("raster")
 
 
+def test_an_acquiring_mode_must_supply_its_progress_sample_command_and_reply() -> None:
+    from controller.modes.acquisition import AcquisitionSession
+
+    assert {"progress", "sample_message", "details"} <= AcquisitionSession.__abstractmethods__
+
+
 def test_a_mode_cannot_take_a_core_op_or_a_registered_name() -> None:
     spec = registry.get("angles")
     with pytest.raises(ValueError, match="registered twice"):
