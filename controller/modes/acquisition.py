@@ -45,6 +45,19 @@ DECISION_DRAIN_S = 5.0  # an abandoned decision's thread is waited for this long
 R = TypeVar("R", bound="AcquisitionResult")
 
 
+async def drained_thread(fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+    """``fn(*args)`` in a worker thread, awaited within ``timeout_s``; when the wait ends without its result (an
+    abort's cancellation, the timeout) the thread is waited for (up to DECISION_DRAIN_S) before the exception goes
+    on, so that it cannot touch a policy's state after its scan has moved on."""
+    thread = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(thread)
+    except BaseException:
+        await asyncio.wait({thread}, timeout=DECISION_DRAIN_S)
+        raise
+
+
 @dataclass
 class AcquisitionResult:
     """What every acquisition reports; an application's result adds its per-step records."""
@@ -191,12 +204,9 @@ class AcquisitionLoop(ABC, Generic[R]):
         before = policy.state()
         slot = self.slot
         call = (slot.guarded, decide) if slot is not None else (decide,)
-        thread = asyncio.ensure_future(asyncio.to_thread(*call, *args))
         try:
-            async with asyncio.timeout(None if slot is not None else budget_s):
-                out = await asyncio.shield(thread)
+            out = await drained_thread(*call, *args, timeout_s=None if slot is not None else budget_s)
         except (Exception, asyncio.CancelledError) as e:  # the budget (no slot), onnxruntime's errors, an abort
-            await asyncio.wait({thread}, timeout=DECISION_DRAIN_S)  # its thread must not touch the next state
             policy.restore(before)
             if isinstance(e, asyncio.CancelledError):
                 raise

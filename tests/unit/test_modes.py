@@ -80,3 +80,29 @@ def test_the_daemon_takes_registered_modes_only(tmp_path) -> None:
     result = CliRunner().invoke(app, ["daemon", "--config", str(cfg)])
     assert result.exit_code == 2
     assert "edge.toml: loop.mode: unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize" in result.output
+
+
+def test_a_cancelled_drained_thread_returns_only_once_its_thread_has_ended() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from controller.modes.acquisition import drained_thread
+
+    ended = threading.Event()
+
+    def work() -> None:
+        time.sleep(0.2)
+        ended.set()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(drained_thread(work))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended.is_set()  # a catch-up or decision cut off by an abort no longer runs when the scan ends
+        with pytest.raises(TimeoutError):
+            await drained_thread(time.sleep, 0.2, timeout_s=0.05)
+
+    asyncio.run(main())

@@ -32,7 +32,7 @@ import numpy as np
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
 from controller.link.push_wire import SampleSpec
-from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult, AcquisitionSession
+from controller.modes.acquisition import AcquisitionLoop, AcquisitionResult, AcquisitionSession, drained_thread
 from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.registry import register
 from controller.modes.scatter import recon, spec
@@ -136,10 +136,9 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
         policy, decision = self._policy, None
         if policy is not None:
             t = time.perf_counter()
-            if policy is not self._following:  # swapped in (or rolled back to) during the scan
-                await self.guard(asyncio.to_thread(self._catch_up, policy, res))
-            decision = await self.decision(policy, policy.decide, (observation(res, self.cfg.n),),
-                                            self.cfg.decision_budget_s, "transceiver")
+            if policy is self._following or await self._catch_up(policy, res):
+                decision = await self.decision(policy, policy.decide, (observation(res, self.cfg.n),),
+                                                self.cfg.decision_budget_s, "transceiver")
             res.timings["policy"].append(time.perf_counter() - t)
         choice = self._choice = self.designer.resolve(policy, decision, res.angles)
         if choice.reason not in (None, "no_policy"):
@@ -205,9 +204,16 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _catch_up(self, policy: TransceiverPolicy, res: ScanResult) -> None:
-        catch_up(policy, res, self.cfg.n)
+    async def _catch_up(self, policy: TransceiverPolicy, res: ScanResult) -> bool:
+        """`catch_up` for a policy swapped in (or rolled back to) during the scan, in a worker thread that an abort
+        waits for (`drained_thread`); False when it failed (logged; the step falls back, the next one tries again)."""
+        try:
+            await drained_thread(catch_up, policy, res, self.cfg.n)
+        except Exception as e:  # onnxruntime's run-time errors
+            log.warning("transceiver policy %s could not catch up on the scan: %r", policy.version, e)
+            return False
         self._following = policy
+        return True
 
     def _reconstruct(self, eta0: np.ndarray, angles: np.ndarray, freqs: np.ndarray, data: np.ndarray,
                      iterations: int, timings: list[float]) -> np.ndarray:
