@@ -33,7 +33,8 @@ from typing import Union
 import numpy as np
 from scipy.special import hankel1
 
-RECEIVER_RADIUS = 100.0
+from controller.modes.scatter.spec import RECEIVER_RADIUS
+
 EXACT_MAX_N = 64  # the dense LS matrix is n² × n² complex: 268 MB at n = 64
 ORDERS = (1, 2, 3, "exact")
 Order = Union[int, str]

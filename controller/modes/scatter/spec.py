@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.modes.scatter.physics import RECEIVER_RADIUS
-
 TASK = "scatter-transceiver"
+RECEIVER_RADIUS = 100.0  # the ring's radius (the domain is the unit square around its centre)
 N_ANGLES = 360
 FREQUENCY_FACTORS = (0.25, 0.5, 0.75, 1.0)  # k = factor · n
 BUDGET = 10
