@@ -206,10 +206,12 @@ class TransceiverMode(AcquisitionLoop[ScanResult]):
 
     async def _catch_up(self, policy: TransceiverPolicy, res: ScanResult) -> bool:
         """`catch_up` for a policy swapped in (or rolled back to) during the scan, in a worker thread that an abort
-        waits for (`drained_thread`); False when it failed (logged; the step falls back, the next one tries again)."""
+        waits for (`drained_thread`), within one decision budget per step replayed; False when it failed or ran over
+        (logged; the step falls back, the next one tries again)."""
         try:
-            await drained_thread(catch_up, policy, res, self.cfg.n)
-        except Exception as e:  # onnxruntime's run-time errors
+            await drained_thread(catch_up, policy, res, self.cfg.n,
+                                 timeout_s=self.cfg.decision_budget_s * (len(res.rows) + 1))
+        except Exception as e:  # onnxruntime's run-time errors, the deadline (TimeoutError)
             log.warning("transceiver policy %s could not catch up on the scan: %r", policy.version, e)
             return False
         self._following = policy
