@@ -125,14 +125,9 @@ def adjoint_gradient(model: Model, dt: float, x: np.ndarray, u: np.ndarray,
     return dt * (f_u + np.einsum("bnim,bni->bnm", b_u, y[:, 1:])), y
 
 
-def project(model: Model, u: np.ndarray) -> np.ndarray:
-    """Controls of any leading shape (…, m) projected onto the control set |u| ≤ u_max."""
-    return model.project(u.reshape(-1, u.shape[-1])).reshape(u.shape)
-
-
 def sgd_step(model: Model, u: np.ndarray, g: np.ndarray, dt: float, eta: float) -> np.ndarray:
     """Eq. 26: u ← P(u − η g / Δt), g the pathwise gradient of Eq. 25 (so g / Δt its density)."""
-    return project(model, u - eta * g / dt)
+    return model.project(u - eta * g / dt)
 
 
 def exploration(cfg: BalConfig, steps: int, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -155,7 +150,7 @@ def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
     mb = cfg.minibatch
     theta_b = np.repeat(np.broadcast_to(np.asarray(theta, float), (batch, np.shape(theta)[-1])), mb, axis=0)
     x0_b = np.repeat(np.asarray(x0, float), mb, axis=0)
-    u = project(model, np.array(u, dtype=float))
+    u = model.project(np.array(u, dtype=float))
     first_mean = int(iterations * (1 - cfg.average))
     mean = np.zeros_like(u)
     for k in range(iterations):
@@ -245,7 +240,7 @@ def feedback_policy(problem: Problem, theta_hat: np.ndarray, warm: np.ndarray, c
         u_table[:, n] = u[:, :, :, 0]
         prev = (u[:, :, :, 1:], low[n], high[n])
         # Eq. 28: the samples one step on under the new table row
-        u_x = project(model, bilinear(u_table[:, n], low[n], high[n], x))
+        u_x = model.project(bilinear(u_table[:, n], low[n], high[n], x))
         drift = model.drift(x.reshape(-1, 2), u_x.reshape(-1, m), theta_samples).reshape(x.shape)
         x = x + dt * drift + sigma * np.sqrt(dt) * rng.standard_normal(x.shape)
     shape = tuple(len(a) for a in theta_axes)

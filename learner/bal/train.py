@@ -80,9 +80,12 @@ class Agent:
         self.cfg = cfg
         self.problem, self.bal = cfg.load()
         p = self.problem
+        if cfg.theta_grid and cfg.theta_grid ** p.model.theta_dim > 1000:
+            raise ValueError(f"a θ grid of {cfg.theta_grid} points on each of {p.model.theta_dim} axes is more than "
+                             f"1000 tables: use theta_grid 0 for this problem")
         self.rng = np.random.default_rng(cfg.seed)
         self.filter_rng = np.random.default_rng([cfg.seed, 1])
-        self.filter = DirectFilter(p.model, p.prior_mean, p.prior_std, p.filter, rng=self.filter_rng)
+        self.filter = DirectFilter.for_problem(p, seed=self.filter_rng)
         self.controls = np.zeros((p.steps, p.model.control_dim))  # open-loop, from x0 (Eq. 26's iterate)
         self.table: PolicyTable | None = None  # the table episodes follow
         self.table_at = -1  # the episode count it was built at
@@ -105,7 +108,7 @@ class Agent:
         estimates, stds = [], []
         for n in range(p.steps):
             plan.append(self.policy(n, xs[-1]))
-            applied.append(bal.project(model, plan[-1] + noise[n]))
+            applied.append(model.project(plan[-1] + noise[n]))
             x_next, step_cost = env.step(applied[-1][None])
             self.filter.update(xs[-1], applied[-1], x_next[0],
                                cost=float(step_cost[0]) if model.observes == "cost" else None)  # Eq. 21–23
