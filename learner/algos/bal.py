@@ -12,7 +12,9 @@ Euler-discretised cost, so BAL converges to the optimum of the discrete problem 
 with (the discrete Riccati solution), not one O(Δt) away.
 
 Eq. 26 is stochastic gradient descent on the gradient density g_n / Δt (the paper's gradient of the integral
-cost), projected onto the control set |u| ≤ u_max, with a Robbins–Monro step η_k = η / (1 + k / decay).
+cost), projected onto the control set |u| ≤ u_max, with a Robbins–Monro step η_k = η / (1 + k / decay); η is the
+configured rate capped at 1 / (the largest curvature of the cost density, by power iteration on pathwise-gradient
+differences), so that stiff directions do not diverge.
 Eq. 27 (ε-greedy): with probability ε a whole episode's controls get λ Σ^{1/2} ξ_n added.
 
 Open-loop BAL (`open_loop`) runs Eq. 26 from a batch of start states with warm-start control sequences, each
@@ -37,6 +39,9 @@ import numpy as np
 from controller.modes.bal.models import Model
 from controller.modes.bal.problem import Problem
 from learner.bal.table import PolicyTable
+
+
+POWER_ITERATIONS = 10  # of the curvature estimate that caps η (each one model rollout per start, plus one)
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,9 @@ class BalConfig:
             raise ValueError(f"unknown BAL setting(s) {unknown}; known: {sorted(known)}")
         return cls(**{k: tuple(v) if k == "explore_std" else v for k, v in values.items()})
 
-    def step_size(self, k: int | np.ndarray) -> float | np.ndarray:
-        """η_k of Eq. 26 (Robbins–Monro: Σ η_k = ∞, Σ η_k² < ∞)."""
-        return self.lr / (1.0 + np.asarray(k) / self.lr_decay)
+    def step_size(self, eta: float, k: int) -> float:
+        """η_k of Eq. 26 from the first step η (Robbins–Monro: Σ η_k = ∞, Σ η_k² < ∞)."""
+        return eta / (1.0 + k / self.lr_decay)
 
 
 def _per_step(theta: np.ndarray, batch: int, steps: int) -> np.ndarray:
@@ -140,6 +145,30 @@ def exploration(cfg: BalConfig, steps: int, m: int, rng: np.random.Generator) ->
     return cfg.lam * scale * rng.standard_normal((steps, m))
 
 
+def curvature(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarray, theta: np.ndarray,
+              rng: np.random.Generator, iterations: int = POWER_ITERATIONS) -> float:
+    """The largest curvature of the cost density over the batch: power iteration on pathwise-gradient
+    differences (H v ≈ (g(u + h v) − g(u)) / (h Δt), one frozen noise path per start), +10 % margin."""
+    noise = rng.standard_normal((1, *u.shape[1:2], 2)) * np.ones((len(u), 1, 1, 1))
+    noise = noise.reshape(len(u), u.shape[1], 2)
+    grad = lambda w: adjoint_gradient(model, dt, rollout(model, dt, sigma, x0, w, theta, noise), w, theta)[0]  # noqa: E731
+    g0, v, lam = grad(u), rng.standard_normal(u.shape), np.zeros(len(u))
+    for _ in range(iterations):
+        v /= np.linalg.norm(v.reshape(len(u), -1), axis=1)[:, None, None]
+        h = 1e-4 * (1.0 + np.abs(u).max())
+        hv = (grad(u + h * v) - g0) / (h * dt)
+        lam = np.linalg.norm(hv.reshape(len(u), -1), axis=1)
+        v = hv
+    return 1.1 * float(lam.max())
+
+
+def first_step(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarray, theta: np.ndarray,
+               cfg: BalConfig, rng: np.random.Generator) -> float:
+    """η of Eq. 26: `cfg.lr`, capped at 1 / (the largest curvature) so that no direction oscillates or diverges
+    (long horizons with unstable drift are stiff: the LQ problem's top curvature is 30× its lowest)."""
+    return min(cfg.lr, 1.0 / max(curvature(model, dt, sigma, np.asarray(x0, float), u, theta, rng), 1e-12))
+
+
 def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarray, theta: np.ndarray,
               cfg: BalConfig, rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, int]:
     """Open-loop BAL from start states x0 (B, 2) with warm-start controls u (B, K, m) at θ (P,) or (B, P):
@@ -151,6 +180,7 @@ def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
     theta_b = np.repeat(np.broadcast_to(np.asarray(theta, float), (batch, np.shape(theta)[-1])), mb, axis=0)
     x0_b = np.repeat(np.asarray(x0, float), mb, axis=0)
     u = model.project(np.array(u, dtype=float))
+    eta = first_step(model, dt, sigma, x0, u, theta, cfg, rng)
     first_mean = int(iterations * (1 - cfg.average))
     mean = np.zeros_like(u)
     for k in range(iterations):
@@ -158,17 +188,18 @@ def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
         u_b = np.repeat(u, mb, axis=0)
         x = rollout(model, dt, sigma, x0_b, u_b, theta_b, noise.reshape(batch * mb, steps, 2))
         g, _ = adjoint_gradient(model, dt, x, u_b, theta_b)
-        u = sgd_step(model, u, g.reshape(batch, mb, steps, m).mean(axis=1), dt, float(cfg.step_size(k)))
+        u = sgd_step(model, u, g.reshape(batch, mb, steps, m).mean(axis=1), dt, cfg.step_size(eta, k))
         if k >= first_mean:
             mean += u / (iterations - first_mean)
-    return mean, batch * mb * iterations
+    return mean, batch * (mb * iterations + POWER_ITERATIONS + 1)
 
 
-def bilinear(values: np.ndarray, low: np.ndarray, high: np.ndarray, x: np.ndarray) -> np.ndarray:
+def bilinear(values: np.ndarray, low: np.ndarray, high: np.ndarray, x: np.ndarray, clamp: bool = True) -> np.ndarray:
     """Bilinear interpolation of grid values (T, G, G, D) on the box [low, high] at points x (T, M, 2),
-    clamped to the box: (T, M, D). Grid point (i, j) is at low + (i, j) · (high − low) / (G − 1)."""
+    clamped to the box (or extended linearly from its edge cells): (T, M, D). Grid point (i, j) is at
+    low + (i, j) · (high − low) / (G − 1)."""
     t_count, g = values.shape[0], values.shape[1]
-    s = (np.clip(x, low, high) - low) / (high - low) * (g - 1)
+    s = ((np.clip(x, low, high) if clamp else x) - low) / (high - low) * (g - 1)
     i0 = np.clip(np.floor(s).astype(int), 0, g - 2)
     w = (s - i0)[..., None]
     t = np.arange(t_count)[:, None]
@@ -230,9 +261,11 @@ def feedback_policy(problem: Problem, theta_hat: np.ndarray, warm: np.ndarray, c
         horizon = steps - n
         if prev is None:  # step 0: the open-loop controls
             u0 = np.broadcast_to(warm[n:], (t_count * g * g, horizon, m))
-        else:  # the previous step's solutions, one step on, interpolated at the new grid points
+        else:  # the previous step's solutions, one step on, interpolated at the new grid points (extended
+            # linearly beyond the previous box, which the new one outgrows while the samples spread)
             tails, p_low, p_high = prev
-            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts).reshape(-1, horizon, m)
+            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts, clamp=False)
+            u0 = u0.reshape(-1, horizon, m)
         u, count = open_loop(model, dt, sigma, starts.reshape(-1, 2), u0, theta_pts, cfg, rng,
                              cfg.first_iterations if n == 0 else cfg.iterations)
         rollouts += count

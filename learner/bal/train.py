@@ -119,7 +119,8 @@ class Agent:
         x, u = np.array(xs)[None], np.array(applied)[None]
         theta_hat = self.filter.estimate()
         g, _ = bal.adjoint_gradient(model, p.dt, x, u, theta_hat)  # Eq. 24–25 on the real path
-        self.controls = bal.sgd_step(model, np.array(plan), g[0], p.dt, float(self.bal.step_size(self.episodes)))
+        eta = bal.first_step(model, p.dt, p.sigma, x[:, 0], u, theta_hat, self.bal, self.rng)
+        self.controls = bal.sgd_step(model, np.array(plan), g[0], p.dt, self.bal.step_size(eta, self.episodes))
         self.episodes += 1
         target = np.zeros(2) if p.goal is None else np.asarray(p.goal)
         row = {"cost": cost + float(env.terminal_cost(x[:, -1])[0]),

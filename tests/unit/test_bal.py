@@ -62,7 +62,7 @@ def test_lq_table_gain_converges_to_the_discrete_riccati_gain() -> None:
         coef, *_ = np.linalg.lstsq(np.c_[pts, np.ones(len(pts))], table.u[n].reshape(-1), rcond=None)
         assert np.abs(-coef[:2] - k[n, 0]).max() < 0.02 * scale, (n, coef, k[n])
         assert np.all(table.low[n] <= table.high[n])
-    assert rollouts == 8 * 9 * (200 + 19 * 60)
+    assert rollouts == 9 * (8 * (200 + 19 * 60) + 20 * (bal.POWER_ITERATIONS + 1))
 
 
 def test_open_loop_bal_reaches_the_deterministic_optimum_from_x0() -> None:
