@@ -149,13 +149,15 @@ def curvature(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
               rng: np.random.Generator, iterations: int = POWER_ITERATIONS) -> float:
     """The largest curvature of the cost density over the batch: power iteration on pathwise-gradient
     differences (H v ≈ (g(u + h v) − g(u)) / (h Δt), one frozen noise path per start), +10 % margin."""
-    noise = rng.standard_normal((1, *u.shape[1:2], 2)) * np.ones((len(u), 1, 1, 1))
-    noise = noise.reshape(len(u), u.shape[1], 2)
-    grad = lambda w: adjoint_gradient(model, dt, rollout(model, dt, sigma, x0, w, theta, noise), w, theta)[0]  # noqa: E731
+    noise = np.broadcast_to(rng.standard_normal((1, u.shape[1], 2)), (len(u), u.shape[1], 2))
+
+    def grad(w: np.ndarray) -> np.ndarray:
+        return adjoint_gradient(model, dt, rollout(model, dt, sigma, x0, w, theta, noise), w, theta)[0]
+
     g0, v, lam = grad(u), rng.standard_normal(u.shape), np.zeros(len(u))
+    h = 1e-4 * (1.0 + np.abs(u).max())
     for _ in range(iterations):
         v /= np.linalg.norm(v.reshape(len(u), -1), axis=1)[:, None, None]
-        h = 1e-4 * (1.0 + np.abs(u).max())
         hv = (grad(u + h * v) - g0) / (h * dt)
         lam = np.linalg.norm(hv.reshape(len(u), -1), axis=1)
         v = hv
