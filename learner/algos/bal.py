@@ -61,6 +61,7 @@ class BalConfig:
     quantile: float = 0.0  # the region spans the [q, 1 − q] quantiles of the samples …
     pad: float = 0.15  # … widened by this fraction of its width on each side …
     min_width: float = 6.0  # … and at least this many one-step noise stds σ √Δt wide (step 0 from a fixed x0)
+    cap: bool = True  # cap η at 1 / (the largest curvature), estimated per BAL call (`first_step`)
     average: float = 0.5  # Polyak–Ruppert: the result is the mean iterate over this last fraction of the iterations
 
     def __post_init__(self) -> None:
@@ -167,7 +168,10 @@ def curvature(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
 def first_step(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarray, theta: np.ndarray,
                cfg: BalConfig, rng: np.random.Generator) -> float:
     """η of Eq. 26: `cfg.lr`, capped at 1 / (the largest curvature) so that no direction oscillates or diverges
-    (long horizons with unstable drift are stiff: the LQ problem's top curvature is 30× its lowest)."""
+    (long horizons with unstable drift are stiff: the LQ problem's top curvature is 30× its lowest); `cfg.lr`
+    alone without `cfg.cap`."""
+    if not cfg.cap:
+        return cfg.lr
     return min(cfg.lr, 1.0 / max(curvature(model, dt, sigma, np.asarray(x0, float), u, theta, rng), 1e-12))
 
 
