@@ -4,6 +4,8 @@
   φ; for a scalar control ±speeds), magnitudes k·u_max/speeds, k = 1..speeds.
 - `Cells`: a uniform grid of G×G cells over the problem's domain; positions outside are clamped to the edge
   cells.
+- `straight_line`: the naive baseline, the constant velocity that reaches the goal at T, u = (goal − x)/(T − t_n),
+  projected onto |u| ≤ u_max (it ignores the costs and, in the forge, the atoms).
 - `rollout`: run a feedback policy policy(n, x (B,2)) -> u (B,m) on firmware_sim.bal.env.SdeEnv and return
   each episode's total cost (Σ observed step costs + terminal cost) and final state.
 """
@@ -14,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Policy", "polar_actions", "Cells", "Rollout", "rollout"]
+__all__ = ["Policy", "polar_actions", "Cells", "straight_line", "Rollout", "rollout"]
 
 Policy = Callable[[int, np.ndarray], np.ndarray]  # (n, x (B,2)) -> u (B,m)
 
@@ -65,6 +67,18 @@ class Cells:
         h = (self.high - self.low) / self.count
         c = [self.low[k] + h[k] * (np.arange(self.count) + 0.5) for k in range(2)]
         return np.stack(np.meshgrid(c[0], c[1], indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def straight_line(problem) -> Policy:
+    """policy(n, x) = (goal − x)/(T − t_n), projected by the model onto the control set."""
+    if problem.goal is None:
+        raise ValueError(f"straight_line needs a goal; problem {problem.name!r} has none")
+    goal = np.asarray(problem.goal, np.float64)
+
+    def policy(n: int, x: np.ndarray) -> np.ndarray:
+        return problem.model.project((goal - x) / ((problem.steps - n) * problem.dt))
+
+    return policy
 
 
 @dataclass(frozen=True)
