@@ -10,8 +10,8 @@ each increment is a linear-Gaussian observation of θ:
 - `kalman_posterior`: the direct filter's own pseudo-dynamics (Eq. 21: θ_{n+1} = θ_n + walk_std ξ before each
   step's update, Eq. 22–23: likelihood exp(−‖X̃ − X_{n+1}‖²/(2σ²Δt))) is a linear-Gaussian state-space model,
   so the Kalman filter is its exact posterior: what the particle filter (controller/modes/bal/filter.py)
-  approximates. For a state-dependent θ only the active component (model.component(x)) walks and is seen,
-  as in the particle filter.
+  approximates. For a state-dependent θ only the active components (model.active(x)) walk and are seen, as
+  in the particle filter.
 
 `design` reads H from the model by evaluating the drift at θ = 0 and the unit vectors and checks affinity.
 """
@@ -97,12 +97,11 @@ def kalman_posterior(model, dt: float, sigma: float, prior_mean, prior_std, walk
         raise ValueError(f"walk_std must be >= 0, got {walk}")
     x, _ = _path(states, controls)
     y, D = _observations(model, dt, states, controls)
-    comp = model.component(x[:-1])
     cov = np.diag(s0 ** 2)
     R = sigma ** 2 * dt * np.eye(2)
     out = []
     for n in range(len(y)):
-        active = np.ones(P, bool) if comp is None else np.arange(P) == comp[n]
+        active = np.isin(np.arange(P), model.active(x[n]))
         cov = cov + np.diag(np.where(active, walk ** 2, 0.0))
         Dn = D[n] * active  # only the active component is seen (the particle filter moves only it)
         S = Dn @ cov @ Dn.T + R
