@@ -178,6 +178,6 @@ def geodesic_cost(problem, grid: int = 101, theta: np.ndarray | None = None,
         rows.append(a), cols.append(b), wts.append(np.linalg.norm(nodes[b] - nodes[a], axis=1) * np.sqrt(c))
     graph = csr_matrix((np.concatenate(wts), (np.concatenate(rows), np.concatenate(cols))), shape=(grid ** 2,) * 2)
     x0 = np.asarray(problem.x0 if start is None else start, np.float64)
-    near = lambda p: int(np.argmin(np.linalg.norm(nodes - p, axis=1)))  # noqa: E731
-    L = dijkstra(graph, directed=False, indices=near(x0))[near(np.asarray(problem.goal, np.float64))]
+    src, dst = (int(np.argmin(np.linalg.norm(nodes - p, axis=1))) for p in (x0, np.asarray(problem.goal, np.float64)))
+    L = dijkstra(graph, directed=False, indices=src)[dst]
     return float(L ** 2 / (problem.steps * problem.dt))
