@@ -7,7 +7,9 @@ The opponent of BAL on the forge and the maze, as in the paper (§4.2–4.3):
 - reward r_n = −(observed step cost), and −h(X_N) is added at the last step; the target is
   r_n + max_a Q[n+1, s', a] (r_{N−1} − h(X_N) at the end), Q ← Q + α (target − Q);
 - ε-greedy exploration, ε falling linearly from eps_start to eps_end over the first eps_decay of the episodes;
-- Q starts at 0 — above every return, since all costs are ≥ 0, so untried actions look good (optimistic start).
+- Q starts at −h(cell centre) for every step and action (init = "terminal": the terminal cost is known to the
+  agent, only θ is not; the start points the agent at the goal, as potential-based shaping would), or at 0
+  (init = "zero": above every return, since all costs are ≥ 0 — optimistic, so untried actions look good).
 
 Vectorised: `batch` agents run in lockstep on one SdeEnv and share the table. At each step the temporal-
 difference errors of the agents that took the same (n, cell, action) are averaged and that entry moves α times
@@ -39,6 +41,7 @@ class QConfig:
     eps_start: float = 1.0
     eps_end: float = 0.05
     eps_decay: float = 0.8  # fraction of the episodes over which ε falls linearly
+    init: str = "terminal"  # Q's start: −h(cell centre) ("terminal") or 0 ("zero")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +49,8 @@ class QConfig:
             raise ValueError(f"cells, episodes and batch must be >= 1: {self}")
         if not (0 < self.alpha <= 1 and 0 <= self.eps_end <= self.eps_start <= 1 and 0 < self.eps_decay <= 1):
             raise ValueError(f"need 0 < alpha <= 1, 0 <= eps_end <= eps_start <= 1, 0 < eps_decay <= 1: {self}")
+        if self.init not in ("terminal", "zero"):
+            raise ValueError(f"init must be 'terminal' or 'zero', got {self.init!r}")
 
     def epsilon(self, done: int) -> float:
         """ε after `done` agent episodes."""
@@ -82,6 +87,8 @@ def train(problem, cfg: QConfig) -> QResult:
     actions = polar_actions(problem.model.control_dim, problem.u_max, cfg.speeds, cfg.directions)
     N, A = problem.steps, len(actions)
     q = np.zeros((N, cells.size, A))
+    if cfg.init == "terminal":
+        q -= problem.model.terminal(cells.centres())[None, :, None]
     rng = np.random.default_rng(cfg.seed)
     costs = []
     done = 0

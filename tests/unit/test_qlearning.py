@@ -37,3 +37,29 @@ def test_bad_config_is_refused() -> None:
         QConfig(alpha=0.0)
     with pytest.raises(ValueError, match="cells"):
         QConfig(cells=0)
+    with pytest.raises(ValueError, match="init"):
+        QConfig(init="random")
+
+
+@pytest.fixture(scope="module")
+def maze():
+    return load_problem("maze")
+
+
+def test_q_learning_learns_the_maze_and_improves_with_budget(maze) -> None:
+    scores = {}
+    for episodes in (1000, 10_000):
+        result = qlearning.train(maze, QConfig(cells=10, episodes=episodes, batch=100, seed=0))
+        assert result.episode_cost.shape == (episodes,)
+        scores[episodes] = rollout(maze, result.policy, episodes=200, seed=1001).cost
+    zero = rollout(maze, lambda n, x: np.zeros((len(x), 2)), episodes=200, seed=1001).cost
+    assert scores[10_000].mean() < scores[1000].mean() < zero.mean() / 2, {k: v.mean() for k, v in scores.items()}
+
+
+def test_tune_keeps_the_least_selection_cost(maze) -> None:
+    base = QConfig(batch=100, seed=0)
+    tuned = qlearning.tune(maze, seeds=[0], cells_grid=[5, 10], budgets=[500, 5000], base=base, eval_episodes=100)
+    assert len(tuned.rows) == 4
+    best = min(tuned.rows, key=lambda r: r["cost"])
+    assert (tuned.best.cells, tuned.best.episodes) == (best["cells"], best["episodes"])
+    assert replace(tuned.best, cells=base.cells, episodes=base.episodes) == base
