@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from learner.bal.discrete import Cells, polar_actions, rollout
+from learner.bal.discrete import Cells, polar_actions
+from learner.bal.rollout import rollout
 
 __all__ = ["QConfig", "QPolicy", "QResult", "train", "TuneResult", "tune"]
 
@@ -149,7 +150,7 @@ def tune(problem, seeds: list[int], cells_grid: list[int], budgets: list[int], b
         for cells in cells_grid:
             cfgs = [replace(base, cells=cells, episodes=episodes, seed=s) for s in seeds]
             results = [train(problem, c) for c in cfgs]
-            scores = np.concatenate([rollout(problem, r.policy, eval_episodes, seed=s).cost
+            scores = np.concatenate([rollout(problem, r.policy, eval_episodes, seed=s).total
                                      for r, s in zip(results, seeds)])
             mean, ci = mean_ci95(scores)
             rows.append({"cells": cells, "episodes": episodes, "cost": mean, "cost_ci95": ci,

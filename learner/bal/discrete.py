@@ -6,19 +6,17 @@
   cells.
 - `straight_line`: the naive baseline, the constant velocity that reaches the goal at T, u = (goal − x)/(T − t_n),
   projected onto |u| ≤ u_max (it ignores the costs and, in the forge, the atoms).
-- `rollout`: run a feedback policy policy(n, x (B,2)) -> u (B,m) on firmware_sim.bal.env.SdeEnv and return
-  each episode's total cost (Σ observed step costs + terminal cost) and final state.
+Policies are scored by learner/bal/rollout.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-__all__ = ["Policy", "polar_actions", "Cells", "straight_line", "Rollout", "rollout"]
+from learner.bal.rollout import Policy
 
-Policy = Callable[[int, np.ndarray], np.ndarray]  # (n, x (B,2)) -> u (B,m)
+__all__ = ["polar_actions", "Cells", "straight_line"]
 
 
 def polar_actions(control_dim: int, u_max: float, speeds: int, directions: int) -> np.ndarray:
@@ -79,27 +77,3 @@ def straight_line(problem) -> Policy:
         return problem.model.project((goal - x) / ((problem.steps - n) * problem.dt))
 
     return policy
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """Per episode: total cost (B,), the running part (B,), the final state (B,2); the states (N+1, B, 2)."""
-    cost: np.ndarray
-    running: np.ndarray
-    final: np.ndarray
-    states: np.ndarray
-
-
-def rollout(problem, policy: Policy, episodes: int, seed: int, x0: np.ndarray | None = None) -> Rollout:
-    """`episodes` episodes of `policy` in lockstep on SdeEnv (seeded); x0 (B,2) or None (the problem's starts)."""
-    from firmware_sim.bal.env import SdeEnv
-
-    env = SdeEnv(problem, batch=episodes, seed=seed)
-    x = env.reset(x0)
-    states = [x]
-    running = np.zeros(episodes)
-    for n in range(problem.steps):
-        x, cost = env.step(policy(n, x))
-        running += cost
-        states.append(x)
-    return Rollout(cost=running + env.terminal_cost(x), running=running, final=x, states=np.stack(states))

@@ -6,7 +6,8 @@ import pytest
 
 from controller.modes.bal.problem import load_problem
 from learner.bal import oracle, riccati
-from learner.bal.discrete import rollout, straight_line
+from learner.bal.discrete import straight_line
+from learner.bal.rollout import rollout
 from learner.stats import mean_ci95
 
 TINY = oracle.OracleConfig(grid=21, speeds=4, directions=16)
@@ -32,7 +33,7 @@ def _random_policy(problem, seed: int):
 
 
 def test_oracle_beats_straight_line_and_random_on_the_maze(maze, maze_oracle: oracle.OracleResult) -> None:
-    costs = {name: rollout(maze, pol, episodes=200, seed=21).cost for name, pol in
+    costs = {name: rollout(maze, pol, episodes=200, seed=21).total for name, pol in
              [("lookahead", maze_oracle.lookahead), ("table", lambda n, x: maze_oracle.table.control(n, x)),
               ("straight", straight_line(maze)), ("random", _random_policy(maze, 1))]}
     for better in ("lookahead", "table"):
@@ -48,8 +49,8 @@ def test_oracle_value_matches_a_monte_carlo_run_of_its_policy(maze) -> None:
     for grid in (21, 41):
         res = oracle.solve(maze, replace(TINY, grid=grid, speeds=8, directions=32))
         run = rollout(maze, lambda n, x: res.table.control(n, x), episodes=400, seed=5)
-        predicted = res.value_at(run.states[0])
-        mean, ci = mean_ci95(predicted - run.cost)
+        predicted = res.value_at(run.states[:, 0])
+        mean, ci = mean_ci95(predicted - run.total)
         gaps.append(mean / predicted.mean())
         assert mean - ci > -0.02 * predicted.mean(), (grid, mean, ci)  # the policy is no better than its value
     assert gaps[1] < gaps[0] / 2 and gaps[1] < 0.15, gaps
@@ -62,8 +63,8 @@ def test_oracle_on_lq_is_close_to_riccati() -> None:
     box = replace(problem, domain_low=np.full(2, -3.0), domain_high=np.full(2, 3.0), u_max=15.0)
     res = oracle.solve(box, oracle.OracleConfig(grid=41, speeds=30, directions=1))
     # same starts and noise (paired): the DP policy costs within 1 % of the Riccati gain, and not less
-    dp = rollout(problem, res.lookahead, episodes=500, seed=9).cost
-    ric = rollout(problem, lambda n, x: -(x @ disc.K[n].T), episodes=500, seed=9).cost
+    dp = rollout(problem, res.lookahead, episodes=500, seed=9).total
+    ric = rollout(problem, lambda n, x: -(x @ disc.K[n].T), episodes=500, seed=9).total
     mean, ci = mean_ci95(dp - ric)
     assert mean + ci > 0 and mean - ci < 0.01 * disc.cost, (mean, ci, disc.cost)
     # the grid value: the same optimum, biased upward by the interpolation

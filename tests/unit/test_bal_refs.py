@@ -7,7 +7,7 @@ import pytest
 from controller.modes.bal.filter import DirectFilter
 from controller.modes.bal.problem import load_problem
 from learner.bal import posterior, riccati
-from learner.bal.discrete import rollout
+from learner.bal.rollout import rollout
 from learner.stats import mean_ci95
 
 
@@ -50,7 +50,7 @@ def test_monte_carlo_on_the_env_matches_the_closed_form(lq_problem, lq: riccati.
     K = riccati.discrete(lq).K if which == "riccati" else np.zeros((lq.steps,) + lq.B.T.shape)
     closed = riccati.feedback_cost(lq, K)
     run = rollout(lq_problem, lambda n, x: -(x @ K[n].T), episodes=4000, seed=11)
-    mean, ci = mean_ci95(run.cost)
+    mean, ci = mean_ci95(run.total)
     assert abs(mean - closed) < 1.5 * ci, (mean, ci, closed)
 
 
@@ -63,14 +63,8 @@ def _lq_path(problem, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """One observed path (N+1, 2) under the Riccati gain plus a random dither (so θ is well excited)."""
     K = riccati.discrete(riccati.lq_matrices(problem)).K
     rng = np.random.default_rng(seed)
-    controls = []
-
-    def policy(n: int, x: np.ndarray) -> np.ndarray:
-        controls.append(-(x @ K[n].T) + 0.5 * rng.standard_normal((1, 1)))
-        return controls[-1]
-
-    run = rollout(problem, policy, episodes=1, seed=seed)
-    return run.states[:, 0], np.concatenate(controls)
+    run = rollout(problem, lambda n, x: -(x @ K[n].T) + 0.5 * rng.standard_normal((1, 1)), episodes=1, seed=seed)
+    return run.states[0], run.controls[0]
 
 
 def test_static_posterior_matches_a_brute_force_grid(lq_problem) -> None:

@@ -7,7 +7,8 @@ import pytest
 from controller.modes.bal.problem import load_problem
 from learner.algos import qlearning
 from learner.algos.qlearning import QConfig
-from learner.bal.discrete import Cells, polar_actions, rollout
+from learner.bal.discrete import Cells, polar_actions
+from learner.bal.rollout import rollout
 
 
 def test_polar_actions() -> None:
@@ -51,8 +52,8 @@ def test_q_learning_learns_the_maze_and_improves_with_budget(maze) -> None:
     for episodes in (1000, 10_000):
         result = qlearning.train(maze, QConfig(cells=10, episodes=episodes, batch=100, seed=0))
         assert result.episode_cost.shape == (episodes,)
-        scores[episodes] = rollout(maze, result.policy, episodes=200, seed=1001).cost
-    zero = rollout(maze, lambda n, x: np.zeros((len(x), 2)), episodes=200, seed=1001).cost
+        scores[episodes] = rollout(maze, result.policy, episodes=200, seed=1001).total
+    zero = rollout(maze, lambda n, x: np.zeros((len(x), 2)), episodes=200, seed=1001).total
     assert scores[10_000].mean() < scores[1000].mean() < zero.mean() / 2, {k: v.mean() for k, v in scores.items()}
 
 
