@@ -13,6 +13,7 @@ import controller.cli
 import hil.bench.cli
 import hil.commands
 import firmware_sim.cli
+import learner.bal.cli
 import learner.ct.cli
 import learner.mems.cli
 import learner.ptycho.cli
@@ -52,6 +53,8 @@ select_app.command("ct")(learner.ct.cli.select_ct)
 train_app.command("ptycho")(learner.ptycho.cli.train_ptycho)
 train_app.command("scatter")(learner.scatter.cli.train_scatter)
 eval_app.command("scatter")(learner.scatter.cli.eval_scatter)
+train_app.command("bal")(learner.bal.cli.train_bal)
+eval_app.command("bal")(learner.bal.cli.eval_bal)
 app.command("export")(learner.mems.cli.export)
 hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)

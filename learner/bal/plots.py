@@ -20,6 +20,12 @@ def _pyplot():
     return plt
 
 
+def _save(fig, png: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    _pyplot().close(fig)
+
+
 def theta_trace(steps: np.ndarray, estimate: np.ndarray, std: np.ndarray, truth: np.ndarray, labels: list[str],
                 png: Path) -> None:
     """θ̂ (S, K) ± std over the filter's steps, with the true values dashed."""
@@ -33,9 +39,7 @@ def theta_trace(steps: np.ndarray, estimate: np.ndarray, std: np.ndarray, truth:
     ax.set_xlabel("filter step (all episodes)")
     ax.set_ylabel("θ")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(fig, png)
 
 
 def gains(t: np.ndarray, learned: np.ndarray, riccati: np.ndarray, png: Path) -> None:
@@ -48,9 +52,7 @@ def gains(t: np.ndarray, learned: np.ndarray, riccati: np.ndarray, png: Path) ->
     ax.set_xlabel("t")
     ax.set_ylabel("gain")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(fig, png)
 
 
 def _landscape(ax, problem: Problem, theta: np.ndarray, title: str) -> None:
@@ -85,9 +87,7 @@ def theta_map(problem: Problem, estimate: np.ndarray, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     _landscape(axes[0], problem, problem.theta_true, "true θ")
     _landscape(axes[1], problem, estimate, "learned θ̂ (direct filter)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(fig, png)
 
 
 def trajectories(problem: Problem, paths: dict[str, np.ndarray], png: Path, shown: int = 8) -> None:
@@ -99,6 +99,4 @@ def trajectories(problem: Problem, paths: dict[str, np.ndarray], png: Path, show
         for path in states[:shown]:
             ax.plot(path[:, 0], path[:, 1], lw=1.2)
             ax.plot(*path[0], "k.", ms=5)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(fig, png)

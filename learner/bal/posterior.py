@@ -85,9 +85,10 @@ def static_posterior(model, dt: float, sigma: float, prior_mean, prior_std, stat
 
 
 def kalman_posterior(model, dt: float, sigma: float, prior_mean, prior_std, walk_std, states: np.ndarray,
-                     controls: np.ndarray) -> list[Gaussian]:
+                     controls: np.ndarray, prior: Gaussian | None = None) -> list[Gaussian]:
     """The exact filtering posteriors of the random-walk θ after each step n = 1..N (a list of N Gaussians):
-    predict (Eq. 21: cov += diag(walk_std²) on the walking components), then the Kalman update with y_n."""
+    predict (Eq. 21: cov += diag(walk_std²) on the walking components), then the Kalman update with y_n.
+    ``prior``: continue from an earlier posterior (the previous episode's last) instead of the prior."""
     if sigma <= 0:
         raise ValueError("sigma must be > 0 for a posterior from state increments")
     P = model.theta_dim
@@ -98,6 +99,8 @@ def kalman_posterior(model, dt: float, sigma: float, prior_mean, prior_std, walk
     x, _ = _path(states, controls)
     y, D = _observations(model, dt, states, controls)
     cov = np.diag(s0 ** 2)
+    if prior is not None:
+        mean, cov = prior.mean.copy(), prior.cov.copy()
     R = sigma ** 2 * dt * np.eye(2)
     out = []
     for n in range(len(y)):
