@@ -37,7 +37,8 @@ class StartEpisode(Message):
 class Force(Message):
     """host → device: apply the force of magnitude ``magnitude`` and steering angle ``angle_rad`` for one step Δt.
     Reply :class:`Position` (the next step); Nak NOT_FINITE, OUT_OF_RANGE (magnitude < 0 or > F_max, or the atom
-    is outside the position box: the episode is over until the next StartEpisode), BAD_PARAM (no episode started)."""
+    is outside the position box, or the episode's N steps are done: over until the next StartEpisode), BAD_PARAM
+    (no episode started)."""
 
     TYPE_ID: ClassVar[int] = 0x91
     BODY: ClassVar[struct.Struct] = struct.Struct("<ff")

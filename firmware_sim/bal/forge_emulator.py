@@ -6,7 +6,8 @@ The physics is the problem's controlled SDE (controller/modes/bal/problem.py, ``
 file): firmware_sim/bal/env.py's Euler–Maruyama step with the true θ and seeded noise, one step Δt per command
 (lockstep, so an edge episode is reproducible). The device refuses what the hardware would: a force above F_max or
 negative, a start outside the position box (OUT_OF_RANGE), NaN (NOT_FINITE), a force before any StartEpisode
-(BAD_PARAM), a force once the atom has left the box (OUT_OF_RANGE: the episode is over). The position is read back
+(BAD_PARAM), a force once the atom has left the box or after the problem's N steps (OUT_OF_RANGE: the episode is
+over). The position is read back
 as the centroid of a noisy spot image (firmware_sim/bal/camera.py). `Forge` is the device without the wire (the
 in-process reference of the HIL scenario drives it); `ForgeEmulator` serves it on a pty.
 """
@@ -70,7 +71,8 @@ class Forge:
             return E.NOT_FINITE
         if self.x is None:
             return E.BAD_PARAM
-        if not 0.0 <= msg.magnitude <= self.problem.u_max or not self.inside(self.x):
+        if (not 0.0 <= msg.magnitude <= self.problem.u_max or not self.inside(self.x)
+                or self.step >= self.problem.steps):
             return E.OUT_OF_RANGE
         u = msg.vector()
         x_next, _ = self.env.step(u[None])

@@ -177,3 +177,51 @@ def export_table(table, out_dir: str | Path, *, version: str, training_run: str 
         sha256=file_sha256(out / MODEL_NAME), created=datetime.now(timezone.utc))
     write_manifest(manifest, out)
     return manifest
+
+
+def export_bal(run: str | Path, out_dir: str | Path, *, version: str) -> Manifest:
+    """Export a BAL run folder's feedback table (``table.npz``, learner/bal/table.py) as a forge policy."""
+    from learner.bal.table import PolicyTable
+
+    path = Path(run) / "table.npz"
+    if not path.exists():
+        raise ValueError(f"{run} holds no table.npz (a BAL run's feedback table)")
+    return export_table(PolicyTable.load(path), out_dir, version=version, training_run=str(run))
+
+
+def _wire(msg):
+    """``msg`` as the other side decodes it (float32 fields rounded as the wire carries them); None for a Nak."""
+    from controller.protocol import bal, framing
+
+    if not isinstance(msg, framing.Message):
+        return None
+    ((_, out),) = framing.FrameDecoder(bal.FORGE).feed(framing.encode(msg, 0))
+    return out
+
+
+def edge_episode(problem, cfg, policy, seed: int):
+    """The forge mode's first episode run in process (the HIL scenario's reference): the same tick logic
+    (controller/modes/bal/forge.py `ForgeMode`: filter, policy, gate) against the forge firmware without its pty
+    (firmware_sim/bal/forge_emulator.py `Forge`, power-on ``seed``), every message through the wire's encoding.
+    ``policy``: a ForgePolicy or None (the fallback throughout). Returns the mode (``.last``: the episode)."""
+    from controller.modes.bal.forge import ForgeMode
+    from firmware_sim.bal.forge_emulator import Forge
+
+    def decide(n: int, x: np.ndarray, theta: np.ndarray):
+        if policy is None:
+            return None, "no_policy"
+        u = policy.decide(n, x, theta)
+        return u, None if u is not None else "failed"
+
+    forge, mode = Forge(problem, seed), ForgeMode(problem, cfg, decide)
+    mode.start_episode()
+    frame = None
+    while mode.busy:  # the daemon's tick (controller/daemon.py): reading → update → gate → commanded → write
+        if frame is None:
+            cmd = mode.safe()
+        else:
+            cmd = mode.gate(mode.update(np.array(mode.reading(frame)), 0.0))
+            mode.commanded(cmd, 0.0)
+        msg = mode.outgoing(cmd)
+        frame = None if msg is None else _wire(forge.handle(_wire(msg)))
+    return mode
