@@ -187,6 +187,31 @@ def sim_scatter(
     _serve(emu, control_stdin)
 
 
+def sim_forge(
+    problem: str = typer.Option("forge", help="The forge problem: a name (controller/modes/bal/problems) or a TOML "
+                                              "file; its true well depths stay in the firmware."),
+    seed: int = typer.Option(0, help="SDE noise and camera noise seed at power-on (Reset re-seeds)."),
+    speed: float = typer.Option(1.0, help="Accepted for the stand; the forge steps in lockstep with the commands."),
+    tx_buffer: int = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped."),
+    rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
+    link: Optional[Path] = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug)."),
+    control_stdin: bool = typer.Option(False, help="Read serial fault commands from stdin, one a line: "
+                                                    "garbage N | stall S | reboot | unplug S | drop N | truncate N | "
+                                                    "flip N | dropbyte N."),
+) -> None:
+    """Serve the atom forge (one atom steered by a beam force among background atoms; position read back from a
+    camera centroid) on a new pty; the first stdout line is the device path. Stops on SIGINT/SIGTERM."""
+    from controller.modes.bal.problem import load_problem
+    from firmware_sim.bal.forge_emulator import ForgeEmulator
+
+    try:
+        emu = ForgeEmulator(load_problem(problem), seed=seed, speed=speed, tx_buffer=tx_buffer, rx_buffer=rx_buffer)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    emu.link = link
+    _serve(emu, control_stdin)
+
+
 def _serve(emu, control_stdin: bool = False) -> None:
     """Print the emulator's device path first, serve until SIGINT/SIGTERM (fault commands from stdin when
     ``control_stdin``), close the pty."""
