@@ -211,7 +211,7 @@ class Daemon(EdgeDaemon):
         return {"ticks": self.scheduler.stats.ticks}
 
     def _status(self) -> dict[str, Any]:
-        return self.mode.status() if isinstance(self.mode, SessionMode) else {}
+        return self.mode.status()
 
     # -- housekeeping ------------------------------------------------------------------------------
 

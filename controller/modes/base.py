@@ -72,6 +72,10 @@ class TickMode(ABC):
         """Push-channel ops the mode serves (their names are the spec's ``ops``); most tick modes serve none."""
         return {}
 
+    def status(self) -> dict[str, Any]:
+        """What the ``status`` push op adds for this mode."""
+        return {}
+
     @abstractmethod
     def safe(self) -> np.ndarray:
         """The command for a tick without a valid reading, or under an operator hold."""

@@ -114,7 +114,7 @@ class ForceGate:
 
     def __init__(self, f_max: float, low: np.ndarray, high: np.ndarray) -> None:
         lim = np.float32(f_max)
-        self.f_max = float(lim if lim <= f_max else np.nextafter(lim, np.float32(0)))
+        self.f_max = float(lim) if float(lim) <= f_max else float(np.nextafter(lim, np.float32(0)))
         self.low, self.high = np.asarray(low, float), np.asarray(high, float)
         self.safe = np.zeros(2)
         self.position = np.full(2, np.nan)  # the atom's latest reading (set by the mode before it decides)
@@ -333,6 +333,10 @@ class EdgeForge(ForgeMode):
 
     def ops(self) -> dict[str, PushOp]:
         return {"episode": self._episode_op}
+
+    def status(self) -> dict[str, Any]:
+        return {"device_up": self.host.driver.connected, "episode_running": self.busy, "episodes": self.episodes,
+                "fallbacks": dict(self.fallbacks), "theta_hat": self.filter.estimate().tolist()}
 
     async def _episode_op(self, header: PushHeader) -> dict[str, Any]:
         host = self.host
