@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from controller.modes.bal import spec
-from controller.modes.bal.forge import ForgePolicy, validated_forge_us
+from controller.modes.bal.forge import ForgePolicy
 from controller.modes.bal.problem import load_problem
 from controller.policy.runtime import PolicyRejected
 from forge_policy import goal_table
@@ -51,7 +51,9 @@ def test_the_artifact_is_accepted_by_the_edge_and_decides_like_the_table(tmp_pat
     table = goal_table(PROBLEM)
     manifest = export_table(table, tmp_path, version="7")
     assert [t.name for t in manifest.inputs] == [spec.STEP, spec.POSITION, spec.THETA] and manifest.task == spec.TASK
-    assert validated_forge_us(tmp_path, 2, budget_s=1.0) > 0
+    assert ForgePolicy.validated_us(tmp_path, budget_s=1.0, theta_dim=2) > 0
+    with pytest.raises(PolicyRejected, match="too_slow"):
+        ForgePolicy.validated_us(tmp_path, budget_s=1e-9, theta_dim=2)
     policy = ForgePolicy.from_artifact(tmp_path, 2)
     x, theta = np.array([3.0, 4.0]), np.array([0.7, 2.5])
     np.testing.assert_allclose(policy.decide(5, x, theta), table.control(5, x[None], theta)[0], atol=PARITY_ATOL)

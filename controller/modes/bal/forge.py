@@ -91,21 +91,6 @@ class ForgePolicy(DecisionPolicy):
         return u
 
 
-def validated_forge_us(directory: Path, theta_dim: int, budget_s: float) -> float:
-    """The policy slot's validator for forge policies: the contract and a median decision within `budget_s`."""
-    policy = ForgePolicy.from_artifact(directory, theta_dim)
-    if policy.latency_us > budget_s * 1e6:
-        raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > {budget_s * 1e6:.0f} µs")
-    return policy.latency_us
-
-
-def open_validated_forge_policy(directory: Path, latency_us: float, theta_dim: int) -> ForgePolicy:
-    """The policy slot's opener for forge policies (the validator's checks again, in the daemon)."""
-    policy = ForgePolicy.from_artifact(directory, theta_dim)
-    policy.latency_us = latency_us
-    return policy
-
-
 class ForceGate:
     """The forge's safety gate (the daemon applies it just before the write): a non-finite force → zero
     (``non_finite``); the atom outside the position box → zero (``outside``); |u| > F_max → scaled back along its
@@ -367,8 +352,8 @@ def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
     p = load_problem(c.problem).model.theta_dim
     return PolicySlot(PolicySpec(spec.TASK, 2 + 1 + p, 2, 1), budget_s=c.decision_budget_s, on_request=on_request,
                       validate_timeout_s=cfg.policy.validate_timeout_s,
-                      validator=partial(validated_forge_us, theta_dim=p, budget_s=c.decision_budget_s),
-                      opener=partial(open_validated_forge_policy, theta_dim=p))
+                      validator=partial(ForgePolicy.validated_us, budget_s=c.decision_budget_s, theta_dim=p),
+                      opener=partial(ForgePolicy.opened, theta_dim=p))
 
 
 SPEC = register(ModeSpec(name="forge", kind="tick", messages=bal.FORGE, build=EdgeForge, slot=_slot,
