@@ -77,3 +77,17 @@ def test_a_table_outside_the_contract_is_refused() -> None:
     one_d = PolicyTable(t.theta_axes, t.low, t.high, t.u[..., :1], t.u_max)  # m = 1: not a force vector
     with pytest.raises(ValueError, match="forge table"):
         policy_graph(one_d)
+
+
+def test_edgetune_export_takes_a_bal_run_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hil.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    goal_table(PROBLEM).save(run / "table.npz")
+    result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "out"), "--version", "5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["task"] == spec.TASK
+    assert ForgePolicy.from_artifact(tmp_path / "out", 2).version == "5"
