@@ -3,7 +3,8 @@ provenance.json written atomically, the sittings of a resumed run, a resumed run
 cut back to the rows the checkpoint holds.
 
 provenance.json: the last sitting's command, code commit, threads, device and torch version, the seed at the top,
-every sitting (a resumed run has several), the progress counter, wall time and the sha256 of policy.pt.
+every sitting (a resumed run has several), the progress counter, wall time and the sha256 of policy.pt (of the
+run's artefact: `provenance` also serves runs that write something else, e.g. BAL's table.npz).
 """
 from __future__ import annotations
 
@@ -47,8 +48,14 @@ def save(out: Path, policy: dict, checkpoint: dict, seed: int, counter: str, don
     torch.save({**checkpoint, "wall_s": wall_s, "sittings": sittings}, out / "checkpoint.tmp")
     (out / "policy.tmp").replace(out / "policy.pt")
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+    provenance(out, out / "policy.pt", seed, counter, done, wall_s, sittings)
+
+
+def provenance(out: Path, artefact: Path, seed: int, counter: str, done: int, wall_s: float,
+               sittings: list[dict]) -> None:
+    """provenance.json (replaced atomically), with the sha256 of the run's artefact as "<stem>_sha256"."""
     prov = {**{k: v for k, v in sittings[-1].items() if not k.startswith("from_")}, "seed": seed, counter: done,
-            "wall_s": round(wall_s, 1), "policy_sha256": file_sha256(out / "policy.pt"), "sittings": sittings}
+            "wall_s": round(wall_s, 1), f"{artefact.stem}_sha256": file_sha256(artefact), "sittings": sittings}
     (out / "provenance.tmp").write_text(json.dumps(prov, indent=1) + "\n")
     (out / "provenance.tmp").replace(out / "provenance.json")
 
