@@ -6,13 +6,15 @@ The graph IS the table's interpolation, written with onnx.helper (no torch, no t
 and clamped to [0, N − 1]; per θ component with more than one grid value, its interval (a count of the inner
 grid values ≤ θ) and weight, θ clamped to its axis (multilinear); the position bilinear in the step's box,
 clamped to it; the 2^(P+2) corner controls gathered from the flattened table and weighted; the result projected
-onto |u| ≤ u_max. A distilled network was not chosen: the table is small (a few hundred kB for the forge), the
+onto |u| ≤ u_max (a table without θ axes — `train bal` with theta_grid 0 — takes θ̂ and ignores it). `export_bal`
+exports a `train bal` run folder (forge runs only), `edgetune export RUN OUT`. A distilled network was not chosen: the table is small (a few hundred kB for the forge), the
 graph reproduces `PolicyTable.control` to float32 rounding (checked at export on random inputs, ≤ PARITY_ATOL)
 and runs in a few µs, where a network would add a fit error and a training run to every export.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from controller.modes.bal import spec
+from controller.modes.bal.problem import load_problem
 from controller.policy.manifest import (MODEL_NAME, Bounds, InputSpec, Manifest, OutputSpec, file_sha256,
                                         write_manifest)
 
@@ -68,16 +71,20 @@ def _interval(g: _Graph, t: str, knots: np.ndarray) -> tuple[str, str]:
     return i, g.op("Div", g.op("Sub", t, lo), g.op("Sub", hi, lo))
 
 
-def policy_graph(table) -> onnx.ModelProto:
+def policy_graph(table, theta_dim: int | None = None) -> onnx.ModelProto:
     """The ONNX graph of ``table.control`` for the forge contract (module doc); ValueError for a table that does
-    not fit it (m ≠ 2, a grid of fewer than 2 points per side, no θ axis)."""
+    not fit it (m ≠ 2, a grid of fewer than 2 points per side). A table without θ axes (one table at θ̂) takes θ̂
+    as the contract asks and ignores it: ``theta_dim`` says how many components (else the table's axes)."""
     axes = [np.asarray(a, np.float64) for a in table.theta_axes]
+    p = len(axes) if theta_dim is None else theta_dim
+    if axes and p != len(axes):
+        raise ValueError(f"the table has {len(axes)} θ axes, not {p}")
     u = np.asarray(table.u, np.float32)
     low, high = np.asarray(table.low, np.float64), np.asarray(table.high, np.float64)
     n_steps, grid = u.shape[len(axes)], u.shape[len(axes) + 1]
-    if u.shape[-1] != 2 or u.ndim != len(axes) + 4 or u.shape[-2] != grid or grid < 2 or not axes:
-        raise ValueError(f"a forge table is u (*θ axes, N, G, G, 2) with G ≥ 2 and at least one θ axis; got u "
-                         f"{u.shape} with {len(axes)} θ axes")
+    if u.shape[-1] != 2 or u.ndim != len(axes) + 4 or u.shape[-2] != grid or grid < 2:
+        raise ValueError(f"a forge table is u (*θ axes, N, G, G, 2) with G ≥ 2; got u {u.shape} with {len(axes)} θ "
+                         f"axes")
     if low.shape != (n_steps, 2) or high.shape != (n_steps, 2) or np.any(high < low):
         raise ValueError(f"the table's boxes must be (N, 2) = ({n_steps}, 2) with high ≥ low")
     g = _Graph()
@@ -121,7 +128,7 @@ def policy_graph(table) -> onnx.ModelProto:
     u_max = g.const(float(table.u_max))
     g.op("Mul", total, g.op("Div", u_max, g.op("Max", norm, u_max)), out=spec.FORCE)
     ins = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *shape])
-           for name, shape in spec.inputs(len(axes)).items()]
+           for name, shape in spec.inputs(p).items()]
     outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *shape])
             for name, shape in spec.outputs().items()]
     model = helper.make_model(helper.make_graph(g.nodes, "bal_forge_table", ins, outs, g.inits),
@@ -130,42 +137,45 @@ def policy_graph(table) -> onnx.ModelProto:
     return model
 
 
-def random_inputs(table, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Inputs covering the table and beyond it (steps past N, positions outside the boxes, θ outside its axes)."""
+def random_inputs(table, count: int, rng: np.random.Generator, theta_dim: int | None = None) -> dict[str, np.ndarray]:
+    """Inputs covering the table and beyond it (steps past N, positions outside the boxes, θ outside its axes;
+    θ in [0, 5] for a table without θ axes, ``theta_dim`` components)."""
     n_steps = np.asarray(table.low).shape[0]
     n = rng.integers(-1, n_steps + 1, count)
     lo, hi = np.asarray(table.low)[np.clip(n, 0, n_steps - 1)], np.asarray(table.high)[np.clip(n, 0, n_steps - 1)]
     x = lo + (hi - lo) * rng.uniform(-0.1, 1.1, (count, 2))
+    axes = [np.asarray(a) for a in table.theta_axes] or [np.array([0.0, 5.0])] * (theta_dim or 1)
     theta = np.stack([rng.uniform(a[0] - 0.1 * (a[-1] - a[0]) - 0.1, a[-1] + 0.1 * (a[-1] - a[0]) + 0.1, count)
-                      for a in map(np.asarray, table.theta_axes)], axis=1)
+                      for a in axes], axis=1)
     return {spec.STEP: n[:, None].astype(np.float32), spec.POSITION: x.astype(np.float32),
             spec.THETA: theta.astype(np.float32)}
 
 
-def parity(table, model: bytes | str | Path, samples: int = PARITY_SAMPLES, seed: int = 0) -> float:
+def parity(table, model: bytes | str | Path, samples: int = PARITY_SAMPLES, seed: int = 0,
+           theta_dim: int | None = None) -> float:
     """Max |onnxruntime − table.control| on random inputs (``random_inputs``, as float32 the edge feeds)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
-    feed = random_inputs(table, samples, np.random.default_rng(seed))
+    feed = random_inputs(table, samples, np.random.default_rng(seed), theta_dim)
     (got,) = sess.run([spec.FORCE], feed)
     want = table.control(feed[spec.STEP][:, 0].astype(np.int64), feed[spec.POSITION].astype(np.float64),
-                         feed[spec.THETA].astype(np.float64))
+                         feed[spec.THETA].astype(np.float64) if table.theta_axes else None)
     return float(np.abs(got - want).max())
 
 
 def export_table(table, out_dir: str | Path, *, version: str, training_run: str | None = None,
-                 decision_period_s: float = 0.01) -> Manifest:
-    """Write out_dir/model.onnx + manifest.json for ``table``; ValueError (nothing written) when the graph
-    differs from ``table.control`` by more than PARITY_ATOL."""
-    model = policy_graph(table).SerializeToString()
-    worst = parity(table, model)
+                 decision_period_s: float = 0.01, theta_dim: int | None = None) -> Manifest:
+    """Write out_dir/model.onnx + manifest.json for ``table`` (``theta_dim``: see `policy_graph`); ValueError
+    (nothing written) when the graph differs from ``table.control`` by more than PARITY_ATOL."""
+    model = policy_graph(table, theta_dim).SerializeToString()
+    worst = parity(table, model, theta_dim=theta_dim)
     if not worst <= PARITY_ATOL:
         raise ValueError(f"the ONNX graph differs from the table by {worst:.3g} > {PARITY_ATOL:g}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_NAME).write_bytes(model)
-    p = len(table.theta_axes)
+    p = len(table.theta_axes) or theta_dim
     u_max = float(table.u_max)
     manifest = Manifest(
         task=spec.TASK, version=version,
@@ -183,10 +193,15 @@ def export_bal(run: str | Path, out_dir: str | Path, *, version: str) -> Manifes
     """Export a BAL run folder's feedback table (``table.npz``, learner/bal/table.py) as a forge policy."""
     from learner.bal.table import PolicyTable
 
-    path = Path(run) / "table.npz"
-    if not path.exists():
-        raise ValueError(f"{run} holds no table.npz (a BAL run's feedback table)")
-    return export_table(PolicyTable.load(path), out_dir, version=version, training_run=str(run))
+    path, checkpoint = Path(run) / "table.npz", Path(run) / "checkpoint.npz"
+    if not path.exists() or not checkpoint.exists():
+        raise ValueError(f"{run} holds no table.npz and checkpoint.npz (a `train bal` run)")
+    with np.load(checkpoint) as ck:
+        problem = load_problem(json.loads(str(ck["meta"]))["config"]["problem"])
+    if problem.kind != "forge":
+        raise ValueError(f"{run} trained on {problem.name!r} ({problem.kind}); the edge runs forge policies only")
+    return export_table(PolicyTable.load(path), out_dir, version=version, training_run=str(run),
+                        theta_dim=problem.model.theta_dim)
 
 
 def _wire(msg):

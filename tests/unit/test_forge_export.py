@@ -14,7 +14,7 @@ from controller.modes.bal.forge import ForgePolicy
 from controller.modes.bal.problem import load_problem
 from controller.policy.runtime import PolicyRejected
 from forge_policy import goal_table
-from learner.bal.export import PARITY_ATOL, export_table, parity, policy_graph, random_inputs
+from learner.bal.export import PARITY_ATOL, export_bal, export_table, parity, policy_graph, random_inputs
 from learner.bal.table import PolicyTable
 
 PROBLEM = load_problem("forge")
@@ -79,15 +79,35 @@ def test_a_table_outside_the_contract_is_refused() -> None:
         policy_graph(one_d)
 
 
+def _run(folder: Path, table: PolicyTable, problem: str = "forge") -> Path:
+    """A `train bal` run folder as far as export reads it: table.npz and the checkpoint's config."""
+    folder.mkdir()
+    table.save(folder / "table.npz")
+    np.savez(folder / "checkpoint.npz", meta=json.dumps({"config": {"problem": problem}}))
+    return folder
+
+
 def test_edgetune_export_takes_a_bal_run_folder(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from hil.cli import app
 
-    run = tmp_path / "run"
-    run.mkdir()
-    goal_table(PROBLEM).save(run / "table.npz")
+    run = _run(tmp_path / "run", goal_table(PROBLEM))
     result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "out"), "--version", "5"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["task"] == spec.TASK
     assert ForgePolicy.from_artifact(tmp_path / "out", 2).version == "5"
+    maze = _run(tmp_path / "maze", goal_table(PROBLEM), "maze")
+    result = CliRunner().invoke(app, ["export", str(maze), str(tmp_path / "out2"), "--version", "5"])
+    assert result.exit_code == 2 and "forge policies only" in result.output
+
+
+def test_a_table_at_theta_hat_only_takes_theta_and_ignores_it(tmp_path: Path) -> None:
+    """`train bal` with theta_grid 0 saves one table (no θ axes): the contract's θ̂ input is there, unused."""
+    t = goal_table(PROBLEM, noise=0.5)
+    flat = PolicyTable((), t.low, t.high, t.u[1, 2], t.u_max)
+    export_bal(_run(tmp_path / "run", flat), tmp_path / "out", version="1")
+    policy = ForgePolicy.from_artifact(tmp_path / "out", 2)
+    x = np.array([[2.0, 7.0]])
+    for theta in (np.zeros(2), np.array([3.0, 9.0])):
+        np.testing.assert_allclose(policy.decide(3, x[0], theta), flat.control(3, x)[0], atol=PARITY_ATOL)
