@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from controller.modes.bal.config import ForgeConfig
 from controller.modes.ct.config import AnglesConfig
 from controller.modes.mems.pid import BASELINE_GAINS
 from controller.modes.ptycho.config import PtychoConfig
@@ -189,6 +190,7 @@ class EdgeConfig(_Section):
     angles: AnglesConfig = AnglesConfig()  # loop.mode "angles" (controller/modes/ct/session.py)
     ptycho: PtychoConfig = PtychoConfig()  # loop.mode "ptycho" (controller/modes/ptycho/session.py)
     scatter: ScatterConfig = ScatterConfig()  # loop.mode "transceiver" (controller/modes/scatter/session.py)
+    forge: ForgeConfig = ForgeConfig()  # loop.mode "forge" (controller/modes/bal/forge.py)
     log: LogConfig = LogConfig()
 
 

@@ -66,7 +66,7 @@ class Daemon(EdgeDaemon):
         check_state_file(cfg.hostlink.state_file, "host-link state file")
         self.driver, self.slot, self.cfg, self.held = driver, slot, cfg, False  # what the mode's build reads
         self.mode = spec.build(self)
-        ops = self.mode.ops() if isinstance(self.mode, SessionMode) else {}
+        ops = self.mode.ops()
         super().__init__(cfg, driver, slot, nominal_period_s=spec.decision_period_s(cfg),
                          stats=self.scheduler.stats if self.scheduler is not None else None, ops=ops)
         self.hostlink = HostLink(cfg.hostlink, self.keyring, baseline_gains(cfg.pid))
@@ -110,7 +110,7 @@ class Daemon(EdgeDaemon):
 
     def _write(self, command: np.ndarray) -> None:
         if self.driver.connected:
-            self.driver.write_voltages(float(command[0]), float(command[1]))
+            self.mode.write(self.driver, command)  # type: ignore[union-attr]
 
     def tick(self, tick: Tick) -> None:
         self._apply_host_commands()
@@ -119,7 +119,7 @@ class Daemon(EdgeDaemon):
         mode, frame = self.mode, self.frame
         assert isinstance(mode, TickMode)
         stale = frame is None or tick.t_ns - self.frame_t_ns > self.cfg.device.read_timeout_s * 1e9
-        x, y = (math.nan, math.nan) if stale or frame.lost else (frame.x_px, frame.y_px)
+        x, y = (math.nan, math.nan) if stale else mode.reading(frame)
         t_s = tick.t_ns * 1e-9
         if stale or self.held:
             cmd = mode.safe()
@@ -211,7 +211,7 @@ class Daemon(EdgeDaemon):
         return {"ticks": self.scheduler.stats.ticks}
 
     def _status(self) -> dict[str, Any]:
-        return self.mode.status() if isinstance(self.mode, SessionMode) else {}
+        return self.mode.status()
 
     # -- housekeeping ------------------------------------------------------------------------------
 

@@ -6,6 +6,13 @@ from typing import Optional
 
 import typer
 
+# options every pty instrument with the shared fault hooks takes (firmware_sim/serial_device.py)
+TX_BUFFER = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped.")
+RX_BUFFER = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty.")
+LINK = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug).")
+CONTROL_STDIN = typer.Option(False, help="Read serial fault commands from stdin, one a line: garbage N | stall S | "
+                                         "reboot | unplug S | drop N | truncate N | flip N | dropbyte N.")
+
 
 def sim_mems(
     seed: int = typer.Option(0, help="Physics seed at power-on."),
@@ -158,12 +165,10 @@ def sim_scatter(
     settle: float = typer.Option(0.02, help="Arm settle time after arrival [s]."),
     seed: int = typer.Option(0, help="Arm rest-error and encoder-noise seed."),
     speed: float = typer.Option(1.0, help="Run this many times faster than real time."),
-    tx_buffer: int = typer.Option(4096, help="Device UART TX buffer in bytes; frames that do not fit are dropped."),
-    rx_buffer: int = typer.Option(4095, help="Edge UART RX buffer in bytes modelled on the pty."),
-    link: Optional[Path] = typer.Option(None, help="Keep this symlink pointing at the current pty (survives unplug)."),
-    control_stdin: bool = typer.Option(False, help="Read serial fault commands from stdin, one a line: "
-                                                    "garbage N | stall S | reboot | unplug S | drop N | truncate N | "
-                                                    "flip N | dropbyte N."),
+    tx_buffer: int = TX_BUFFER,
+    rx_buffer: int = RX_BUFFER,
+    link: Optional[Path] = LINK,
+    control_stdin: bool = CONTROL_STDIN,
 ) -> None:
     """Serve the inverse-scattering transceiver ring (rotating source arm + receivers) on a new pty; the first
     stdout line is the device path. Stops on SIGINT/SIGTERM."""
@@ -181,6 +186,29 @@ def sim_scatter(
         arm = replace(ArmParams(), limits_deg=(min_deg, max_deg), slew_dps=slew, settle_s=settle)
         emu = ScatterEmulator(sample, key, arm=arm, receiver=ReceiverParams(born, snr_db), seed=seed, speed=speed,
                               tx_buffer=tx_buffer, rx_buffer=rx_buffer)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    emu.link = link
+    _serve(emu, control_stdin)
+
+
+def sim_forge(
+    problem: str = typer.Option("forge", help="The forge problem: a name (controller/modes/bal/problems) or a TOML "
+                                              "file; its true well depths stay in the firmware."),
+    seed: int = typer.Option(0, help="SDE noise and camera noise seed at power-on (Reset re-seeds)."),
+    speed: float = typer.Option(1.0, help="Accepted for the stand; the forge steps in lockstep with the commands."),
+    tx_buffer: int = TX_BUFFER,
+    rx_buffer: int = RX_BUFFER,
+    link: Optional[Path] = LINK,
+    control_stdin: bool = CONTROL_STDIN,
+) -> None:
+    """Serve the atom forge (one atom steered by a beam force among background atoms; position read back from a
+    camera centroid) on a new pty; the first stdout line is the device path. Stops on SIGINT/SIGTERM."""
+    from controller.modes.bal.problem import load_problem
+    from firmware_sim.bal.forge_emulator import ForgeEmulator
+
+    try:
+        emu = ForgeEmulator(load_problem(problem), seed=seed, speed=speed, tx_buffer=tx_buffer, rx_buffer=rx_buffer)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     emu.link = link

@@ -15,6 +15,7 @@ The daemon holds no application code: it builds what the spec names and runs it.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Protocol
@@ -58,6 +59,22 @@ class TickMode(ABC):
 
     def commanded(self, command: np.ndarray, t_s: float) -> None:
         """The command that was written (after the gate)."""
+
+    def reading(self, frame: Any) -> tuple[float, float]:
+        """The tick's reading from the device's latest data message (MEMS: the spot [px], NaN when lost)."""
+        return (math.nan, math.nan) if frame.lost else (frame.x_px, frame.y_px)
+
+    def write(self, driver: SerialDriver, command: np.ndarray) -> None:
+        """Send the gated command (MEMS: the mirror voltages)."""
+        driver.write_voltages(float(command[0]), float(command[1]))
+
+    def ops(self) -> dict[str, PushOp]:
+        """Push-channel ops the mode serves (their names are the spec's ``ops``); most tick modes serve none."""
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        """What the ``status`` push op adds for this mode."""
+        return {}
 
     @abstractmethod
     def safe(self) -> np.ndarray:

@@ -11,7 +11,7 @@ import importlib
 from controller.modes.base import ModeSpec
 
 MODULES = ("controller.modes.mems.stabilize", "controller.modes.mems.rl_pid", "controller.modes.ct.session",
-           "controller.modes.ptycho.session", "controller.modes.scatter.session")
+           "controller.modes.ptycho.session", "controller.modes.scatter.session", "controller.modes.bal.forge")
 CORE_OPS = frozenset({"push", "rollback", "status", "hold", "resume"})  # served by the daemon in every mode
 _SPECS: dict[str, ModeSpec] = {}
 

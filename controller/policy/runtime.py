@@ -165,6 +165,22 @@ class DecisionPolicy:
     def reset(self) -> None:
         self.binding.reset()
 
+    @classmethod
+    def validated_us(cls, directory: Path, budget_s: float, **contract: Any) -> float:
+        """A policy slot validator (in its process): ``cls.from_artifact(directory, **contract)`` and a median
+        decision within `budget_s`; returns the decision time [µs]."""
+        policy = cls.from_artifact(directory, **contract)  # type: ignore[attr-defined]
+        if policy.latency_us > budget_s * 1e6:
+            raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > {budget_s * 1e6:.0f} µs")
+        return policy.latency_us
+
+    @classmethod
+    def opened(cls, directory: Path, latency_us: float, **contract: Any) -> DecisionPolicy:
+        """A policy slot opener (worker thread): the artifact the validator accepted, its checks run again here."""
+        policy = cls.from_artifact(directory, **contract)  # type: ignore[attr-defined]
+        policy.latency_us = latency_us
+        return policy
+
     def probe(self, decide: Callable[..., Any], probes: list[tuple[Any, ...]], error: type[PolicyRejected],
               what: str) -> None:
         """Run ``decide`` on each probe (its outputs must be finite: not None), then reset; sets latency_us."""

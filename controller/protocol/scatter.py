@@ -1,4 +1,4 @@
-"""The inverse-scattering transceiver ring's messages (type ids 0x80..0x9F, docs/protocol.md): the rotating
+"""The inverse-scattering transceiver ring's messages (type ids 0x80..0x8F, docs/protocol.md): the rotating
 source arm (move, halt, status), the frequency setting, acquisitions and their complex data, and the instrument's
 set-up. ``SCATTER`` = common + these; it expects the device ``edgetune-scatter``.
 

@@ -135,7 +135,8 @@ def _is_scatter_run(run: Path) -> bool:
 
 def export(run: Path = typer.Argument(..., help="run directory"), out: Path = typer.Argument(..., help="artifact directory"),
            version: Optional[str] = typer.Option(None, help="Policy version on the edge (default: RUN's name + UTC time).")) -> None:
-    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a ptycho run (policy.pt + updates.csv,
+    """Export the trained actor to OUT/model.onnx + OUT/manifest.json: a BAL run (table.npz, `train bal`) as a
+    forge policy (the table's interpolation graph), a ptycho run (policy.pt + updates.csv,
     `train ptycho`) as a scan policy with its GRU state, a scatter run (the same files, `train scatter`) as a
     transceiver policy with its GRU state, a CT run (policy.pt, `train ct`) as an angle policy, else
     a MEMS run (`train mems`; normalisation and bounds in the graph)."""
@@ -143,19 +144,28 @@ def export(run: Path = typer.Argument(..., help="run directory"), out: Path = ty
 
     from controller.policy.manifest import VERSION_RE, as_version
 
-    if (run / "policy.pt").exists():
+    if (run / "table.npz").exists():
+        kind = "bal"
+    elif (run / "policy.pt").exists():
         kind = ("scatter" if _is_scatter_run(run) else "ptycho") if (run / "updates.csv").exists() else "ct"
     elif (run / "config.json").exists() and (run / "checkpoint.pt").exists():
         kind = "mems"
     else:
-        raise typer.BadParameter(f"{run} is not a run directory: no policy.pt (`train ct`) or config.json + "
-                                 "checkpoint.pt (`train mems`)", param_hint="RUN")
+        raise typer.BadParameter(f"{run} is not a run directory: no table.npz (`train bal`), policy.pt (`train ct`) "
+                                 "or config.json + checkpoint.pt (`train mems`)", param_hint="RUN")
     if version is not None and not VERSION_RE.fullmatch(version):
         raise typer.BadParameter(f"{version!r}: 1 to 64 characters of A-Z a-z 0-9 . _ + -, starting with a letter "
                                  "or digit", param_hint="--version")
     stamp = f"-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     version = version or as_version(run.resolve().name)[:64 - len(stamp)] + stamp
-    if kind == "scatter":
+    if kind == "bal":
+        from learner.bal.export import export_bal
+
+        try:
+            manifest = export_bal(run, out, version=version)
+        except ValueError as e:  # a table whose graph does not fit the forge contract
+            raise typer.BadParameter(str(e), param_hint="RUN") from None
+    elif kind == "scatter":
         from learner.scatter.export import export_scatter
 
         try:

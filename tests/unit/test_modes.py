@@ -15,13 +15,14 @@ from controller.safety import StageGate
 
 
 def test_every_configurable_mode_is_registered_with_its_kind_and_ops() -> None:
-    assert registry.names() == ["angles", "ptycho", "rl-pid", "stabilize", "transceiver"]
+    assert registry.names() == ["angles", "forge", "ptycho", "rl-pid", "stabilize", "transceiver"]
     assert registry.get("stabilize").kind == "tick" and registry.get("angles").kind == "session"
     assert registry.get("ptycho").kind == "session" and registry.get("ptycho").ops == ("scan", "abort")
     assert registry.get("transceiver").kind == "session" and registry.get("transceiver").ops == ("scan", "abort")
     assert registry.get("angles").ops == ("scan", "abort") and registry.get("rl-pid").ops == ()
+    assert registry.get("forge").kind == "tick" and registry.get("forge").ops == ("episode",)
     assert {"scan", "abort", "push", "hold"} <= registry.ops()
-    with pytest.raises(ValueError, match="unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize, transceiver"):
+    with pytest.raises(ValueError, match="unknown mode 'raster'; registered: angles, forge, ptycho, rl-pid, stabilize, transceiver"):
         registry.get("raster")
 
 
@@ -79,7 +80,7 @@ def test_the_daemon_takes_registered_modes_only(tmp_path) -> None:
     cfg.write_text('[loop]\nmode = "raster"\n')
     result = CliRunner().invoke(app, ["daemon", "--config", str(cfg)])
     assert result.exit_code == 2
-    assert "edge.toml: loop.mode: unknown mode 'raster'; registered: angles, ptycho, rl-pid, stabilize" in result.output
+    assert "edge.toml: loop.mode: unknown mode 'raster'; registered: angles, forge, ptycho, rl-pid, stabilize" in result.output
 
 
 def test_a_cancelled_drained_thread_returns_only_once_its_thread_has_ended() -> None:
