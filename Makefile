@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal install clean abtem-reference ptychi-env deepinv-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,25 @@ results-ptycho: $(STAMP)
 	$(BIN)/edgetune eval ptycho $(foreach s,$(CT_TRAIN_SEEDS),--run $(PTYCHO_RESULTS)/seed$(s)) --split report \
 	  --per-cell 8 --cells 250x2,250x3,250x4,335x5,420x5,500x5 --probe focused --no-converge --threads 1 \
 	  --cache $(PTYCHO_RESULTS)/refcache --json > $(PTYCHO_RESULTS)/report-cells.json
+
+# Backward action learning (docs/bal.md): every problem's table in docs/results.md — BAL over 3 training seeds per
+# real-episode budget, Q-learning at 10× the episodes (its grid chosen on selection seeds), the true-parameter
+# oracle, report episodes paired across policies; LQ also on another θ and x0 than the file's. Runs are cached in
+# $(BAL_RESULTS)/runs (a rerun reuses them), two problems at a time; the pictures land in $(BAL_RESULTS).
+BAL_RESULTS := runs/results/bal
+BAL_EVAL = $(BIN)/edgetune eval bal --train-seeds 3 --cache $(BAL_RESULTS)/runs --png $(BAL_RESULTS)
+results-bal: $(STAMP)
+	mkdir -p $(BAL_RESULTS)
+	$(BAL_EVAL) --problem lq --budgets 5,20 --report 4000 --out $(BAL_RESULTS)/lq.json > $(BAL_RESULTS)/lq.txt & p=$$!; \
+	  $(BAL_EVAL) --problem lq --theta-true 1.0 --x0=-0.5,1 --budgets 20,60 --report 4000 --png $(BAL_RESULTS)/lq-other \
+	  --out $(BAL_RESULTS)/lq-other.json > $(BAL_RESULTS)/lq-other.txt && wait $$p
+	$(BAL_EVAL) --problem forge --budgets $(BAL_FORGE_BUDGETS) --report 1000 --out $(BAL_RESULTS)/forge.json \
+	  > $(BAL_RESULTS)/forge.txt & p=$$!; $(BAL_EVAL) --problem maze --budgets $(BAL_MAZE_BUDGETS) --report 1000 \
+	  --out $(BAL_RESULTS)/maze.json > $(BAL_RESULTS)/maze.txt && wait $$p
+	$(BAL_EVAL) --problem maze6 --budgets $(BAL_MAZE_BUDGETS) --report 1000 --out $(BAL_RESULTS)/maze6.json \
+	  > $(BAL_RESULTS)/maze6.txt
+BAL_FORGE_BUDGETS ?= 10,20,40
+BAL_MAZE_BUDGETS ?= 10,20,40
 
 # Inverse scattering (docs/scatter.md): the transceiver policies (Table 1's learned rows; λ and the fixed frequency
 # chosen on the selection split), two runs at a time, then the evaluation table on the report split.
