@@ -119,3 +119,19 @@ def test_a_reading_without_a_position_neither_moves_the_filter_nor_reaches_the_p
     assert np.all(mode.filter.std() > 0.1) and mode.filter.updates == 1
     assert asked == [0, 2, 3] and mode.episode.sources == ["policy", "no_reading", "policy", "policy"]
     assert mode.fallbacks == {"no_reading": 1}
+
+
+def test_an_operator_hold_cancels_an_episode_whose_start_has_not_gone_out() -> None:
+    """The hold may come between the `episode` op and the tick that sends StartEpisode (which moves the atom):
+    under the hold nothing goes out and the episode is over."""
+    from types import SimpleNamespace
+
+    from controller.modes.bal.forge import EdgeForge
+
+    cfg = parse_config({"loop": {"mode": "forge", "pacing": "timer", "rate_hz": 100.0}, "forge": {"particles": 300}})
+    host = SimpleNamespace(cfg=cfg, record=lambda kind, details: None, held=False)
+    mode = EdgeForge(host)
+    mode.start_episode()
+    host.held = True
+    assert mode.outgoing(mode.safe()) is None
+    assert not mode.busy and mode.last.stopped_by == "held"

@@ -312,8 +312,9 @@ class EdgeForge(ForgeMode):
         return u, None
 
     def safe(self) -> np.ndarray:
-        """Under an operator hold a running episode stops at once (lockstep cannot resume it)."""
-        if self.host.held and self.episode is not None and not self._pending:
+        """Under an operator hold a running episode stops at once (lockstep cannot resume it), and one whose
+        StartEpisode has not gone out yet never starts."""
+        if self.host.held and self.episode is not None:
             self._finish("held")
         return super().safe()
 
