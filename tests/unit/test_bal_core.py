@@ -168,3 +168,26 @@ def test_policy_table_reads_linear_maps_exactly_and_roundtrips(tmp_path: Path) -
     np.testing.assert_array_equal(again.control(1, x, th), table.control(1, x, th))
     with pytest.raises(ValueError, match="shape"):
         PolicyTable(axes, low, high, u[0], u_max=1.0)
+
+
+@pytest.mark.parametrize("name, section, key, value, match", [
+    ("forge", "problem", "sigma", float("nan"), "sigma"),
+    ("forge", "problem", "u_max", float("inf"), "u_max"),
+    ("lq", "problem", "steps", 10.5, "steps"),
+    ("forge", "problem", "x0", [20.0, 20.0], "x0"),
+    ("lq", "lq", "r", -1.0, "r"),
+    ("forge", "forge", "r_m", -1.0, "r_m"),
+    ("forge", "forge", "shape_cap", 0.0, "shape_cap"),
+    ("forge", "forge", "effort", -1.0, "effort"),
+    ("maze", "maze", "blocks", [3], "blocks"),
+])
+def test_problem_files_refuse_values_that_make_no_problem(name, section, key, value, match) -> None:
+    import copy
+    import tomllib
+
+    from controller.modes.bal.problem import PROBLEMS, parse
+
+    data = copy.deepcopy(tomllib.loads((PROBLEMS / f"{name}.toml").read_text()))
+    data[section][key] = value
+    with pytest.raises(ValueError, match=match):
+        parse(data, name)

@@ -93,3 +93,45 @@ def test_the_forge_config_section() -> None:
     for bad in ({"particles": -1}, {"x0": [1.0]}, {"reply_timeout_s": 0.0}, {"unknown": 1}):
         with pytest.raises(ConfigError, match="forge"):
             parse_config({"forge": bad})
+
+
+def test_a_reading_without_a_position_neither_moves_the_filter_nor_reaches_the_policy() -> None:
+    """The camera's centroid is NaN when the spot drowns in noise: the filter skips the two steps that touch that
+    reading (a NaN likelihood would collapse its particles onto one), the policy is not asked (a NaN position
+    makes the table graph fail, and failures quarantine the policy), the force is the zero fallback."""
+    asked: list[int] = []
+    mode = ForgeMode(PROBLEM, CFG, lambda n, x, th: (asked.append(n), (np.ones(2), None))[1])
+    mode.start_episode()
+    assert isinstance(mode.outgoing(mode.safe()), bal.StartEpisode)
+
+    def step(n: int, x: tuple[float, float]) -> np.ndarray:
+        u = mode.gate(mode.update(np.array(mode.reading(bal.Position(n, 0, *x, 1.0, 1.0, True))), 0.0))
+        mode.commanded(u, 0.0)
+        assert isinstance(mode.outgoing(u), bal.Force)
+        return u
+
+    step(0, (1.25, 0.25))
+    std = mode.filter.std()
+    np.testing.assert_array_equal(step(1, (np.nan, np.nan)), [0.0, 0.0])
+    step(2, (1.3, 0.3))
+    np.testing.assert_array_equal(mode.filter.std(), std)  # steps 0 → 1 and 1 → 2 skipped
+    step(3, (1.35, 0.35))
+    assert np.all(mode.filter.std() > 0.1) and mode.filter.updates == 1
+    assert asked == [0, 2, 3] and mode.episode.sources == ["policy", "no_reading", "policy", "policy"]
+    assert mode.fallbacks == {"no_reading": 1}
+
+
+def test_an_operator_hold_cancels_an_episode_whose_start_has_not_gone_out() -> None:
+    """The hold may come between the `episode` op and the tick that sends StartEpisode (which moves the atom):
+    under the hold nothing goes out and the episode is over."""
+    from types import SimpleNamespace
+
+    from controller.modes.bal.forge import EdgeForge
+
+    cfg = parse_config({"loop": {"mode": "forge", "pacing": "timer", "rate_hz": 100.0}, "forge": {"particles": 300}})
+    host = SimpleNamespace(cfg=cfg, record=lambda kind, details: None, held=False)
+    mode = EdgeForge(host)
+    mode.start_episode()
+    host.held = True
+    assert mode.outgoing(mode.safe()) is None
+    assert not mode.busy and mode.last.stopped_by == "held"

@@ -1,6 +1,6 @@
 """The forge mode's settings: the daemon config's [forge] section (a leaf module, so controller/config.py imports no
 mode). The loop itself is [loop]: the forge mode runs timer-paced (``pacing = "timer"``; the device answers
-commands, it does not stream), at ``rate_hz = 100`` as deploy/forge.toml sets it."""
+commands, it does not stream), at ``rate_hz = 100`` as the [forge] section of deploy/edge.toml asks."""
 from __future__ import annotations
 
 import math

@@ -5,7 +5,8 @@ An operator starts an episode with the push op ``episode`` (``PushClient.send(cl
 the next tick the edge sends StartEpisode(x0) (the config's x0, else the problem's) and the reply of every command
 is the next tick's reading. Each tick of a running episode, on the reading of step n (the Position read back):
   1. the direct filter (controller/modes/bal/filter.py, Eq. 21–23) takes the step n − 1 → n: (x_{n−1}, the force
-     the device applied (echoed in the reading), x_n); its time is measured (``filter_us``);
+     the device applied (echoed in the reading), x_n); its time is measured (``filter_us``); a reading without a
+     position (NaN: the camera lost the spot) skips the two steps that touch it and gets the fallback (step 3);
   2. after N steps, or once the atom has left the position box, the episode ends;
   3. the policy (ONNX, spec.py) maps (n, x_n, θ̂) to a force vector; no policy, or a failed decision (raised,
      over budget, non-finite) gives the safe fallback, zero force (counted by reason, logged by the slot);
@@ -163,7 +164,7 @@ class ForgeMode(TickMode):
         self._waited = 0  # ticks since the command whose reply is awaited
         self._send = False  # this tick's command goes out
         self._frame: bal.Position | None = None
-        self._prev: np.ndarray | None = None  # the previous step's reading
+        self._prev = np.full(2, np.nan)  # the previous step's reading
         self._done: asyncio.Future[Episode] | None = None
         self.fallbacks: Counter[str] = Counter()
 
@@ -218,11 +219,11 @@ class ForgeMode(TickMode):
             self._wait()
             return self.gate.safe
         self._frame, self._waited = None, 0
-        x = np.array(reading, float)
-        if frame.step > 0:
-            assert self._prev is not None
+        x, force = np.array(reading, float), np.array([frame.fx, frame.fy])
+        seen = bool(np.isfinite(x).all())  # NaN: the camera lost the spot
+        if frame.step > 0 and seen and np.isfinite(self._prev).all() and np.isfinite(force).all():
             t0 = time.perf_counter_ns()
-            self.filter.update(self._prev, np.array([frame.fx, frame.fy]), x)  # Eq. 21–23
+            self.filter.update(self._prev, force, x)  # Eq. 21–23
             ep.filter_ns.append(time.perf_counter_ns() - t0)
         ep.positions.append(x.tolist())
         self._prev = x
@@ -232,7 +233,7 @@ class ForgeMode(TickMode):
         theta = self.filter.estimate()
         ep.theta_hat.append(theta.tolist())
         ep.theta_std.append(self.filter.std().tolist())
-        u, reason = self.decide(frame.step, x, theta)
+        u, reason = self.decide(frame.step, x, theta) if seen else (None, "no_reading")
         if u is None:
             self.fallbacks[reason or "failed"] += 1
             u = self.gate.safe
@@ -311,8 +312,9 @@ class EdgeForge(ForgeMode):
         return u, None
 
     def safe(self) -> np.ndarray:
-        """Under an operator hold a running episode stops at once (lockstep cannot resume it)."""
-        if self.host.held and self.episode is not None and not self._pending:
+        """Under an operator hold a running episode stops at once (lockstep cannot resume it), and one whose
+        StartEpisode has not gone out yet never starts."""
+        if self.host.held and self.episode is not None:
             self._finish("held")
         return super().safe()
 

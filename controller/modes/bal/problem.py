@@ -9,6 +9,7 @@ the kind with its physics (``[lq]``, ``[forge]``, ``[maze]``). Unknown keys are 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,16 +72,30 @@ def _vec(value: Any, n: int, what: str) -> np.ndarray:
     return a
 
 
+def _limits(s: dict, section: str, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = ()) -> None:
+    """The physics' scalars that must be finite and > 0 (``positive``) or ≥ 0 (``nonnegative``)."""
+    for key in positive + nonnegative:
+        v = float(s[key])
+        if not (math.isfinite(v) and (v > 0 if key in positive else v >= 0)):
+            raise ValueError(f"problem file: [{section}] {key} must be finite and {'>' if key in positive else '≥'} 0, "
+                             f"got {s[key]!r}")
+
+
 def _model(kind: str, data: dict, p: dict) -> Model:
     u_max = float(p["u_max"])
     if kind == "lq":
         s = _section(data, "lq", ("a0", "a1", "b", "q", "r", "g"))
+        _limits(s, "lq", positive=("r",))
         return LqModel(s["a0"], s["a1"], s["b"], s["q"], s["r"], s["g"], u_max)
     goal_keys = ("goal", "goal_radius", "miss")
     if kind == "forge":
         s = _section(data, "forge", ("atoms", "types", "r_m", "shape_cap", "effort") + goal_keys)
+        _limits(s, "forge", positive=("r_m", "shape_cap"), nonnegative=("effort", "miss", "goal_radius"))
         return ForgeModel(s["atoms"], s["types"], s["r_m"], s["shape_cap"], s["effort"], s["goal"], s["miss"], u_max)
     s = _section(data, "maze", ("blocks", "base", "edge", "obstacles") + goal_keys)
+    _limits(s, "maze", positive=("edge",), nonnegative=("base", "miss", "goal_radius"))
+    if len(s["blocks"]) != 2:
+        raise ValueError(f"problem file: [maze] blocks must be [columns, rows], got {s['blocks']!r}")
     return MazeModel(p["domain"][0], p["domain"][1], tuple(s["blocks"]), s["base"], s["edge"], s["goal"],
                      s["miss"], u_max)
 
@@ -104,9 +119,11 @@ def parse(data: dict, name: str) -> Problem:
     kind = p["kind"]
     if kind not in KINDS:
         raise ValueError(f"problem file: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    dt, steps, sigma = float(p["dt"]), int(p["steps"]), float(p["sigma"])
-    if dt <= 0 or steps < 1 or sigma < 0 or float(p["u_max"]) <= 0:
-        raise ValueError("problem file: dt > 0, steps ≥ 1, sigma ≥ 0 and u_max > 0 are required")
+    steps = p["steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"problem file: steps must be an integer ≥ 1, got {steps!r}")
+    _limits(p, "problem", positive=("dt", "u_max"), nonnegative=("sigma",))
+    dt, sigma = float(p["dt"]), float(p["sigma"])
     model = _model(kind, data, p)
     dim = model.theta_dim
     t = _section(data, "theta", ("prior_mean", "prior_std") + (() if kind == "maze" else ("true",)))
@@ -120,6 +137,9 @@ def parse(data: dict, name: str) -> Problem:
     domain = np.asarray(p["domain"], np.float64)
     if domain.shape != (2, 2) or np.any(domain[1] <= domain[0]):
         raise ValueError("problem file: domain must be [[x_lo, y_lo], [x_hi, y_hi]] with lo < hi")
+    x0 = _vec(p["x0"], 2, "[problem] x0")
+    if np.any(x0 < domain[0]) or np.any(x0 > domain[1]):
+        raise ValueError(f"problem file: x0 {x0.tolist()} lies outside the domain {domain.tolist()}")
     if ("start_low" in p) != ("start_high" in p):
         raise ValueError("problem file: start_low and start_high come together")
     phys = data[kind]
@@ -127,7 +147,7 @@ def parse(data: dict, name: str) -> Problem:
     if kind == "maze" and fcfg.cost_std <= 0:
         raise ValueError("problem file: the maze observes costs: [filter] cost_std must be > 0")
     return Problem(
-        name=name, kind=kind, dt=dt, steps=steps, sigma=sigma, x0=_vec(p["x0"], 2, "[problem] x0"),
+        name=name, kind=kind, dt=dt, steps=steps, sigma=sigma, x0=x0,
         theta_true=truth, prior_mean=_vec(t["prior_mean"], dim, "[theta] prior_mean"), prior_std=prior_std,
         u_max=float(p["u_max"]), domain_low=domain[0], domain_high=domain[1], model=model, filter=fcfg,
         start_low=_vec(p["start_low"], 2, "start_low") if "start_low" in p else None,
