@@ -130,7 +130,8 @@ def evaluate_lq(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
             seed_out = {"cost_bal": float(mine.total.mean()), "cost_ratio": 1.0 + diff["mean"] / disc.cost,
                         "cost_ratio_ci95": diff["ci95"] / disc.cost, "gain_rel_err_max": float(err.max()),
                         "theta_hat": th, "theta_std": sd,
-                        "theta_rel_err": abs(th - p.theta_true[0]) / abs(p.theta_true[0]),
+                        "theta_abs_err": abs(th - p.theta_true[0]),
+                        "theta_rel_err": abs(th - p.theta_true[0]) / max(abs(p.theta_true[0]), 1e-12),
                         "theta_within_2std": bool(abs(th - p.theta_true[0]) <= 2 * sd), "wall_s": summary["wall_s"]}
             paths = run / "paths.npz"
             if paths.exists():  # the exact posterior of the same observed transitions

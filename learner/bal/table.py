@@ -44,6 +44,9 @@ class PolicyTable:
             raise ValueError("policy table: want a G × G grid (G ≥ 2) and one box (N, 2) per step")
         if np.any(self.high <= self.low):
             raise ValueError("policy table: every box needs low < high")
+        if not (np.all(np.isfinite(self.u)) and np.all(np.isfinite(self.low)) and np.all(np.isfinite(self.high))
+                and self.u_max > 0):
+            raise ValueError("policy table: controls and boxes must be finite and u_max > 0")
         if any(np.any(np.diff(a) <= 0) for a in self.theta_axes):
             raise ValueError("policy table: θ axes must be strictly increasing")
 
@@ -98,6 +101,12 @@ class PolicyTable:
 
     @classmethod
     def load(cls, path: Path) -> PolicyTable:
-        with np.load(path) as z:
-            axes = tuple(z[f"theta_axis_{k}"] for k in range(sum(1 for key in z.files if key.startswith("theta_axis_"))))
-            return cls(axes, z["low"], z["high"], z["u"], float(z["u_max"]))
+        import zipfile
+
+        try:
+            with np.load(path) as z:
+                count = sum(1 for key in z.files if key.startswith("theta_axis_"))
+                return cls(tuple(z[f"theta_axis_{k}"] for k in range(count)), z["low"], z["high"], z["u"],
+                           float(z["u_max"]))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"policy table {path}: not a readable table ({exc})") from exc

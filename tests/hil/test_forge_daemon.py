@@ -12,7 +12,7 @@ import pytest
 
 from controller.modes.bal.config import ForgeConfig
 from controller.modes.bal.forge import ForgePolicy
-from controller.modes.bal.problem import load_problem
+from controller.modes.bal.problem import PROBLEMS, load_problem
 from controller.recorder import read_events
 from forge_policy import goal_table
 from hil.stand import SimulatedStand
@@ -45,3 +45,19 @@ async def test_an_edge_episode_matches_the_in_process_run(tmp_path: Path) -> Non
     assert res["filter_us"]["p50"] > 0  # measured on the edge's tick
     episodes = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "episode"]
     assert len(episodes) == 1 and episodes[0]["commands"] == res["commands"]
+
+
+async def test_an_episode_on_a_device_with_other_dynamics_is_refused(tmp_path: Path) -> None:
+    problem = load_problem("forge")
+    other = tmp_path / "forge_dt.toml"  # the edge believes Δt = 0.05; the device steps 0.04
+    other.write_text((PROBLEMS / "forge.toml").read_text().replace("dt = 0.04", "dt = 0.05"))
+    policy_dir = tmp_path / "artifact"
+    export_table(goal_table(problem), policy_dir, version="2")
+    stand = SimulatedStand(tmp_path / "stand", device="forge", seed=SEED,
+                           config={"loop": {"mode": "forge", "pacing": "timer", "rate_hz": 100.0},
+                                   "forge": {**FORGE, "problem": str(other)}})
+    async with daemon_with_policy(stand, policy_dir, "2") as client:
+        res = await asyncio.to_thread(client.send, client.frame("episode"))
+    assert not res["accepted"] and res["reason"] == "device_mismatch" and "dt" in res["detail"], res
+    refused = [e for e in read_events(stand.recorder_path) if e["kind"] == "forge_device_refused"]
+    assert len(refused) == 1 and not [e for e in read_events(stand.recorder_path) if e["kind"] == "episode"]

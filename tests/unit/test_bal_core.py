@@ -191,3 +191,18 @@ def test_problem_files_refuse_values_that_make_no_problem(name, section, key, va
     data[section][key] = value
     with pytest.raises(ValueError, match=match):
         parse(data, name)
+
+
+def test_filter_and_table_refuse_broken_input(tmp_path: Path) -> None:
+    p = load_problem("lq")
+    filt = DirectFilter.for_problem(p, seed=0)
+    before = filt.particles.copy()
+    with pytest.raises(ValueError, match="non-finite"):
+        filt.update(np.array([np.nan, 0.0]), np.zeros(1), np.zeros(2))
+    np.testing.assert_array_equal(filt.particles, before)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable table"):
+        PolicyTable.load(bad)
+    with pytest.raises(ValueError, match="finite"):
+        PolicyTable((), np.zeros((1, 2)), np.ones((1, 2)), np.full((1, 2, 2, 1), np.nan), u_max=1.0)

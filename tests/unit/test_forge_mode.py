@@ -60,7 +60,8 @@ def test_without_a_policy_the_force_is_zero_and_the_filter_runs_on() -> None:
 
 def test_a_nan_policy_falls_back_for_each_decision() -> None:
     t = goal_table(PROBLEM)
-    nan = PolicyTable(t.theta_axes, t.low, t.high, np.where(np.arange(t.u.shape[-3])[:, None] >= 2, np.nan, t.u), t.u_max)
+    nan = PolicyTable(t.theta_axes, t.low, t.high, t.u.copy(), t.u_max)
+    nan.u[..., 2:, :] = np.nan  # a corrupted graph (the table refuses NaN at construction; a graph can carry it)
     policy = _policy(nan)  # NaN on the grid's upper rows: the atom's first steps (x ≈ 1.25) still decide
     mode = edge_episode(PROBLEM, CFG, policy, seed=0)
     ep = mode.last

@@ -70,6 +70,9 @@ class DirectFilter:
                cost: float | None = None) -> None:
         """One filter step from (x_n, u_n) and what was observed next (x_{n+1}, or the step cost for the maze)."""
         x, u = np.asarray(x, np.float64), np.asarray(u, np.float64)
+        seen = [x, u] + [np.asarray(v, np.float64) for v in (x_next, cost) if v is not None]
+        if not all(np.all(np.isfinite(v)) for v in seen):
+            raise ValueError("direct filter: a non-finite observation (one NaN would collapse the particles)")
         cols = self.model.active(x)
         j = len(self.particles)
         proposal = self.particles.copy()

@@ -325,6 +325,18 @@ class EdgeForge(ForgeMode):
         return {"device_up": self.host.driver.connected, "episode_running": self.busy, "episodes": self.episodes,
                 "fallbacks": dict(self.fallbacks), "theta_hat": self.filter.estimate().tolist()}
 
+    async def _check_device(self) -> None:
+        """The device's Δt, force limit and position box must be the problem's (float32 on the wire), or the filter
+        would weigh the wrong dynamics and the gate guard the wrong box: ValueError naming the difference."""
+        info = await self.host.driver.query(bal.InfoRequest(), bal.Info, self.cfg.reply_timeout_s * 5)
+        p = self.problem
+        mine = {"dt": p.dt, "f_max": p.u_max, "box": (*p.domain_low, *p.domain_high)}
+        theirs = {"dt": info.dt, "f_max": info.f_max, "box": (info.x_low, info.y_low, info.x_high, info.y_high)}
+        for key, value in mine.items():
+            if not np.allclose(np.float32(value), np.float32(theirs[key]), rtol=1e-6, atol=0.0):
+                raise ValueError(f"the device's {key} is {theirs[key]}, the problem's {value}: run `edgetune sim forge` "
+                                 f"(or the instrument) with the same problem as [forge] problem")
+
     async def _episode_op(self, header: PushHeader) -> dict[str, Any]:
         host = self.host
         if self.busy:
@@ -333,6 +345,11 @@ class EdgeForge(ForgeMode):
             return {"accepted": False, "reason": "held", "detail": "the operator hold is on"}
         if not host.driver.connected:
             return {"accepted": False, "reason": "device_down", "detail": f"no device on {host.cfg.device.port}"}
+        try:
+            await self._check_device()
+        except (TimeoutError, ValueError) as exc:
+            host.record("forge_device_refused", {"detail": str(exc)})
+            return {"accepted": False, "reason": "device_mismatch", "detail": str(exc)}
         self._done = asyncio.get_running_loop().create_future()
         self.start_episode()
         try:
