@@ -80,6 +80,7 @@ class BalConfig:
     pad: float = 0.15  # … widened by this fraction of its width on each side …
     min_width: float = 6.0  # … and at least this many one-step noise stds σ √Δt wide (step 0 from a fixed x0)
     cap: bool = True  # sgd: cap η at 1 / (the largest curvature), estimated per BAL call (`first_step`)
+    extend: bool = True  # warm starts of step n > 0 extended linearly beyond the previous box (False: clamped)
     average: float = 0.5  # Polyak–Ruppert: the result is the mean iterate over this last fraction of the iterations
 
     def __post_init__(self) -> None:
@@ -372,9 +373,12 @@ def feedback_policy(problem: Problem, theta_hat: np.ndarray, warm: np.ndarray, c
             cands = candidates(problem, starts.reshape(-1, 2), u0, cfg.starts, rng)
             u, count = multi_start(problem, starts.reshape(-1, 2), cands, theta_pts, cfg, rng, cfg.first_iterations)
         else:  # the previous step's solutions, one step on, interpolated at the new grid points (extended
-            # linearly beyond the previous box, which the new one outgrows while the samples spread)
+            # linearly beyond the previous box, which the new one outgrows while the samples spread — right for
+            # LQ's linear policy; `extend = False` clamps instead: near the forge's cores and the maze's obstacle
+            # edges the policy is far from linear, and extrapolated warm starts there sit at the control bound
+            # where the normalised step cannot undo them in `iterations` steps)
             tails, p_low, p_high = prev
-            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts, clamp=False)
+            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts, clamp=not cfg.extend)
             u, count = open_loop(model, dt, sigma, starts.reshape(-1, 2), u0.reshape(-1, horizon, m), theta_pts, cfg,
                                  rng, cfg.iterations)
         rollouts += count
