@@ -65,31 +65,33 @@ def test_lq_table_gain_converges_to_the_discrete_riccati_gain() -> None:
     assert rollouts == 9 * (8 * (200 + 19 * 60) + 20 * (bal.POWER_ITERATIONS + 1))
 
 
-def test_open_loop_bal_reaches_the_deterministic_optimum_from_x0() -> None:
-    """With σ = 0, open-loop BAL's controls from x0 are the discrete Riccati ones along the optimal path."""
-    problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
-    k, _ = discrete_riccati(problem, 2.0)
+def deterministic_optimum(problem) -> np.ndarray:
+    """The discrete Riccati controls along the optimal path from x0 with σ = 0: (N, 1)."""
+    k, _ = discrete_riccati(problem, float(problem.theta_true[0]))
     x, want = problem.x0.copy(), []
     for n in range(problem.steps):
         want.append(-k[n] @ x)
         x = x + problem.dt * problem.model.drift(x[None], want[-1][None], problem.theta_true)[0]
+    return np.array(want)
+
+
+def test_open_loop_bal_reaches_the_deterministic_optimum_from_x0() -> None:
+    """With σ = 0, open-loop BAL's controls from x0 are the discrete Riccati ones along the optimal path."""
+    problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
+    want = deterministic_optimum(problem)
     u, _ = bal.open_loop(problem.model, problem.dt, 0.0, problem.x0[None], np.zeros((1, problem.steps, 1)),
                          problem.theta_true, BalConfig(lr=1.0), np.random.default_rng(0), iterations=400)
-    np.testing.assert_allclose(u[0], np.array(want), atol=1e-3 * np.abs(want).max())
+    np.testing.assert_allclose(u[0], want, atol=1e-3 * np.abs(want).max())
 
 
 def test_normalised_step_reaches_the_same_deterministic_optimum() -> None:
     """The Adam-style step (the forge's and the maze's) converges to the same discrete Riccati controls."""
     problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
-    k, _ = discrete_riccati(problem, 2.0)
-    x, want = problem.x0.copy(), []
-    for n in range(problem.steps):
-        want.append(-k[n] @ x)
-        x = x + problem.dt * problem.model.drift(x[None], want[-1][None], problem.theta_true)[0]
+    want = deterministic_optimum(problem)
     cfg = BalConfig(step="adam", lr=0.3, lr_decay=100.0, average=0.2)
     u, rollouts = bal.open_loop(problem.model, problem.dt, 0.0, problem.x0[None], np.zeros((1, problem.steps, 1)),
                                 problem.theta_true, cfg, np.random.default_rng(0), iterations=600)
-    np.testing.assert_allclose(u[0], np.array(want), atol=5e-3 * np.abs(want).max())
+    np.testing.assert_allclose(u[0], want, atol=5e-3 * np.abs(want).max())
     assert rollouts == 8 * 600  # no curvature estimate: the normalised step's η is in control units
 
 
