@@ -17,6 +17,17 @@ configured rate capped at 1 / (the largest curvature of the cost density, by pow
 differences), so that stiff directions do not diverge.
 Eq. 27 (ε-greedy): with probability ε a whole episode's controls get λ Σ^{1/2} ξ_n added.
 
+Two options for the forge and the maze (`BalConfig.step`, `starts`, `init`; the LQ problem keeps the paper's SGD):
+- `step = "adam"`: the same BAL gradient, Adam's per-coordinate moment normalisation (`normalised_step`). Plain
+  SGD on g / Δt is badly conditioned there — the terminal miss makes the directions that move X_N ~600× stiffer
+  than the running-cost ones, and the forge's Lennard-Jones cores cap η at ≈ 6e-4 — so SGD barely moves in a few
+  hundred iterations; the normalised step (η in control units per iteration) converges in a few hundred.
+- `starts = C > 1`: the maze's obstacles make local minima (from a straight line, descent stays on the path
+  through the obstacle). Eq. 27's exploration is used as multi-start: every start point is solved from C
+  candidate control sequences in one batch — the warm start, the straight line to the goal and smooth paths
+  through random waypoints (`candidates`) — and keeps the one with the lowest model cost at θ̂ (`multi_start`).
+- `init = "line"`: open-loop controls start on the straight line to the goal instead of zeros.
+
 Open-loop BAL (`open_loop`) runs Eq. 26 from a batch of start states with warm-start control sequences, each
 iteration on a minibatch of model rollouts at θ̂. The rollouts of one iteration share their noise across the
 batch (common random numbers), so neighbouring grid points see the same noise and their controls differ by
@@ -42,13 +53,20 @@ from learner.bal.table import PolicyTable
 
 
 POWER_ITERATIONS = 10  # of the curvature estimate that caps η (each one model rollout per start, plus one)
+ADAM_BETAS = (0.9, 0.999)  # the normalised step's moment decays (Adam's defaults)
+ADAM_EPS = 1e-8
+STEPS = ("sgd", "adam")
+INITS = ("zeros", "line")
 
 
 @dataclass(frozen=True)
 class BalConfig:
     """BAL's hyper-parameters (a problem file's optional [bal] table overrides the defaults)."""
 
-    lr: float = 0.5  # η of Eq. 26, on the gradient density g / Δt
+    lr: float = 0.5  # η of Eq. 26: on the gradient density g / Δt (sgd), in control units per iteration (adam)
+    step: str = "sgd"  # "sgd" (Eq. 26) or "adam" (the same gradient, per-coordinate normalised: `normalised_step`)
+    starts: int = 1  # candidate control sequences per start point at a table's step 0 (1: the warm start alone)
+    init: str = "zeros"  # the first open-loop controls: "zeros" or "line" (straight to the goal)
     lr_decay: float = 100.0  # Robbins–Monro: η_k = η / (1 + k / lr_decay), k the iteration (or episode)
     epsilon: float = 0.1  # Eq. 27: probability that an episode explores
     lam: float = 0.1  # Eq. 27: noise level λ (control units)
@@ -61,7 +79,8 @@ class BalConfig:
     quantile: float = 0.0  # the region spans the [q, 1 − q] quantiles of the samples …
     pad: float = 0.15  # … widened by this fraction of its width on each side …
     min_width: float = 6.0  # … and at least this many one-step noise stds σ √Δt wide (step 0 from a fixed x0)
-    cap: bool = True  # cap η at 1 / (the largest curvature), estimated per BAL call (`first_step`)
+    cap: bool = True  # sgd: cap η at 1 / (the largest curvature), estimated per BAL call (`first_step`)
+    extend: bool = True  # warm starts of step n > 0 extended linearly beyond the previous box (False: clamped)
     average: float = 0.5  # Polyak–Ruppert: the result is the mean iterate over this last fraction of the iterations
 
     def __post_init__(self) -> None:
@@ -73,6 +92,8 @@ class BalConfig:
             raise ValueError(f"need minibatch, iterations, first_iterations, samples ≥ 1 and grid ≥ 2: {self}")
         if not (0 <= self.quantile < 0.5 and self.pad >= 0 and self.min_width > 0 and 0 <= self.average < 1):
             raise ValueError(f"need 0 ≤ quantile < 0.5, pad ≥ 0, min_width > 0 and 0 ≤ average < 1: {self}")
+        if self.step not in STEPS or self.init not in INITS or self.starts < 1:
+            raise ValueError(f"need step in {STEPS}, init in {INITS} and starts ≥ 1: {self}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "BalConfig":
@@ -136,6 +157,66 @@ def sgd_step(model: Model, u: np.ndarray, g: np.ndarray, dt: float, eta: float) 
     return model.project(u - eta * g / dt)
 
 
+def normalised_step(model: Model, u: np.ndarray, g: np.ndarray, dt: float, eta: float, moments: np.ndarray,
+                    k: int) -> np.ndarray:
+    """Adam's step on the same gradient: u ← P(u − η m̂ / (√v̂ + ε)), m̂ and v̂ the bias-corrected running means
+    of g / Δt and its square; `moments` (2, *u.shape) is updated in place, k counts the steps taken with it."""
+    (b1, b2), d = ADAM_BETAS, g / dt
+    moments[0] = b1 * moments[0] + (1 - b1) * d
+    moments[1] = b2 * moments[1] + (1 - b2) * d * d
+    m_hat, v_hat = moments[0] / (1 - b1 ** (k + 1)), moments[1] / (1 - b2 ** (k + 1))
+    return model.project(u - eta * m_hat / (np.sqrt(v_hat) + ADAM_EPS))
+
+
+def descend(cfg: BalConfig, model: Model, u: np.ndarray, g: np.ndarray, dt: float, eta: float,
+            moments: np.ndarray, k: int) -> np.ndarray:
+    """The k-th update (Eq. 26's η_k) by the configured step: `sgd_step` or `normalised_step`."""
+    if cfg.step == "adam":
+        return normalised_step(model, u, g, dt, cfg.step_size(eta, k), moments, k)
+    return sgd_step(model, u, g, dt, cfg.step_size(eta, k))
+
+
+def straight_line(problem: Problem, x0: np.ndarray, steps: int) -> np.ndarray:
+    """Constant controls from x0 (B, 2) straight to the goal in `steps` steps, projected: (B, steps, m)
+    (zeros without a goal or for a scalar control)."""
+    x0 = np.asarray(x0, dtype=float)
+    m = problem.model.control_dim
+    if problem.goal is None or m != 2:
+        return np.zeros((len(x0), steps, m))
+    u = problem.model.project((np.asarray(problem.goal) - x0) / (steps * problem.dt))
+    return np.repeat(u[:, None], steps, axis=1)
+
+
+def initial_controls(problem: Problem, cfg: BalConfig) -> np.ndarray:
+    """The first open-loop controls from x0 (`cfg.init`): (N, m)."""
+    if cfg.init == "line":
+        return straight_line(problem, np.asarray(problem.x0, float)[None], problem.steps)[0]
+    return np.zeros((problem.steps, problem.model.control_dim))
+
+
+def candidates(problem: Problem, x0: np.ndarray, warm: np.ndarray, count: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """Multi-start candidates for start states x0 (B, 2) over the remaining horizon K of warm (B, K, m): the warm
+    start, then (with a goal) the straight line to the goal, then paths through a uniform random waypoint in the
+    domain (straight to it over the first half of the horizon, straight on to the goal over the second; without a
+    goal the warm start plus Eq. 27's noise λ ξ). Returns (B, count, K, m)."""
+    batch, steps, m = warm.shape
+    out = np.repeat(np.asarray(warm, float)[:, None], count, axis=1)
+    if count == 1:
+        return out
+    if problem.goal is None or m != 2:
+        out[:, 1:] += rng.standard_normal(out[:, 1:].shape) * max(problem.u_max, 1.0) * 0.1
+        return problem.model.project(out)
+    out[:, 1] = straight_line(problem, x0, steps)
+    half = max(steps // 2, 1)
+    waypoints = rng.uniform(problem.domain_low, problem.domain_high, (batch, count - 2, 2))
+    to_wp = (waypoints - np.asarray(x0, float)[:, None]) / (half * problem.dt)
+    to_goal = (np.asarray(problem.goal) - waypoints) / (max(steps - half, 1) * problem.dt)
+    out[:, 2:, :half] = to_wp[:, :, None]
+    out[:, 2:, half:] = to_goal[:, :, None]
+    return problem.model.project(out)
+
+
 def exploration(cfg: BalConfig, steps: int, m: int, rng: np.random.Generator) -> np.ndarray:
     """Eq. 27 for one episode: with probability ε the noise λ Σ^{1/2} ξ_n per step, else zeros: (steps, m)."""
     scale = np.asarray(cfg.explore_std or (1.0,) * m, dtype=float)
@@ -169,8 +250,8 @@ def first_step(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndar
                cfg: BalConfig, rng: np.random.Generator) -> float:
     """η of Eq. 26: `cfg.lr`, capped at 1 / (the largest curvature) so that no direction oscillates or diverges
     (long horizons with unstable drift are stiff: the LQ problem's top curvature is 30× its lowest); `cfg.lr`
-    alone without `cfg.cap`."""
-    if not cfg.cap:
+    alone without `cfg.cap` or with the normalised step (its η is in control units)."""
+    if not cfg.cap or cfg.step == "adam":
         return cfg.lr
     return min(cfg.lr, 1.0 / max(curvature(model, dt, sigma, np.asarray(x0, float), u, theta, rng), 1e-12))
 
@@ -188,16 +269,38 @@ def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
     u = model.project(np.array(u, dtype=float))
     eta = first_step(model, dt, sigma, x0, u, theta, cfg, rng)
     first_mean = int(iterations * (1 - cfg.average))
-    mean = np.zeros_like(u)
+    mean, moments = np.zeros_like(u), np.zeros((2, *u.shape))
     for k in range(iterations):
         noise = np.broadcast_to(rng.standard_normal((1, mb, steps, 2)), (batch, mb, steps, 2))
         u_b = np.repeat(u, mb, axis=0)
         x = rollout(model, dt, sigma, x0_b, u_b, theta_b, noise.reshape(batch * mb, steps, 2))
         g, _ = adjoint_gradient(model, dt, x, u_b, theta_b)
-        u = sgd_step(model, u, g.reshape(batch, mb, steps, m).mean(axis=1), dt, cfg.step_size(eta, k))
+        u = descend(cfg, model, u, g.reshape(batch, mb, steps, m).mean(axis=1), dt, eta, moments, k)
         if k >= first_mean:
             mean += u / (iterations - first_mean)
-    return mean, batch * (mb * iterations + POWER_ITERATIONS + 1)
+    curvature_rollouts = POWER_ITERATIONS + 1 if cfg.cap and cfg.step == "sgd" else 0
+    return mean, batch * (mb * iterations + curvature_rollouts)
+
+
+def multi_start(problem: Problem, x0: np.ndarray, cands: np.ndarray, theta: np.ndarray, cfg: BalConfig,
+                rng: np.random.Generator, iterations: int) -> tuple[np.ndarray, int]:
+    """Open-loop BAL from every candidate cands (B, C, K, m) of every start x0 (B, 2), all in one batch, keeping per
+    start the one with the lowest model cost at θ (P,) or (B, P) (the mean over 4 · minibatch rollouts with
+    noise shared by all candidates). Returns (controls (B, K, m), model rollouts simulated)."""
+    model, dt, sigma = problem.model, problem.dt, problem.sigma
+    batch, count, steps, m = cands.shape
+    theta_c = np.repeat(np.broadcast_to(np.asarray(theta, float), (batch, np.shape(theta)[-1])), count, axis=0)
+    x0_c = np.repeat(np.asarray(x0, float), count, axis=0)
+    u, rollouts = open_loop(model, dt, sigma, x0_c, cands.reshape(-1, steps, m), theta_c, cfg, rng, iterations)
+    if count == 1:
+        return u, rollouts
+    mb = 4 * cfg.minibatch
+    noise = np.broadcast_to(rng.standard_normal((1, mb, steps, 2)), (batch * count, mb, steps, 2))
+    u_e, th_e = np.repeat(u, mb, axis=0), np.repeat(theta_c, mb, axis=0)
+    x = rollout(model, dt, sigma, np.repeat(x0_c, mb, axis=0), u_e, th_e, noise.reshape(-1, steps, 2))
+    cost = path_cost(model, dt, x, u_e, th_e).reshape(batch, count, mb).mean(axis=2)
+    best = np.argmin(cost, axis=1)
+    return u.reshape(batch, count, steps, m)[np.arange(batch), best], rollouts + batch * count * mb
 
 
 def bilinear(values: np.ndarray, low: np.ndarray, high: np.ndarray, x: np.ndarray, clamp: bool = True) -> np.ndarray:
@@ -265,15 +368,19 @@ def feedback_policy(problem: Problem, theta_hat: np.ndarray, warm: np.ndarray, c
         pts = np.stack(np.meshgrid(low[n, 0] + lin * span[0], low[n, 1] + lin * span[1], indexing="ij"), -1)
         starts = np.broadcast_to(pts.reshape(1, g * g, 2), (t_count, g * g, 2))
         horizon = steps - n
-        if prev is None:  # step 0: the open-loop controls
+        if prev is None:  # step 0: the open-loop controls (and the multi-start candidates)
             u0 = np.broadcast_to(warm[n:], (t_count * g * g, horizon, m))
+            cands = candidates(problem, starts.reshape(-1, 2), u0, cfg.starts, rng)
+            u, count = multi_start(problem, starts.reshape(-1, 2), cands, theta_pts, cfg, rng, cfg.first_iterations)
         else:  # the previous step's solutions, one step on, interpolated at the new grid points (extended
-            # linearly beyond the previous box, which the new one outgrows while the samples spread)
+            # linearly beyond the previous box, which the new one outgrows while the samples spread — right for
+            # LQ's linear policy; `extend = False` clamps instead: near the forge's cores and the maze's obstacle
+            # edges the policy is far from linear, and extrapolated warm starts there sit at the control bound
+            # where the normalised step cannot undo them in `iterations` steps)
             tails, p_low, p_high = prev
-            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts, clamp=False)
-            u0 = u0.reshape(-1, horizon, m)
-        u, count = open_loop(model, dt, sigma, starts.reshape(-1, 2), u0, theta_pts, cfg, rng,
-                             cfg.first_iterations if n == 0 else cfg.iterations)
+            u0 = bilinear(tails.reshape(t_count, g, g, -1), p_low, p_high, starts, clamp=not cfg.extend)
+            u, count = open_loop(model, dt, sigma, starts.reshape(-1, 2), u0.reshape(-1, horizon, m), theta_pts, cfg,
+                                 rng, cfg.iterations)
         rollouts += count
         u = u.reshape(t_count, g, g, horizon, m)
         u_table[:, n] = u[:, :, :, 0]

@@ -4,8 +4,9 @@ path, and the Eq. 28 feedback table rebuilt on the model at θ̂.
 One episode on the real environment (firmware_sim/bal/env.SdeEnv, θ_true inside; the real-episode budget is
 what `episodes` counts): the agent applies the current policy — the feedback table once one exists (at θ̂ when
 it has θ axes), before that the open-loop controls — plus the ε-greedy noise of Eq. 27, and the direct filter
-(Eq. 21–23) updates θ̂ every step. After the episode one BAL step (Eq. 24–26) along the real path with θ̂
-improves the open-loop controls, which warm-start the table. Every `rebuild_every` episodes (and at the end)
+(Eq. 21–23) updates θ̂ every step. After the episode one BAL step (Eq. 24–26, or the normalised step with its
+moments kept across episodes) along the real path with θ̂ improves the open-loop controls (from zeros or the
+straight line to the goal: `BalConfig.init`), which warm-start the table. Every `rebuild_every` episodes (and at the end)
 the table is rebuilt by learner/algos/bal.feedback_policy on the model at θ̂ (model rollouts, counted apart);
 with `theta_grid` = k it is a table per θ on a k-point grid per axis over θ̂ ± `theta_width` posterior stds
 (the forge export feeds θ̂ to it on the edge).
@@ -86,7 +87,8 @@ class Agent:
         self.rng = np.random.default_rng(cfg.seed)
         self.filter_rng = np.random.default_rng([cfg.seed, 1])
         self.filter = DirectFilter.for_problem(p, seed=self.filter_rng)
-        self.controls = np.zeros((p.steps, p.model.control_dim))  # open-loop, from x0 (Eq. 26's iterate)
+        self.controls = bal.initial_controls(p, self.bal)  # open-loop, from x0 (Eq. 26's iterate)
+        self.moments = np.zeros((2, *self.controls.shape))  # the normalised step's, across episodes
         self.table: PolicyTable | None = None  # the table episodes follow
         self.table_at = -1  # the episode count it was built at
         self.episodes = 0
@@ -120,7 +122,7 @@ class Agent:
         theta_hat = self.filter.estimate()
         g, _ = bal.adjoint_gradient(model, p.dt, x, u, theta_hat)  # Eq. 24–25 on the real path
         eta = bal.first_step(model, p.dt, p.sigma, x[:, 0], u, theta_hat, self.bal, self.rng)
-        self.controls = bal.sgd_step(model, np.array(plan), g[0], p.dt, self.bal.step_size(eta, self.episodes))
+        self.controls = bal.descend(self.bal, model, np.array(plan), g[0], p.dt, eta, self.moments, self.episodes)
         self.episodes += 1
         target = np.zeros(2) if p.goal is None else np.asarray(p.goal)
         row = {"cost": cost + float(env.terminal_cost(x[:, -1])[0]),
@@ -149,7 +151,7 @@ class Agent:
         self.rng.bit_generator.state = meta["rng"]
         self.filter_rng.bit_generator.state = meta["filter_rng"]
         self.filter.particles = arrays["particles"]
-        self.controls = arrays["controls"]
+        self.controls, self.moments = arrays["controls"], arrays["moments"]
         self.table = table
 
 
@@ -171,7 +173,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
     wall0, sittings, rows = 0.0, [run_folder.sitting("cpu", 0, "episode")], 0
     if resume and (out / "checkpoint.npz").exists():
         with np.load(out / "checkpoint.npz") as ck:
-            meta, arrays = json.loads(str(ck["meta"])), {k: ck[k] for k in ("particles", "controls")}
+            meta, arrays = json.loads(str(ck["meta"])), {k: ck[k] for k in ("particles", "controls", "moments")}
         run_folder.check_resumable(meta["config"], config, RESUMABLE)
         table = PolicyTable.load(out / "checkpoint_table.npz") if meta["table_at"] >= 0 else None
         agent.load(meta, arrays, table)
@@ -191,7 +193,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
             (out / "checkpoint_table.tmp.npz").replace(out / "checkpoint_table.npz")
         meta = {"config": config, **agent.state(), "theta_rows": rows, "wall_s": wall(), "sittings": sittings}
         np.savez(out / "checkpoint.tmp.npz", meta=json.dumps(meta), particles=agent.filter.particles,
-                 controls=agent.controls)
+                 controls=agent.controls, moments=agent.moments)
         (out / "checkpoint.tmp.npz").replace(out / "checkpoint.npz")
         if final is not None:
             final.save(out / "table.tmp.npz")

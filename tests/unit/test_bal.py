@@ -65,17 +65,76 @@ def test_lq_table_gain_converges_to_the_discrete_riccati_gain() -> None:
     assert rollouts == 9 * (8 * (200 + 19 * 60) + 20 * (bal.POWER_ITERATIONS + 1))
 
 
-def test_open_loop_bal_reaches_the_deterministic_optimum_from_x0() -> None:
-    """With σ = 0, open-loop BAL's controls from x0 are the discrete Riccati ones along the optimal path."""
-    problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
-    k, _ = discrete_riccati(problem, 2.0)
+def deterministic_optimum(problem) -> np.ndarray:
+    """The discrete Riccati controls along the optimal path from x0 with σ = 0: (N, 1)."""
+    k, _ = discrete_riccati(problem, float(problem.theta_true[0]))
     x, want = problem.x0.copy(), []
     for n in range(problem.steps):
         want.append(-k[n] @ x)
         x = x + problem.dt * problem.model.drift(x[None], want[-1][None], problem.theta_true)[0]
+    return np.array(want)
+
+
+def test_open_loop_bal_reaches_the_deterministic_optimum_from_x0() -> None:
+    """With σ = 0, open-loop BAL's controls from x0 are the discrete Riccati ones along the optimal path."""
+    problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
+    want = deterministic_optimum(problem)
     u, _ = bal.open_loop(problem.model, problem.dt, 0.0, problem.x0[None], np.zeros((1, problem.steps, 1)),
                          problem.theta_true, BalConfig(lr=1.0), np.random.default_rng(0), iterations=400)
-    np.testing.assert_allclose(u[0], np.array(want), atol=1e-3 * np.abs(want).max())
+    np.testing.assert_allclose(u[0], want, atol=1e-3 * np.abs(want).max())
+
+
+def test_normalised_step_reaches_the_same_deterministic_optimum() -> None:
+    """The Adam-style step (the forge's and the maze's) converges to the same discrete Riccati controls."""
+    problem = dataclasses.replace(load_problem("lq"), steps=20, sigma=0.0)
+    want = deterministic_optimum(problem)
+    cfg = BalConfig(step="adam", lr=0.3, lr_decay=100.0, average=0.2)
+    u, rollouts = bal.open_loop(problem.model, problem.dt, 0.0, problem.x0[None], np.zeros((1, problem.steps, 1)),
+                                problem.theta_true, cfg, np.random.default_rng(0), iterations=600)
+    np.testing.assert_allclose(u[0], want, atol=5e-3 * np.abs(want).max())
+    assert rollouts == 8 * 600  # no curvature estimate: the normalised step's η is in control units
+
+
+def test_multi_start_keeps_the_detour_around_the_maze_obstacle() -> None:
+    """From the straight line, descent stays on the path through the obstacle band; from a waypoint left of it,
+    it goes around: multi-start keeps the cheaper (the detour) whichever order the candidates come in."""
+    problem = load_problem("maze")
+    x0, theta, cfg = problem.x0[None], problem.theta_true, BalConfig(step="adam", lr=0.1, minibatch=4)
+    line = bal.straight_line(problem, x0, problem.steps)  # (1, N, 2)
+    detour = line.copy()
+    half = problem.steps // 2
+    detour[0, :half] = (np.array([1.0, 5.0]) - problem.x0) / (half * problem.dt)
+    detour[0, half:] = (problem.goal - np.array([1.0, 5.0])) / (half * problem.dt)
+
+    def cost(u: np.ndarray) -> float:
+        noise = np.random.default_rng(9).standard_normal((64, problem.steps, 2))
+        x = bal.rollout(problem.model, problem.dt, problem.sigma, np.repeat(x0, 64, 0), np.repeat(u, 64, 0), theta,
+                        noise)
+        return float(bal.path_cost(problem.model, problem.dt, x, np.repeat(u, 64, 0), theta).mean())
+
+    alone = [bal.open_loop(problem.model, problem.dt, problem.sigma, x0, c, theta, cfg, np.random.default_rng(1),
+                           100)[0] for c in (line, detour)]
+    assert cost(alone[1]) < 0.7 * cost(alone[0])  # two basins, the detour's the cheaper
+    for order in ((line, detour), (detour, line)):
+        best, _ = bal.multi_start(problem, x0, np.stack(order, 1), theta, cfg, np.random.default_rng(1), 100)
+        assert abs(cost(best) - cost(alone[1])) < 0.05 * cost(alone[1])
+
+
+def test_candidates_warm_start_line_and_waypoints() -> None:
+    problem = load_problem("maze")
+    x0 = np.array([[5.0, 1.0], [4.0, 2.0]])
+    warm = np.ones((2, 10, 2))
+    c = bal.candidates(problem, x0, warm, 5, np.random.default_rng(0))
+    assert c.shape == (2, 5, 10, 2)
+    np.testing.assert_array_equal(c[:, 0], warm)
+    for k in range(1, 5):  # the line and the waypoint paths all end at the goal (no control hits the bound here)
+        if np.all(np.linalg.norm(c[:, k], axis=-1) < problem.u_max - 1e-9):
+            np.testing.assert_allclose(x0 + problem.dt * c[:, k].sum(axis=1), np.tile(problem.goal, (2, 1)))
+    assert np.all(np.linalg.norm(c, axis=-1) <= problem.u_max + 1e-9)
+    np.testing.assert_array_equal(bal.candidates(problem, x0, warm, 1, np.random.default_rng(0))[:, 0], warm)
+    line = bal.initial_controls(problem, BalConfig(init="line"))
+    np.testing.assert_allclose(problem.x0 + problem.dt * line.sum(axis=0), problem.goal)
+    assert not np.any(bal.initial_controls(problem, BalConfig()))
 
 
 def test_sgd_step_projects_onto_the_control_bound() -> None:
@@ -128,7 +187,8 @@ def test_theta_grid_order_matches_the_table() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"epsilon": 1.5}, {"grid": 1}, {"minibatch": 0}, {"quantile": 0.5},
-                                 {"average": 1.0}, {"explore_std": (-1.0,)}])
+                                 {"average": 1.0}, {"explore_std": (-1.0,)},
+                                 {"step": "newton"}, {"init": "random"}, {"starts": 0}])
 def test_bal_config_refuses_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         BalConfig(**bad)
