@@ -57,6 +57,7 @@ ADAM_BETAS = (0.9, 0.999)  # the normalised step's moment decays (Adam's default
 ADAM_EPS = 1e-8
 STEPS = ("sgd", "adam")
 INITS = ("zeros", "line")
+TABLES = ("eq28", "closed_loop")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ class BalConfig:
     cap: bool = True  # sgd: cap η at 1 / (the largest curvature), estimated per BAL call (`first_step`)
     extend: bool = True  # warm starts of step n > 0 extended linearly beyond the previous box (False: clamped)
     average: float = 0.5  # Polyak–Ruppert: the result is the mean iterate over this last fraction of the iterations
+    table: str = "eq28"  # how the feedback table is built: "eq28" (`feedback_policy`) or "closed_loop"
+    # closed_loop (learner/algos/bal_closed_loop.py): the table's entries improved on paths that follow it
+    nominals: int = 1  # nominal paths (from x0 and random starts in the start box) the starting law tracks
+    pull_time: float = 0.3  # τ of the tracking law u = ū_n + (x̄_n − x) / τ
+    table_iterations: int = 300  # normalised steps on the table's entries
+    table_batch: int = 256  # model rollouts per step
+    table_lr: float = 0.1  # its first rate (control units), falling to a fifth
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.epsilon <= 1 and self.lam >= 0):
@@ -94,6 +102,10 @@ class BalConfig:
             raise ValueError(f"need 0 ≤ quantile < 0.5, pad ≥ 0, min_width > 0 and 0 ≤ average < 1: {self}")
         if self.step not in STEPS or self.init not in INITS or self.starts < 1:
             raise ValueError(f"need step in {STEPS}, init in {INITS} and starts ≥ 1: {self}")
+        if self.table not in TABLES or min(self.nominals, self.table_iterations, self.table_batch) < 1 or not (
+                self.pull_time > 0 and self.table_lr > 0):
+            raise ValueError(f"need table in {TABLES}, nominals, table_iterations, table_batch ≥ 1, pull_time > 0 and "
+                             f"table_lr > 0: {self}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "BalConfig":

@@ -95,6 +95,7 @@ def eval_bal(
     train_seeds: int = typer.Option(3, min=1, help="Training seeds per budget (the spread is reported)."),
     report: int = typer.Option(1000, min=2, help="Report episodes per policy and seed (paired across policies)."),
     q_factor: int = typer.Option(10, min=1, help="Q-learning's episodes per BAL episode."),
+    q_large: str = typer.Option("20000", help="Q-learning also at these budgets (comma-separated; '' for none)."),
     theta_true: Optional[str] = THETA_TRUE,
     x0: Optional[str] = X0,
     cache: Path = typer.Option(Path("runs/bal"), help="Folder of the training runs (reused by a later eval)."),
@@ -109,7 +110,8 @@ def eval_bal(
         parsed = _floats(budgets, "--budgets")
         cfg = EvalConfig(problem=problem, budgets=tuple(int(b) for b in parsed), train_seeds=train_seeds,
                          report=report, theta_true=_floats(theta_true, "--theta-true"), x0=_floats(x0, "--x0", 2),
-                         q_factor=q_factor, cache=cache)
+                         q_factor=q_factor, q_large=tuple(int(b) for b in _floats(q_large, "--q-large") or ())
+                         if q_large else (), cache=cache)
         cfg.load()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

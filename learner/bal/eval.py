@@ -10,8 +10,8 @@ its 95 % CI, the per-seed means (the spread over training seeds) and their CI.
   the Euler-discretised problem (learner/bal/riccati.py) and the continuous one; the table's feedback gain K_n
   (least squares over its grid) against Riccati's; θ̂ against the truth and against the exact posterior of the
   same observed transitions (learner/bal/posterior.py: the Kalman filter of the direct filter's random walk).
-- forge, maze: BAL at several real-episode budgets, Q-learning at ``q_factor``× those budgets (its cell count
-  tuned per budget on the selection seeds), the true-parameter DP oracle (learner/bal/oracle.py, the one-step
+- forge, maze: BAL at several real-episode budgets, Q-learning at ``q_factor``× those budgets and at
+  ``q_large`` budgets where it does learn (its cell count tuned per budget on the selection seeds), the true-parameter DP oracle (learner/bal/oracle.py, the one-step
   look-ahead policy), and the straight line to the goal; success, final distance, path cost, energy, total cost.
 Runs are cached per (problem file, overrides, budget, seed) under ``cache`` (a later eval reuses them).
 """
@@ -46,6 +46,7 @@ class EvalConfig:
     x0: tuple[float, float] | None = None
     q_factor: int = 10  # Q-learning's budget = q_factor × BAL's
     q_cells: tuple[int, ...] = (10, 20)  # Q-learning's grids, chosen per budget on the selection seeds
+    q_large: tuple[int, ...] = (20_000,)  # Q-learning also at budgets where it learns (its best, not only 10×)
     cache: Path = Path("runs/bal")
 
     def __post_init__(self) -> None:
@@ -162,8 +163,7 @@ def _summarise(per_seed: list[dict], budget: int) -> dict:
 
 
 def evaluate_goal(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
-    """forge / maze: BAL vs Q-learning (q_factor× the episodes) vs the oracle vs the straight line."""
-    from learner.algos import qlearning
+    """forge / maze: BAL vs Q-learning (q_factor× the episodes, and q_large) vs the oracle vs the straight line."""
     from learner.bal import oracle, plots
     from learner.bal.discrete import straight_line
 
@@ -181,11 +181,7 @@ def evaluate_goal(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
                                    "wall_s": [s["wall_s"] for _, s, _ in runs]}
         out["theta"][str(budget)] = [{"theta_hat": s["theta_hat"], "theta_std": s["theta_std"]} for _, s, _ in runs]
         q_budget = cfg.q_factor * budget
-        tuned = qlearning.tune(p, list(SELECTION_SEEDS), list(cfg.q_cells), [q_budget])
-        q_r = [rollout(p, qlearning.train(p, replace(tuned.best, seed=seed)).policy, cfg.report, REPORT_SEED)
-               for seed in range(cfg.train_seeds)]
-        out["qlearning"][str(q_budget)] = {**_pooled(q_r), "episodes": q_budget, "cells": tuned.best.cells,
-                                           "tuning": tuned.rows}
+        q_r = _qlearning(p, cfg, q_budget, out)
         out["paired_bal_minus_qlearning"][f"{budget}_vs_{q_budget}"] = [paired(a, b) for a, b in zip(bal_r, q_r)]
         log(f"{p.name}: BAL e{budget} final distance {out['bal'][str(budget)]['final_distance']['mean']:.3f}, "
             f"Q e{q_budget} {out['qlearning'][str(q_budget)]['final_distance']['mean']:.3f}")
@@ -194,7 +190,22 @@ def evaluate_goal(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
                                    f"Q-learning ({q_budget} episodes)": q_r[0].states,
                                    "oracle (true θ)": ref["oracle"].states}, png / f"{p.name}_trajectories.png")
             plots.theta_map(p, np.asarray(runs[0][1]["theta_hat"]), png / f"{p.name}_theta_map.png")
+    for q_budget in cfg.q_large:
+        _qlearning(p, cfg, q_budget, out)
     return out
+
+
+def _qlearning(p: Problem, cfg: EvalConfig, budget: int, out: dict) -> list[Rollouts]:
+    """Q-learning at one budget: its cell count chosen on the selection seeds, then one run per training seed
+    scored on the report episodes (into out["qlearning"][budget])."""
+    from learner.algos import qlearning
+
+    tuned = qlearning.tune(p, list(SELECTION_SEEDS), list(cfg.q_cells), [budget])
+    runs = [rollout(p, qlearning.train(p, replace(tuned.best, seed=seed)).policy, cfg.report, REPORT_SEED)
+            for seed in range(cfg.train_seeds)]
+    out["qlearning"][str(budget)] = {**_pooled(runs), "episodes": budget, "cells": tuned.best.cells,
+                                     "tuning": tuned.rows}
+    return runs
 
 
 def evaluate(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:

@@ -7,13 +7,15 @@ it has θ axes), before that the open-loop controls — plus the ε-greedy noise
 (Eq. 21–23) updates θ̂ every step. After the episode one BAL step (Eq. 24–26, or the normalised step with its
 moments kept across episodes) along the real path with θ̂ improves the open-loop controls (from zeros or the
 straight line to the goal: `BalConfig.init`), which warm-start the table. Every `rebuild_every` episodes (and at the end)
-the table is rebuilt by learner/algos/bal.feedback_policy on the model at θ̂ (model rollouts, counted apart);
+the table is rebuilt on the model at θ̂ (model rollouts, counted apart) by learner/algos/bal.feedback_policy
+(Eq. 28) or, with `table = "closed_loop"`, learner/algos/bal_closed_loop.closed_loop_table;
 with `theta_grid` = k it is a table per θ on a k-point grid per axis over θ̂ ± `theta_width` posterior stds
 (the forge export feeds θ̂ to it on the edge).
 
 RUN_DIR gets: table.npz (learner/bal/table.PolicyTable), theta.csv (θ̂ and its std after every step of every
 episode, and the truth), episodes.csv (per episode: real cost, final distance, energy, θ̂, model rollouts so
-far), checkpoint.npz + checkpoint_table.npz (filter particles, controls, the table in use, RNG states: `resume`
+far), paths.npz (every real episode's observed states and applied controls), checkpoint.npz +
+checkpoint_table.npz (filter particles, controls, the table in use, RNG states: `resume`
 continues exactly) and provenance.json (learner/run_folder.py).
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from firmware_sim.bal.env import SdeEnv
 from learner import run_folder
 from learner.algos import bal
 from learner.algos.bal import BalConfig
+from learner.algos.bal_closed_loop import closed_loop_table
 from learner.bal.table import PolicyTable
 
 RESUMABLE = ("episodes", "checkpoint_every", "max_wall_s")  # what a resumed run may change
@@ -93,6 +96,8 @@ class Agent:
         self.table_at = -1  # the episode count it was built at
         self.episodes = 0
         self.rollouts = 0  # model rollouts of the table builds
+        self.path_states: list[np.ndarray] = []  # every real episode's observed states (N + 1, 2) …
+        self.path_controls: list[np.ndarray] = []  # … and applied controls (N, m): paths.npz
 
     def policy(self, n: int, x: np.ndarray) -> np.ndarray:
         """The control the current policy gives at step n and state x (2,): (m,)."""
@@ -119,6 +124,8 @@ class Agent:
             estimates.append(self.filter.estimate())
             stds.append(self.filter.std())
         x, u = np.array(xs)[None], np.array(applied)[None]
+        self.path_states.append(x[0])
+        self.path_controls.append(u[0])
         theta_hat = self.filter.estimate()
         g, _ = bal.adjoint_gradient(model, p.dt, x, u, theta_hat)  # Eq. 24–25 on the real path
         eta = bal.first_step(model, p.dt, p.sigma, x[:, 0], u, theta_hat, self.bal, self.rng)
@@ -138,7 +145,10 @@ class Agent:
             width = self.cfg.theta_width * np.maximum(std, 1e-6 * np.maximum(np.abs(theta_hat), 1.0))
             axes = tuple(t + w * np.linspace(-1, 1, self.cfg.theta_grid) for t, w in zip(theta_hat, width))
         rng = np.random.default_rng([self.cfg.seed, self.episodes, 2])
-        table, count = bal.feedback_policy(self.problem, theta_hat, self.controls, self.bal, rng, axes)
+        if self.bal.table == "closed_loop":
+            table, count = closed_loop_table(self.problem, theta_hat, self.bal, rng, axes)
+        else:
+            table, count = bal.feedback_policy(self.problem, theta_hat, self.controls, self.bal, rng, axes)
         self.rollouts += count
         return table
 
@@ -152,7 +162,13 @@ class Agent:
         self.filter_rng.bit_generator.state = meta["filter_rng"]
         self.filter.particles = arrays["particles"]
         self.controls, self.moments = arrays["controls"], arrays["moments"]
+        self.path_states, self.path_controls = list(arrays["path_states"]), list(arrays["path_controls"])
         self.table = table
+
+    def paths(self) -> dict[str, np.ndarray]:
+        p = self.problem
+        return {"path_states": np.array(self.path_states).reshape(-1, p.steps + 1, 2),
+                "path_controls": np.array(self.path_controls).reshape(-1, p.steps, p.model.control_dim)}
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False,
@@ -173,7 +189,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
     wall0, sittings, rows = 0.0, [run_folder.sitting("cpu", 0, "episode")], 0
     if resume and (out / "checkpoint.npz").exists():
         with np.load(out / "checkpoint.npz") as ck:
-            meta, arrays = json.loads(str(ck["meta"])), {k: ck[k] for k in ("particles", "controls", "moments")}
+            meta, arrays = json.loads(str(ck["meta"])), {k: ck[k] for k in ("particles", "controls", "moments",
+                                                                  "path_states", "path_controls")}
         run_folder.check_resumable(meta["config"], config, RESUMABLE)
         table = PolicyTable.load(out / "checkpoint_table.npz") if meta["table_at"] >= 0 else None
         agent.load(meta, arrays, table)
@@ -193,9 +210,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
             (out / "checkpoint_table.tmp.npz").replace(out / "checkpoint_table.npz")
         meta = {"config": config, **agent.state(), "theta_rows": rows, "wall_s": wall(), "sittings": sittings}
         np.savez(out / "checkpoint.tmp.npz", meta=json.dumps(meta), particles=agent.filter.particles,
-                 controls=agent.controls, moments=agent.moments)
+                 controls=agent.controls, moments=agent.moments, **agent.paths())
         (out / "checkpoint.tmp.npz").replace(out / "checkpoint.npz")
         if final is not None:
+            paths = agent.paths()
+            np.savez(out / "paths.tmp.npz", states=paths["path_states"], controls=paths["path_controls"])
+            (out / "paths.tmp.npz").replace(out / "paths.npz")
             final.save(out / "table.tmp.npz")
             (out / "table.tmp.npz").replace(out / "table.npz")
             run_folder.provenance(out, out / "table.npz", cfg.seed, "episodes", agent.episodes, wall(), sittings)

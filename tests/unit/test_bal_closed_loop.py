@@ -1,0 +1,46 @@
+"""The closed-loop table (learner/algos/bal_closed_loop.py): its adjoint gradient, and that it finds the way round."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from controller.modes.bal.problem import load_problem
+from learner.algos.bal import BalConfig
+from learner.algos.bal_closed_loop import _Table, closed_loop_table, line_law, table_gradient
+from learner.bal.rollout import rollout
+
+
+@pytest.mark.parametrize("name", ["maze", "forge", "lq"])
+def test_the_closed_loop_adjoint_is_the_gradient_of_the_mean_cost(name: str) -> None:
+    p = dataclasses.replace(load_problem(name), steps=6)
+    rng = np.random.default_rng(3)
+    g, m = 4, p.model.control_dim
+    centre = np.asarray(p.x0, float)
+    low, high = np.repeat((centre - 1.0)[None], p.steps, 0), np.repeat((centre + 1.5)[None], p.steps, 0)
+    table = _Table(low, high, 0.2 * p.u_max * rng.uniform(-1, 1, (p.steps, g, g, m)) / np.sqrt(m))
+    x0 = centre + 0.3 * rng.standard_normal((5, 2))
+    noise = rng.standard_normal((5, p.steps, 2))
+    grad, _ = table_gradient(p, table, p.theta_true, x0, noise)
+    h = 1e-6
+    for index in [tuple(rng.integers(0, s) for s in table.u.shape) for _ in range(12)]:
+        up, down = table.u.copy(), table.u.copy()
+        up[index] += h
+        down[index] -= h
+        costs = []
+        for u in (up, down):
+            costs.append(table_gradient(p, _Table(low, high, u), p.theta_true, x0, noise)[1].mean())
+        assert grad[index] == pytest.approx((costs[0] - costs[1]) / (2 * h), rel=1e-4, abs=1e-7)
+
+
+def test_the_closed_loop_table_goes_round_the_maze_obstacle() -> None:
+    p = load_problem("maze")
+    cfg = BalConfig.from_mapping({**p.source["bal"], "table_iterations": 30, "table_batch": 64, "grid": 5,
+                                  "starts": 16, "first_iterations": 100, "nominals": 4})
+    table, rollouts = closed_loop_table(p, p.theta_true, cfg, np.random.default_rng(0))
+    assert rollouts > 0 and table.u.shape == (p.steps, 5, 5, 2)
+    mine = rollout(p, lambda n, x: table.control(n, x), 200, seed=10_000)
+    straight = rollout(p, line_law(p), 200, seed=10_000)
+    assert mine.success.mean() >= 0.95
+    assert mine.path_cost.mean() < 0.5 * straight.path_cost.mean()  # round the band, not through it
