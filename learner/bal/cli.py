@@ -94,6 +94,7 @@ def eval_bal(
                                 "--q-factor × each)."),
     train_seeds: int = typer.Option(3, min=1, help="Training seeds per budget (the spread is reported)."),
     report: int = typer.Option(1000, min=2, help="Report episodes per policy and seed (paired across policies)."),
+    rebuild_every: int = typer.Option(10, min=1, help="BAL's episodes between table rebuilds (train bal's option)."),
     q_factor: int = typer.Option(10, min=1, help="Q-learning's episodes per BAL episode."),
     q_large: str = typer.Option("20000", help="Q-learning also at these budgets (comma-separated; '' for none)."),
     theta_true: Optional[str] = THETA_TRUE,
@@ -109,7 +110,7 @@ def eval_bal(
     try:
         parsed = _floats(budgets, "--budgets")
         cfg = EvalConfig(problem=problem, budgets=tuple(int(b) for b in parsed), train_seeds=train_seeds,
-                         report=report, theta_true=_floats(theta_true, "--theta-true"), x0=_floats(x0, "--x0", 2),
+                         report=report, rebuild_every=rebuild_every, theta_true=_floats(theta_true, "--theta-true"), x0=_floats(x0, "--x0", 2),
                          q_factor=q_factor, q_large=tuple(int(b) for b in _floats(q_large, "--q-large") or ())
                          if q_large else (), cache=cache)
         cfg.load()

@@ -13,7 +13,8 @@ its 95 % CI, the per-seed means (the spread over training seeds) and their CI.
 - forge, maze: BAL at several real-episode budgets, Q-learning at ``q_factor``× those budgets and at
   ``q_large`` budgets where it does learn (its cell count tuned per budget on the selection seeds), the true-parameter DP oracle (learner/bal/oracle.py, the one-step
   look-ahead policy), and the straight line to the goal; success, final distance, path cost, energy, total cost.
-Runs are cached per (problem file, overrides, budget, seed) under ``cache`` (a later eval reuses them).
+Runs are cached per (problem file, overrides, budget, rebuild interval, seed) under ``cache`` (a later eval reuses
+them; keyed by inputs, not code: empty it after changing the code).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class EvalConfig:
     report: int = 1000  # report episodes per policy and training seed
     theta_true: tuple[float, ...] | None = None
     x0: tuple[float, float] | None = None
+    rebuild_every: int = 10  # BAL's table rebuilds (train bal --rebuild-every)
     q_factor: int = 10  # Q-learning's budget = q_factor × BAL's
     q_cells: tuple[int, ...] = (10, 20)  # Q-learning's grids, chosen per budget on the selection seeds
     q_large: tuple[int, ...] = (20_000,)  # Q-learning also at budgets where it learns (its best, not only 10×)
@@ -70,8 +72,9 @@ def _bal_runs(cfg: EvalConfig, budget: int, log: Log) -> list[tuple[PolicyTable,
 
     runs = []
     for seed in range(cfg.train_seeds):
-        out = cfg.cache / cfg.key() / f"bal-e{budget}-s{seed}"
-        tcfg = TrainConfig(problem=cfg.problem, episodes=budget, seed=seed, theta_true=cfg.theta_true, x0=cfg.x0)
+        out = cfg.cache / cfg.key() / f"bal-e{budget}-r{cfg.rebuild_every}-s{seed}"
+        tcfg = TrainConfig(problem=cfg.problem, episodes=budget, seed=seed, theta_true=cfg.theta_true, x0=cfg.x0,
+                           rebuild_every=cfg.rebuild_every)
         done = (out / "table.npz").exists()
         summary = train(tcfg, out, resume=done)
         log(f"bal {cfg.problem} e{budget} s{seed}: {'reused' if done else 'trained'} ({summary['wall_s']} s)")
