@@ -148,7 +148,9 @@ def evaluate_lq(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
             per_seed.append(seed_out)
             if png is not None and not out["budgets"] and not per_seed[:-1]:
                 plots.gains(np.arange(p.steps) * p.dt, gains, k_ric, png / f"{p.name}_gains.png")
-        out["budgets"][str(budget)] = _summarise(per_seed, budget)
+        out["budgets"][str(budget)] = {**_summarise(per_seed, budget), "cost_riccati": disc.cost}
+    # the flat keys: the largest budget's
+    out.update({k: v for k, v in out["budgets"][str(max(cfg.budgets))].items() if k != "seeds"})
     return out
 
 

@@ -44,3 +44,16 @@ def test_the_closed_loop_table_goes_round_the_maze_obstacle() -> None:
     straight = rollout(p, line_law(p), 200, seed=10_000)
     assert mine.success.mean() >= 0.95
     assert mine.path_cost.mean() < 0.5 * straight.path_cost.mean()  # round the band, not through it
+
+
+def test_a_table_over_a_theta_grid_exports_for_the_edge(tmp_path) -> None:
+    from learner.bal.export import export_table
+
+    p = load_problem("forge")
+    cfg = BalConfig.from_mapping({**p.source["bal"], "table_iterations": 3, "table_batch": 16, "grid": 4,
+                                  "starts": 2, "first_iterations": 3})
+    axes = (np.array([0.4, 0.6]), np.array([2.0, 3.0]))
+    table, _ = closed_loop_table(p, p.theta_true, cfg, np.random.default_rng(1), axes)
+    assert table.u.shape == (2, 2, p.steps, 4, 4, 2) and np.isfinite(table.u).all()
+    export_table(table, tmp_path / "artifact", version="1")  # checks the graph against the table to 1e-5
+    assert (tmp_path / "artifact" / "model.onnx").exists()

@@ -1,0 +1,58 @@
+"""`edgetune train bal` and `edgetune eval bal` as a user runs them (short budgets): the run folder's files and
+pictures, the LQ JSON's keys against Riccati and the exact posterior, and a forge instance from the user's own
+TOML file (no code change) scored against Q-learning and the oracle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from controller.modes.bal.problem import PROBLEMS
+from hil.cli import app
+
+LQ_KEYS = {"cost_bal", "cost_riccati", "cost_ratio", "cost_ratio_ci95", "gain_rel_err_max", "theta_rel_err",
+           "episodes", "posterior_mean", "posterior_std"}
+
+
+def test_train_bal_writes_its_run_folder_and_pictures(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "bal", "--problem", "lq", "--episodes", "3", "--rebuild-every", "3",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("table.npz", "theta.csv", "episodes.csv", "paths.npz", "provenance.json", "theta.png",
+                 "episodes.png"):
+        assert (out / name).exists(), name
+    bad = CliRunner().invoke(app, ["train", "bal", "--problem", "lq", "--x0", "1", "--out", str(out)])
+    assert bad.exit_code != 0 and "x0" in bad.output
+
+
+def test_eval_bal_lq_reports_against_riccati_and_the_exact_posterior(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["eval", "bal", "--problem", "lq", "--budgets", "4", "--train-seeds", "2",
+                                   "--report", "200", "--rebuild-every", "4", "--theta-true", "1.5", "--x0=0.5,1",
+                                   "--cache", str(tmp_path / "cache"), "--png", str(tmp_path / "png"), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["theta_true"] == [1.5] and result["x0"] == [0.5, 1.0]
+    run = result["budgets"]["4"]
+    assert LQ_KEYS <= set(run) and len(run["seeds"]) == 2
+    assert 1.0 - 3 * run["cost_ratio_ci95"] < run["cost_ratio"] < 1.5  # the Riccati optimum is a floor
+    assert abs(run["theta_hat"] - run["posterior_mean"]) < 0.5 * run["posterior_std"]  # the filter ≈ the exact one
+    assert (tmp_path / "png" / "lq_gains.png").exists()
+
+
+def test_eval_bal_runs_a_users_forge_file_against_q_learning_and_the_oracle(tmp_path: Path) -> None:
+    text = (PROBLEMS / "forge.toml").read_text()
+    quick = "\n".join(line for line in text.splitlines()
+                      if not line.startswith(("grid", "starts", "table_iterations", "first_iterations")))
+    mine = tmp_path / "my_forge.toml"
+    mine.write_text(quick + "\ngrid = 5\nstarts = 2\ntable_iterations = 10\nfirst_iterations = 10\n")
+    res = CliRunner().invoke(app, ["eval", "bal", "--problem", str(mine), "--budgets", "2", "--train-seeds", "1",
+                                   "--report", "40", "--q-large", "100", "--cache", str(tmp_path / "cache"), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["problem"] == "my_forge"
+    assert set(result["qlearning"]) == {"20", "100"} and set(result["bal"]) == {"2"}
+    for method in (result["oracle"], result["bal"]["2"], result["qlearning"]["100"]):
+        assert {"success", "final_distance", "path_cost", "energy"} <= set(method)
+    assert result["oracle"]["final_distance"]["mean"] < result["straight_line"]["final_distance"]["mean"]
