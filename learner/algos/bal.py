@@ -209,9 +209,9 @@ def initial_controls(problem: Problem, cfg: BalConfig) -> np.ndarray:
 def candidates(problem: Problem, x0: np.ndarray, warm: np.ndarray, count: int,
                rng: np.random.Generator) -> np.ndarray:
     """Multi-start candidates for start states x0 (B, 2) over the remaining horizon K of warm (B, K, m): the warm
-    start, then (with a goal) the straight line to the goal, then paths through a uniform random waypoint in the
-    domain (straight to it over the first half of the horizon, straight on to the goal over the second; without a
-    goal the warm start plus Eq. 27's noise λ ξ). Returns (B, count, K, m)."""
+    start, then (with a goal) the straight line to the goal, then paths through one or two (alternately) uniform
+    random waypoints in the domain, straight from one to the next in equal times (without a goal the warm start
+    plus Eq. 27's noise λ ξ). Returns (B, count, K, m)."""
     batch, steps, m = warm.shape
     out = np.repeat(np.asarray(warm, float)[:, None], count, axis=1)
     if count == 1:
@@ -220,12 +220,14 @@ def candidates(problem: Problem, x0: np.ndarray, warm: np.ndarray, count: int,
         out[:, 1:] += rng.standard_normal(out[:, 1:].shape) * max(problem.u_max, 1.0) * 0.1
         return problem.model.project(out)
     out[:, 1] = straight_line(problem, x0, steps)
-    half = max(steps // 2, 1)
-    waypoints = rng.uniform(problem.domain_low, problem.domain_high, (batch, count - 2, 2))
-    to_wp = (waypoints - np.asarray(x0, float)[:, None]) / (half * problem.dt)
-    to_goal = (np.asarray(problem.goal) - waypoints) / (max(steps - half, 1) * problem.dt)
-    out[:, 2:, :half] = to_wp[:, :, None]
-    out[:, 2:, half:] = to_goal[:, :, None]
+    for c in range(2, count):  # through 1 or 2 random waypoints (alternately): equal times per leg
+        legs = 2 + (c % 2)
+        points = [np.asarray(x0, float), *rng.uniform(problem.domain_low, problem.domain_high, (legs - 1, batch, 2)),
+                  np.broadcast_to(np.asarray(problem.goal, float), (batch, 2))]
+        edges = np.linspace(0, steps, legs + 1).astype(int)
+        for leg in range(legs):
+            span = max(edges[leg + 1] - edges[leg], 1)
+            out[:, c, edges[leg]:edges[leg + 1]] = ((points[leg + 1] - points[leg]) / (span * problem.dt))[:, None]
     return problem.model.project(out)
 
 

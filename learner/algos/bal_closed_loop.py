@@ -79,15 +79,19 @@ def nominal_law(problem: Problem, theta: np.ndarray, cfg: BalConfig, rng: np.ran
     def tracking(u: np.ndarray, xs: np.ndarray) -> Law:
         return lambda n, x: u[n] + (xs[n] - x) / cfg.pull_time
 
+    def cost(u: np.ndarray, xs: np.ndarray, start: np.ndarray) -> float:
+        return _model_rollout(problem, tracking(u, xs), theta, np.repeat(start[None], SELECT_ROLLOUTS, 0), rng)[1].mean()
+
     chosen_u, chosen_x = [], []
     for s, start in enumerate(x0):
         paths = [path(solved[s, c], start) for c in range(count)]
-        costs = [_model_rollout(problem, tracking(solved[s, c], paths[c]), theta,
-                                np.repeat(start[None], SELECT_ROLLOUTS, 0), rng)[1].mean() for c in range(count)]
-        best = int(np.argmin(costs))
+        best = int(np.argmin([cost(solved[s, c], paths[c], start) for c in range(count)]))
         chosen_u.append(solved[s, best])
         chosen_x.append(paths[best])
-    us, xs = np.array(chosen_u), np.array(chosen_x)  # (K, N, m), (K, N + 1, 2)
+    # every start also tries the others' nominal paths (a start whose candidates all stayed in a local optimum
+    # takes a neighbour's way); only the paths some start keeps are tracked
+    kept = {int(np.argmin([cost(chosen_u[k], chosen_x[k], start) for k in range(len(x0))])) for start in x0}
+    us, xs = np.array(chosen_u)[sorted(kept)], np.array(chosen_x)[sorted(kept)]  # (K, N, m), (K, N + 1, 2)
 
     def law(n: int, x: np.ndarray) -> np.ndarray:
         k = np.argmin(((x[:, None] - xs[None, :, n]) ** 2).sum(-1), axis=1)  # the nearest nominal path
