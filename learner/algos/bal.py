@@ -282,7 +282,7 @@ def open_loop(model: Model, dt: float, sigma: float, x0: np.ndarray, u: np.ndarr
     x0_b = np.repeat(np.asarray(x0, float), mb, axis=0)
     u = model.project(np.array(u, dtype=float))
     eta = first_step(model, dt, sigma, x0, u, theta, cfg, rng)
-    first_mean = int(iterations * (1 - cfg.average))
+    first_mean = min(int(iterations * (1 - cfg.average)), iterations - 1)  # average = 0: the last iterate
     mean, moments = np.zeros_like(u), np.zeros((2, *u.shape))
     for k in range(iterations):
         noise = np.broadcast_to(rng.standard_normal((1, mb, steps, 2)), (batch, mb, steps, 2))

@@ -95,6 +95,16 @@ def test_normalised_step_reaches_the_same_deterministic_optimum() -> None:
     assert rollouts == 8 * 600  # no curvature estimate: the normalised step's η is in control units
 
 
+def test_no_averaging_returns_the_last_iterate() -> None:
+    """average = 0 (allowed) means the last iterate, not an empty mean (it returned all-zero controls)."""
+    problem = dataclasses.replace(load_problem("lq"), steps=10, sigma=0.0)
+    runs = [bal.open_loop(problem.model, problem.dt, 0.0, problem.x0[None], np.zeros((1, problem.steps, 1)),
+                          problem.theta_true, BalConfig(average=a), np.random.default_rng(0), iterations=50)[0]
+            for a in (0.0, 0.01)]  # 0.01 of 50 iterations: the mean over the last one alone
+    assert np.abs(runs[0]).max() > 1.0
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 def test_multi_start_keeps_the_detour_around_the_maze_obstacle() -> None:
     """From the straight line, descent stays on the path through the obstacle band; from a waypoint left of it,
     it goes around: multi-start keeps the cheaper (the detour) whichever order the candidates come in."""
