@@ -30,6 +30,14 @@ def _floats(text: Optional[str], what: str, count: int | None = None) -> tuple[f
     return values
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers ≥ 1 ('' for none): 2.5 or 0 is refused, not truncated or run."""
+    values = _floats(text, what) if text else ()
+    if any(v != int(v) or v < 1 for v in values):
+        raise typer.BadParameter(f"{what} needs whole numbers ≥ 1, got {text!r}")
+    return tuple(int(v) for v in values)
+
+
 def theta_pictures(run: Path, problem) -> None:
     """θ̂ over the filter's steps (θ.png; the maze: its 8 most visited blocks) and the learned θ map (theta_map.png)."""
     from learner.bal import plots
@@ -108,11 +116,10 @@ def eval_bal(
     from learner.bal.eval import EvalConfig, evaluate
 
     try:
-        parsed = _floats(budgets, "--budgets")
-        cfg = EvalConfig(problem=problem, budgets=tuple(int(b) for b in parsed), train_seeds=train_seeds,
-                         report=report, rebuild_every=rebuild_every, theta_true=_floats(theta_true, "--theta-true"), x0=_floats(x0, "--x0", 2),
-                         q_factor=q_factor, q_large=tuple(int(b) for b in _floats(q_large, "--q-large") or ())
-                         if q_large else (), cache=cache)
+        cfg = EvalConfig(problem=problem, budgets=_ints(budgets, "--budgets"), train_seeds=train_seeds,
+                         report=report, rebuild_every=rebuild_every, theta_true=_floats(theta_true, "--theta-true"),
+                         x0=_floats(x0, "--x0", 2), q_factor=q_factor, q_large=_ints(q_large, "--q-large"),
+                         cache=cache)
         cfg.load()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

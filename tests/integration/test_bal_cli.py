@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from controller.modes.bal.problem import PROBLEMS
@@ -56,3 +57,17 @@ def test_eval_bal_runs_a_users_forge_file_against_q_learning_and_the_oracle(tmp_
     for method in (result["oracle"], result["bal"]["2"], result["qlearning"]["100"]):
         assert {"success", "final_distance", "path_cost", "energy"} <= set(method)
     assert result["oracle"]["final_distance"]["mean"] < result["straight_line"]["final_distance"]["mean"]
+
+
+@pytest.mark.parametrize("option", [["--budgets", "2.5"], ["--budgets", "0"], ["--q-large", "-5"],
+                                    ["--q-large", "1e3,7.5"]])
+def test_eval_bal_refuses_budgets_that_are_not_whole_positive_numbers(option: list[str], monkeypatch) -> None:
+    """2.5 episodes were truncated to 2 and a negative Q-learning budget was run; both are usage errors now."""
+    import learner.bal.eval
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluate ran on a refused option")
+
+    monkeypatch.setattr(learner.bal.eval, "evaluate", never)
+    res = CliRunner().invoke(app, ["eval", "bal", "--problem", "lq", *option])
+    assert res.exit_code == 2 and option[0] in res.output, res.output
