@@ -54,6 +54,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.budgets or min(self.budgets) < 1 or self.train_seeds < 1 or self.report < 2:
             raise ValueError("eval bal: budgets ≥ 1, train_seeds ≥ 1 and report ≥ 2 episodes")
+        if min(self.q_large, default=1) < 1 or not self.q_cells or min(self.q_cells) < 1 or min(
+                self.q_factor, self.rebuild_every) < 1:
+            raise ValueError(f"eval bal: q_large budgets, q_cells, q_factor and rebuild_every must be ≥ 1 (q_cells "
+                             f"not empty): {self}")
 
     def load(self) -> Problem:
         problem = load_problem(self.problem)

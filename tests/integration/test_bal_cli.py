@@ -71,3 +71,11 @@ def test_eval_bal_refuses_budgets_that_are_not_whole_positive_numbers(option: li
     monkeypatch.setattr(learner.bal.eval, "evaluate", never)
     res = CliRunner().invoke(app, ["eval", "bal", "--problem", "lq", *option])
     assert res.exit_code == 2 and option[0] in res.output, res.output
+
+
+@pytest.mark.parametrize("bad", [{"q_large": (0,)}, {"q_cells": ()}, {"q_factor": 0}, {"rebuild_every": 0}])
+def test_eval_config_refuses_settings_that_would_train_nothing(bad: dict) -> None:
+    from learner.bal.eval import EvalConfig
+
+    with pytest.raises(ValueError, match="≥ 1"):
+        EvalConfig(**bad)
