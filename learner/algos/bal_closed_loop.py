@@ -22,7 +22,6 @@ All of it is model-based at θ̂: no real episode is spent (the count is `model_
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -57,30 +56,32 @@ def _starts(problem: Problem, count: int, rng: np.random.Generator) -> np.ndarra
     return rng.uniform(problem.start_low, problem.start_high, (count, 2))
 
 
-def nominal_law(problem: Problem, theta: np.ndarray, cfg: BalConfig, rng: np.random.Generator) -> Law:
-    """Tracking of the best nominal path(s): open-loop BAL without noise over multi-start candidates."""
+def nominal_law(problem: Problem, theta: np.ndarray, cfg: BalConfig,
+                rng: np.random.Generator) -> tuple[Law, int]:
+    """Tracking of the best nominal path(s): open-loop BAL without noise over multi-start candidates; (law, model
+    rollouts simulated)."""
     m, n_steps, mdim = problem.model, problem.steps, problem.model.control_dim
-    quiet = dataclasses.replace(problem, sigma=0.0)
     x0 = np.asarray(problem.x0, float)[None]
     if problem.start_low is not None and cfg.nominals > 1:
         x0 = np.vstack([x0, rng.uniform(problem.start_low, problem.start_high, (cfg.nominals - 1, 2))])
     cands = bal.candidates(problem, x0, bal.straight_line(problem, x0, n_steps), cfg.starts, rng)
     count = cands.shape[1]
-    solved, _ = bal.open_loop(m, problem.dt, 0.0, np.repeat(x0, count, 0), cands.reshape(-1, n_steps, mdim),
+    solved, rollouts = bal.open_loop(m, problem.dt, 0.0, np.repeat(x0, count, 0), cands.reshape(-1, n_steps, mdim),
                               theta, cfg, rng, cfg.first_iterations)
     solved = solved.reshape(len(x0), count, n_steps, mdim)
 
     def path(u: np.ndarray, start: np.ndarray) -> np.ndarray:
         xs = [start]
         for n in range(n_steps):
-            xs.append(xs[-1] + quiet.dt * m.drift(xs[-1][None], u[n][None], theta)[0])
+            xs.append(xs[-1] + problem.dt * m.drift(xs[-1][None], u[n][None], theta)[0])
         return np.array(xs)
 
     def tracking(u: np.ndarray, xs: np.ndarray) -> Law:
         return lambda n, x: u[n] + (xs[n] - x) / cfg.pull_time
 
     def cost(u: np.ndarray, xs: np.ndarray, start: np.ndarray) -> float:
-        return _model_rollout(problem, tracking(u, xs), theta, np.repeat(start[None], SELECT_ROLLOUTS, 0), rng)[1].mean()
+        starts = np.repeat(start[None], SELECT_ROLLOUTS, 0)
+        return _model_rollout(problem, tracking(u, xs), theta, starts, rng)[1].mean()
 
     chosen_u, chosen_x = [], []
     for s, start in enumerate(x0):
@@ -97,7 +98,7 @@ def nominal_law(problem: Problem, theta: np.ndarray, cfg: BalConfig, rng: np.ran
         k = np.argmin(((x[:, None] - xs[None, :, n]) ** 2).sum(-1), axis=1)  # the nearest nominal path
         return us[k, n] + (xs[k, n] - x) / cfg.pull_time
 
-    return law
+    return law, rollouts + SELECT_ROLLOUTS * len(x0) * (count + len(x0))  # + the tracking laws' scoring
 
 
 def line_law(problem: Problem) -> Law:
@@ -198,7 +199,9 @@ def closed_loop_table(problem: Problem, theta_hat: np.ndarray, cfg: BalConfig, r
     thetas = bal.theta_grid(tuple(np.asarray(a, float) for a in theta_axes), theta_hat)
     tables, rollouts = [], 0
     for theta in thetas:
-        laws = [nominal_law(problem, theta, cfg, rng)] + ([line_law(problem)] if problem.goal is not None else [])
+        nominal, rollouts_nominal = nominal_law(problem, theta, cfg, rng)
+        laws = [nominal] + ([line_law(problem)] if problem.goal is not None else [])
+        rollouts += rollouts_nominal
         best = None
         for law in laws:
             table, count = optimise(problem, law, theta, cfg, rng)

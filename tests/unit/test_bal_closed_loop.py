@@ -8,7 +8,8 @@ import pytest
 
 from controller.modes.bal.problem import load_problem
 from learner.algos.bal import BalConfig
-from learner.algos.bal_closed_loop import _Table, closed_loop_table, line_law, table_gradient
+from learner.algos.bal_closed_loop import (SELECT_ROLLOUTS, _Table, closed_loop_table, line_law, nominal_law,
+                                          table_gradient)
 from learner.bal.rollout import rollout
 
 
@@ -57,3 +58,13 @@ def test_a_table_over_a_theta_grid_exports_for_the_edge(tmp_path) -> None:
     assert table.u.shape == (2, 2, p.steps, 4, 4, 2) and np.isfinite(table.u).all()
     export_table(table, tmp_path / "artifact", version="1")  # checks the graph against the table to 1e-5
     assert (tmp_path / "artifact" / "model.onnx").exists()
+
+
+def test_the_nominal_paths_model_rollouts_are_counted() -> None:
+    """The open-loop solves (2 starts × 2 candidates × 4 rollouts × 3 iterations, Adam: no curvature estimate) and
+    the scoring of the tracking laws (each start × (its candidates + every kept path)) count as model rollouts."""
+    p = load_problem("maze")
+    cfg = BalConfig(step="adam", starts=2, nominals=2, minibatch=4, first_iterations=3)
+    law, rollouts = nominal_law(p, p.theta_true, cfg, np.random.default_rng(0))
+    assert rollouts == 2 * 2 * 4 * 3 + SELECT_ROLLOUTS * 2 * (2 + 2)
+    assert law(0, np.asarray(p.x0, float)[None]).shape == (1, 2)
