@@ -58,6 +58,8 @@ ADAM_EPS = 1e-8
 STEPS = ("sgd", "adam")
 INITS = ("zeros", "line")
 TABLES = ("eq28", "closed_loop")
+SETTING_TYPES = {"int": (int, np.integer), "float": (int, float, np.integer, np.floating), "bool": (bool, np.bool_),
+                 "str": (str,)}  # BalConfig's field annotations → the values they accept (bool is no number here)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class BalConfig:
     table_lr: float = 0.1  # its first rate (control units), falling to a fifth
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a problem file's 5.0 or "false" would fail deep inside, or switch the wrong way
+            value, kinds = getattr(self, f.name), SETTING_TYPES.get(str(f.type))
+            if kinds and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+                raise ValueError(f"BAL setting {f.name} must be {str(f.type)}, got {value!r}")
         if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.epsilon <= 1 and self.lam >= 0):
             raise ValueError(f"need lr > 0, lr_decay > 0, 0 ≤ epsilon ≤ 1 and lam ≥ 0: {self}")
         if any(s < 0 for s in self.explore_std):

@@ -198,7 +198,9 @@ def test_theta_grid_order_matches_the_table() -> None:
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"epsilon": 1.5}, {"grid": 1}, {"minibatch": 0}, {"quantile": 0.5},
                                  {"average": 1.0}, {"explore_std": (-1.0,)},
-                                 {"step": "newton"}, {"init": "random"}, {"starts": 0}])
+                                 {"step": "newton"}, {"init": "random"}, {"starts": 0}, {"grid": 5.0},
+                                 {"iterations": 60.5}, {"extend": "false"}, {"cap": 0}, {"lr": True},
+                                 {"step": 1}])
 def test_bal_config_refuses_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         BalConfig(**bad)
