@@ -171,6 +171,15 @@ class Agent:
                 "path_controls": np.array(self.path_controls).reshape(-1, p.steps, p.model.control_dim)}
 
 
+def _closing_table(out: Path, episodes: int) -> bool:
+    """Whether out/table.npz is the table this run closed with at `episodes` (its provenance says so)."""
+    prov, table = out / "provenance.json", out / "table.npz"
+    if not (prov.exists() and table.exists()):
+        return False
+    saved = json.loads(prov.read_text())
+    return saved.get("episodes") == episodes and saved.get("table_sha256") == run_folder.file_sha256(table)
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False,
           on_episode: Callable[[int, float], None] | None = None) -> dict:
     """Real episodes until `cfg.episodes`, the table rebuilt every `cfg.rebuild_every` and at the end; returns a
@@ -245,7 +254,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False,
                 ef.flush()
                 tf.flush()
                 save(None)
-    final = agent.table if agent.table_at == agent.episodes else agent.rebuild()
+    if agent.table_at == agent.episodes:
+        final = agent.table
+    elif resume and agent.episodes == start and _closing_table(out, agent.episodes):
+        final = PolicyTable.load(out / "table.npz")  # a finished run resumed (eval's reuse): not built again
+    else:
+        final = agent.rebuild()
     save(final)
     return {"episodes": agent.episodes, "new_episodes": agent.episodes - start, "model_rollouts": agent.rollouts,
             "theta_hat": agent.filter.estimate().tolist(), "theta_std": agent.filter.std().tolist(),

@@ -60,6 +60,23 @@ def test_resume_continues_exactly(short_lq: str, tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "split" / "provenance.json").read_text())["sittings"]) == 2
 
 
+def test_resuming_a_finished_run_reuses_its_closing_table(short_lq: str, tmp_path: Path, monkeypatch) -> None:
+    """eval bal resumes its cached runs: a run that ended between rebuilds must not build its table again (that
+    cost a table build per eval and added its model rollouts and wall time to the cached run each time)."""
+    from learner.bal import train as train_module
+
+    first = train(_cfg(short_lq, episodes=3), tmp_path)  # rebuilt at 2, closed with a table at 3
+    table = PolicyTable.load(tmp_path / "table.npz")
+
+    def never(self):
+        raise AssertionError("the closing table was built again")
+
+    monkeypatch.setattr(train_module.Agent, "rebuild", never)
+    again = train(_cfg(short_lq, episodes=3), tmp_path, resume=True)
+    assert again["new_episodes"] == 0 and again["model_rollouts"] == first["model_rollouts"]
+    np.testing.assert_array_equal(PolicyTable.load(tmp_path / "table.npz").u, table.u)
+
+
 def test_resume_refuses_changed_settings(short_lq: str, tmp_path: Path) -> None:
     train(TrainConfig(problem=short_lq, episodes=1, bal=SMALL), tmp_path)
     with pytest.raises(ValueError, match="seed"):
