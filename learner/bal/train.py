@@ -6,17 +6,19 @@ what `episodes` counts): the agent applies the current policy — the feedback t
 it has θ axes), before that the open-loop controls — plus the ε-greedy noise of Eq. 27, and the direct filter
 (Eq. 21–23) updates θ̂ every step. After the episode one BAL step (Eq. 24–26, or the normalised step with its
 moments kept across episodes) along the real path with θ̂ improves the open-loop controls (from zeros or the
-straight line to the goal: `BalConfig.init`), which warm-start the table. Every `rebuild_every` episodes (and at the end)
-the table is rebuilt on the model at θ̂ (model rollouts, counted apart) by learner/algos/bal.feedback_policy
-(Eq. 28) or, with `table = "closed_loop"`, learner/algos/bal_closed_loop.closed_loop_table;
-with `theta_grid` = k it is a table per θ on a k-point grid per axis over θ̂ ± `theta_width` posterior stds
-(the forge export feeds θ̂ to it on the edge).
+straight line to the goal: `BalConfig.init`), which warm-start the Eq. 28 table. Every `rebuild_every` episodes
+(and at the end) the table is rebuilt on the model at θ̂ (model rollouts, counted apart) by
+learner/algos/bal.feedback_policy (Eq. 28) or, with `table = "closed_loop"`,
+learner/algos/bal_closed_loop.closed_loop_table (which starts from its own laws: there the open-loop controls
+only drive the episodes before the first table); with `theta_grid` = k it is a table per θ on a k-point grid per
+axis over θ̂ ± `theta_width` filter stds (the forge export feeds θ̂ to it on the edge).
 
 RUN_DIR gets: table.npz (learner/bal/table.PolicyTable), theta.csv (θ̂ and its std after every step of every
 episode, and the truth), episodes.csv (per episode: real cost, final distance, energy, θ̂, model rollouts so
 far), paths.npz (every real episode's observed states and applied controls), checkpoint.npz +
 checkpoint_table.npz (filter particles, controls, the table in use, RNG states: `resume`
-continues exactly) and provenance.json (learner/run_folder.py).
+continues exactly; only `model_rollouts` also counts a stopped sitting's closing table) and provenance.json
+(learner/run_folder.py).
 """
 from __future__ import annotations
 
