@@ -11,8 +11,9 @@ its 95 % CI, the per-seed means (the spread over training seeds) and their CI.
   (least squares over its grid) against Riccati's; θ̂ against the truth and against the exact posterior of the
   same observed transitions (learner/bal/posterior.py: the Kalman filter of the direct filter's random walk).
 - forge, maze: BAL at several real-episode budgets, Q-learning at ``q_factor``× those budgets and at
-  ``q_large`` budgets where it does learn (its cell count tuned per budget on the selection seeds), the true-parameter DP oracle (learner/bal/oracle.py, the one-step
-  look-ahead policy), and the straight line to the goal; success, final distance, path cost, energy, total cost.
+  ``q_large`` budgets where it does learn (its cell count tuned per budget on the selection seeds), the
+  true-parameter DP oracle (learner/bal/oracle.py, the one-step look-ahead policy), and the straight line to the
+  goal; success, final distance, path cost, energy, total cost.
 Runs are cached per (problem file, overrides, budget, rebuild interval, seed) under ``cache`` (a later eval reuses
 them; keyed by inputs, not code: empty it after changing the code).
 """
