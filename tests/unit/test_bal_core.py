@@ -86,6 +86,8 @@ def test_problem_files_refuse_bad_input(tmp_path: Path) -> None:
         load_problem(bad)
     p = with_overrides(load_problem("lq"), theta_true=1.5, x0=np.array([0.2, -0.1]))
     assert p.theta_true[0] == 1.5 and p.x0[1] == -0.1
+    with pytest.raises(ValueError, match="outside the domain"):  # as in the file (the table's boxes stop there)
+        with_overrides(load_problem("lq"), x0=np.array([50.0, 0.0]))
 
 
 def test_filter_finds_the_lq_parameter_within_its_spread() -> None:

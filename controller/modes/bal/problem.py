@@ -179,4 +179,7 @@ def with_overrides(problem: Problem, theta_true: float | np.ndarray | None = Non
         changes["theta_true"] = _vec(theta_true, problem.model.theta_dim, "theta_true")
     if x0 is not None:
         changes["x0"] = _vec(x0, 2, "x0")
+        if np.any(changes["x0"] < problem.domain_low) or np.any(changes["x0"] > problem.domain_high):
+            raise ValueError(f"x0 {changes['x0'].tolist()} lies outside the domain "
+                             f"{[problem.domain_low.tolist(), problem.domain_high.tolist()]}")
     return dataclasses.replace(problem, **changes)
