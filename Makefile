@@ -112,15 +112,18 @@ BAL_EVAL = $(BIN)/edgetune eval bal --train-seeds 3 --cache $(BAL_RESULTS)/runs 
 results-bal: $(STAMP)
 	mkdir -p $(BAL_RESULTS)
 	$(BAL_EVAL) --problem lq --budgets 5,20 --report 4000 --out $(BAL_RESULTS)/lq.json > $(BAL_RESULTS)/lq.txt & p=$$!; \
-	  $(BAL_EVAL) --problem lq --theta-true 1.0 --x0=-0.5,1 --budgets 20,60 --report 4000 --png $(BAL_RESULTS)/lq-other \
-	  --out $(BAL_RESULTS)/lq-other.json > $(BAL_RESULTS)/lq-other.txt && wait $$p
-	$(BAL_EVAL) --problem forge --budgets $(BAL_FORGE_BUDGETS) --rebuild-every 20 --report 1000 --out $(BAL_RESULTS)/forge.json \
-	  > $(BAL_RESULTS)/forge.txt & p=$$!; $(BAL_EVAL) --problem maze --budgets $(BAL_MAZE_BUDGETS) --report 1000 \
-	  --out $(BAL_RESULTS)/maze.json > $(BAL_RESULTS)/maze.txt && wait $$p
-	$(BAL_EVAL) --problem maze6 --budgets $(BAL_MAZE_BUDGETS) --report 1000 --out $(BAL_RESULTS)/maze6.json \
+	  $(BAL_EVAL) --problem lq --theta-true 1.0 --x0=-0.5,1 --budgets 20,60 --report 4000 \
+	  --png $(BAL_RESULTS)/lq-other --out $(BAL_RESULTS)/lq-other.json > $(BAL_RESULTS)/lq-other.txt; s=$$?; \
+	  wait $$p && exit $$s
+	$(BAL_EVAL) --problem forge --budgets $(BAL_FORGE_BUDGETS) --rebuild-every 20 --report 1000 \
+	  --out $(BAL_RESULTS)/forge.json > $(BAL_RESULTS)/forge.txt & p=$$!; \
+	  $(BAL_EVAL) --problem maze --budgets $(BAL_MAZE_BUDGETS) --report 1000 \
+	  --out $(BAL_RESULTS)/maze.json > $(BAL_RESULTS)/maze.txt; s=$$?; wait $$p && exit $$s
+	$(BAL_EVAL) --problem maze6 --budgets $(BAL_MAZE6_BUDGETS) --report 1000 --out $(BAL_RESULTS)/maze6.json \
 	  > $(BAL_RESULTS)/maze6.txt
 BAL_FORGE_BUDGETS ?= 10,20,40
 BAL_MAZE_BUDGETS ?= 10,20,40
+BAL_MAZE6_BUDGETS ?= 10,20,40
 
 # Inverse scattering (docs/scatter.md): the transceiver policies (Table 1's learned rows; λ and the fixed frequency
 # chosen on the selection split), two runs at a time, then the evaluation table on the report split.

@@ -151,7 +151,7 @@ def evaluate_lq(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
                                                           p.filter.walk_std, xs, us, prior=post)[-1]
                 seed_out["posterior_mean"], seed_out["posterior_std"] = float(post.mean[0]), float(post.std[0])
             per_seed.append(seed_out)
-            if png is not None and not out["budgets"] and not per_seed[:-1]:
+            if png is not None and budget == max(cfg.budgets) and len(per_seed) == 1:  # seed 0 at the largest budget
                 plots.gains(np.arange(p.steps) * p.dt, gains, k_ric, png / f"{p.name}_gains.png")
         out["budgets"][str(budget)] = {**_summarise(per_seed, budget), "cost_riccati": disc.cost}
     # the issue's flat keys: the largest budget's
@@ -161,7 +161,7 @@ def evaluate_lq(cfg: EvalConfig, log: Log, png: Path | None = None) -> dict:
 
 def _summarise(per_seed: list[dict], budget: int) -> dict:
     """The issue's LQ keys (mean over training seeds; `seeds` keeps every seed's values)."""
-    keys = [k for k in per_seed[0] if isinstance(per_seed[0][k], float)]
+    keys = [k for k in per_seed[0] if all(isinstance(s.get(k), float) for s in per_seed)]
     summary = {k: float(np.mean([s[k] for s in per_seed])) for k in keys}
     summary["cost_ratio_ci95"] = float(max(s["cost_ratio_ci95"] for s in per_seed))  # the widest seed's CI
     summary["cost_ratio_seed_ci95"] = mean_ci95(np.array([s["cost_ratio"] for s in per_seed]))[1]

@@ -7,7 +7,8 @@ and clamped to [0, N − 1]; per θ component with more than one grid value, its
 grid values ≤ θ) and weight, θ clamped to its axis (multilinear); the position bilinear in the step's box,
 clamped to it; the 2^(P+2) corner controls gathered from the flattened table and weighted; the result projected
 onto |u| ≤ u_max (a table without θ axes — `train bal` with theta_grid 0 — takes θ̂ and ignores it). `export_bal`
-exports a `train bal` run folder (forge runs only), `edgetune export RUN OUT`. A distilled network was not chosen: the table is small (a few hundred kB for the forge), the
+exports a `train bal` run folder (forge runs only), `edgetune export RUN OUT`. A distilled network was not chosen:
+the table is small (a few hundred kB for the forge), the
 graph reproduces `PolicyTable.control` to float32 rounding (checked at export on random inputs, ≤ PARITY_ATOL)
 and runs in a few µs, where a network would add a fit error and a training run to every export.
 """
