@@ -69,6 +69,14 @@ class LoopConfig(_Section):
     mode: str = "stabilize"  # a registered mode (controller/modes/registry.py, checked by the daemon command)
     realtime_priority: int = Field(0, ge=0, le=99)  # SCHED_FIFO priority of the tick loop's thread; 0: normal
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forge_defaults(cls, data: Any) -> Any:
+        """The forge answers commands in lockstep: unless set, its loop is timer-paced at 100 Hz."""
+        if isinstance(data, dict) and data.get("mode") == "forge":
+            return {"rate_hz": 100.0, "pacing": "timer", **data}
+        return data
+
 
 class PidAxisConfig(_Section):
     kp: float  # V/px

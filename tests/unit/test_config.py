@@ -69,3 +69,12 @@ def test_unreadable_and_invalid_toml(tmp_path):
 
 def test_log_json_key():
     assert parse_config({"log": {"json": True}}).log.json_lines is True
+
+
+def test_the_forge_loop_defaults_to_timer_pacing_at_100_hz():
+    from controller.config import parse_config
+
+    forge = parse_config({"loop": {"mode": "forge"}}).loop
+    assert (forge.rate_hz, forge.pacing) == (100.0, "timer")
+    assert parse_config({"loop": {"mode": "forge", "rate_hz": 50.0}}).loop.rate_hz == 50.0
+    assert parse_config({}).loop.rate_hz == 120.0  # other modes keep theirs
