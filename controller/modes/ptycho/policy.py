@@ -86,18 +86,3 @@ class ScanPolicy(RecurrentPolicy):
             self.restore(hidden)
             return None
         return means
-
-
-def validated_scan_us(directory: Path, field: int, budget_s: float) -> float:
-    """The policy slot's validator for scan policies: the contract and a median decision within `budget_s`."""
-    policy = ScanPolicy.from_artifact(directory, field)
-    if policy.latency_us > budget_s * 1e6:
-        raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > {budget_s * 1e6:.0f} µs")
-    return policy.latency_us
-
-
-def open_validated_scan_policy(directory: Path, latency_us: float, field: int) -> ScanPolicy:
-    """The policy slot's opener for scan policies (as `open_validated_policy`)."""
-    policy = ScanPolicy.from_artifact(directory, field)
-    policy.latency_us = latency_us
-    return policy

@@ -23,7 +23,7 @@ from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.ptycho import spec
 from controller.modes.ptycho.scan import PtychoScan, ScanResult
 from controller.modes.registry import register
-from controller.modes.ptycho.policy import open_validated_scan_policy, validated_scan_us
+from controller.modes.ptycho.policy import ScanPolicy
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.protocol import ptycho as p
 
@@ -59,8 +59,8 @@ def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
     return PolicySlot(PolicySpec(spec.TASK, field * field + 4 * spec.M_MAX + 1, 2 * spec.M_MAX, 1),
                       budget_s=c.decision_budget_s, on_request=on_request,
                       validate_timeout_s=cfg.policy.validate_timeout_s,
-                      validator=partial(validated_scan_us, field=field, budget_s=c.decision_budget_s),
-                      opener=partial(open_validated_scan_policy, field=field))
+                      validator=partial(ScanPolicy.validated_us, field=field, budget_s=c.decision_budget_s),
+                      opener=partial(ScanPolicy.opened, field=field))
 
 
 SPEC = register(ModeSpec(name="ptycho", kind="session", messages=p.PTYCHO, build=PtychoSession, slot=_slot,

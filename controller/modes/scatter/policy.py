@@ -93,22 +93,6 @@ class TransceiverPolicy(RecurrentPolicy):
         return angle, int(np.argmax(self._freqs[0, angle]))
 
 
-def validated_transceiver_us(directory: Path, budget_s: float) -> float:
-    """The policy slot's validator for transceiver policies: the contract and a median decision within
-    `budget_s`."""
-    policy = TransceiverPolicy.from_artifact(directory)
-    if policy.latency_us > budget_s * 1e6:
-        raise PolicyRejected("too_slow", f"median decision {policy.latency_us:.0f} µs > {budget_s * 1e6:.0f} µs")
-    return policy.latency_us
-
-
-def open_validated_transceiver_policy(directory: Path, latency_us: float) -> TransceiverPolicy:
-    """The policy slot's opener for transceiver policies (as `open_validated_policy`)."""
-    policy = TransceiverPolicy.from_artifact(directory)
-    policy.latency_us = latency_us
-    return policy
-
-
 @dataclass(frozen=True)
 class Choice:
     """One step's transceiver: its angle and frequency index, who chose it ("policy" or "fallback") and, for a

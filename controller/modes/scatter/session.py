@@ -37,8 +37,7 @@ from controller.modes.base import ModeHost, ModeSpec
 from controller.modes.registry import register
 from controller.modes.scatter import recon, spec
 from controller.modes.scatter.config import ScatterConfig
-from controller.modes.scatter.policy import (N_FREQ, Choice, Designer, TransceiverPolicy,
-                                             open_validated_transceiver_policy, validated_transceiver_us)
+from controller.modes.scatter.policy import N_FREQ, Choice, Designer, TransceiverPolicy
 from controller.policy.slot import PolicySlot, PolicySpec
 from controller.protocol import framing
 from controller.protocol import scatter as p
@@ -274,8 +273,8 @@ def _slot(cfg: EdgeConfig, on_request: Callable[[], None]) -> PolicySlot:
     return PolicySlot(PolicySpec(spec.TASK, spec.obs_size(), spec.N_ANGLES * (1 + N_FREQ), 1),
                       budget_s=c.decision_budget_s, on_request=on_request,
                       validate_timeout_s=cfg.policy.validate_timeout_s,
-                      validator=partial(validated_transceiver_us, budget_s=c.decision_budget_s),
-                      opener=open_validated_transceiver_policy)
+                      validator=partial(TransceiverPolicy.validated_us, budget_s=c.decision_budget_s),
+                      opener=TransceiverPolicy.opened)
 
 
 SPEC = register(ModeSpec(name="transceiver", kind="session", messages=p.SCATTER, build=TransceiverSession,
