@@ -69,14 +69,6 @@ class LoopConfig(_Section):
     mode: str = "stabilize"  # a registered mode (controller/modes/registry.py, checked by the daemon command)
     realtime_priority: int = Field(0, ge=0, le=99)  # SCHED_FIFO priority of the tick loop's thread; 0: normal
 
-    @model_validator(mode="before")
-    @classmethod
-    def _forge_defaults(cls, data: Any) -> Any:
-        """The forge answers commands in lockstep: unless set, its loop is timer-paced at 100 Hz."""
-        if isinstance(data, dict) and data.get("mode") == "forge":
-            return {"rate_hz": 100.0, "pacing": "timer", **data}
-        return data
-
 
 class PidAxisConfig(_Section):
     kp: float  # V/px
@@ -200,6 +192,19 @@ class EdgeConfig(_Section):
     scatter: ScatterConfig = ScatterConfig()  # loop.mode "transceiver" (controller/modes/scatter/session.py)
     forge: ForgeConfig = ForgeConfig()  # loop.mode "forge" (controller/modes/bal/forge.py)
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_loop_defaults(cls, data: Any) -> Any:
+        """A mode's section may carry ``MODE`` and ``LOOP_DEFAULTS`` (the forge: timer pacing at 100 Hz): [loop] keys
+        the file leaves unset take them."""
+        if not isinstance(data, dict) or not isinstance(data.get("loop", {}), dict):
+            return data
+        loop = data.get("loop", {})
+        for field in cls.model_fields.values():
+            if "mode" in loop and getattr(field.annotation, "MODE", None) == loop["mode"]:
+                return {**data, "loop": {**field.annotation.LOOP_DEFAULTS, **loop}}
+        return data
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> EdgeConfig:

@@ -1,10 +1,11 @@
 """The forge mode's settings: the daemon config's [forge] section (a leaf module, so controller/config.py imports no
 mode). The loop itself is [loop]: the forge mode runs timer-paced (``pacing = "timer"``; the device answers
-commands, it does not stream), at ``rate_hz = 100`` as the [forge] section of deploy/edge.toml asks."""
+commands, it does not stream), at 100 Hz unless [loop] says otherwise (LOOP_DEFAULTS)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict
 
@@ -14,6 +15,8 @@ class ForgeConfig:
     """Also the daemon config's [forge] section (controller/config.py): unknown keys and inf/nan are errors."""
 
     __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)
+    MODE: ClassVar[str] = "forge"
+    LOOP_DEFAULTS: ClassVar[dict[str, Any]] = {"rate_hz": 100.0, "pacing": "timer"}
     problem: str = "forge"  # controller/modes/bal/problem.load_problem: a name or a TOML path (the device's)
     particles: int = 0  # the direct filter's particles; 0: the problem file's
     filter_seed: int = 0  # the filter's seed
