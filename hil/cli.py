@@ -18,6 +18,7 @@ import learner.ct.cli
 import learner.mems.cli
 import learner.ptycho.cli
 import learner.scatter.cli
+import learner.trials
 
 _GROUP = controller.cli.GROUP
 app = typer.Typer(**_GROUP, add_completion=False, help="edgetune: learned tuning for instrument control loops.")
@@ -46,18 +47,19 @@ bench_app.command("sirt")(hil.bench.cli.bench_sirt)
 bench_app.command("ptycho")(hil.bench.cli.bench_ptycho)
 bench_app.command("scatter")(hil.bench.cli.bench_scatter)
 bench_app.command("filter")(hil.bench.cli.bench_filter)
-train_app.command("mems")(learner.mems.cli.train_mems)
+train_app.command("mems")(learner.trials.with_train_seeds(learner.mems.cli.train_mems))
 eval_app.command("mems")(learner.mems.cli.eval_mems)
-train_app.command("ct")(learner.ct.cli.train_ct)
+train_app.command("ct")(learner.trials.with_train_seeds(learner.ct.cli.train_ct))
 eval_app.command("ct")(learner.ct.cli.eval_ct)
 eval_app.command("ptycho")(learner.ptycho.cli.eval_ptycho)
 select_app.command("ct")(learner.ct.cli.select_ct)
-train_app.command("ptycho")(learner.ptycho.cli.train_ptycho)
-train_app.command("scatter")(learner.scatter.cli.train_scatter)
+train_app.command("ptycho")(learner.trials.with_train_seeds(learner.ptycho.cli.train_ptycho))
+train_app.command("scatter")(learner.trials.with_train_seeds(learner.scatter.cli.train_scatter))
 eval_app.command("scatter")(learner.scatter.cli.eval_scatter)
-train_app.command("bal")(learner.bal.cli.train_bal)
+train_app.command("bal")(learner.trials.with_train_seeds(learner.bal.cli.train_bal))
 eval_app.command("bal")(learner.bal.cli.eval_bal)
 app.command("export")(learner.mems.cli.export)
+app.command("sweep")(learner.trials.sweep)
 hil_app.command("run")(hil.commands.hil_run)
 hil_app.command("list")(hil.commands.hil_list)
 hil_app.command("soak")(hil.commands.hil_soak)
