@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test test-ray bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal install clean abtem-reference ptychi-env deepinv-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The Ray Tune trials on an embedded Ray (docs/ray.md): the `ray` extra (about a minute to install, 600 MB), then
+# the tests marked `ray` (two trials at a time; minutes on two cores). `make test` runs the trials without Ray.
+test-ray: $(STAMP)
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,ray]'
+	$(BIN)/python -m pytest -q -m ray
 
 # The benchmarks quoted in docs/results.md (about 35 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)

@@ -139,13 +139,13 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
     seed, run = trial["seed"], run_dir(job, trial["tag"], trial["seed"])
     cmd = [sys.executable, "-m", "hil.cli", "train", job.app, *job.argv, *trial["argv"],
            "--seed", str(seed), "--out", str(run), "--resume"]
+    run.mkdir(parents=True, exist_ok=True)
+    if restored is not None and not any(run.iterdir()):
+        shutil.copytree(restored, run, dirs_exist_ok=True)
     marker = run / "trial.json"
     if marker.exists() and (done := json.loads(marker.read_text()))["command"] == cmd[3:]:
         report(done["metrics"], None)
         return done["metrics"]
-    run.mkdir(parents=True, exist_ok=True)
-    if restored is not None and not any(run.iterdir()):
-        shutil.copytree(restored, run, dirs_exist_ok=True)
     threads = str(max(1, int(job.resources.get("cpu", 1))))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     with (run / "train.out").open("w") as out, (run / "train.log").open("a") as log:
@@ -215,7 +215,7 @@ class _snapshot:
 
 def trial_metrics(run: Path, summary: dict, metric: Optional[str]) -> dict[str, float]:
     """The summary's numbers (short lists as `key[i]`), and ``metric`` when it is FILE.csv:COLUMN (the mean of the
-    log's last CSV_ROWS rows; NaN when the log has none)."""
+    log's last CSV_ROWS rows; absent while the log has none)."""
     flat: dict[str, float] = {}
     for k, v in summary.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -226,7 +226,8 @@ def trial_metrics(run: Path, summary: dict, metric: Optional[str]) -> dict[str, 
         name, column = metric.split(":", 1)
         rows = list(csv.DictReader((run / name).open())) if (run / name).exists() else []
         values = [float(r[column]) for r in rows[-CSV_ROWS:] if r.get(column) not in (None, "")]
-        flat[metric] = sum(values) / len(values) if values else math.nan
+        if values:
+            flat[metric] = sum(values) / len(values)
     return flat
 
 
@@ -340,11 +341,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _no_nan(x: Any) -> Any:
+    """NaN (a CI from one seed) as null: strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    return [_no_nan(v) for v in x] if isinstance(x, list) else x
+
+
 def write_summary(job: Job, result: dict, failed: list[str]) -> dict:
     """OUT/trials.json and OUT/trials.md."""
     result = {"command": ["edgetune", "train", job.app, *job.argv], **result, "failed": failed}
     job.out.mkdir(parents=True, exist_ok=True)
-    (job.out / "trials.json").write_text(json.dumps(result, indent=1) + "\n")
+    (job.out / "trials.json").write_text(json.dumps(_no_nan(result), indent=1) + "\n")
     (job.out / "trials.md").write_text(markdown(result) + "\n")
     return result
 
@@ -466,4 +476,4 @@ def sweep(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="CONFIG") from None
     result = run_on_ray(job, pts, seeds, params, resume, _log)
-    typer.echo(json.dumps(result) if as_json else markdown(result))
+    typer.echo(json.dumps(_no_nan(result)) if as_json else markdown(result))
