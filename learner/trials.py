@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import importlib
 import inspect
 import itertools
 import json
@@ -26,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +56,7 @@ class Job:
 def require_ray(what: str) -> None:
     """A clear error (exit 2) when the `ray` extra is not installed."""
     try:
-        import ray.tune  # noqa: F401
+        importlib.import_module("ray.tune")
     except ImportError:
         typer.echo(f"error: {what} {RAY_MISSING}", err=True)
         raise typer.Exit(2) from None
