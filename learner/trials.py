@@ -30,7 +30,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -173,8 +173,8 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
     if rc != 0:
         tail = (run / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"`{' '.join(cmd[3:])}` exited with {rc}; {run / 'train.log'} ends:\n" + "\n".join(tail))
-    lines = (run / "train.out").read_text().strip().splitlines()
-    summary = json.loads(lines[-1]) if lines else {}
+    lines = (run / "train.out").read_text().splitlines()
+    summary = next((json.loads(line) for line in reversed(lines) if line.startswith("{")), {})  # the printed summary
     if not (run / "summary.json").exists():
         (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     metrics = {**trial_metrics(run, summary, job.metric), "seed": seed, "finished": 1}
@@ -196,21 +196,14 @@ def _checkpoint_time(run: Path) -> float:
     return max((p.stat().st_mtime for p in run.glob("checkpoint*")), default=0.0)
 
 
-class _snapshot:
+@contextlib.contextmanager
+def _snapshot(run: Path) -> Iterator[Path]:
     """A copy of the run folder (no pictures) in a temporary folder, for a Tune checkpoint of a running trainer."""
-
-    def __init__(self, run: Path) -> None:
-        self.run = run
-
-    def __enter__(self) -> Path:
-        self.tmp = tempfile.TemporaryDirectory(prefix="edgetune-trial-")
-        for p in self.run.iterdir():
+    with tempfile.TemporaryDirectory(prefix="edgetune-trial-") as tmp:
+        for p in run.iterdir():
             if p.is_file() and p.suffix not in (".png", ".tmp"):
-                shutil.copy2(p, self.tmp.name)
-        return Path(self.tmp.name)
-
-    def __exit__(self, *exc: object) -> None:
-        self.tmp.cleanup()
+                shutil.copy2(p, tmp)
+        yield Path(tmp)
 
 
 def trial_metrics(run: Path, summary: dict, metric: Optional[str]) -> dict[str, float]:
