@@ -142,10 +142,14 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
     run.mkdir(parents=True, exist_ok=True)
     if restored is not None and not any(run.iterdir()):
         shutil.copytree(restored, run, dirs_exist_ok=True)
-    marker = run / "trial.json"
-    if marker.exists() and (done := json.loads(marker.read_text()))["command"] == cmd[3:]:
-        report(done["metrics"], None)
-        return done["metrics"]
+    marker, summary_file = run / "trial.json", run / "summary.json"
+    mark = json.loads(marker.read_text()) if marker.exists() else {}
+    if mark.get("command") == cmd[3:] and "metrics" in mark:  # finished before
+        report(mark["metrics"], None)
+        return mark["metrics"]
+    if mark.get("command") == cmd[3:] and summary_file.exists() and summary_file.stat().st_mtime > marker.stat().st_mtime:
+        return _finish(job, trial, cmd, run, json.loads(summary_file.read_text()), report)  # the trainer had finished
+    marker.write_text(json.dumps({"command": cmd[3:], "point": trial["point"]}, indent=1) + "\n")
     threads = str(max(1, int(job.resources.get("cpu", 1))))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     with (run / "train.out").open("w") as out, (run / "train.log").open("a") as log:
@@ -175,10 +179,16 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
         raise RuntimeError(f"`{' '.join(cmd[3:])}` exited with {rc}; {run / 'train.log'} ends:\n" + "\n".join(tail))
     lines = (run / "train.out").read_text().splitlines()
     summary = next((json.loads(line) for line in reversed(lines) if line.startswith("{")), {})  # the printed summary
-    if not (run / "summary.json").exists():
-        (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    metrics = {**trial_metrics(run, summary, job.metric), "seed": seed, "finished": 1}
-    marker.write_text(json.dumps({"command": cmd[3:], "point": trial["point"], "metrics": metrics}, indent=1) + "\n")
+    summary_file.write_text(json.dumps(summary, indent=1) + "\n")
+    return _finish(job, trial, cmd, run, summary, report)
+
+
+def _finish(job: Job, trial: dict, cmd: list[str], run: Path, summary: dict,
+            report: Callable[[dict, Optional[Path]], None]) -> dict:
+    """A finished trainer's metrics into trial.json and the last report (with the run folder as Tune checkpoint)."""
+    metrics = {**trial_metrics(run, summary, job.metric), "seed": trial["seed"], "finished": 1}
+    (run / "trial.json").write_text(json.dumps({"command": cmd[3:], "point": trial["point"], "metrics": metrics},
+                                               indent=1) + "\n")
     with _snapshot(run) as snap:
         report(metrics, snap)
     return metrics
@@ -288,9 +298,10 @@ def run_on_ray(job: Job, pts: list[dict[str, Any]], seeds: list[int], params: li
             ray.shutdown()
     done = [(r.config["trial"]["point"], r.metrics["edgetune"]) for r in grid
             if r.error is None and r.metrics.get("finished")]
-    failed = [str(run_dir(job, r.config["trial"]["tag"], r.config["trial"]["seed"])) for r in grid
-              if r.error is not None]
-    return write_summary(job, aggregate(pts, done, job.metric, job.mode), failed)
+    folder = {id(r): str(run_dir(job, r.config["trial"]["tag"], r.config["trial"]["seed"])) for r in grid}
+    failed = [folder[id(r)] for r in grid if r.error is not None]
+    stopped = [folder[id(r)] for r in grid if r.error is None and not r.metrics.get("finished")]
+    return write_summary(job, aggregate(pts, done, job.metric, job.mode), failed, stopped)
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
@@ -331,6 +342,8 @@ def markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if result.get("failed"):
         lines.append(f"\nfailed trials (their train.log says why): {', '.join(result['failed'])}")
+    if result.get("stopped"):
+        lines.append(f"\nstopped trials (--resume continues them): {', '.join(result['stopped'])}")
     return "\n".join(lines)
 
 
@@ -343,9 +356,9 @@ def _no_nan(x: Any) -> Any:
     return [_no_nan(v) for v in x] if isinstance(x, list) else x
 
 
-def write_summary(job: Job, result: dict, failed: list[str]) -> dict:
+def write_summary(job: Job, result: dict, failed: list[str], stopped: list[str]) -> dict:
     """OUT/trials.json and OUT/trials.md."""
-    result = {"command": ["edgetune", "train", job.app, *job.argv], **result, "failed": failed}
+    result = {"command": ["edgetune", "train", job.app, *job.argv], **result, "failed": failed, "stopped": stopped}
     job.out.mkdir(parents=True, exist_ok=True)
     (job.out / "trials.json").write_text(json.dumps(_no_nan(result), indent=1) + "\n")
     (job.out / "trials.md").write_text(markdown(result) + "\n")
@@ -396,7 +409,7 @@ def with_train_seeds(command: Callable) -> Callable:
         job = Job(app=ctx.info_name, argv=option_argv(params, _threads(params, given, {"cpu": 1})), out=out,
                   cwd=os.getcwd())
         seeds = list(range(kwargs["seed"], kwargs["seed"] + n))
-        typer.echo(markdown(run_on_ray(job, [{}], seeds, params, kwargs["resume"], _log)))
+        _done(run_on_ray(job, [{}], seeds, params, kwargs["resume"], _log), as_json=False)
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**command.__annotations__, "train_seeds": int,
@@ -406,6 +419,13 @@ def with_train_seeds(command: Callable) -> Callable:
 
 def _log(msg: str) -> None:
     typer.echo(msg, err=True)
+
+
+def _done(result: dict, as_json: bool) -> None:
+    """Print the table (or JSON); exit 1 when a trial failed or was stopped."""
+    typer.echo(json.dumps(_no_nan(result)) if as_json else markdown(result))
+    if result["failed"] or result["stopped"]:
+        raise typer.Exit(1)
 
 
 SWEEP_KEYS = {"command", "out", "options", "space", "train_seeds", "seed", "metric", "mode", "samples", "search_seed",
@@ -468,5 +488,4 @@ def sweep(
         pts = points(**search)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="CONFIG") from None
-    result = run_on_ray(job, pts, seeds, params, resume, _log)
-    typer.echo(json.dumps(_no_nan(result)) if as_json else markdown(result))
+    _done(run_on_ray(job, pts, seeds, params, resume, _log), as_json)

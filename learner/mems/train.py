@@ -134,9 +134,9 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
     a_test = np.concatenate(log.actions).mean(axis=0)  # physical units
     (out / "a_test.json").write_text(json.dumps({"action": a_test.tolist(), "units": ["V/px", "V/(px*s)"] * 2,
                                                  "layout": ["Px", "Ix", "Py", "Iy"]}, indent=2))
-    plot_training(log_path, out / "reward.png")
     summary = {"steps": total, "a_test": a_test.tolist()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))  # before the plot: a run stopped now is done
+    plot_training(log_path, out / "reward.png")
     return summary
 
 

@@ -36,6 +36,12 @@ def test_a_trial_trains_reports_and_is_not_run_twice(tmp_path):
     again = []
     assert trials.run_trial(job, trial, lambda m, snap: again.append((m, snap))) == metrics
     assert again == [(metrics, None)] and (run / "checkpoint.pt").stat().st_mtime_ns == before
+    # stopped after the trainer had finished (summary.json newer than the trial's start mark): not trained again
+    (run / "trial.json").write_text(json.dumps({"command": json.loads((run / "trial.json").read_text())["command"],
+                                                "point": trial["point"]}))
+    os.utime(run / "summary.json", ((t := (run / "trial.json").stat().st_mtime + 1), t))
+    assert trials.run_trial(job, trial, lambda m, snap: None) == metrics
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == before and "metrics" in json.loads((run / "trial.json").read_text())
 
 
 @pytest.mark.slow
@@ -62,4 +68,4 @@ def test_a_failing_trainer_is_an_error_quoting_its_log(tmp_path):
     job = trials.Job(app="mems", argv=[*FAST, "--gain-set", "nope"], out=tmp_path / "out", cwd=os.getcwd())
     with pytest.raises(RuntimeError, match="(?s)exited with 2.*Invalid value for --gain-set"):
         trials.run_trial(job, {"point": {}, "argv": [], "tag": "", "seed": 0}, lambda m, snap: None)
-    assert not (tmp_path / "out" / "seed0" / "trial.json").exists()
+    assert "metrics" not in json.loads((tmp_path / "out" / "seed0" / "trial.json").read_text())  # not finished
