@@ -84,7 +84,8 @@ def test_a_bad_sweep_file_is_refused_clearly(tmp_path, text, error):
 
 
 def test_the_example_sweep_file_is_valid():
-    job, search, seeds, _ = trials.load_sweep(Path("docs/examples/sweep-mems.toml"), TRAIN, None)
+    example = Path(__file__).parents[2] / "docs" / "examples" / "sweep-mems.toml"
+    job, search, seeds, _ = trials.load_sweep(example, TRAIN, None)
     assert job.app == "mems" and len(seeds) >= 2 and search["space"]
 
 
