@@ -16,7 +16,7 @@ FAST = ["--steps", "32", "--num-envs", "4", "--device", "cpu"]
 
 @pytest.fixture
 def embedded_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
