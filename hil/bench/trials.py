@@ -22,13 +22,12 @@ def _timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def bench_trials(app: str, seeds: int, options: list[str], keep: Path | None = None) -> dict:
+def bench_trials(app: str, seeds: int, options: list[str]) -> dict:
     """Wall seconds of `edgetune train APP OPTIONS --seed k` for k < seeds in sequence and of the same seeds with
     --train-seeds; the ratio sequential / Ray."""
     base = [sys.executable, "-m", "hil.cli", "train", app, *options]
     with tempfile.TemporaryDirectory(prefix="bench-trials-") as tmp:
-        root = keep or Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
+        root = Path(tmp)
         load0 = os.getloadavg()
         each = [_timed([*base, "--seed", str(k), "--out", str(root / "seq" / f"seed{k}")], root / f"seq{k}.log")
                 for k in range(seeds)]
