@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The edge's gain-set tables (controller/modes/mems/gain_sets.json) from the learner's computation
+gain-sets: $(STAMP)
+	$(BIN)/python -m learner.mems.edge_gain_sets
 
 demo: $(STAMP)
 	$(BIN)/edgetune demo --out runs/demo
