@@ -85,13 +85,14 @@ def evaluate_live(run: Path | None, factory: Callable, decisions: int, seed: int
     env = MemsLiveEnv(factory, dataclasses.replace(cfg or MemsTuningConfig(), decisions_per_episode=decisions))
     try:
         obs, _ = env.reset(seed=seed)
-        errors, gains = [], []
+        errors, gains, clamped = [], [], 0
         for _ in range(decisions):
             action = gmap.gains(agent.act(obs[None]))[0] if run is not None else baseline_action()
             obs, _, _, _, info = env.step(action)
             errors.append(info["mean_error_px"])
             gains.append(action)
+            clamped += info["clamped"]
     finally:
         env.close()
-    return {"mean_error_px": float(np.mean(errors)), "gains": np.mean(gains, axis=0).tolist()}
+    return {"mean_error_px": float(np.mean(errors)), "gains": np.mean(gains, axis=0).tolist(), "clamped": clamped}
 
