@@ -120,20 +120,21 @@ def _train_live(out: Path, cfg, to: str, key_file: Path, key_id: Optional[int], 
     from learner.mems.train import checkpoint_step
 
     addr, ring, kid = signing(to, key_file, key_id)
-    extra = {"live": {"to": to, "key_id": kid, "init": None if init is None else str(init)}}
+    if resume and (out / "config.json").exists():  # a resumed fine-tuning run still names the run it started from
+        init_name = json.loads((out / "config.json").read_text()).get("live", {}).get("init")
+    else:
+        init_name = None if init is None else str(init)
+    extra = {"live": {"to": to, "key_id": kid, "init": init_name}}
     try:
         summary = train_live(out, cfg, connect(addr, ring, kid), resume=resume, init=init, extra=extra)
-    except StandMismatch as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    except (LinkLost, KeyboardInterrupt) as e:
-        why = f"link lost: {e}" if isinstance(e, LinkLost) else "stopped (Ctrl-C)"
+    except (LinkLost, StandMismatch, KeyboardInterrupt) as e:
+        why = {LinkLost: "link lost: ", StandMismatch: "error: "}.get(type(e), "stopped (Ctrl-C)") + str(e)
         if (out / "checkpoint.pt").exists():
             again = f"edgetune train mems --live --to {to} --key-file {key_file} --out {out} --steps {cfg.ddpg.total_steps} --resume"
             typer.echo(f"{why}. {out / 'checkpoint.pt'} holds {checkpoint_step(out)} decisions; to go on: {again}", err=True)
         else:
-            typer.echo(f"{why}; nothing trained yet", err=True)
-        raise typer.Exit(3 if isinstance(e, LinkLost) else 130) from None
+            typer.echo(f"{why}. Nothing trained yet.", err=True)
+        raise typer.Exit({LinkLost: 3, StandMismatch: 2}.get(type(e), 130)) from None
     typer.echo(json.dumps(summary))
 
 

@@ -5,8 +5,8 @@ checkpoints, a_test) on one live stand (learner/mems/live_env.py): a decision ev
 Δt from the edge's tick stamps in the semi-Markov TD target (eq. 3), the daemon's safety gate and its
 check of host-set gains (controller/link/edge_udp.py ``clamp_gains``) in force. ``--init RUN`` starts from a
 simulator-trained run (sim-to-real fine-tuning): its environment, gain set and plant (so the actor's outputs
-map to the same gains) and its networks, with a fresh replay buffer. A lost link (``LinkLost``) or Ctrl-C
-saves the checkpoint and stops; ``--resume`` continues it.
+map to the same gains) and its networks, with a fresh replay buffer. A lost link (``LinkLost``), a stand
+that stops fitting (``StandMismatch``) or Ctrl-C saves the checkpoint and stops; ``--resume`` continues it.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ import torch
 from controller.link.auth import Keyring
 from controller.link.host_udp import HostClient
 from learner.mems.env import FEATURES, MemsTuningConfig, baseline_action
-from learner.mems.live_env import LinkLost, MemsLiveEnv
+from learner.mems.live_env import LinkLost, MemsLiveEnv, StandMismatch
 from learner.mems.train import MemsTrainConfig, gain_map, load_agent, load_run_config, train_run
 
-STOP_ON = (LinkLost, KeyboardInterrupt)  # end training with a checkpoint
+STOP_ON = (LinkLost, StandMismatch, KeyboardInterrupt)  # end training with a checkpoint
 
 
 def connect(to: tuple[str, int], keyring: Keyring, key_id: int) -> Callable:
