@@ -207,7 +207,7 @@ def bench_live(
     sim_run: Path = typer.Option(..., "--sim-run", help="a simulator-trained `train mems` run to fine-tune"),
     out: Path = typer.Option(Path("runs/live"), "--out", help="where the stand's files and the live runs go"),
     finetune: int = typer.Option(3000, min=1, help="decisions of live fine-tuning from --sim-run"),
-    scratch: int = typer.Option(1500, min=1, help="decisions of live training from scratch"),
+    scratch: int = typer.Option(1500, min=0, help="decisions of live training from scratch (0: none)"),
     scratch_warmup: int = typer.Option(300, min=0, help="of those, random decisions before the first update"),
     decisions: int = typer.Option(100, min=1, help="decisions per evaluation"),
     repeats: int = typer.Option(5, min=2, help="evaluations of each method (paired by target seed)"),

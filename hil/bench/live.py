@@ -5,6 +5,7 @@ One stand for everything: fine-tune the simulator run live (``--init``) for ``fi
 scratch for ``scratch`` decisions, then evaluate the baseline gains and the three policies (deterministic actor,
 no learning) for ``decisions`` decisions each, ``repeats`` times, interleaved; repeat r uses target seed r for
 every method, so the differences to the simulator-only policy are paired (mean ± 95 % CI, Student t).
+``scratch = 0`` leaves the from-scratch run out.
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ async def _bench(sim_run: Path, out: Path, finetune: int, scratch: int, scratch_
         ft.ddpg = dataclasses.replace(ft.ddpg, total_steps=finetune, learning_starts=0, seed=seed, device="cpu")
         sc = MemsTrainConfig(num_envs=1, gain_set=ft.gain_set)
         sc.ddpg = dataclasses.replace(sc.ddpg, total_steps=scratch, learning_starts=scratch_warmup, seed=seed, device="cpu")
-        runs = {"finetuned": out / "finetuned", "scratch": out / "scratch"}
-        training = {"finetuned": await asyncio.to_thread(train_live, runs["finetuned"], ft, factory, init=sim_run),
-                    "scratch": await asyncio.to_thread(train_live, runs["scratch"], sc, factory)}
+        runs = {"finetuned": out / "finetuned", **({"scratch": out / "scratch"} if scratch else {})}
+        training = {"finetuned": await asyncio.to_thread(train_live, runs["finetuned"], ft, factory, init=sim_run)}
+        if scratch:
+            training["scratch"] = await asyncio.to_thread(train_live, runs["scratch"], sc, factory)
         methods = {"baseline": None, "sim_only": sim_run, **runs}
         errors: dict[str, list[float]] = {m: [] for m in methods}
         t_eval = time.perf_counter()
@@ -49,7 +51,7 @@ async def _bench(sim_run: Path, out: Path, finetune: int, scratch: int, scratch_
                 errors[name].append((await asyncio.to_thread(evaluate_live, run, factory, decisions, r))["mean_error_px"])
         eval_s = time.perf_counter() - t_eval
     vs_sim = {}
-    for name in ("finetuned", "scratch", "baseline"):
+    for name in (*runs, "baseline"):
         diff = [a - b for a, b in zip(errors[name], errors["sim_only"])]
         mean, ci = mean_ci95(diff)
         vs_sim[name] = {"mean_px": mean, "ci95_px": ci}
