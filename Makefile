@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-ray bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test test-ray bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The edge's gain-set tables (controller/modes/mems/gain_sets.json) from the learner's computation
+gain-sets: $(STAMP)
+	$(BIN)/python -m learner.mems.edge_gain_sets
 
 demo: $(STAMP)
 	$(BIN)/edgetune demo --out runs/demo
@@ -60,6 +64,20 @@ results-mems: $(STAMP)
 	  $(BIN)/edgetune eval mems $$(for s in $(MEMS_TRAIN_SEEDS); do echo --run $(MEMS_RESULTS)/$$set-seed$$s; done) \
 	    --disturbance $$d --split report --seeds $(MEMS_REPORT_SEEDS) --out $(MEMS_RESULTS)/eval-$$set \
 	    --json > $(MEMS_RESULTS)/eval-$$set-$$d.json 2> $(MEMS_RESULTS)/eval-$$set-$$d.err; done; done
+
+# Live training on the emulated stand (docs/live-training.md): a 20 000-decision simulator run, then live
+# fine-tuning from it, a shorter run from scratch and the evaluation of both against it, then a longer
+# fine-tuning on a fresh stand (real time: ~4 min of simulator training, then ~16 min live)
+LIVE_RESULTS := runs/results/live
+results-live: $(STAMP)
+	mkdir -p $(LIVE_RESULTS)
+	test -f $(LIVE_RESULTS)/sim20k/summary.json || \
+	  $(BIN)/edgetune train mems --out $(LIVE_RESULTS)/sim20k --steps 20000 --seed 0 --resume
+	rm -rf $(LIVE_RESULTS)/bench $(LIVE_RESULTS)/bench2
+	flock /tmp/measure.lock $(BIN)/edgetune bench live --sim-run $(LIVE_RESULTS)/sim20k --out $(LIVE_RESULTS)/bench \
+	  --finetune 1200 --scratch 600 --scratch-warmup 120 --decisions 50 --repeats 5 --json
+	flock /tmp/measure.lock $(BIN)/edgetune bench live --sim-run $(LIVE_RESULTS)/sim20k --out $(LIVE_RESULTS)/bench2 \
+	  --finetune 2500 --scratch 0 --decisions 50 --repeats 5 --json
 
 # The bundled CT policies and the CT results in docs/results.md: three training sets (mixture = Algorithm 2
 # on the paper's shapes + broad random objects, the default policy; paper = Algorithm 2 on the shapes only,

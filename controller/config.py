@@ -113,6 +113,8 @@ class AxisEnvelope(_Section):
 class GainEnvelope(_Section):
     x: AxisEnvelope = AxisEnvelope()
     y: AxisEnvelope = AxisEnvelope()
+    # host-set gains also lie in this set's I_max(P) (controller/modes/mems/gain_sets.py): robust | wide | box
+    gain_set: Literal["robust", "wide", "box"] = "wide"
 
 
 class HostLinkConfig(_Section):

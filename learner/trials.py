@@ -38,6 +38,7 @@ RAY_MISSING = "needs Ray Tune, an optional extra: pip install 'edgetune[ray]'"
 CSV_ROWS = 20  # a FILE.csv:COLUMN metric is the mean of the log's last CSV_ROWS rows
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")  # the ray.tune search-space functions a sweep takes
 CONTROL = ("out", "seed", "resume")  # options every trial gets from the sweep itself
+ONE_STAND = ("live",)  # options that train on the one real stand (`train mems --live`): never several trials at once
 
 
 @dataclass
@@ -400,6 +401,9 @@ def with_train_seeds(command: Callable) -> Callable:
         ctx = kwargs[ctx_name] if ctx_name else kwargs.pop("trials_ctx")
         if n == 1:
             return command(**kwargs)
+        if any(kwargs.get(k) for k in ONE_STAND):
+            raise typer.BadParameter("trains several seeds at once, on simulators: a real stand (--live) takes one "
+                                     "trainer", param_hint="--train-seeds")
         require_ray("--train-seeds N > 1")
         out = Path(kwargs["out"]).absolute()
         _refuse_rerun(out, kwargs["resume"])
@@ -447,6 +451,8 @@ def load_sweep(path: Path, train_group: Any, out: Optional[Path]) -> tuple[Job, 
     params = [p for p in train_group.commands[app].params if p.name != "train_seeds"]
     options, space = spec.get("options", {}), spec.get("space", {})
     resources = {"cpu": 1.0, **spec.get("resources", {})}
+    if live := [k for k in (*options, *space) if k.lstrip("-").replace("-", "_") in ONE_STAND]:
+        raise ValueError(f"{live}: a sweep trains on simulators, a real stand takes one trainer")
     if both := set(options) & set(space):
         raise ValueError(f"{sorted(both)} both fixed (options) and searched (space)")
     option_argv(params, {k: None for k in space})  # the searched options exist

@@ -30,6 +30,7 @@ from controller.link.auth import (
     Ack, AxisGains, BadVersion, Gains, HostLinkError, Keyring, Ping, Pong, ReplayGuard, SetGains, Signer, Telemetry,
     decode, version_notice, wall_us, write_state,
 )
+from controller.modes.mems import gain_sets
 from controller.ratelog import Summary
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,23 @@ def baseline_gains(pid: PidConfig) -> Gains:
 
 
 def clamp_gains(gains: Gains, env: GainEnvelope) -> tuple[Gains, bool]:
-    """Clamp every axis/term into the envelope; returns (clamped gains, whether anything changed)."""
+    """The gains the host may set nearest to ``gains``: (P, I) of each axis into the envelope's gain set (P into
+    the set's range, I ≤ I_max(P): controller/modes/mems/gain_sets.py), then every term into the envelope's box
+    (the configured limits hold last). Returns (clamped gains, whether anything changed). Every path that sets
+    gains from outside the edge calls this."""
 
     def c(v: float, r: Range) -> float:
         return min(max(v, r.min), r.max)
 
-    out = Gains(*(AxisGains(c(g.kp, e.kp), c(g.ki, e.ki), c(g.kd, e.kd))
-                  for g, e in ((gains.x, env.x), (gains.y, env.y))))
+    axes = []
+    for axis, (g, e) in enumerate(((gains.x, env.x), (gains.y, env.y))):
+        kp, ki = c(g.kp, e.kp), g.ki
+        if env.gain_set != "box":
+            p_min, p_max, i_max = gain_sets.limit(env.gain_set, axis, kp)
+            kp = min(max(kp, p_min), p_max)
+            ki = min(ki, i_max)
+        axes.append(AxisGains(c(kp, e.kp), c(ki, e.ki), c(g.kd, e.kd)))
+    out = Gains(*axes)
     return out, out != gains
 
 

@@ -2,12 +2,15 @@
 
 ``steps`` is the paper's training signal (random ±100 px jumps, Eq. 6), ``wiener`` its test
 signal (Eq. 7) with the stand's sweep episodes (below), ``from_csv`` replays a recorded trace.
-``sinusoids`` and ``drift_bursts`` are families the tuner never trains on, for generalisation tests. All generators are seeded and
+``sinusoids`` and ``drift_bursts`` are families the tuner does not train on by default, for generalisation tests
+(``generate`` picks one by name, for the test and for `edgetune train mems --disturbance`). All generators are seeded and
 return float64 arrays; sample k is the M1 command during frame k (t = k / frame_rate).
 """
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +177,33 @@ def from_csv(path: str | Path, frame_rate: float = FRAME_RATE_HZ) -> np.ndarray:
     tq = t[0] + np.arange(int(np.floor((t[-1] - t[0]) * frame_rate + 1e-9)) + 1) / frame_rate
     out = np.stack([np.interp(tq, t, arr[:, 1]), np.interp(tq, t, arr[:, 2])], axis=-1)
     return out[None]
+
+
+NAMES = ("wiener", "steps", "sine", "bursts")  # the generated families; anything else names a CSV recording
+
+
+def generate(kind: str, seeds: Sequence[int], frames: int, burst_hz: float = BURST_HZ,
+             starts: np.random.Generator | None = None) -> np.ndarray:
+    """(B, frames, 2) M1 displacement [px], one stand per seed: wiener | steps | sine | bursts (ringing at
+    `burst_hz`) | PATH.csv. A recording is the same trace for every stand, from its start, or with `starts`
+    from a random frame each (a window of `frames`); past its end its last sample is held."""
+    one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
+    match kind:
+        case "wiener":
+            return one(lambda s: wiener(1, frames, s))
+        case "steps":
+            return one(lambda s: steps(1, frames, s))
+        case "sine":
+            return one(lambda s: sinusoids(1, frames, s))
+        case "bursts":
+            return one(lambda s: drift_bursts(1, frames, s, burst_hz=burst_hz))
+    trace = recording(kind)[0]
+    first = np.zeros(len(seeds), int) if starts is None else starts.integers(0, max(len(trace) - frames, 0) + 1, len(seeds))
+    k = np.minimum(first[:, None] + np.arange(frames), len(trace) - 1)
+    return trace[k]
+
+
+@lru_cache(maxsize=8)
+def recording(path: str) -> np.ndarray:
+    """``from_csv`` read once per process (training draws a window of it every episode)."""
+    return from_csv(path)

@@ -325,11 +325,16 @@ def train(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: str | Path | None = None,
+    init: dict | None = None,
+    stop_on: tuple[type[BaseException], ...] = (),
 ) -> DDPG:
     """Train DDPG on `env` for cfg.total_steps transitions.
 
     checkpoint/checkpoint_every: save the agent, replay buffer and step counter every that many
     transitions (and at the end). resume: continue from such a checkpoint (the env is reset).
+    init: an agent's state dict to start from (fine-tuning; a fresh buffer and step counter).
+    stop_on: exceptions of the env's step that end training (a live stand's link lost): the checkpoint
+    is saved with the transitions so far, then the exception propagates.
     """
     if checkpoint_every and checkpoint is None:
         raise ValueError("checkpoint_every needs a checkpoint path")
@@ -341,6 +346,8 @@ def train(
     agent = DDPG(stepper.obs_dim, stepper.act_dim, cfg, obs_mean, obs_std)
     buf = ReplayBuffer(cfg.buffer_size, stepper.obs_dim, stepper.act_dim, agent.device)
     step = updates = 0
+    if init is not None:
+        agent.load_state_dict(init)
     if resume is not None:
         sd = torch.load(resume, map_location=agent.device, weights_only=False)
         agent.load_state_dict(sd["agent"])
@@ -364,7 +371,12 @@ def train(
             a = rng.uniform(-1.0, 1.0, shape)
         else:
             a = np.clip(agent.act(stepper.obs) + noise(step / cfg.total_steps), -1.0, 1.0)
-        (o, a_, r, o2, term, dt), finished, ended = stepper.step(a)
+        try:
+            (o, a_, r, o2, term, dt), finished, ended = stepper.step(a)
+        except stop_on:
+            if checkpoint is not None:
+                save()
+            raise
         if ended.any():
             noise.reset(ended)
         if len(r):

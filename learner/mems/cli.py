@@ -11,34 +11,79 @@ import typer
 def train_mems(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="run directory (checkpoints, log.csv, PNGs)"),
-    steps: int = typer.Option(192_000, min=1, help="decisions in total, over all simulated stands"),
+    steps: int = typer.Option(192_000, min=1, help="decisions in total, over all simulated stands (--live: give it; "
+                                                 "a live decision takes 100 ms, 1000 of them about 2 minutes)"),
     num_envs: int = typer.Option(16, min=1, help="stands simulated in one numpy batch"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue RUN/checkpoint.pt to --steps in all, with the run's own "
-                                            "--num-envs, --seed and --gain-set"),
+                                            "--num-envs, --seed, --gain-set and --disturbance"),
     device: str = typer.Option("auto", help="torch device: auto (cuda if present) | cpu | cuda"),
     gain_set: str = typer.Option("robust", "--gain-set", help="robust: only gains that amplify no vibration the "
                                  "baseline rejects | wide: any gains whose sensitivity peaks at most 3.2 (holds the "
                                  "paper's a_test gains) | box: the whole box (learner/mems/robust_gains.py)"),
+    disturbance: str = typer.Option("none", help="M1 disturbance while training on the simulator: none | wiener | "
+                                    "steps | sine | bursts | PATH.csv (a recorded trace, header t_s,x_px,y_px: every "
+                                    "episode replays a window of it from a random frame)"),
+    live: bool = typer.Option(False, "--live", help="train on the running daemon (stabilize or rl-pid mode, no active "
+                                                    "policy) over the host link instead of the simulator (docs/live-training.md)"),
+    to: Optional[str] = typer.Option(None, "--to", metavar="HOST:PORT", help="--live: the daemon's host link"),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="--live: the host link's key file"),
+    key_id: Optional[int] = typer.Option(None, "--key-id", help="--live: the key to sign with (default: the newest)"),
+    init: Optional[Path] = typer.Option(None, "--init", metavar="RUN", help="--live: start from this simulator-trained "
+                                        "run (sim-to-real fine-tuning): its gain set, observation and networks, a "
+                                        "fresh replay buffer"),
+    learning_starts: Optional[int] = typer.Option(None, "--learning-starts", min=0, help="decisions of random gains "
+                                                  "before the first update (default 2000; with --init 0)"),
 ) -> None:
-    """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator."""
+    """Train DDPG to re-tune the MEMS PID (paper settings) on the fast simulator, or with --live on the stand."""
+    from firmware_sim.mems.disturbance import NAMES
     from learner.mems.robust_gains import GAIN_SETS, GainSet
+    from learner.mems.env import MemsTuningConfig
     from learner.mems.train import MemsTrainConfig, checkpoint_step, load_run_config, train_mems as run
 
+    given = lambda name: ctx.get_parameter_source(name).name == "COMMANDLINE"  # noqa: E731
     if gain_set not in GAIN_SETS:
         raise typer.BadParameter(f"{gain_set!r}: one of {' | '.join(GAIN_SETS)}", param_hint="--gain-set")
+    if disturbance not in ("none", *NAMES):
+        _load_recording(Path(disturbance))
+        disturbance = str(Path(disturbance).resolve())  # the run's config names it wherever it is resumed from
+    for name in ("to", "key_file", "key_id", "init"):
+        if not live and given(name):
+            raise typer.BadParameter("goes with --live", param_hint="--" + name.replace("_", "-"))
+    if live:
+        _check_live_options(to, key_file, disturbance, steps_given=given("steps"), num_envs_given=given("num_envs"))
     resuming = resume and (out / "checkpoint.pt").exists()
     if (out / "checkpoint.pt").exists() and not resume:
         raise typer.BadParameter(f"{out} already holds a run: --resume to continue it, or another --out",
                                  param_hint="--out")
     if resuming:
+        if init is not None:
+            raise typer.BadParameter(f"--resume continues {out}/checkpoint.pt; --init only starts a run", param_hint="--init")
+        was_live = "live" in json.loads((out / "config.json").read_text())
+        if was_live != live:
+            raise typer.BadParameter(f"{out} was trained {'on the live stand: resume it with --live' if was_live else 'on the simulator: resume it without --live'}",
+                                     param_hint="--resume")
         cfg = load_run_config(out)
-        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "gain_set": cfg.gain_set}
-        if any(ctx.get_parameter_source(k).name == "COMMANDLINE" and ctx.params[k] != v for k, v in kept.items()):
+        kept = {"num_envs": cfg.num_envs, "seed": cfg.ddpg.seed, "gain_set": cfg.gain_set, "disturbance": cfg.env.disturbance}
+        now = {"num_envs": num_envs, "seed": seed, "gain_set": gain_set, "disturbance": disturbance}
+        if any(given(k) and now[k] != v for k, v in kept.items()):
             raise typer.BadParameter(f"{out} was trained with --num-envs {cfg.num_envs} --seed {cfg.ddpg.seed} "
-                                     f"--gain-set {cfg.gain_set}, and --resume keeps them", param_hint="--resume")
+                                     f"--gain-set {cfg.gain_set} --disturbance {cfg.env.disturbance}, and --resume keeps "
+                                     "them", param_hint="--resume")
+    elif init is not None:
+        from learner.mems.live_train import init_config
+
+        try:
+            cfg = init_config(init)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--init") from None
+        if given("gain_set") and gain_set != cfg.gain_set:
+            raise typer.BadParameter(f"{init} was trained with --gain-set {cfg.gain_set}: fine-tuning keeps its map "
+                                     "from the actor's output to gains", param_hint="--gain-set")
+        cfg.ddpg.seed, cfg.ddpg.learning_starts = seed, 0
     else:
-        cfg = MemsTrainConfig(num_envs=num_envs, gain_set=cast(GainSet, gain_set))
+        cfg = MemsTrainConfig(MemsTuningConfig(disturbance=disturbance), num_envs=1 if live else num_envs,
+                              gain_set=cast(GainSet, gain_set))
         cfg.ddpg.seed = seed
     if steps % cfg.num_envs:
         steps += cfg.num_envs - steps % cfg.num_envs
@@ -47,7 +92,50 @@ def train_mems(
         raise typer.BadParameter(f"{out} is already at {done} decisions: nothing to do (--steps is the total)",
                                  param_hint="--steps")
     cfg.ddpg.total_steps, cfg.ddpg.device = steps, device
-    typer.echo(json.dumps(run(out, cfg, resume=resume)))
+    if learning_starts is not None:
+        cfg.ddpg.learning_starts = learning_starts
+    if not live:
+        typer.echo(json.dumps(run(out, cfg, resume=resume)))
+        return
+    _train_live(out, cfg, cast(str, to), cast(Path, key_file), key_id, resume, init)
+
+
+def _check_live_options(to: Optional[str], key_file: Optional[Path], disturbance: str, *, steps_given: bool,
+                        num_envs_given: bool) -> None:
+    if to is None or key_file is None:
+        raise typer.BadParameter("--live needs --to HOST:PORT and --key-file", param_hint="--live")
+    if disturbance != "none":
+        raise typer.BadParameter("is for the simulator: a live stand has its own", param_hint="--disturbance")
+    if not steps_given:
+        raise typer.BadParameter("--live needs --steps (a live decision takes 100 ms)", param_hint="--steps")
+    if num_envs_given:
+        raise typer.BadParameter("--live trains on one stand", param_hint="--num-envs")
+
+
+def _train_live(out: Path, cfg, to: str, key_file: Path, key_id: Optional[int], resume: bool, init: Optional[Path]) -> None:
+    """Run live training; a lost link or Ctrl-C ends it with a checkpoint and a message saying how to go on."""
+    from controller.link.cli import signing
+    from learner.mems.live_env import LinkLost, StandMismatch
+    from learner.mems.live_train import connect, train_live
+    from learner.mems.train import checkpoint_step
+
+    addr, ring, kid = signing(to, key_file, key_id)
+    if resume and (out / "config.json").exists():  # a resumed fine-tuning run still names the run it started from
+        init_name = json.loads((out / "config.json").read_text()).get("live", {}).get("init")
+    else:
+        init_name = None if init is None else str(init)
+    extra = {"live": {"to": to, "key_id": kid, "init": init_name}}
+    try:
+        summary = train_live(out, cfg, connect(addr, ring, kid), resume=resume, init=init, extra=extra)
+    except (LinkLost, StandMismatch, KeyboardInterrupt) as e:
+        why = {LinkLost: "link lost: ", StandMismatch: "error: "}.get(type(e), "stopped (Ctrl-C)") + str(e)
+        if (out / "checkpoint.pt").exists():
+            again = f"edgetune train mems --live --to {to} --key-file {key_file} --out {out} --steps {cfg.ddpg.total_steps} --resume"
+            typer.echo(f"{why}. {out / 'checkpoint.pt'} holds {checkpoint_step(out)} decisions; to go on: {again}", err=True)
+        else:
+            typer.echo(f"{why}. Nothing trained yet.", err=True)
+        raise typer.Exit({LinkLost: 3, StandMismatch: 2}.get(type(e), 130)) from None
+    typer.echo(json.dumps(summary))
 
 
 def eval_mems(
@@ -99,17 +187,24 @@ def eval_mems(
                else "note: no --out (nor a single --run), so no markdown table or PNG was written", err=True)
 
 
-def _check_recording(path: Path) -> None:
-    """A clean error for a bad CSV; a note when it does not span the test (held or cut to FRAMES)."""
-    from firmware_sim.mems.disturbance import FRAME_RATE_HZ, from_csv
-    from learner.mems.eval import FRAMES
+def _load_recording(path: Path) -> int:
+    """Frames (at 120 Hz) of a recorded disturbance; a clean error for a missing or bad CSV."""
+    from firmware_sim.mems.disturbance import from_csv
 
     if not path.is_file():
         raise typer.BadParameter(f"{str(path)!r} is not a disturbance name or a CSV file", param_hint="--disturbance")
     try:
-        n = from_csv(path).shape[1]
+        return from_csv(path).shape[1]
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--disturbance") from None
+
+
+def _check_recording(path: Path) -> None:
+    """A clean error for a bad CSV; a note when it does not span the test (held or cut to FRAMES)."""
+    from firmware_sim.mems.disturbance import FRAME_RATE_HZ
+    from learner.mems.eval import FRAMES
+
+    n = _load_recording(path)
     if n != FRAMES:
         rest = "its last sample is held to the end" if n < FRAMES else f"frames after {FRAMES} are not used"
         typer.echo(f"note: {path} spans {n} frames at {FRAME_RATE_HZ:g} Hz; the test runs {FRAMES}, so {rest}", err=True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from controller.modes.mems.pid import BASELINE_GAINS, Pid
 from controller.modes.mems.spec import OBS_FIELDS as FEATURES
+from firmware_sim.mems.disturbance import generate
 from firmware_sim.mems.physics import MemsParams, MemsStand, MemsState
 from learner.envs.base import BatchVecEnv, SingleEnv
 
@@ -44,6 +45,9 @@ class MemsTuningConfig:
     r_out_baseline: float = 1.0  # extra penalty (eq. 2) ...
     out_baseline_ratio: float = 1.5  # ... when the error is this many times the baseline's
     disturbance_sigma_px_sqrt_s: float = 0.0  # optional Wiener disturbance during training
+    # M1 disturbance during training: none | wiener | steps | sine | bursts | PATH.csv (a recorded trace,
+    # header t_s,x_px,y_px: every episode replays a window of it from a random frame)
+    disturbance: str = "none"
 
 
 def action_bounds(cfg: MemsTuningConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +98,18 @@ class MemsTuningSim:
         self.target = np.zeros((self.b, 2))
         self.next_jump = self.rng.integers(*self.cfg.target_hold_frames, size=self.b)
         self.m1 = np.zeros((self.b, 2))
+        self.drawn = None if disturbance is not None or self.cfg.disturbance == "none" else self._draw_disturbance()
         self.meas = np.zeros((2 * self.b, 2))
         self.t = 0.0
         self.history = np.zeros((self.b, self.cfg.k, len(FEATURES)))
         self.decision = 0
         return self.observation()
+
+    def _draw_disturbance(self) -> np.ndarray:
+        """(B, T, 2): this episode's training disturbance, T frames: as long as the longest episode."""
+        cfg = self.cfg
+        frames = cfg.decisions_per_episode * cfg.frames_per_decision[1] + 1
+        return generate(cfg.disturbance, self.rng.integers(2**31, size=self.b).tolist(), frames, starts=self.rng)
 
     def observation(self) -> np.ndarray:
         raw = self.history.reshape(self.b, -1)
@@ -126,6 +137,8 @@ class MemsTuningSim:
             k = min(self.frame - 1, dist.shape[1] - 1)
             self.m1, self.target = dist[:, k], tgt[:, k]
             return
+        if self.drawn is not None:
+            self.m1 = self.drawn[:, min(self.frame - 1, self.drawn.shape[1] - 1)]
         if self.cfg.disturbance_sigma_px_sqrt_s:
             self.m1 = self.m1 + self.rng.normal(0.0, self.cfg.disturbance_sigma_px_sqrt_s * np.sqrt(self.dt), self.m1.shape)
         self.next_jump -= 1

@@ -53,27 +53,6 @@ def test_seeds(split: Split, n: int = 8) -> tuple[int, ...]:
     return tuple(range(SEED_SETS[split], SEED_SETS[split] + n))
 
 
-def test_disturbance(kind: str, seeds: tuple[int, ...], frames: int = FRAMES, burst_hz: float = dist.BURST_HZ
-                     ) -> np.ndarray:
-    """(B, T, 2) M1 displacement [px]: wiener | steps | sine | bursts (ringing at `burst_hz`) | PATH.csv (one
-    trace for every seed; a recording shorter than `frames` holds its last sample, a longer one is cut)."""
-    b = len(seeds)
-    one = lambda f: np.concatenate([f(s) for s in seeds])  # noqa: E731  (seeded per stand)
-    match kind:
-        case "wiener":
-            return one(lambda s: dist.wiener(1, frames, s))
-        case "steps":
-            return one(lambda s: dist.steps(1, frames, s))
-        case "sine":
-            return one(lambda s: dist.sinusoids(1, frames, s))
-        case "bursts":
-            return one(lambda s: dist.drift_bursts(1, frames, s, burst_hz=burst_hz))
-    trace = dist.from_csv(kind)
-    if trace.shape[1] < frames:
-        trace = np.concatenate([trace, np.repeat(trace[:, -1:], frames - trace.shape[1], axis=1)], axis=1)
-    return np.repeat(trace[:, :frames], b, axis=0)
-
-
 def file_stem(disturbance: str, burst_hz: float = dist.BURST_HZ) -> str:
     """What the test's files are named after: eval_<stem>.md, eval_<stem>.png, sensitivity_<stem>.png."""
     if disturbance == "bursts" and burst_hz != dist.BURST_HZ:
@@ -167,7 +146,7 @@ def evaluate_mems(runs: Sequence[Path] = (), disturbance: str = "wiener", seeds:
     `candidates`: the user's own fixed gains (Px, Ix, Py, Iy) [V/px, V/(px·s)], each reported as
     "gains Px,Ix,Py,Iy" beside the references (e.g. to check hand-tuned gains on a recorded disturbance).
     `burst_hz`: the ring frequency of the bursts test."""
-    d = test_disturbance(disturbance, seeds, burst_hz=burst_hz)
+    d = dist.generate(disturbance, seeds, FRAMES, burst_hz)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"runs must have distinct directory names: {names}")

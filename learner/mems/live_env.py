@@ -1,12 +1,21 @@
 """The MEMS tuning environment on the live stand: steps the running daemon over the host link.
 
 Same spaces as :class:`learner.mems.env.MemsTuningEnv`, so a policy moves between the two unchanged.
-One step: send the gains (SetGains), let the stand run for one decision period in real time,
-read the telemetry that came back (one row per tick: the daemon's `telemetry_decimation` must be 1)
-and build observation and reward from it. ``info["gains"]`` holds the gains the daemon reported running
-in the interval's last telemetry row ([axis][P, I, D]; NaN when none came back). The real interval is reported as Δt in ``info["dt"]``
-(UDP and the host's scheduling make it vary — the paper's reason for the semi-Markov target, eq. 3).
+One step: send the gains (SetGains; the edge clamps them into its envelope and gain set, and the Ack
+says so: ``info["clamped"]``), let the stand run for one decision period in real time, read the telemetry
+that came back (one row per tick) and build observation and reward from it. ``info["gains"]`` holds the
+gains the daemon reported running in the interval's last telemetry row ([axis][P, I, D]). The real time the
+gains ran before this observation, from the edge's own tick stamps (the span of the interval's rows, one tick
+included), is reported as Δt in ``info["dt"]`` in decision periods (UDP and the host's scheduling make it
+vary — the paper's reason for the semi-Markov target, eq. 3). The host's time between an observation and the
+next command (the agent acting and learning) is in no transition: the observation is the last k ticks.
 Targets jump by ±100 px (eq. 6) through SetTarget, as on the paper's stand.
+
+The first reset checks the stand: telemetry for every tick (the daemon's ``[hostlink] telemetry_decimation``
+must be 1) at the frame rate the observations assume (``[loop] rate_hz``), else ``StandMismatch``. A
+command without a reply, or no telemetry for ``link_timeout_s``, raises ``LinkLost`` (training saves a
+checkpoint and stops: learner/mems/live_train.py). Gains the daemon does not run (an active rl-pid policy
+sets its own) for ``FOREIGN_GAINS_STEPS`` decisions in a row raise ``StandMismatch``.
 
 The penalty of eq. 2 for a reward far worse than the baseline's uses a reference measured with the
 baseline gains at every reset (there is no shadow stand on real hardware).
@@ -25,12 +34,25 @@ from controller.link.auth import Gains
 from learner.mems.env import FEATURES, OBS_SCALE, MemsTuningConfig, action_bounds, baseline_action, gains_from_action
 
 
+FOREIGN_GAINS_STEPS = 3  # decisions in a row whose telemetry shows other gains than the Ack's
+RATE_TOLERANCE = 0.35  # the daemon's tick rate may differ from frame_rate_hz by this fraction (frames arrive in bunches)
+
+
+class LinkLost(RuntimeError):
+    """The stand stopped answering (commands) or sending (telemetry)."""
+
+
+class StandMismatch(RuntimeError):
+    """The running daemon is not set up for live training (telemetry rate, tick rate, gains it runs)."""
+
+
 class MemsLiveEnv(gym.Env):
     metadata = {"render_modes": []}
 
-    def __init__(self, client_factory, cfg: MemsTuningConfig = MemsTuningConfig(), frame_rate_hz: float = 120.0) -> None:
+    def __init__(self, client_factory, cfg: MemsTuningConfig = MemsTuningConfig(), frame_rate_hz: float = 120.0,
+                 link_timeout_s: float = 2.0) -> None:
         """``client_factory``: an async callable returning an open :class:`HostClient` (called on the env's loop)."""
-        self.cfg = cfg
+        self.cfg, self.frame_rate_hz, self.link_timeout_s = cfg, frame_rate_hz, link_timeout_s
         self.period_s = cfg.nominal_frames / frame_rate_hz
         lo, hi = action_bounds(cfg)
         self.action_space = gym.spaces.Box(lo, hi, dtype=np.float32)
@@ -42,30 +64,70 @@ class MemsLiveEnv(gym.Env):
         self._thread.start()
         self.client: HostClient = self._run(client_factory())
         self._rows: list[tuple[float, ...]] = []
+        self._ticks: list[tuple[int, int]] = []  # per row: the edge's tick index and time [ns]
         self._gains: list[tuple[tuple[float, ...], ...]] = []  # per row: the gains the daemon ran
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
         self.target = np.zeros(2)
         self.history = np.zeros((cfg.k, len(FEATURES)))
         self.baseline_error = 1.0
+        self.checked = False  # the stand's telemetry and tick rates (first reset)
+        self._foreign = 0
 
     def _run(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def _command(self, coro):
+        """A command's Ack; LinkLost when the edge does not answer."""
+        try:
+            return self._run(coro)
+        except TimeoutError as e:  # HostClient's after its retries (or the loop's own deadline)
+            raise LinkLost(f"the stand at {self.client.edge_addr[0]}:{self.client.edge_addr[1]} does not answer: {e}") from None
+
     async def _read(self) -> None:
         async for t in self.client.telemetry():
             self._rows.append((t.x_px, t.y_px, t.cmd_x_v, t.cmd_y_v, t.target_x_px, t.target_y_px))
+            self._ticks.append((t.tick, t.t_ns))
             self._gains.append(t.gains.rows())
 
-    def _interval(self, action: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        """Apply gains, run one decision period in real time; (rows (n, 6), elapsed s, the daemon's last gains)."""
-        self._run(self.client.set_gains(Gains.from_rows(gains_from_action(action)[0])))
+    def _interval(self, action: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, bool]:
+        """Apply gains, run one decision period in real time (longer while no telemetry comes, up to
+        ``link_timeout_s``); (rows (n, 6), Δt [periods], the daemon's last gains, whether the edge clamped)."""
+        ack = self._command(self.client.set_gains(Gains.from_rows(gains_from_action(action)[0])))
         self._rows.clear()
+        self._ticks.clear()
         self._gains.clear()
         t0 = time.monotonic()
         time.sleep(self.period_s)
-        rows = np.array(self._rows, dtype=np.float64).reshape(-1, len(FEATURES))
-        gains = np.array(self._gains[-1] if self._gains else np.full((2, 3), np.nan), dtype=np.float64)
-        return rows, time.monotonic() - t0, gains
+        while not self._rows:
+            if time.monotonic() - t0 > self.link_timeout_s:
+                raise LinkLost(f"no telemetry from the stand for {self.link_timeout_s:g} s")
+            time.sleep(self.period_s / 4)
+        n = len(self._rows)  # the reader appends on its own thread: take a consistent prefix
+        rows = np.array(self._rows[:n], dtype=np.float64).reshape(-1, len(FEATURES))
+        ticks, gains = np.array(self._ticks[:n], dtype=np.int64), np.array(self._gains[n - 1], dtype=np.float64)
+        if not self.checked:
+            self._check_rates(ticks)
+        elapsed_s = (ticks[-1, 1] - ticks[0, 1]) * 1e-9 + 1.0 / self.frame_rate_hz
+        self._foreign = self._foreign + 1 if not np.allclose(gains, ack.gains.rows(), rtol=1e-6) else 0
+        if self._foreign >= FOREIGN_GAINS_STEPS:
+            raise StandMismatch(f"the daemon runs gains {gains.tolist()}, not the ones it acknowledged "
+                                f"({ack.gains.rows()}), {self._foreign} decisions in a row: an active rl-pid policy "
+                                "sets its own; roll it back or run the daemon in stabilize mode")
+        return rows, elapsed_s / self.period_s, gains, ack.clamped
+
+    def _check_rates(self, ticks: np.ndarray) -> None:
+        """Telemetry for every tick, ticks at the frame rate (StandMismatch otherwise)."""
+        if len(ticks) < 3:
+            return
+        step = int(np.median(np.diff(ticks[:, 0])))
+        if step != 1:
+            raise StandMismatch(f"the daemon sends telemetry every {step} ticks; live training needs every tick "
+                                "(its observation is the last frames): set [hostlink] telemetry_decimation = 1")
+        rate = 1e9 * (ticks[-1, 0] - ticks[0, 0]) / max(int(ticks[-1, 1] - ticks[0, 1]), 1)  # over the interval
+        if abs(rate / self.frame_rate_hz - 1) > RATE_TOLERANCE:
+            raise StandMismatch(f"the daemon ticks at {rate:.0f} Hz; the policy's observations are frames at "
+                                f"{self.frame_rate_hz:g} Hz: set [loop] rate_hz = {self.frame_rate_hz:g}")
+        self.checked = True
 
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         if len(rows):
@@ -81,7 +143,7 @@ class MemsLiveEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.decision, self.next_jump = 0, 0
-        rows, _, _ = self._interval(baseline_action())
+        rows, _, _, _ = self._interval(baseline_action())
         self.baseline_error = max(self._error(rows), 0.5)
         return self._observe(rows), {}
 
@@ -92,15 +154,15 @@ class MemsLiveEnv(gym.Env):
             step = self.np_random.choice([-1.0, 1.0], size=2) * cfg.step_px
             new = self.target + step
             self.target = np.where(np.abs(new) > cfg.target_limit_px, self.target - step, new)
-            self._run(self.client.set_target(*self.target))
+            self._command(self.client.set_target(*self.target))
             self.next_jump = int(self.np_random.integers(*cfg.target_hold_frames)) // cfg.nominal_frames + 1
-        rows, elapsed, gains = self._interval(np.asarray(action, dtype=np.float64))
+        rows, dt, gains, clamped = self._interval(np.asarray(action, dtype=np.float64))
         err = self._error(rows)
-        if not np.isfinite(err):  # no telemetry at all this interval: the link is down
+        if not np.isfinite(err):  # no spot in any row (lost by the camera)
             err = 1e3
         reward = -err / 100.0 - cfg.r_out_baseline * (err > cfg.out_baseline_ratio * self.baseline_error + 1.0)
         self.decision += 1
-        info = {"dt": elapsed / self.period_s, "mean_error_px": err, "frames": len(rows), "gains": gains}
+        info = {"dt": dt, "mean_error_px": err, "frames": len(rows), "gains": gains, "clamped": clamped}
         return self._observe(rows), float(reward), False, self.decision >= cfg.decisions_per_episode, info
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -103,8 +104,18 @@ def load_agent(run: Path, cfg: MemsTrainConfig | None = None) -> DDPG:
 
 
 def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
-    """Train, checkpointing into ``out``; returns a summary (also in summary.json). Raises ValueError when
-    a resumed run is already at ``total_steps``."""
+    """Train on the simulator, checkpointing into ``out``; returns a summary (also in summary.json). Raises
+    ValueError when a resumed run is already at ``total_steps``."""
+    return train_run(out, cfg, MemsTuningVecEnv(cfg.num_envs, cfg.env, cfg.plant), resume)
+
+
+def train_run(out: Path, cfg: MemsTrainConfig, env: gym.vector.VectorEnv, resume: bool = False, *,
+              init: dict | None = None, stop_on: tuple[type[BaseException], ...] = (), extra: dict | None = None,
+              where: str = "the MEMS simulator") -> dict:
+    """Train DDPG on ``env`` (the simulator, or the live stand: learner/mems/live_train.py) with the run's gain
+    map, progress bar, log.csv, checkpoints, a_test, reward.png and summary.json. ``init``: an agent's state to
+    start from; ``stop_on``: exceptions that end training with a checkpoint (ddpg.train); ``extra``: more
+    config.json keys."""
     total = cfg.ddpg.total_steps
     ckpt = out / "checkpoint.pt"
     resume_from = ckpt if resume and ckpt.exists() else None
@@ -114,13 +125,14 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"env": asdict(cfg.env), "ddpg": asdict(cfg.ddpg),
                                                 "num_envs": cfg.num_envs, "gain_set": cfg.gain_set,
-                                                "plant": asdict(cfg.plant)}, indent=2))
+                                                "plant": asdict(cfg.plant), **(extra or {})}, indent=2))
     # a run resumed inside the a_test window averages the part of the window after the resume
-    log = ActionLog(MemsTuningVecEnv(cfg.num_envs, cfg.env, cfg.plant), int(total * (1 - A_TEST_FRACTION)), seen=done)
+    log = ActionLog(env, int(total * (1 - A_TEST_FRACTION)), seen=done)
     env = ActorGains(log, gain_map(cfg))
     log_path = out / "log.csv"
     mode = "a" if resume and log_path.exists() else "w"
-    with open(log_path, mode, newline="") as f, progress_bar("train mems (DDPG)", total) as bar:
+    t0 = time.perf_counter()  # the gain map is computed: from here on, decisions
+    with open(log_path, mode, newline="") as f, progress_bar(f"train mems (DDPG) on {where}", total) as bar:
         writer = csv.writer(f)
         if mode == "w":
             writer.writerow(["step", "updates", "episode_return"])
@@ -130,17 +142,20 @@ def train_mems(out: Path, cfg: MemsTrainConfig, resume: bool = False) -> dict:
                 writer.writerow([ev.step, ev.updates, f"{r:.5f}"])
             bar.update(ev.step, ev.episode_returns)
 
-        train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1), resume=resume_from)
+        train(env, cfg.ddpg, on_step, checkpoint=ckpt, checkpoint_every=max(total // 10, 1), resume=resume_from,
+              init=init, stop_on=stop_on)
+    wall_s = time.perf_counter() - t0
     a_test = np.concatenate(log.actions).mean(axis=0)  # physical units
     (out / "a_test.json").write_text(json.dumps({"action": a_test.tolist(), "units": ["V/px", "V/(px*s)"] * 2,
                                                  "layout": ["Px", "Ix", "Py", "Iy"]}, indent=2))
-    summary = {"steps": total, "a_test": a_test.tolist()}
+    summary = {"steps": total, "a_test": a_test.tolist(), "wall_s": round(wall_s, 2),
+               "s_per_1000_decisions": round(1000 * wall_s / (total - done), 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))  # before the plot: a run stopped now is done
-    plot_training(log_path, out / "reward.png")
+    plot_training(log_path, out / "reward.png", where)
     return summary
 
 
-def plot_training(log_path: Path, png: Path) -> None:
+def plot_training(log_path: Path, png: Path, where: str = "the MEMS simulator") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +167,7 @@ def plot_training(log_path: Path, png: Path) -> None:
         ax.plot(rows[:, 0], rows[:, 2], ".", ms=2, alpha=0.4, label="episode return")
         w = max(len(rows) // 30, 1)
         ax.plot(rows[w - 1:, 0], np.convolve(rows[:, 2], np.ones(w) / w, mode="valid"), label=f"mean of {w}")
-    ax.set(xlabel="decisions (all stands)", ylabel="return (eq. 2)", title="DDPG PID tuning on the MEMS simulator")
+    ax.set(xlabel="decisions (all stands)", ylabel="return (eq. 2)", title=f"DDPG PID tuning on {where}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -12,6 +12,7 @@ from controller.link.edge_udp import HostLink, LinkChange, baseline_gains, clamp
 from controller.link.auth import (
     AxisGains, Gains, Keyring, Pong, SetGains, SetTarget, Signer, Telemetry, decode, write_keyfile,
 )
+from controller.modes.mems import gain_sets
 from controller.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(20)
@@ -59,7 +60,9 @@ async def test_set_gains_is_clamped_acked_and_posted(link, ring):
     async with HostClient(link.address, ring, key_id=1) as client:
         ack = await client.set_gains(wanted)
         tgt = await client.set_target(3.0, -4.0)
-    expected = Gains(AxisGains(60.0, 600.0, 0.0), AxisGains(16.0, 816.0, 0.02))
+    # P beyond the default (wide) set's range: P to its end, I to I_max there; D into the box
+    _, p_max, i_max = gain_sets.limit("wide", 0, 100.0)
+    expected = Gains(AxisGains(p_max, min(600.0, i_max), 0.0), AxisGains(16.0, 816.0, 0.02))
     assert ack.clamped and ack.gains == expected and ack.ack_seq == client.signer.last_seq - 1
     assert tgt.gains is None and not tgt.clamped
     assert drain(link.mailbox) == [LinkChange(up=True), SetGains(expected), SetTarget(3.0, -4.0)]

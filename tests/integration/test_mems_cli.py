@@ -196,3 +196,42 @@ def test_eval_rejects_malformed_gains(bad):
 def test_eval_takes_p_only_gains():
     res = runner.invoke(app, ["eval", "mems", "--seeds", "2", "--json", "--gains", "10,0,16,0"])
     assert res.exit_code == 0 and "gains 10,0,16,0" in json.loads(res.stdout)["methods"], res.output
+
+
+def test_train_on_a_recorded_disturbance(tmp_path):
+    """`train mems --disturbance PATH.csv`: the run names the recording (absolute), and --resume keeps it."""
+    csv = tmp_path / "stand.csv"
+    csv.write_text("t_s,x_px,y_px\n" + "".join(f"{i / 60},{5 * np.sin(i / 9)},{3 * np.cos(i / 7)}\n" for i in range(300)))
+    run = tmp_path / "run"
+    args = ["train", "mems", "--out", str(run), "--num-envs", "4", "--gain-set", "box", "--learning-starts", "64"]
+    res = runner.invoke(app, [*args, "--steps", "160", "--disturbance", str(csv)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "config.json").read_text())["env"]["disturbance"] == str(csv.resolve())
+    res = runner.invoke(app, [*args, "--steps", "200", "--resume", "--disturbance", "wiener"])
+    assert res.exit_code == 2 and "--resume keeps them" in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--disturbance", "nope.csv"], "is not a disturbance name or a CSV file"),
+    (["--to", "127.0.0.1:9"], "goes with --live"),
+    (["--init", "runs/x"], "goes with --live"),
+    (["--live"], "--live needs --to HOST:PORT and --key-file"),
+    (["--live", "--to", "127.0.0.1:9", "--key-file", "k", "--steps", "10", "--disturbance", "wiener"], "is for the simulator"),
+    (["--live", "--to", "127.0.0.1:9", "--key-file", "k"], "--live needs --steps"),
+    (["--live", "--to", "127.0.0.1:9", "--key-file", "k", "--steps", "10", "--num-envs", "2"], "one stand"),
+])
+def test_train_rejects_options_that_do_not_go_together(tmp_path, args, hint):
+    res = runner.invoke(app, ["train", "mems", "--out", str(tmp_path / "run"), *args])
+    assert res.exit_code == 2 and hint in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+def test_init_must_be_a_mems_run_that_fits(run_dir, tmp_path):
+    keys = tmp_path / "keys"
+    from controller.link.auth import write_keyfile
+
+    write_keyfile(keys)
+    live = ["train", "mems", "--live", "--to", "127.0.0.1:9", "--key-file", str(keys), "--steps", "10"]
+    res = runner.invoke(app, [*live, "--out", str(tmp_path / "a"), "--init", str(tmp_path)])
+    assert res.exit_code == 2 and "is not a `train mems` run" in res.output, res.output
+    res = runner.invoke(app, [*live, "--out", str(tmp_path / "b"), "--init", str(run_dir), "--gain-set", "box"])
+    assert res.exit_code == 2 and "fine-tuning keeps its map" in " ".join(res.output.replace("│", " ").split()), res.output

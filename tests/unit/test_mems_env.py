@@ -51,3 +51,28 @@ def test_scenario_replay_records_the_frames():
     trace = np.stack(sim.trace, axis=1)
     assert trace.shape[0] == 2 and trace.shape[1] >= 100 and trace.shape[2] == 4
     assert np.all(trace[:, :, 2:] == 0.0)  # the target stays at the centre; M1 moves
+
+
+def test_training_replays_windows_of_a_recorded_disturbance(tmp_path):
+    """cfg.disturbance = PATH.csv: each stand's M1 follows the recording from a random frame, a new one each episode."""
+    from firmware_sim.mems.disturbance import from_csv
+
+    csv = tmp_path / "stand.csv"
+    csv.write_text("t_s,x_px,y_px\n" + "".join(f"{i / 120},{i * 0.1},{-i * 0.05}\n" for i in range(2000)))
+    trace = from_csv(csv)[0]
+    sim = MemsTuningSim(3, MemsTuningConfig(disturbance=str(csv)))
+    firsts = []
+    for seed in (1, 2):
+        sim.reset(seed)
+        sim.step(np.tile(baseline_action(), (3, 1)))
+        starts = np.round(sim.m1[:, 0] / 0.1).astype(int) - (sim.frame - 1)  # the window's first frame per stand
+        np.testing.assert_allclose(sim.m1, trace[starts + sim.frame - 1])
+        firsts.append(starts)
+    assert len(set(np.concatenate(firsts).tolist())) == 6  # random starts: per stand and per episode
+
+
+def test_no_training_disturbance_by_default():
+    sim = MemsTuningSim(2, MemsTuningConfig())
+    sim.reset(0)
+    sim.step(np.tile(baseline_action(), (2, 1)))
+    assert sim.drawn is None and not sim.m1.any()

@@ -77,6 +77,7 @@ def _sweep_file(tmp_path: Path, text: str) -> Path:
     ('command = "mems"\nout = "x"\nrepeat = 2', "unknown keys ['repeat']"),
     ('command = "mems"\nout = "x"\n[resources]\ntpu = 1', "cpu and gpu"),
     ('command = "mems"', "no out"),
+    ('command = "mems"\nout = "x"\n[options]\nlive = true', "a real stand takes one trainer"),
 ])
 def test_a_bad_sweep_file_is_refused_clearly(tmp_path, text, error):
     with pytest.raises(ValueError, match=error.replace("[", r"\[").replace("]", r"\]")):
@@ -99,6 +100,11 @@ def test_without_the_extra_a_clear_error(tmp_path, monkeypatch):
     r = runner.invoke(app, ["sweep", str(path)])
     assert r.exit_code == 2 and "pip install 'edgetune[ray]'" in r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_live_stand_is_never_trained_by_several_trials(tmp_path):
+    r = CliRunner().invoke(app, ["train", "mems", "--out", str(tmp_path / "run"), "--live", "--train-seeds", "2"])
+    assert r.exit_code == 2 and "a real stand (--live) takes one trainer" in r.output
 
 
 def test_the_cli_does_not_import_ray():
