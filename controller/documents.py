@@ -162,8 +162,8 @@ def _steps(kind: str, d: dict[str, Any]) -> dict[str, list]:
     if "subsequences" in d:  # ptycho
         sub, src = [], []
         for i, s in enumerate(d["subsequences"]):
-            sub += [i] * len(s["order"])
-            src += [s["source"]] * len(s["order"])
+            sub += [i] * len(s["positions"])
+            src += [s["source"]] * len(s["positions"])
         n = len(d["positions"])
         return {"row": [p[0] for p in d["positions"]], "col": [p[1] for p in d["positions"]],
                 "subsequence": sub[:n], "source": src[:n]}

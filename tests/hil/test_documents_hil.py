@@ -11,11 +11,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from controller.link.auth import write_keyfile
 from controller.link.host_push import PushClient
 from controller.link.push_wire import SampleSpec
+from controller.modes.ptycho.config import PtychoConfig
 from controller.recorder import read_events, read_ticks
 from documents_util import image, runs
 from hil.cli import app
@@ -100,3 +102,58 @@ async def test_ct_scans_as_documents_complete_and_aborted(tmp_path) -> None:
         assert "projection" not in exported[key].data["primary"]
         frames = [image(streamed[key], d) for d in streamed[key].data["primary"]["projection"]]
         assert len(frames) == n and all(f.shape == (SIZE,) and f.dtype == np.float32 and f.any() for f in frames)
+
+
+PTYCHO = {"positions": 40, "subsequences": 4, "iterations": 2}
+SCATTER = {"n": 16, "order": 2, "iterations": 5, "final_iterations": 5, "min_deg": 30.0, "max_deg": 329.0}
+MODES = {  # device, emulator args, config, the push op that runs one run, its details' step count
+    "ptycho": ("ptycho", ("--key", "3"), {"loop": {"mode": "ptycho"}, "ptycho": PTYCHO}, "scan", "n_positions"),
+    "transceiver": ("scatter", ("--family", "circles", "--split", "report", "--index", "4", "--n", "16", "--order", "2"),
+                    {"loop": {"mode": "transceiver"}, "scatter": SCATTER}, "scan", None),
+    "forge": ("forge", (), {"loop": {"mode": "forge", "pacing": "timer", "rate_hz": 100.0},
+                            "forge": {"particles": 300, "filter_seed": 4}}, "episode", "steps"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+async def test_ptycho_transceiver_and_forge_runs_as_documents(tmp_path, mode) -> None:
+    """Without a policy (Halton positions, the uniform design, zero force): one scan or episode each, live and
+    exported; ptycho's diffraction patterns live in HDF5; the forge is also a tick session (θ̂ in its columns)."""
+    device, args, config, op, count = MODES[mode]
+    live = tmp_path / "live"
+    stand = SimulatedStand(tmp_path / "stand", device=device, seed=1, speed=10.0 if device == "scatter" else 1.0,
+                           emulator_args=args, config={**config, "recorder": {"documents": str(live)}})
+    stand.start_emulator()
+    stand.write_config()
+    stand.start_daemon()
+    assert stand.keyring is not None
+    client = PushClient(stand.push_addr, stand.keyring, stand.keyring.newest)
+    try:
+        await wait_ready(stand, client)
+        res = await asyncio.to_thread(client.send, client.frame(op))
+        assert res["accepted"], res
+    finally:
+        await stand.close()
+    details = next(e["details"] for e in read_events(stand.recorder_path) if e["kind"] in ("scan", "episode"))
+    n = details[count] if count else len(details["angles"])
+    export(stand.recorder_path, tmp_path / "out")
+    exported, streamed = runs(tmp_path / "out"), runs(live)
+    key = f"{op}-{details.get('scan', details.get('episode'))}"
+    assert set(exported) == set(streamed) == ({key, "ticks"} if mode == "forge" else {key})
+    for c in (exported[key], streamed[key]):
+        assert c.start_doc["uid"] == streamed[key].start_doc["uid"] and c.events["primary"] == n > 0
+        assert c.stop_doc["exit_status"] == "success"
+    run = streamed[key]
+    if mode == "ptycho":
+        window = PtychoConfig(**PTYCHO).optics.window
+        frames = [image(run, d) for d in run.data["primary"]["diffraction"]]
+        assert len(frames) == n and all(f.shape == (window, window) and f.dtype == np.uint32 for f in frames)
+        assert run.data["primary"]["row"] == [p[0] for p in details["positions"]]
+    if mode == "transceiver":
+        assert run.data["primary"]["data_re"] == details["data"]["re"]
+        assert image(run, run.data["reconstruction"]["reconstruction"][0]).shape == (16, 16)
+    if mode == "forge":
+        ticks = read_ticks(stand.recorder_path)
+        assert exported["ticks"].events == streamed["ticks"].events == {"primary": len(ticks)}
+        assert same(streamed["ticks"].data["primary"]["theta_hat_0"], [t["kp_x"] for t in ticks])
+        assert run.data["primary"]["force"] == details["commands"] and "reconstruction" not in run.data

@@ -175,7 +175,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._plan = [tuple(map(int, p)) for p in planned[order]]
         self._last = planned / (self.optics.grid - 1)
         res.subsequences.append({"source": source, "policy": policy.version if source == "policy" else None,
-                                 "positions": planned.tolist(), "order": self._plan, "paths": paths})
+                                 "positions": planned.tolist(), "order": list(self._plan), "paths": paths})
 
     def _plan_path(self, points: np.ndarray | None, size: int, step: int,
                    here: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
