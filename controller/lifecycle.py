@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import logging
 import os
@@ -148,7 +149,7 @@ class EdgeDaemon:
         if cfg.recorder.documents is not None:
             check_writable_dir(cfg.recorder.documents, "recorder documents directory", create=True)
             try:
-                import controller.documents  # noqa: F401 — the optional extra, checked before anything starts
+                importlib.import_module("controller.documents")  # the optional extra, checked before anything starts
             except ImportError as e:
                 raise StartupError(f"[recorder] documents: {e}") from None
         if slot is not None:
