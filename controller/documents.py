@@ -8,7 +8,8 @@ A *run* (a RunStart … RunStop with its streams) is
   stream ``primary``, one event per acquired step (angle, position, transceiver, forge step), and stream
   ``reconstruction`` with one event holding the final reconstruction. Images (CT projections, ptycho diffraction
   patterns, reconstructions) are external: an HDF5 file per image key in the area-detector layout
-  (``/entry/data/data``, one frame per point: Resource spec ``AD_HDF5``), referenced by Datum documents.
+  (``/entry/data/data``, one frame per point: Resource spec ``AD_HDF5``), referenced by Datum documents; the
+  descriptor's shape is (1, *frame), what the standard AD_HDF5 handler returns for a point.
 
 Each run is a JSON-lines file ``<start uid>.jsonl`` of ``[name, doc]`` pairs (the layout suitcase-jsonl writes and
 databroker/Tiled ingest), its images ``<start uid>_<key>.h5`` beside it. Documents are composed with event_model's
@@ -221,7 +222,7 @@ def run_docs(session: Session, kind: str, n: int, details: dict[str, Any], t_ns:
             datum = res.compose_datum(datum_kwargs={"point_number": k})
             docs.append(("datum", datum))
             ids.append(datum["datum_id"])
-        return {"source": f"edgetune:{key}", "dtype": "array", "shape": list(frames.shape[1:]),
+        return {"source": f"edgetune:{key}", "dtype": "array", "shape": [1, *frames.shape[1:]],  # as the handler reads
                 "external": "FILESTORE:", "dtype_numpy": frames.dtype.str}, ids
 
     per_step = {k: np.asarray(v) for k, v in images.items() if k != "reconstruction" and len(v) == count and count}

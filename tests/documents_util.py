@@ -29,6 +29,7 @@ class Checker(em.DocumentRouter):
         self.start_doc: dict | None = None
         self.stop_doc: dict | None = None
         self.streams: dict[str, str] = {}  # descriptor uid → stream name
+        self.keys: dict[str, dict] = {}  # stream → its data keys
         self.resources: dict[str, dict] = {}
         self.datums: dict[str, dict] = {}
         self.events: Counter[str] = Counter()
@@ -46,6 +47,7 @@ class Checker(em.DocumentRouter):
     def descriptor(self, doc: dict) -> None:  # type: ignore[override]
         assert doc["run_start"] == self.start_doc["uid"]
         self.streams[doc["uid"]] = doc["name"]
+        self.keys[doc["name"]] = doc["data_keys"]
 
     def resource(self, doc: dict) -> None:  # type: ignore[override]
         assert doc["run_start"] == self.start_doc["uid"]
@@ -82,13 +84,18 @@ def check_run(path: Path) -> Checker:
     return checker
 
 
-def image(checker: Checker, datum_id: str) -> np.ndarray:
-    """The frame a datum names (the area-detector layout: frame ``point_number`` of the resource's file)."""
-    datum = checker.datums[datum_id]
+def image(checker: Checker, stream: str, key: str, k: int) -> np.ndarray:
+    """The image event ``k`` of ``stream`` names under ``key``, read as the area-detector handler reads a datum
+    (frames ``point_number × frame_per_point`` … of the resource's file), its shape checked against the
+    descriptor's; returned without the leading frame axis."""
+    datum = checker.datums[checker.data[stream][key][k]]
     res = checker.resources[datum["resource"]]
     assert res["spec"] == IMAGE_SPEC and res["resource_kwargs"] == {"frame_per_point": 1}
+    point, fpp = datum["datum_kwargs"]["point_number"], res["resource_kwargs"]["frame_per_point"]
     with h5py.File(Path(res["root"]) / res["resource_path"], "r") as f:
-        return f[IMAGE_DATASET][datum["datum_kwargs"]["point_number"]]
+        frames = f[IMAGE_DATASET][point * fpp:(point + 1) * fpp]
+    assert list(frames.shape) == checker.keys[stream][key]["shape"]
+    return frames[0]
 
 
 def runs(directory: Path) -> dict[str, Checker]:

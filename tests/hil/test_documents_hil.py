@@ -96,11 +96,11 @@ async def test_ct_scans_as_documents_complete_and_aborted(tmp_path) -> None:
             assert c.start_doc["uid"] == streamed[key].start_doc["uid"]
             assert c.data["primary"]["angle_deg"] == details["angles_deg"] and c.events["primary"] == n
             assert c.stop_doc["exit_status"] == ("success" if key == "scan-1" else "abort")
-            recon = image(c, c.data["reconstruction"]["reconstruction"][0])
+            recon = image(c, "reconstruction", "reconstruction", 0)
             assert recon.shape == (SIZE, SIZE) and np.array_equal(recon, np.load(details["reconstruction"]))
         # the projections exist only live: the recorder does not keep them (docs/documents.md)
         assert "projection" not in exported[key].data["primary"]
-        frames = [image(streamed[key], d) for d in streamed[key].data["primary"]["projection"]]
+        frames = [image(streamed[key], "primary", "projection", k) for k in range(n)]
         assert len(frames) == n and all(f.shape == (SIZE,) and f.dtype == np.float32 and f.any() for f in frames)
 
 
@@ -146,12 +146,12 @@ async def test_ptycho_transceiver_and_forge_runs_as_documents(tmp_path, mode) ->
     run = streamed[key]
     if mode == "ptycho":
         window = PtychoConfig(**PTYCHO).optics.window
-        frames = [image(run, d) for d in run.data["primary"]["diffraction"]]
+        frames = [image(run, "primary", "diffraction", k) for k in range(n)]
         assert len(frames) == n and all(f.shape == (window, window) and f.dtype == np.uint32 for f in frames)
         assert run.data["primary"]["row"] == [p[0] for p in details["positions"]]
     if mode == "transceiver":
         assert run.data["primary"]["data_re"] == details["data"]["re"]
-        assert image(run, run.data["reconstruction"]["reconstruction"][0]).shape == (16, 16)
+        assert image(run, "reconstruction", "reconstruction", 0).shape == (16, 16)
     if mode == "forge":
         ticks = read_ticks(stand.recorder_path)
         assert exported["ticks"].events == streamed["ticks"].events == {"primary": len(ticks)}
