@@ -6,7 +6,9 @@ and the live and exported runs agree (same uids, same data)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import subprocess
 import threading
 from pathlib import Path
 
@@ -58,7 +60,9 @@ async def test_a_stabilisation_session_as_documents(tmp_path) -> None:
     assert all(same(exported.data["primary"][k], v) for k, v in streamed.data["primary"].items())
 
 
-async def test_ct_scans_as_documents_complete_and_aborted(tmp_path) -> None:
+async def ct_scans(tmp_path: Path) -> list[dict]:
+    """A complete and an aborted CT scan, documents written live into tmp_path/live and exported into
+    tmp_path/out; the recorder's scan events."""
     live = tmp_path / "live"
     stand = SimulatedStand(tmp_path / "stand", device="ct", speed=20.0, seed=3, emulator_args=("--tick-hz", "100"),
                            config={"loop": {"mode": "angles"}, "recorder": {"documents": str(live)},
@@ -86,8 +90,13 @@ async def test_ct_scans_as_documents_complete_and_aborted(tmp_path) -> None:
         assert scan["stopped_by"] == "aborted" and 2 <= scan["n_angles"] < MAX_ANGLES, scan
     finally:
         await stand.close()
-    recorded = [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "scan"]
     export(stand.recorder_path, tmp_path / "out")
+    return [e["details"] for e in read_events(stand.recorder_path) if e["kind"] == "scan"]
+
+
+async def test_ct_scans_as_documents_complete_and_aborted(tmp_path) -> None:
+    recorded = await ct_scans(tmp_path)
+    live = tmp_path / "live"
     exported, streamed = runs(tmp_path / "out"), runs(live)
     assert set(exported) == set(streamed) == {"scan-1", "scan-2"}  # a session mode: no tick run
     for key, details in zip(("scan-1", "scan-2"), recorded):
@@ -157,3 +166,30 @@ async def test_ptycho_transceiver_and_forge_runs_as_documents(tmp_path, mode) ->
         assert exported["ticks"].events == streamed["ticks"].events == {"primary": len(ticks)}
         assert same(streamed["ticks"].data["primary"]["theta_hat_0"], [t["kp_x"] for t in ticks])
         assert run.data["primary"]["force"] == details["commands"] and "reconstruction" not in run.data
+
+
+DATABROKER_PYTHON = Path(__file__).parents[2] / ".venv-databroker" / "bin" / "python"
+
+
+@pytest.mark.slow
+async def test_the_runs_load_into_a_databroker_catalog_on_tiled(tmp_path) -> None:
+    """Unchanged into a user's catalog: databroker 2 over an in-process Tiled (its own venv: `make databroker-env`,
+    tests/databroker_load.py) reads every run back, images through its AD_HDF5 handler."""
+    assert DATABROKER_PYTHON.exists(), f"{DATABROKER_PYTHON} is missing: run `make databroker-env` first"
+    recorded = await ct_scans(tmp_path)
+    for where in ("live", "out"):
+        loaded = json.loads(subprocess.run([str(DATABROKER_PYTHON), str(Path(__file__).parents[1] / "databroker_load.py"),
+                                            str(tmp_path / where)], capture_output=True, text=True, check=True,
+                                           timeout=300).stdout)
+        assert len(loaded) == len(recorded) == 2
+        for details in recorded:
+            run = next(r for r in loaded.values() if r["streams"]["primary"]["angle_deg"]["values"] ==
+                       details["angles_deg"])
+            n, primary = details["n_angles"], run["streams"]["primary"]
+            assert run["plan_name"] == "edgetune_angles_scan" and primary["angle_deg"]["shape"] == [n]
+            assert run["exit_status"] == ("abort" if details["stopped_by"] == "aborted" else "success")
+            recon = run["streams"]["reconstruction"]["reconstruction"]
+            assert recon["shape"] == [1, 1, SIZE, SIZE]
+            assert np.allclose(recon["values"], np.load(details["reconstruction"]).ravel()[:64])
+            if where == "live":
+                assert primary["projection"]["shape"] == [n, 1, SIZE]
