@@ -87,7 +87,9 @@ class Session:
         return str(uuid.uuid5(NAMESPACE, ":".join(map(str, (self.started_wall_ns, self.pid, self.id, *run)))))
 
     def metadata(self, kind: str) -> dict[str, Any]:
-        return {"edgetune": {"session": self.id, "pid": self.pid, "mode": self.mode, "run": kind}}
+        """What every run's start carries (``plan_type``: Bluesky's callbacks, e.g. LiveTable, expect one)."""
+        return {"plan_type": "edgetune", "edgetune": {"session": self.id, "pid": self.pid, "mode": self.mode,
+                                                      "run": kind}}
 
 
 def _key(value: Any, units: str | None = None, source: str = "edgetune", **extra: Any) -> dict[str, Any]:
@@ -126,7 +128,7 @@ class TickRun:
                       *MODE_COLUMNS.get(session.mode or "", TICK_COLUMNS[11:17]), "flags")
         self.run = em.compose_run(uid=session.uid("ticks"), time=session.started_wall_ns / 1e9,
                                   metadata={"plan_name": f"edgetune_{session.mode or 'tick'}_session",
-                                            **session.metadata("ticks")})
+                                            "scan_id": session.id, **session.metadata("ticks")})
         self.descriptor: em.ComposeDescriptorBundle | None = None
         self.paged = False
 

@@ -17,7 +17,7 @@ from controller import documents
 from controller.config import parse_config
 from controller.link.auth import write_keyfile
 from controller.recorder import Recorder
-from documents_util import runs
+from documents_util import load, runs
 from hil.cli import app
 
 GAINS = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
@@ -136,3 +136,17 @@ def test_documents_without_the_extra_refuse_to_start(tmp_path, monkeypatch) -> N
                                            r"\(pip install 'edgetune\[docs\]'\)"):
         Daemon(cfg)
     assert not (tmp_path / "run.sqlite").exists()
+
+
+def test_the_runs_drive_bluesky_callbacks(tmp_path, capsys) -> None:
+    """Live plots and tables take the documents unchanged (bluesky's callbacks, where bluesky is installed: the
+    `bluesky` extra)."""
+    callbacks = pytest.importorskip("bluesky.callbacks")
+    store(tmp_path / "run.sqlite", 30)
+    assert export(tmp_path / "run.sqlite", tmp_path / "out")[0] == 0
+    table = callbacks.LiveTable(["x", "target_x"])
+    ticks = next(p for p in (tmp_path / "out").glob("*.jsonl") if runs(tmp_path / "out")["ticks"].start_doc["uid"] in p.name)
+    for name, doc in load(ticks):
+        table(name, doc)
+    out = capsys.readouterr().out
+    assert "edgetune edgetune_rl-pid_session" in out and out.count("|      5.000 |") == 30
