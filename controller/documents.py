@@ -379,29 +379,32 @@ class DocumentStream:
             log.error("documents: the writer did not finish within %g s", timeout_s)
 
     def _run(self) -> None:
-        while True:
+        what = ""
+        while what != "close":
             what, item = self._queue.get()
             try:
-                if what == "close":
-                    if self._ticks is not None:
-                        self._append(self._ticks.stop("success", ""))
-                    return
-                if what == "ticks":
-                    if self._ticks is None:
-                        self._ticks = TickRun(self.session)
-                        self._append(self._ticks.start())
-                    self._append(self._ticks.page(item))
-                else:
-                    kind, details, t_ns, images = item
-                    n = self._counts[kind] = self._counts.get(kind, 0) + 1
-                    self._write_run(kind, n, details, t_ns, images)
+                self._write(what, item)
             except Exception as e:  # noqa: BLE001 — disk full, a summary that does not fit: counted, logged
                 self.failed += 1
                 log.error("documents: cannot write %s: %r", what, e)
 
-    def _append(self, docs: list[Doc]) -> None:
-        assert self._ticks is not None
-        write_jsonl(self.dir / f"{self._ticks.run.start_doc['uid']}.jsonl", docs, "a")
+    def _write(self, what: str, item: Any) -> None:
+        if what == "close":
+            if self._ticks is not None:
+                self._append(self._ticks, self._ticks.stop("success", ""))
+        elif what == "ticks":
+            if self._ticks is None:
+                run = TickRun(self.session)
+                self._append(run, run.start())
+                self._ticks = run  # its start is written: pages may follow
+            self._append(self._ticks, self._ticks.page(item))
+        else:
+            kind, details, t_ns, images = item
+            n = self._counts[kind] = self._counts.get(kind, 0) + 1
+            self._write_run(kind, n, details, t_ns, images)
+
+    def _append(self, run: TickRun, docs: list[Doc]) -> None:
+        write_jsonl(self.dir / f"{run.run.start_doc['uid']}.jsonl", docs, "a")
 
     def _write_run(self, kind: str, n: int, details: dict[str, Any], t_ns: int, images: dict[str, np.ndarray]) -> None:
         """The run's files under temporary names, renamed when complete (a reader never sees half a run)."""

@@ -324,6 +324,8 @@ class EdgeDaemon:
         if rec is not None:
             out.update(recorder_dropped=rec.dropped, recorder_write_failed=rec.write_failed, recorder_bad=rec.bad,
                        recorder_events_failed=rec.events_failed, recorder_events_bad=rec.events_bad)
+        if self.documents is not None:
+            out.update(documents_dropped=self.documents.dropped, documents_failed=self.documents.failed)
         return out
 
     def _on_device_link(self, up: bool, reason: str) -> None:
