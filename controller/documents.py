@@ -42,7 +42,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -93,14 +93,14 @@ class Session:
                                                       "run": kind}}
 
 
-def _key(value: Any, units: str | None = None, source: str = "edgetune", **extra: Any) -> dict[str, Any]:
+def _key(value: Any, units: str | None = None) -> dict[str, Any]:
     """A descriptor's DataKey for a sample value (a list of numbers: an array of its length)."""
     if isinstance(value, (list, tuple, np.ndarray)):
         key = {"dtype": "array", "shape": list(np.shape(value))}
     else:
         key = {"dtype": "string" if isinstance(value, str) else "integer" if isinstance(value, (int, np.integer))
                else "number", "shape": []}
-    return {"source": source, **key, **({"units": units} if units else {}), **extra}
+    return {"source": "edgetune", **key, **({"units": units} if units else {})}
 
 
 def _stop_status(details: dict[str, Any]) -> tuple[str, str]:
@@ -193,9 +193,6 @@ def _step_times(session: Session, t_ns: int, d: dict[str, Any], n: int) -> list[
         return [end] * n
     start = end - d["total_s"]
     return [min(end, start + t) for t in np.cumsum(np.add(move[:n], acquire[:n])).tolist()]
-
-
-ImageStore = Callable[[str, np.ndarray], str]  # (key, frames) → the HDF5 file's name (in the run's directory)
 
 
 def run_docs(session: Session, kind: str, n: int, details: dict[str, Any], t_ns: int,
