@@ -23,8 +23,9 @@ Scan steps have no time stamps of their own: step k is placed at the scan's star
 acquire times of steps 0 … k (forge episode steps: at the episode's end).
 
 `export` writes every run of a recorder store (`edgetune export-docs`); `DocumentStream` emits them live from the
-daemon (``[recorder] documents = "DIR"``) in its own thread, fed from the recorder's writer thread (tick rows as
-each batch commits) and from the loop when a scan or episode ends: nothing here runs on the tick path. Needs the
+daemon (``[recorder] documents = "DIR"``) in a process of its own, fed from the recorder's writer thread (tick rows
+as each batch commits) and from the loop when a scan or episode ends: nothing here runs on the tick path, nor holds
+the daemon's GIL (a thread of the daemon's did: at 1 kHz its p99 lateness went from 0.7 to 1.8–3.5 ms). Needs the
 optional extra ``docs`` (event-model, h5py); the edge install does not.
 """
 from __future__ import annotations
@@ -33,12 +34,12 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import queue
 import shutil
 import sqlite3
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 Doc = tuple[str, dict[str, Any]]
 NAMESPACE = uuid.UUID("6b3c1f9e-2f1d-4a57-9a43-5d0c2b8e7a11")  # run uids: uuid5 of the session and the run
 PAGE_ROWS = 1000  # tick rows per event_page (export)
-LIVE_PAGE_ROWS = 16  # live: encoding a page holds the GIL (the tick loop's) for ~25 µs a row
+LIVE_PAGE_ROWS = 16  # live: pages of a committed batch (a reader following the file sees them sooner)
 IMAGE_SPEC = "AD_HDF5"  # the area-detector HDF5 layout: databroker's and Tiled's handlers read it
 IMAGE_DATASET = "/entry/data/data"
 INTEGER_KEYS = frozenset({"seq", "idx", "t_mono_ns", "lateness_ns", "flags"})  # of a tick run; the others: REAL
@@ -340,19 +341,24 @@ def _export(conn: sqlite3.Connection, store: Path, tmp: Path, root: Path, only: 
 # --- live ---------------------------------------------------------------------------------------------------
 
 class DocumentStream:
-    """The daemon's live emission (module doc) into ``directory``: a thread of its own behind a bounded queue.
-    ``ticks`` (from the recorder's writer thread) and ``run`` (from the loop) only enqueue; a full queue drops and
-    counts (``dropped``), a run that cannot be written is logged and counted (``failed``): the daemon goes on."""
+    """The daemon's live emission (module doc) into ``directory``: a process of its own (spawned; it ends with the
+    daemon) behind a bounded queue, so that composing and encoding never hold the daemon's GIL, which the tick loop
+    needs. ``ticks`` (from the recorder's writer thread) and ``run`` (from the loop) only enqueue; a full queue
+    drops and counts (``dropped``), what cannot be written is logged and counted (``failed``): the daemon goes on."""
 
     def __init__(self, directory: Path, session: Session, max_pending: int = 256) -> None:
+        ctx = multiprocessing.get_context("spawn")
         self.dir, self.session = directory, session
-        self.root = directory.resolve()
-        self.dropped = self.failed = 0
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(max_pending)
-        self._ticks: TickRun | None = None
-        self._counts: dict[str, int] = {}
-        self._thread = threading.Thread(target=self._run, name="documents", daemon=True)
-        self._thread.start()
+        self.dropped = 0
+        self._failed = ctx.Value("q", 0)
+        self._queue = ctx.Queue(max_pending)
+        self._process = ctx.Process(target=_write_documents, name="edgetune-documents", daemon=True,
+                                    args=(directory, session, self._queue, self._failed, os.getpid()))
+        self._process.start()
+
+    @property
+    def failed(self) -> int:
+        return int(self._failed.value)
 
     def ticks(self, rows: list[tuple]) -> None:
         self._put(("ticks", rows))
@@ -369,24 +375,44 @@ class DocumentStream:
                 log.error("documents: the writer falls behind; dropping (counted)")
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued and the tick run's stop; wait at most ``timeout_s``."""
+        """Write what is queued and the tick run's stop; wait at most ``timeout_s``, then end the process."""
         with contextlib.suppress(queue.Full):
             self._queue.put(("close", None), timeout=timeout_s)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            log.error("documents: the writer did not finish within %g s", timeout_s)
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            log.error("documents: the writer did not finish within %g s; ending it", timeout_s)
+            self._process.kill()
+            self._process.join(timeout_s)
+            self._queue.cancel_join_thread()  # what it did not take stays unwritten
+        self._queue.close()
 
-    def _run(self) -> None:
-        what = ""
-        while what != "close":
-            what, item = self._queue.get()
-            try:
-                self._write(what, item)
-            except Exception as e:  # noqa: BLE001 — disk full, a summary that does not fit: counted, logged
-                self.failed += 1
-                log.error("documents: cannot write %s: %r", what, e)
 
-    def _write(self, what: str, item: Any) -> None:
+def _write_documents(directory: Path, session: Session, items: Any, failed: Any, parent: int) -> None:
+    """The documents process: write what ``items`` brings until "close" (module doc)."""
+    from controller.policy.slot import die_with_parent
+
+    die_with_parent(parent)
+    writer, what = _Writer(directory, session), ""
+    while what != "close":
+        what, item = items.get()
+        try:
+            writer.write(what, item)
+        except Exception as e:  # noqa: BLE001 — disk full, a summary that does not fit: counted, logged
+            with failed.get_lock():
+                failed.value += 1
+            log.error("documents: cannot write %s: %r", what, e)
+
+
+class _Writer:
+    """The documents process's state: the tick session's run (started with its first rows) and the runs so far."""
+
+    def __init__(self, directory: Path, session: Session) -> None:
+        self.dir, self.session = directory, session
+        self.root = directory.resolve()
+        self._ticks: TickRun | None = None
+        self._counts: dict[str, int] = {}
+
+    def write(self, what: str, item: Any) -> None:
         if what == "close":
             if self._ticks is not None:
                 self._append(self._ticks, self._ticks.stop("success", ""))
@@ -395,7 +421,7 @@ class DocumentStream:
                 run = TickRun(self.session)
                 self._append(run, run.start())
                 self._ticks = run  # its start is written: pages may follow
-            for i in range(0, len(item), LIVE_PAGE_ROWS):  # short pages: each json.dumps holds the GIL throughout
+            for i in range(0, len(item), LIVE_PAGE_ROWS):
                 self._append(self._ticks, self._ticks.page(item[i:i + LIVE_PAGE_ROWS]))
         else:
             kind, details, t_ns, images = item
