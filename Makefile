@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env databroker-env test-databroker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Re-install whenever the project definition changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -210,3 +210,17 @@ $(DEEPINV_VENV)/.installed:
 	$(DEEPINV_VENV)/bin/pip install --quiet --upgrade pip
 	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0' scipy  # its Green's function needs scipy (an optional dependency)
 	touch $@
+
+# databroker 2 on an in-process Tiled, for the slow check that our Bluesky documents load into a user's catalog
+# unchanged (tests/hil/test_documents_hil.py runs tests/databroker_load.py in this venv's python): its own venv,
+# as it pulls in ~140 packages (Tiled's server, pandas, dask, zarr, …) that the project does not need
+DATABROKER_VENV := .venv-databroker
+databroker-env: $(DATABROKER_VENV)/.installed
+$(DATABROKER_VENV)/.installed:
+	$(PYTHON) -m venv $(DATABROKER_VENV)
+	$(DATABROKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(DATABROKER_VENV)/bin/pip install --quiet 'databroker[all]==2.0.2'
+	touch $@
+
+test-databroker: $(STAMP) databroker-env
+	$(BIN)/python -m pytest -q -m slow tests/hil/test_documents_hil.py -k databroker

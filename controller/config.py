@@ -137,6 +137,9 @@ class RecorderConfig(_Section):
     max_bytes: int = Field(0, ge=0)  # retention: delete the oldest sessions beyond this much data; 0: no limit
     max_age_days: float = Field(0.0, ge=0)  # retention: delete sessions older than this; 0: no limit
     retention_check_s: float = Field(60.0, gt=0)  # how often the writer checks the retention limits
+    # Bluesky event-model documents of every run, written live into this directory (controller/documents.py;
+    # needs the `docs` extra); unset: none (`edgetune export-docs` writes them from the store later)
+    documents: Path | None = None
 
 
 class MetricsConfig(_Section):

@@ -322,9 +322,14 @@ class AcquisitionSession(SessionMode):
                    "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
                    "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
                               "naks": driver.stats.naks, "lost_replies": driver.stats.lost_replies}}
-        self.host.record("scan", {**summary, "timings": res.timings})
+        self.host.record("scan", {**summary, "timings": res.timings}, images=self.images(res))
         log.info("scan %d: stopped by %s after %.2f s", self.scans, res.stopped_by, res.total_s)
         return summary
+
+    def images(self, res: Any) -> dict[str, np.ndarray]:
+        """The scan's images for the live documents (controller/documents.py), which the recorder does not keep:
+        the final reconstruction; an application adds its detector's per-step images."""
+        return {} if res.reconstruction is None else {"reconstruction": res.reconstruction}
 
     def _save(self, res: AcquisitionResult) -> str | None:
         if res.reconstruction is None:
