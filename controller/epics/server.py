@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterator
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgetune.epics")
 REPORT_S = 10.0  # at most one log line per this about refusals
+START_TIMEOUT_S = 5.0  # the server must have bound its ports within this
 STATS_S = 1.0  # tick rate and lateness p99 are computed over windows of this
 MAX_STRING = 39  # DBR_STRING: 40 bytes with the terminating NUL
 SCAN_STATE = {"idle": "Idle", "done": "Done", "aborted": "Aborted", "failed": "Failed"}
@@ -376,6 +376,7 @@ class EpicsServer:
         self.publisher = Publisher(self.group, daemon, cfg, self.snapshot)
         self.context: BoundedContext | None = None
         self.counters = self.bridge.counters
+        self._task: asyncio.Task[None] | None = None  # the server started by start(), until serve_forever takes it
 
     @property
     def pvnames(self) -> list[str]:
@@ -388,16 +389,10 @@ class EpicsServer:
         return self.cfg.host, port or self.cfg.port
 
     async def start(self) -> None:
-        """Check that the search port can be bound on ``host`` (OSError otherwise: a StartupError), keep caproto's
-        beacons on that interface, and caproto's logging to warnings (its per-connection lines at INFO would let
-        any peer fill the log)."""
+        """Start serving: return once the search and TCP ports are bound (an OSError names a bind failure: a
+        StartupError), so the daemon is "up" only when its PVs can be found. Beacons stay on ``host``; caproto's
+        logging is kept to warnings (its per-connection lines at INFO would let any peer fill the log)."""
         cfg = self.cfg
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((cfg.host, cfg.port))
-        finally:
-            probe.close()
         if cfg.host != "0.0.0.0":  # caproto's beacons default to 255.255.255.255
             os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", cfg.host)
             os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
@@ -406,15 +401,30 @@ class EpicsServer:
             caproto_log.setLevel(logging.WARNING)
         for name in ("caproto.circ", "caproto.ctx"):
             logging.getLogger(name).addFilter(_QuietCaproto())
+        task = self._task = self._run()
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while not (self.context is not None and self.context.udp_socks):
+                if task.done():  # a bind error (caproto raises its own kinds): one line for the StartupError
+                    e = task.exception()
+                    raise OSError(f"{type(e).__name__}: {e}" if e is not None else "the server ended while starting")
+                await asyncio.sleep(0.01)
+
+    def _run(self) -> asyncio.Task[None]:
+        self.context = BoundedContext(self.group.pvdb, self.cfg, self.bridge)
+        return asyncio.get_running_loop().create_task(self.context.run(startup_hook=self.publisher.run))
 
     async def serve_forever(self) -> None:
-        """Run the caproto server and the publisher until cancelled (a supervised task)."""
-        self.context = BoundedContext(self.group.pvdb, self.cfg, self.bridge)
-        await self.context.run(startup_hook=self.publisher.run)
+        """Run the caproto server and the publisher until cancelled (a supervised task: a restart serves anew)."""
+        task, self._task = self._task or self._run(), None
+        await task
 
     def each_second(self) -> None:
         """Housekeeping: report the refusals gathered since the last summary when its interval is over."""
         self.bridge.refusals.tick()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """After the supervised tasks: the server start() started, if serve_forever never took it over."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         self.bridge.refusals.flush()

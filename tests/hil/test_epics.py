@@ -43,6 +43,8 @@ def epics_stand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epics: dict[str
         s.start_emulator()
         s.write_config()
         s.start_daemon()
+        wait_for(lambda: s.daemon.poll() is not None or logged(s, "daemon up"), UP_S, "the daemon")
+        assert s.daemon.poll() is None, (s.workdir / "daemon.log").read_text()[-2000:]
         yield s, port
     finally:
         s.terminate_daemon()
