@@ -38,6 +38,7 @@ from caproto import (
     AccessRights, CAStatus, CreateChanRequest, EventAddRequest, Forbidden, RemoteProtocolError, WriteNotifyRequest,
 )
 from caproto.asyncio.server import Context, VirtualCircuit
+from caproto.asyncio.utils import _TransportWrapper
 from caproto.server.common import DisconnectedCircuit
 
 from controller.config import EpicsConfig
@@ -355,6 +356,23 @@ class BoundedContext(Context):
         self.cfg, self.bridge = cfg, bridge
         self.ca_server_port = cfg.port  # caproto reads EPICS_CA_SERVER_PORT; the daemon's config decides
 
+    async def server_accept_loop(self, sock: Any) -> None:
+        """caproto 1.3's accept loop, except that it keeps its asyncio server and closes it when the context stops:
+        caproto's own returns at once and leaves the listening socket registered with the event loop after closing
+        it, so a later file descriptor with its number (a timer, a socket) would never wake the loop."""
+
+        def new_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            transport = _TransportWrapper(reader, writer)
+            self.server_tasks.create(self.tcp_handler(transport, transport.getpeername()))
+
+        server = await asyncio.start_server(new_client, sock=sock)
+        try:
+            await asyncio.Event().wait()  # until the context is cancelled
+        finally:
+            server.close()
+            for circuit in list(self.circuits):  # caproto cancels their tasks only: close their connections too
+                circuit.client.close()
+
     async def tcp_handler(self, client: Any, addr: Any) -> None:
         if len(self.circuits) >= self.cfg.max_connections:
             self.bridge.refuse("connection_refused")
@@ -400,7 +418,8 @@ class EpicsServer:
         if caproto_log.level == logging.NOTSET:
             caproto_log.setLevel(logging.WARNING)
         for name in ("caproto.circ", "caproto.ctx"):
-            logging.getLogger(name).addFilter(_QuietCaproto())
+            if not any(isinstance(f, _QuietCaproto) for f in logging.getLogger(name).filters):
+                logging.getLogger(name).addFilter(_QuietCaproto())
         task = self._task = self._run()
         async with asyncio.timeout(START_TIMEOUT_S):
             while not (self.context is not None and self.context.udp_socks):
