@@ -10,7 +10,8 @@ link's validation: finite floats) and gains go through ``HostLink.post_gains`` (
 into the host link's mailbox that the tick polls at its boundary; scans start and abort through the mode's push
 ops. A target put returns once the loop has settled there (``LoopSnapshot``) and fails after
 ``settle_timeout_s`` (or at once under an operator hold, or when a later target supersedes it); a gains put
-returns the gains in force (clamped) once a tick has applied them.
+returns the gains in force (clamped) once a tick has applied them. Before a put completes the read-backs are
+posted, so a client reading right after the put-callback sees its effect.
 
 Channel Access has no authentication (threat model: docs/hostlink.md). ``BoundedContext``/``BoundedCircuit``
 bound what one peer can make the server do: connections (``max_connections``: more are closed at once, never
@@ -31,7 +32,7 @@ import math
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 import numpy as np
 from caproto import (
@@ -62,11 +63,12 @@ SCAN_STATE = {"idle": "Idle", "done": "Done", "aborted": "Aborted", "failed": "F
 
 
 class _QuietCaproto(logging.Filter):
-    """Drop caproto's traceback for a put that raised (a refused write, a failed move: the bridge logs those), and
-    for a beacon nobody receives (no CA repeater on the beacon port: ICMP port unreachable, every beacon period)."""
+    """Drop caproto's traceback for a put that raised (a refused write, a failed move: the bridge logs those), for
+    a beacon nobody receives (no CA repeater on the beacon port: ICMP port unreachable, every beacon period), and
+    its "High load. Batched" line per batch of monitor updates sent late (a busy loop or a slow client would fill the log)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(("Invalid write request", "Failed to send beacon"))
+        return not str(record.msg).startswith(("Invalid write request", "Failed to send beacon", "High load. Batched"))
 
 
 def compact_summary(summary: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
@@ -95,6 +97,12 @@ class DaemonBridge:
         self._pending = 0
         self._target: tuple[float, float] | None = None  # the latest target put, while one is in flight
         self._target_seq = 0
+        self.publish: Callable[[], Awaitable[None]] | None = None  # the publisher's, set by EpicsServer
+
+    async def _published(self) -> None:
+        """Post the read-backs now, so a client reading right after a put's completion sees its effect."""
+        if self.publish is not None:
+            await self.publish()
 
     # -- access -----------------------------------------------------------------------------------
 
@@ -162,6 +170,7 @@ class DaemonBridge:
                         if seq != self._target_seq:
                             raise RuntimeError(f"superseded by a later target put ({self._target})")
                         if snap.tx == tx and snap.ty == ty and snap.settled:
+                            await self._published()
                             return tx if x is not None else ty
             except TimeoutError:
                 raise TimeoutError(f"not settled within {self.cfg.settle_timeout_s:g} s at ({tx:g}, {ty:g}) px "
@@ -186,6 +195,7 @@ class DaemonBridge:
                     await self.snapshot.next_tick()  # type: ignore[union-attr]
             except TimeoutError:
                 raise TimeoutError(f"no tick applied the gains within {self.cfg.apply_timeout_s:g} s") from None
+            await self._published()
             return [float(g) for row in posted.rows() for g in row]
 
     def _session(self) -> AcquisitionSession:
@@ -197,12 +207,14 @@ class DaemonBridge:
         """One scan with the mode's configured defaults (the push op ``scan``); returns when it has ended."""
         with self._put("scan"):
             reply = await self._session().ops()["scan"](PushHeader(op="scan"))
+            await self._published()
             if not reply["accepted"]:
                 raise RuntimeError(f"scan refused: {reply['reason']}: {reply.get('detail', '')}")
 
     async def abort_scan(self) -> None:
         with self._put("abort"):
             await self._session().ops()["abort"](PushHeader(op="abort"))
+            await self._published()
 
 
 class Publisher:
@@ -392,6 +404,7 @@ class EpicsServer:
         group = MemsPVs if isinstance(mode, StabilizeMode) else ScanPVs if isinstance(mode, AcquisitionSession) else LoopPVs
         self.group = group(cfg.prefix, self.bridge)
         self.publisher = Publisher(self.group, daemon, cfg, self.snapshot)
+        self.bridge.publish = self.publisher.publish
         self.context: BoundedContext | None = None
         self.counters = self.bridge.counters
         self._task: asyncio.Task[None] | None = None  # the server started by start(), until serve_forever takes it
