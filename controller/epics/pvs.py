@@ -116,7 +116,7 @@ class MemsPVs(LoopPVs):
 
 
 class ScanPVs(LoopPVs):
-    """The session (scan) modes: angles now."""
+    """The session (scan) modes: every AcquisitionSession (angles, ptycho, transceiver)."""
 
     scan_state = _enum("ScanState-RB", SCAN_STATES)
     scan_progress = _ro("ScanProgress-RB", 0.0, precision=3)
