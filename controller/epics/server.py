@@ -232,6 +232,11 @@ class Publisher:
         self._seen_ticks, self._seen_lateness, self._stats_t = 0, 0, time.monotonic()
 
     async def run(self, async_lib: Any = None) -> None:
+        mode, pvs = self.d.mode, self.group.attr_pvdb
+        if isinstance(mode, StabilizeMode):  # the set points start at what is in force (not 0)
+            await pvs["target_x_sp"].write(float(mode.target[0]), verify_value=False)
+            await pvs["target_y_sp"].write(float(mode.target[1]), verify_value=False)
+            await pvs["gains_sp"].write(mode.gains.ravel().tolist(), verify_value=False)
         period = 1.0 / self.cfg.rate_hz
         next_t = time.monotonic()
         while True:
