@@ -112,7 +112,7 @@ class DaemonBridge:
         return AccessRights.READ
 
     def refused(self, host: str | None, pv: str) -> None:
-        """A write the access rules refused (caproto then answers ECA_PUTFAIL)."""
+        """A write the access rules refused (answered ECA_NOWTACCESS; a put without a callback: an error message)."""
         self.counters["write_refused"] += 1
         self._last_refused = repr(host)[:64]
         self.refusals.add(f"write_refused:{pv}")
