@@ -10,7 +10,8 @@ A *tick mode* (stabilize, rl-pid) runs on the scheduler. One tick (read → upda
      the command is the mode's safe command;
   3. the safety gate (the mode's: controller/safety.py) clamps it (a non-finite one becomes the safe command;
      both counted), it is written to the device (non-blocking), and the mode is told what was written;
-  4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held) and to the host (decimated,
+  4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held), to the EPICS snapshot (with
+     [epics]: a few float stores the PV server publishes from, controller/epics) and to the host (decimated,
      non-blocking).
 A *session mode* (angles) rests until a push op (scan, abort, …) starts or stops a session; its stage moves
 pass its own gate (controller/safety.py's StageGate). The host link runs in every mode: pings, link
