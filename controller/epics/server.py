@@ -65,7 +65,8 @@ SCAN_STATE = {"idle": "Idle", "done": "Done", "aborted": "Aborted", "failed": "F
 class _QuietCaproto(logging.Filter):
     """Drop caproto's traceback for a put that raised (a refused write, a failed move: the bridge logs those), for
     a beacon nobody receives (no CA repeater on the beacon port: ICMP port unreachable, every beacon period), and
-    its "High load. Batched" line per batch of monitor updates sent late (a busy loop or a slow client would fill the log)."""
+    its "High load. Batched" line per batch of monitor updates sent late (a busy loop or a slow client would fill
+    the log)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(("Invalid write request", "Failed to send beacon", "High load. Batched"))
@@ -74,16 +75,21 @@ class _QuietCaproto(logging.Filter):
 def compact_summary(summary: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
     """A scan's summary as JSON of at most ``limit`` characters: lists longer than 32 items become their length
     first, then only the scalar fields are kept, then only the scan number and how it stopped."""
-    text = json.dumps(summary, separators=(",", ":"))
-    if len(text) > limit:
-        text = json.dumps({k: (f"<{len(v)} items>" if isinstance(v, list) and len(v) > 32 else v)
-                           for k, v in summary.items()}, separators=(",", ":"))
-    if len(text) > limit:
-        text = json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None},
-                          separators=(",", ":"))
-    if len(text) > limit:
-        text = json.dumps({k: summary.get(k) for k in ("scan", "stopped_by", "error")}, separators=(",", ":"))[:limit]
-    return text
+    shorter = (
+        lambda d: {k: f"<{len(v)} items>" if isinstance(v, list) and len(v) > 32 else v for k, v in d.items()},
+        lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        lambda d: {k: d.get(k) for k in ("scan", "stopped_by", "error")},
+    )
+    text = _json(summary)
+    for shorten in shorter:
+        if len(text) <= limit:
+            break
+        text = _json(shorten(summary))
+    return text[:limit]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 class DaemonBridge:
@@ -403,10 +409,10 @@ class EpicsServer:
 
     def __init__(self, daemon: Daemon) -> None:
         cfg = self.cfg = daemon.cfg.epics
-        mode = daemon.mode
-        self.snapshot = LoopSnapshot(cfg.settle_tolerance_px, cfg.settle_ticks) if isinstance(mode, StabilizeMode) else None
+        mode, mems = daemon.mode, isinstance(daemon.mode, StabilizeMode)
+        self.snapshot = LoopSnapshot(cfg.settle_tolerance_px, cfg.settle_ticks) if mems else None
         self.bridge = DaemonBridge(daemon, cfg, self.snapshot)
-        group = MemsPVs if isinstance(mode, StabilizeMode) else ScanPVs if isinstance(mode, AcquisitionSession) else LoopPVs
+        group = MemsPVs if mems else ScanPVs if isinstance(mode, AcquisitionSession) else LoopPVs
         self.group = group(cfg.prefix, self.bridge)
         self.publisher = Publisher(self.group, daemon, cfg, self.snapshot)
         self.bridge.publish = self.publisher.publish
