@@ -40,6 +40,7 @@ from caproto import (
 )
 from caproto.asyncio.server import Context, VirtualCircuit
 from caproto.asyncio.utils import _TransportWrapper
+from caproto.server import common as caproto_common
 from caproto.server.common import DisconnectedCircuit
 
 from controller.config import EpicsConfig
@@ -249,6 +250,10 @@ class Publisher:
             await self.publish()
             next_t = max(next_t + period, time.monotonic())  # no burst to catch up after a stall
             await asyncio.sleep(next_t - time.monotonic())
+            if self.snapshot is not None:  # a tick mode: post right after a tick, between ticks (not one waking late)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await self.snapshot.next_tick()
 
     async def publish(self) -> None:
         pvs = self.group.attr_pvdb
@@ -438,6 +443,9 @@ class EpicsServer:
         if cfg.host != "0.0.0.0":  # caproto's beacons default to 255.255.255.255
             os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", cfg.host)
             os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
+        # caproto batches a connection's monitor updates for up to 10 ms after the last one queued; sent at once
+        # instead, the sends follow the publisher's burst between two ticks rather than landing on a later tick
+        caproto_common.HIGH_LOAD_TIMEOUT = 0.0  # caproto 1.3 reads this module global at each batch
         caproto_log = logging.getLogger("caproto")
         if caproto_log.level == logging.NOTSET:
             caproto_log.setLevel(logging.WARNING)
