@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgetune.epics")
 REPORT_S = 10.0  # at most one log line per this about refusals
 START_TIMEOUT_S = 5.0  # the server must have bound its ports within this
-STATS_S = 1.0  # tick rate and lateness p99 are computed over windows of this
+STATS_S = 1.0
+SPREAD_FRACTION = 0.15  # of a tick period: the publisher's posts in one go between two ticks  # tick rate and lateness p99 are computed over windows of this
 MAX_STRING = 39  # DBR_STRING: 40 bytes with the terminating NUL
 SCAN_STATE = {"idle": "Idle", "done": "Done", "aborted": "Aborted", "failed": "Failed"}
 
@@ -247,21 +248,32 @@ class Publisher:
         period = 1.0 / self.cfg.rate_hz
         next_t = time.monotonic()
         while True:
-            await self.publish()
+            await self.publish(spread=True)
             next_t = max(next_t + period, time.monotonic())  # no burst to catch up after a stall
             await asyncio.sleep(next_t - time.monotonic())
             if self.snapshot is not None:  # a tick mode: post right after a tick, between ticks (not one waking late)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(period):
-                        await self.snapshot.next_tick()
+                await self._after_tick()
 
-    async def publish(self) -> None:
-        pvs = self.group.attr_pvdb
-        for attr, value in self.values().items():
-            if self._changed(attr, value):
-                self.last[attr] = value
-                await pvs[attr].write(value, verify_value=False)
-                self.posts += 1
+    async def publish(self, spread: bool = False) -> None:
+        """Post what changed. ``spread`` (the periodic posts of a tick mode): when the posts so far took
+        ``SPREAD_FRACTION`` of a tick period, the rest wait for the next tick, so that no burst reaches the next
+        tick's deadline (a put's completion posts at once)."""
+        pvs, snap = self.group.attr_pvdb, self.snapshot
+        budget_s = SPREAD_FRACTION * self.d.scheduler.period_ns * 1e-9 if spread and snap is not None else math.inf
+        t0 = time.perf_counter()
+        for attr, value in [(a, v) for a, v in self.values().items() if self._changed(a, v)]:
+            if time.perf_counter() - t0 > budget_s:
+                await self._after_tick()
+                t0 = time.perf_counter()
+            self.last[attr] = value
+            await pvs[attr].write(value, verify_value=False)
+            self.posts += 1
+
+    async def _after_tick(self) -> None:
+        """Return right after the next tick (or after one publishing period without a tick)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0 / self.cfg.rate_hz):
+                await self.snapshot.next_tick()  # type: ignore[union-attr]
 
     def _changed(self, attr: str, value: Any) -> bool:
         if attr not in self.last:
