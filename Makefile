@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Re-install whenever the project definition changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs,epics]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,7 @@ test: $(STAMP)
 
 # The benchmarks quoted in docs/results.md (about 35 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench,epics]'
 	mkdir -p runs/bench
 	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --json | tee runs/bench/loop_1khz.json
 	$(BIN)/edgetune bench loop --rate 120 --seconds 60 --json | tee runs/bench/loop_120hz.json

@@ -66,6 +66,7 @@ hil_app.command("soak")(hil.commands.hil_soak)
 bench_app.command("fuzz")(hil.commands.bench_fuzz)
 bench_app.command("swap")(hil.bench.cli.bench_swap)
 bench_app.command("loop")(hil.bench.cli.bench_loop)
+bench_app.command("epics")(hil.bench.cli.bench_epics)
 bench_app.command("ddpg")(hil.bench.cli.bench_ddpg)
 bench_app.command("policy")(hil.bench.cli.bench_policy)
 
