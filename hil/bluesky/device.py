@@ -28,7 +28,7 @@ from ophyd_async.core import (Array1D, AsyncStatus, StandardReadable, StandardRe
                               YesNo, wait_for_value)
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_signal_w
 
-SETTLE_TIMEOUT_S = 30.0  # a set point's put waits this long for the daemon's callback (its own settle timeout is shorter)
+SETTLE_TIMEOUT_S = 30.0  # a set point's put waits this long for the callback (the daemon's settle timeout: shorter)
 SCAN_TIMEOUT_S = 600.0  # a scan's put (trigger, complete) waits this long
 
 
