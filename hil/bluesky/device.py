@@ -15,6 +15,9 @@ mode, so there is one device per kind of mode, each with the read-only loop stat
   records scans. As a flyer, ``kickoff()`` returns once the scan runs and ``complete()`` when it has ended;
   ``stop()`` aborts it (``ScanAbort-SP``).
 
+A put the daemon fails (a target not settled in time, a value its validation refuses, a write it does not allow)
+fails the status: the set points use `PutChecked`, see there why ophyd-async's own CA signals would not.
+
 The connection comes from the CA environment (EPICS_CA_ADDR_LIST, EPICS_CA_SERVER_PORT, ...), read once when the
 first CA context is made: set it before connecting the first device.
 """
@@ -22,11 +25,14 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import Any
+
 import numpy as np
+from aioca import CANothing
 from bluesky.protocols import Flyable, Stoppable, Triggerable
-from ophyd_async.core import (Array1D, AsyncStatus, StandardReadable, StandardReadableFormat as Format, StrictEnum,
-                              YesNo, wait_for_value)
-from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_signal_w
+from ophyd_async.core import (Array1D, AsyncStatus, SignalRW, SignalW, StandardReadable,
+                              StandardReadableFormat as Format, StrictEnum, YesNo, wait_for_value)
+from ophyd_async.epics.core import CaSignalBackend, EpicsOptions, epics_signal_r
 
 SETTLE_TIMEOUT_S = 30.0  # a set point's put waits this long for the callback (the daemon's settle timeout: shorter)
 SCAN_TIMEOUT_S = 600.0  # a scan's put (trigger, complete) waits this long
@@ -47,6 +53,33 @@ class ScanState(StrictEnum):
 
 class ScanFailed(RuntimeError):
     """A scan that ended other than Done (aborted, failed); the message has the daemon's summary."""
+
+
+class PutFailed(RuntimeError):
+    """The daemon failed a put (its CA status and the PV in the message)."""
+
+
+class PutChecked(CaSignalBackend):
+    """ophyd-async's CA backend, with a failed put raised as `PutFailed`. aioca reports a failed put-callback as
+    ``CANothing``, an exception that is falsy (its ``__bool__`` is the put's ok); ophyd-async 0.21.3 runs every put
+    inside stamina's retry context, and tenacity 9.2 takes a falsy exception for no exception, so the set would
+    complete as if the put had succeeded (tests/unit/test_bluesky_device.py shows both)."""
+
+    async def put(self, value: Any) -> None:
+        try:
+            await super().put(value)
+        except CANothing as e:
+            raise PutFailed(f"{self.write_pv}: {e}") from None
+
+
+def checked_rw(datatype: Any, read_pv: str, write_pv: str, timeout: float) -> SignalRW:
+    """``epics_signal_rw`` with `PutChecked`: the put waits for the put-callback (up to ``timeout``)."""
+    return SignalRW(PutChecked(datatype, read_pv, write_pv, EpicsOptions(wait=True)), timeout=timeout)
+
+
+def checked_w(datatype: Any, write_pv: str, timeout: float) -> SignalW:
+    """``epics_signal_w`` with `PutChecked`."""
+    return SignalW(PutChecked(datatype, write_pv, write_pv, EpicsOptions(wait=True)), timeout=timeout)
 
 
 class EdgeLoop(StandardReadable):
@@ -78,11 +111,11 @@ class EdgeMems(EdgeLoop):
         with self.add_children_as_readables():
             self.error = epics_signal_r(float, pv("Error-RB"))
             self.settled = epics_signal_r(YesNo, pv("Settled-RB"))
-            self.target_x = epics_signal_rw(float, pv("TargetX-RB"), pv("TargetX-SP"), timeout=settle_timeout_s)
-            self.target_y = epics_signal_rw(float, pv("TargetY-RB"), pv("TargetY-SP"), timeout=settle_timeout_s)
+            self.target_x = checked_rw(float, pv("TargetX-RB"), pv("TargetX-SP"), settle_timeout_s)
+            self.target_y = checked_rw(float, pv("TargetY-RB"), pv("TargetY-SP"), settle_timeout_s)
         with self.add_children_as_readables(Format.CONFIG_SIGNAL):
             # kp_x, ki_x, kd_x, kp_y, ki_y, kd_y
-            self.gains = epics_signal_rw(Array1D[np.float64], pv("Gains-RB"), pv("Gains-SP"), timeout=settle_timeout_s)
+            self.gains = checked_rw(Array1D[np.float64], pv("Gains-RB"), pv("Gains-SP"), settle_timeout_s)
         super().__init__(prefix, name)
 
 
@@ -97,8 +130,8 @@ class EdgeScanner(EdgeLoop, Triggerable, Flyable, Stoppable):
             self.state = epics_signal_r(ScanState, pv("ScanState-RB"))
             self.points = epics_signal_r(int, pv("ScanPoints-RB"))
             self.summary = epics_signal_r(str, pv("ScanSummary-RB"))
-        self.start = epics_signal_w(int, pv("ScanStart-SP"), timeout=scan_timeout_s)
-        self.abort = epics_signal_w(int, pv("ScanAbort-SP"))
+        self.start = checked_w(int, pv("ScanStart-SP"), scan_timeout_s)
+        self.abort = checked_w(int, pv("ScanAbort-SP"), SETTLE_TIMEOUT_S)
         self._scan: asyncio.Future[None] | None = None
         super().__init__(prefix, name)
 

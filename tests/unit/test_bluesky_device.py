@@ -179,3 +179,19 @@ def test_fly_kickoff_returns_while_running_complete_when_done(RE, scanner) -> No
 def test_stop_aborts(RE, scanner) -> None:
     RE(bps.stop(scanner))
     assert scanner.abort._connector.backend.put_mock.call_args.args == (1,)  # noqa: SLF001
+
+
+async def test_a_put_the_daemon_fails_raises_despite_the_falsy_canothing(monkeypatch) -> None:
+    """aioca's failed put (CANothing, falsy) is swallowed by ophyd-async's retry wrapper on its own CA signals;
+    the device's set points (PutChecked) raise it."""
+    from aioca import CANothing
+    from ophyd_async.epics.core import CaSignalBackend, epics_signal_rw
+
+    from hil.bluesky.device import PutFailed, checked_rw
+
+    async def failed_put(self, value) -> None:
+        raise CANothing(self.write_pv, 160)  # ECA_PUTFAIL, as libca reports a failed put-callback
+    monkeypatch.setattr(CaSignalBackend, "put", failed_put)
+    await epics_signal_rw(float, "EDGE:TargetX-RB", "EDGE:TargetX-SP").set(1.0)  # completes: the upstream flaw
+    with pytest.raises(PutFailed, match="EDGE:TargetX-SP"):
+        await checked_rw(float, "EDGE:TargetX-RB", "EDGE:TargetX-SP", 1.0).set(1.0)

@@ -1,0 +1,68 @@
+"""Bluesky plans through the ophyd-async device (hil/bluesky/device.py) against a real daemon and MEMS emulator with
+its Channel Access PVs on (controller/epics): loopback, a free non-default port, the CA client in its own process
+(tests/bluesky_epics_client.py) with the EPICS environment confined to 127.0.0.1 and that port before its
+context exists."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("caproto")  # the daemon's PV server (the epics extra)
+pytest.importorskip("ophyd_async")  # the client (the bluesky extra)
+from hil.stand import SimulatedStand, free_udp_port  # noqa: E402
+
+CLIENT = Path(__file__).parents[1] / "bluesky_epics_client.py"
+ROOT = Path(__file__).parents[2]
+SETTLE_TIMEOUT_S = 1.5
+
+
+@pytest.mark.timeout(120)
+def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
+    port = free_udp_port()
+    env = {**os.environ, "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
+           "EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_REPEATER_PORT": str(free_udp_port()),
+           "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    stand = SimulatedStand(tmp_path, config={"epics": {
+        "enabled": True, "prefix": "BS", "port": port, "writes": True, "write_hosts": [socket.gethostname()],
+        "settle_timeout_s": SETTLE_TIMEOUT_S}})
+    try:
+        stand.start_emulator()
+        stand.write_config()
+        stand.start_daemon()
+        client = subprocess.Popen([sys.executable, str(CLIENT), "BS"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while client.poll() is None and stand.daemon.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if client.poll() is None:  # the daemon died or the client hangs: stop it, show why
+            client.kill()
+        stdout, stderr = client.communicate(timeout=10)
+    finally:
+        stand.terminate_daemon()
+        if stand.emulator is not None:
+            stand.emulator.terminate()
+            stand.emulator.wait(5)
+    assert client.returncode == 0, stderr[-3000:] + (tmp_path / "daemon.log").read_text()[-2000:]
+    out = json.loads(stdout)
+
+    assert out["configuration"]["edge-mode"] == "stabilize" and out["configuration"]["edge-policy_version"] == ""
+    count = out["count"]
+    assert count["edge-tick_rate"] > 60 and math.isfinite(count["edge-x"]) and count["edge-held"] == "No"
+    # bps.mv: the put-callback came when the loop had settled on the new target
+    after = out["after_mv"]
+    assert after["edge-target_x"] == 12.0 and abs(after["edge-x"] - 12.0) < 2.0 and out["mv_s"] > 0.05
+    # bp.scan over target_y: each point's spot at its settled target
+    assert [e["edge-target_y"] for e in out["scan"]] == [-6.0, 0.0, 6.0] and out["scan_exit"] == "success"
+    assert all(abs(e["edge-y"] - e["edge-target_y"]) < 2.0 for e in out["scan"])
+    # gains: put through the host link's validation, applied, read back
+    assert out["gains_read"] == pytest.approx(out["gains_put"])
+    # a target the spot cannot reach fails the move after the daemon's settle timeout
+    assert out["far_move"].startswith("failed") and SETTLE_TIMEOUT_S <= out["far_move_s"] < SETTLE_TIMEOUT_S + 5
