@@ -270,6 +270,8 @@ class AcquisitionSession(SessionMode):
         self.gate = mode.gate
         self.scans_dir = Path(host.cfg.recorder.path).parent / "scans"
         self.scans = 0
+        self.outcome = "idle"  # how the last scan ended: "done", "aborted" or "failed" (EPICS ScanState-RB)
+        self.last_summary: dict[str, Any] = {}  # the last scan's reply ({"error": …} when it failed)
         self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
 
     @property
@@ -357,7 +359,10 @@ class AcquisitionSession(SessionMode):
                 detail = str(e) or type(e).__name__  # a bare timeout says nothing else
                 log.warning("scan failed: %s", detail, exc_info=not str(e))
                 self.host.record("scan", {"error": detail})
+                self.outcome, self.last_summary = "failed", {"error": detail}
                 return {"accepted": False, "reason": "device_error", "detail": detail}
+            self.outcome = "aborted" if summary["stopped_by"] == "aborted" else "done"
+            self.last_summary = summary
             return {"accepted": True, "reason": "scanned", **summary}
 
     async def _abort_op(self, header: PushHeader) -> dict[str, Any]:
