@@ -24,20 +24,29 @@ ROOT = Path(__file__).parents[2]
 SETTLE_TIMEOUT_S = 1.5
 
 
-@pytest.mark.timeout(120)
-def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
+ANGLES = {"size": 63, "n_angles": 180, "max_angles": 12, "sirt_iterations": 5, "poll_s": 0.002}
+STANDS = {  # kind -> SimulatedStand arguments
+    "mems": dict(config={}),
+    "scan": dict(device="ct", speed=10.0, seed=3, emulator_args=("--tick-hz", "100"),
+                 config={"loop": {"mode": "angles"}, "angles": ANGLES}),
+}
+
+
+def run_client(tmp_path: Path, kind: str) -> dict:
+    """A daemon + emulator with [epics] on a free port, and the client process's JSON."""
     port = free_udp_port()
     env = {**os.environ, "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
            "EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_REPEATER_PORT": str(free_udp_port()),
            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
-    stand = SimulatedStand(tmp_path, config={"epics": {
-        "enabled": True, "prefix": "BS", "port": port, "writes": True, "write_hosts": [socket.gethostname()],
-        "settle_timeout_s": SETTLE_TIMEOUT_S}})
+    args = dict(STANDS[kind])
+    epics = {"enabled": True, "prefix": "BS", "port": port, "writes": True, "write_hosts": [socket.gethostname()],
+             "settle_timeout_s": SETTLE_TIMEOUT_S}
+    stand = SimulatedStand(tmp_path, config={**args.pop("config"), "epics": epics}, **args)
     try:
         stand.start_emulator()
         stand.write_config()
         stand.start_daemon()
-        client = subprocess.Popen([sys.executable, str(CLIENT), "BS"], env=env, stdout=subprocess.PIPE,
+        client = subprocess.Popen([sys.executable, str(CLIENT), "BS", kind], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         while client.poll() is None and stand.daemon.poll() is None and time.monotonic() < deadline:
@@ -51,8 +60,12 @@ def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
             stand.emulator.terminate()
             stand.emulator.wait(5)
     assert client.returncode == 0, stderr[-3000:] + (tmp_path / "daemon.log").read_text()[-2000:]
-    out = json.loads(stdout)
+    return json.loads(stdout)
 
+
+@pytest.mark.timeout(120)
+def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
+    out = run_client(tmp_path, "mems")
     assert out["configuration"]["edge-mode"] == "stabilize" and out["configuration"]["edge-policy_version"] == ""
     count = out["count"]
     assert count["edge-tick_rate"] > 60 and math.isfinite(count["edge-x"]) and count["edge-held"] == "No"
@@ -65,4 +78,17 @@ def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
     # gains: put through the host link's validation, applied, read back
     assert out["gains_read"] == pytest.approx(out["gains_put"])
     # a target the spot cannot reach fails the move after the daemon's settle timeout
-    assert out["far_move"].startswith("failed") and SETTLE_TIMEOUT_S <= out["far_move_s"] < SETTLE_TIMEOUT_S + 5
+    assert out["far_move"].startswith("failed: PutFailed")
+    assert SETTLE_TIMEOUT_S <= out["far_move_s"] < SETTLE_TIMEOUT_S + 5
+
+
+@pytest.mark.timeout(120)
+def test_count_and_fly_ct_scans_against_the_daemon(tmp_path: Path) -> None:
+    out = run_client(tmp_path, "scan")
+    assert out["mode"] == "angles"
+    (event,) = out["count"]  # bp.count: one scan, ended Done, its summary
+    assert event["scanner-state"] == "Done" and event["scanner-points"] == 12 and event["scanner-progress"] == 1.0
+    assert json.loads(event["scanner-summary"])["stopped_by"] in ("policy", "max_angles")
+    done, aborted = out["fly"]
+    assert done["state"] == "Running" and done["end"] == "Done" and done["kickoff_s"] < done["complete_s"]
+    assert aborted["state"] == "Running" and out["aborted_is_scan_failed"] and "Aborted" in out["aborted_fly"]

@@ -129,15 +129,24 @@ def test_scan_over_targets_records_the_settled_spot(RE, edge) -> None:
 
 
 def scanning(scanner: EdgeScanner, duration_s: float, end: ScanState = ScanState.DONE, points: int = 7):
-    """A mock ScanStart-SP put that behaves like the daemon: Running, progress, then `end` and its summary."""
+    """A mock ScanStart-SP put that behaves like the daemon: Running and progress while the put is pending; the
+    put completes when the scan ends, and the end state and summary are published 50 ms later (the daemon's
+    read-backs follow at rate_hz)."""
+    scans = [0]
+
+    def publish_end() -> None:
+        set_mock_value(scanner.summary, json.dumps({"scan": scans[0], "n_angles": points,
+                                                    "stopped_by": end.value.lower()}))
+        set_mock_value(scanner.state, end)
+
     async def put(value: int) -> None:
+        scans[0] += 1
         set_mock_value(scanner.state, ScanState.RUNNING)
         for k in range(1, points + 1):
             await asyncio.sleep(duration_s / points)
             set_mock_value(scanner.points, k)
             set_mock_value(scanner.progress, k / points)
-        set_mock_value(scanner.summary, json.dumps({"n_angles": points, "stopped_by": end.value.lower()}))
-        set_mock_value(scanner.state, end)
+        asyncio.get_running_loop().call_later(0.05, publish_end)
     return put
 
 
