@@ -1,6 +1,6 @@
 """ophyd-async devices over the daemon's Channel Access PVs (ophyd-async 0.21, pinned by the bluesky extra).
 
-The PV names are the contract in docs/hostlink.md (EPICS section): ``P:Name`` with P the daemon's `[epics]`
+The PV names are the daemon's contract (controller/epics/pvs.py, docs/epics.md): ``P:Name`` with P the daemon's `[epics]`
 prefix (no trailing colon), ``-RB`` read-backs and ``-SP`` set points. Which PVs a daemon serves depends on its
 mode, so there is one device per kind of mode, each with the read-only loop state every mode serves (`EdgeLoop`):
 
@@ -24,7 +24,6 @@ first CA context is made: set it before connecting the first device.
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 import numpy as np
