@@ -1,7 +1,7 @@
 """Bluesky plans through the ophyd-async device (hil/bluesky/device.py) against a real daemon and MEMS emulator with
 its Channel Access PVs on (controller/epics): loopback, a free non-default port, the CA client in its own process
-(tests/bluesky_epics_client.py) with the EPICS environment confined to 127.0.0.1 and that port before its
-context exists."""
+(tests/bluesky_epics_client.py: libca reads the EPICS environment once, when its context is made), the environment
+of both confined to 127.0.0.1 and free ports."""
 from __future__ import annotations
 
 import json
@@ -32,12 +32,15 @@ STANDS = {  # kind -> SimulatedStand arguments
 }
 
 
-def run_client(tmp_path: Path, kind: str) -> dict:
-    """A daemon + emulator with [epics] on a free port, and the client process's JSON."""
+def run_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> dict:
+    """A daemon + emulator with [epics] on a free port, and the client process's JSON. The EPICS environment (the
+    daemon's server and the client's libca alike) is confined to 127.0.0.1 and free ports."""
     port = free_udp_port()
-    env = {**os.environ, "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
-           "EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_REPEATER_PORT": str(free_udp_port()),
-           "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    for k, v in {"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_SERVER_PORT": str(port),
+                 "EPICS_CA_REPEATER_PORT": str(free_udp_port()), "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+                 "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1", "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO"}.items():
+        monkeypatch.setenv(k, v)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = dict(STANDS[kind])
     epics = {"enabled": True, "prefix": "BS", "port": port, "writes": True, "write_hosts": [socket.gethostname()],
              "settle_timeout_s": SETTLE_TIMEOUT_S}
@@ -64,8 +67,8 @@ def run_client(tmp_path: Path, kind: str) -> dict:
 
 
 @pytest.mark.timeout(120)
-def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
-    out = run_client(tmp_path, "mems")
+def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = run_client(tmp_path, monkeypatch, "mems")
     assert out["configuration"]["edge-mode"] == "stabilize" and out["configuration"]["edge-policy_version"] == ""
     count = out["count"]
     assert count["edge-tick_rate"] > 60 and math.isfinite(count["edge-x"]) and count["edge-held"] == "No"
@@ -83,8 +86,8 @@ def test_mv_scan_count_and_gains_against_the_daemon(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_count_and_fly_ct_scans_against_the_daemon(tmp_path: Path) -> None:
-    out = run_client(tmp_path, "scan")
+def test_count_and_fly_ct_scans_against_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = run_client(tmp_path, monkeypatch, "scan")
     assert out["mode"] == "angles"
     (event,) = out["count"]  # bp.count: one scan, ended Done, its summary
     assert event["scanner-state"] == "Done" and event["scanner-points"] == 12 and event["scanner-progress"] == 1.0
