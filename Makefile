@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Re-install whenever the project definition changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs,epics]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs,epics,bluesky]'
 	touch $(STAMP)
 
 install: $(STAMP)
