@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-ray bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env
+.PHONY: demo test test-ray bench results-mems ct-policies results-ct ptycho-policies results-ptycho scatter-policies results-scatter results-bal gain-sets results-live install clean abtem-reference ptychi-env deepinv-env databroker-env test-databroker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Re-install whenever the project definition changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,docs,epics,bluesky]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +37,7 @@ test-ray: $(STAMP)
 
 # The benchmarks quoted in docs/results.md (about 35 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)
-	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench]'
+	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench,epics]'
 	mkdir -p runs/bench
 	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --json | tee runs/bench/loop_1khz.json
 	$(BIN)/edgetune bench loop --rate 120 --seconds 60 --json | tee runs/bench/loop_120hz.json
@@ -216,3 +216,17 @@ $(DEEPINV_VENV)/.installed:
 	$(DEEPINV_VENV)/bin/pip install --quiet --upgrade pip
 	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0' scipy  # its Green's function needs scipy (an optional dependency)
 	touch $@
+
+# databroker 2 on an in-process Tiled, for the slow check that our Bluesky documents load into a user's catalog
+# unchanged (tests/hil/test_documents_hil.py runs tests/databroker_load.py in this venv's python): its own venv,
+# as it pulls in ~140 packages (Tiled's server, pandas, dask, zarr, …) that the project does not need
+DATABROKER_VENV := .venv-databroker
+databroker-env: $(DATABROKER_VENV)/.installed
+$(DATABROKER_VENV)/.installed:
+	$(PYTHON) -m venv $(DATABROKER_VENV)
+	$(DATABROKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(DATABROKER_VENV)/bin/pip install --quiet 'databroker[all]==2.0.2'
+	touch $@
+
+test-databroker: $(STAMP) databroker-env
+	$(BIN)/python -m pytest -q -m slow tests/hil/test_documents_hil.py -k databroker

@@ -137,6 +137,9 @@ class RecorderConfig(_Section):
     max_bytes: int = Field(0, ge=0)  # retention: delete the oldest sessions beyond this much data; 0: no limit
     max_age_days: float = Field(0.0, ge=0)  # retention: delete sessions older than this; 0: no limit
     retention_check_s: float = Field(60.0, gt=0)  # how often the writer checks the retention limits
+    # Bluesky event-model documents of every run, written live into this directory (controller/documents.py;
+    # needs the `docs` extra); unset: none (`edgetune export-docs` writes them from the store later)
+    documents: Path | None = None
 
 
 class MetricsConfig(_Section):
@@ -175,6 +178,38 @@ class PolicyConfig(_Section):
         return self
 
 
+class EpicsConfig(_Section):
+    """Channel Access PVs served by the daemon (controller/epics, docs/epics.md); needs the ``epics`` extra."""
+
+    enabled: bool = False
+    prefix: str = Field("EDGE", pattern=r"^[A-Za-z0-9_\-.:]*[A-Za-z0-9_\-.]$", max_length=32)  # PV = prefix:Name
+    host: str = "127.0.0.1"  # the one interface served (TCP and UDP search); loopback unless opened on purpose
+    port: int = Field(5064, ge=1, le=65535)  # CA server port (UDP searches; the first TCP port tried)
+    rate_hz: float = Field(20.0, gt=0, le=50)  # read-back PVs are published at most this often
+    deadband_px: float = Field(0.01, ge=0)  # spot, target and error post only when they move more than this [px]
+    deadband_us: float = Field(1.0, ge=0)  # lateness p99 [µs]
+    deadband_hz: float = Field(0.1, ge=0)  # tick rate [Hz]
+    writes: bool = False  # set points (-SP) refuse every write unless true ...
+    write_hosts: tuple[str, ...] = ()  # ... and the client's (self-reported, spoofable) host name is listed
+    max_connections: int = Field(16, ge=1, le=1024)  # open CA circuits; more are closed at once
+    max_channels: int = Field(64, ge=1, le=4096)  # per connection; one more closes the connection
+    max_subscriptions: int = Field(128, ge=1, le=65536)  # per connection; one more closes the connection
+    max_request_bytes: int = Field(16384, ge=1024, le=1 << 20)  # a request buffered beyond this closes the connection
+    max_queued_requests: int = Field(256, ge=16, le=10000)  # per connection, parsed but not yet handled
+    handshake_timeout_s: float = Field(2.0, gt=0)  # a connection that opens no channel within this is closed
+    max_pending_puts: int = Field(4, ge=1, le=64)  # set-point puts in flight at once; more are refused
+    settle_tolerance_px: float = Field(1.0, gt=0)  # "settled": |spot - target| below this ...
+    settle_ticks: int = Field(12, ge=1)  # ... for this many consecutive ticks
+    settle_timeout_s: float = Field(5.0, gt=0)  # a target put not settled within this fails
+    apply_timeout_s: float = Field(1.0, gt=0)  # a gains put not applied by a tick within this fails
+
+    @model_validator(mode="after")
+    def _write_hosts(self) -> EpicsConfig:
+        if self.writes and not self.write_hosts:
+            raise ValueError("writes = true needs write_hosts (the client host names allowed to write)")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(False, alias="json")
@@ -193,6 +228,7 @@ class EdgeConfig(_Section):
     ptycho: PtychoConfig = PtychoConfig()  # loop.mode "ptycho" (controller/modes/ptycho/session.py)
     scatter: ScatterConfig = ScatterConfig()  # loop.mode "transceiver" (controller/modes/scatter/session.py)
     forge: ForgeConfig = ForgeConfig()  # loop.mode "forge" (controller/modes/bal/forge.py)
+    epics: EpicsConfig = EpicsConfig()  # Channel Access PVs (controller/epics)
     log: LogConfig = LogConfig()
 
     @model_validator(mode="before")

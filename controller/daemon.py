@@ -10,7 +10,8 @@ A *tick mode* (stabilize, rl-pid) runs on the scheduler. One tick (read → upda
      the command is the mode's safe command;
   3. the safety gate (the mode's: controller/safety.py) clamps it (a non-finite one becomes the safe command;
      both counted), it is written to the device (non-blocking), and the mode is told what was written;
-  4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held) and to the host (decimated,
+  4. telemetry goes to the recorder ring (always; flags: 1 stale, 2 held), to the EPICS snapshot (with
+     [epics]: a few float stores the PV server publishes from, controller/epics) and to the host (decimated,
      non-blocking).
 A *session mode* (angles) rests until a push op (scan, abort, …) starts or stops a session; its stage moves
 pass its own gate (controller/safety.py's StageGate). The host link runs in every mode: pings, link
@@ -29,6 +30,7 @@ import numpy as np
 
 from controller.config import EdgeConfig
 from controller.driver import SerialDriver
+from controller.epics import epics_server
 from controller.lifecycle import EdgeDaemon, Undo, check_state_file, starting
 from controller.link.auth import Gains, Telemetry
 from controller.link.edge_udp import HostLink, LinkChange, baseline_gains
@@ -70,6 +72,8 @@ class Daemon(EdgeDaemon):
         super().__init__(cfg, driver, slot, nominal_period_s=spec.decision_period_s(cfg),
                          stats=self.scheduler.stats if self.scheduler is not None else None, ops=ops)
         self.hostlink = HostLink(cfg.hostlink, self.keyring, baseline_gains(cfg.pid))
+        self.epics = epics_server(self) if cfg.epics.enabled else None  # Channel Access PVs (controller/epics)
+        self.snapshot = self.epics.snapshot if self.epics is not None else None  # what the tick leaves for them
         self.frame: Frame | None = None
         self.frame_t_ns = 0
         self._reading = np.zeros(2)
@@ -133,6 +137,8 @@ class Daemon(EdgeDaemon):
         tx, ty, cx, cy = float(mode.target[0]), float(mode.target[1]), float(cmd[0]), float(cmd[1])
         self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
                                   gains.ravel().tolist(), FLAG_STALE * stale | FLAG_HELD * self.held)
+        if self.snapshot is not None:
+            self.snapshot.update(tick.index, x, y, tx, ty, self.held)
         if self.hostlink.wants_telemetry(tick.index):
             self.hostlink.send_telemetry(Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains)))
 
@@ -161,11 +167,17 @@ class Daemon(EdgeDaemon):
         with starting(f"host link on {h.host}:{h.port}"):
             await self.hostlink.start()
         undo.add("host link", self.hostlink.close)
+        if self.epics is not None:
+            e = self.cfg.epics
+            with starting(f"EPICS server on {e.host}:{e.port}"):
+                await self.epics.start()
+            undo.add("EPICS server", self.epics.close)
         await super()._bind(undo)
 
     def _network_tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        epics = [("epics", self.epics.serve_forever)] if self.epics is not None else []
         return [*super()._network_tasks(), ("hostlink-receive", self.hostlink.receive_forever),
-                ("hostlink-watchdog", self.hostlink.watch_forever)]
+                ("hostlink-watchdog", self.hostlink.watch_forever), *epics]
 
     async def _serve(self) -> None:
         if self.scheduler is None:  # a session mode: its sessions run from the push ops
@@ -223,9 +235,13 @@ class Daemon(EdgeDaemon):
         """The shared fault kinds, the host link's drops (its rx_ok/tx_ok are traffic) and the safety gate's."""
         link = {k: v for k, v in self.hostlink.counters.items() if not k.endswith("_ok")}
         gate = self.mode.gate
-        return {**super()._faults(), **link, "command_clamped": gate.clamped, "command_non_finite": gate.non_finite}
+        epics = {f"epics_{k}": v for k, v in self.epics.counters.items()} if self.epics is not None else {}
+        return {**super()._faults(), **link, "command_clamped": gate.clamped, "command_non_finite": gate.non_finite,
+                **epics}
 
     def _each_second(self, seconds: int) -> None:
+        if self.epics is not None:
+            self.epics.each_second()
         if isinstance(self.mode, SessionMode):
             self._apply_host_commands()
         else:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import logging
 import os
@@ -51,7 +52,7 @@ from controller.metrics import Metrics
 from controller.policy.slot import PolicySlot
 from controller.link.edge_push import PushServer
 from controller.link.push_wire import PushHeader
-from controller.recorder import Recorder, RecorderError
+from controller.recorder import RUN_EVENTS, Recorder, RecorderError
 from controller.scheduler import SchedulerStats
 from controller.sdnotify import Watchdog, notify
 from controller.supervisor import Supervisor
@@ -144,6 +145,13 @@ class EdgeDaemon:
         with starting("host-link key file"):
             self.keyring: Keyring = load_keyring(cfg.hostlink.key_file)  # refuses a world-readable key file
         check_writable_dir(cfg.recorder.path.parent, "recorder directory")
+        self.documents: Any = None  # controller.documents.DocumentStream, opened with the recorder
+        if cfg.recorder.documents is not None:
+            check_writable_dir(cfg.recorder.documents, "recorder documents directory", create=True)
+            try:
+                importlib.import_module("controller.documents")  # the optional extra, checked before anything starts
+            except ImportError as e:
+                raise StartupError(f"[recorder] documents: {e}") from None
         if slot is not None:
             check_writable_dir(cfg.policy.dir, "policy directory", create=True)
         if (problem := tty_problem(cfg.device.port)) is not None:
@@ -161,10 +169,15 @@ class EdgeDaemon:
         self.watchdog = Watchdog(stats, dead=self.supervisor.dead)
         self._stop = asyncio.Event()
 
-    def record(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None) -> None:
-        """A recorder event (dropped before the recorder opens)."""
+    def record(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None,
+               images: dict[str, Any] | None = None) -> None:
+        """A recorder event (dropped before the recorder opens); a scan or episode also goes to the live documents,
+        with ``images`` (arrays the recorder does not keep: controller/documents.py)."""
         if self.recorder is not None:
-            self.recorder.record_event(kind, details, tick)
+            t_ns = time.monotonic_ns()
+            self.recorder.record_event(kind, details, tick, t_ns=t_ns)
+            if self.documents is not None and kind in RUN_EVENTS:
+                self.documents.run(kind, details or {}, t_ns, images or {})
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,6 +224,7 @@ class EdgeDaemon:
                                           max_age_days=cfg.recorder.max_age_days,
                                           retention_check_s=cfg.recorder.retention_check_s)
         undo.add("recorder", self._close_recorder)
+        self._open_session()
         if self.slot is not None:
             undo.add("policy slot", self.slot.close)
             with starting("policy validator process"):
@@ -240,12 +254,28 @@ class EdgeDaemon:
         """The network's long-lived tasks to supervise: the push server's (the MEMS daemon adds the host link's)."""
         return [("push-server", self.push.serve_forever)]
 
+    def _open_session(self) -> None:
+        """The "session" event (wall and monotonic clocks together, the mode: what documents' times derive from)
+        and, with ``[recorder] documents``, the live document stream fed by the recorder's writer thread."""
+        rec, cfg = self.recorder, self.cfg
+        assert rec is not None
+        mono, wall = time.monotonic_ns(), time.time_ns()
+        rec.record_event("session", {"wall_ns": wall, "mode": cfg.loop.mode}, t_ns=mono)
+        if cfg.recorder.documents is not None:
+            from controller.documents import DocumentStream, Session
+
+            self.documents = DocumentStream(cfg.recorder.documents, Session(rec.session, os.getpid(), rec.started_wall_ns,
+                                                                           wall - mono, cfg.loop.mode))
+            rec.on_commit = self.documents.ticks
+
     def _close_recorder(self) -> None:
-        """The push port's last refusal summary and the stop event, then close the session."""
+        """The push port's last refusal summary and the stop event, then close the session (and its documents)."""
         assert self.recorder is not None
         self.push.refusals.flush()
         self.recorder.record_event("stop", self._stop_details())
         self.recorder.close()
+        if self.documents is not None:
+            self.documents.close()
 
     async def _actuators_safe(self) -> None:
         """Before the device goes down (subclasses: write the safe command, halt the stage)."""
@@ -294,6 +324,8 @@ class EdgeDaemon:
         if rec is not None:
             out.update(recorder_dropped=rec.dropped, recorder_write_failed=rec.write_failed, recorder_bad=rec.bad,
                        recorder_events_failed=rec.events_failed, recorder_events_bad=rec.events_bad)
+        if self.documents is not None:
+            out.update(documents_dropped=self.documents.dropped, documents_failed=self.documents.failed)
         return out
 
     def _on_device_link(self, up: bool, reason: str) -> None:

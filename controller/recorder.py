@@ -40,7 +40,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS events (
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _MIGRATE = {1: "ALTER TABLE sessions ADD COLUMN write_failed INTEGER NOT NULL DEFAULT 0"}  # from version n
+RUN_EVENTS = frozenset({"scan", "episode"})  # events that are runs of their own as Bluesky documents (documents.py)
 _INSERT_TICK = f"INSERT INTO ticks VALUES ({','.join('?' * len(TICK_COLUMNS))})"
 
 # numpy scalars a mode may hand over; float64 is already a float.
@@ -166,6 +167,9 @@ class Recorder:
         self._pruning: int | None = None  # the session being deleted
         self._pruned = False  # sessions deleted since the last vacuum
         self._alone_warned = False
+        self.started_wall_ns = 0  # the session row's (open)
+        # called by the writer thread with each batch of tick rows it committed (documents.py); must not block
+        self.on_commit: Callable[[list[tuple]], None] | None = None
         self._writer = self._start_writer()
 
     @classmethod
@@ -185,14 +189,16 @@ class Recorder:
                 conn.execute(_MIGRATE[v])
             conn.executescript(_SCHEMA)
             recovery = _recover(conn)
+            started = time.time_ns()
             session = conn.execute("INSERT INTO sessions (pid, started_wall_ns) VALUES (?, ?)",
-                                   (os.getpid(), time.time_ns())).lastrowid
+                                   (os.getpid(), started)).lastrowid
         except BaseException:
             conn.close()
             raise
         for r in recovery:
             log.warning("recorder: %s", r)
         rec = cls(conn, session, recovery, batch_rows, flush_ms, capacity, max_bytes, max_age_days, retention_check_s)
+        rec.started_wall_ns = started
         for r in recovery:
             rec.record_event("recovery", r.__dict__)
         return rec
@@ -293,6 +299,8 @@ class Recorder:
             return
         self.written += len(rows)
         self._tail = head
+        if rows and self.on_commit is not None:
+            self.on_commit(rows)
         if self.alarm:
             self.alarm = False
             log.warning("recorder: writing again; %d rows and %d events were dropped", self.write_failed,
@@ -456,19 +464,20 @@ def _recover(conn: sqlite3.Connection) -> list[RecoveryReport]:
 
 def read_ticks(path: str | os.PathLike[str], session: int | None = None) -> list[sqlite3.Row]:
     """Tick rows of one session (the latest when None), in record order."""
-    with _reader(path) as conn:
+    with reader(path) as conn:
         sid = session or conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
         return conn.execute("SELECT * FROM ticks WHERE session=? ORDER BY seq", (sid,)).fetchall()
 
 
 def read_events(path: str | os.PathLike[str], session: int | None = None) -> list[dict[str, Any]]:
-    with _reader(path) as conn:
+    with reader(path) as conn:
         sid = session or conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
         rows = conn.execute("SELECT * FROM events WHERE session=? ORDER BY id", (sid,)).fetchall()
         return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
 
 
-def _reader(path: str | os.PathLike[str]) -> contextlib.closing[sqlite3.Connection]:
+def reader(path: str | os.PathLike[str]) -> contextlib.closing[sqlite3.Connection]:
+    """A read-only connection to the store (rows as sqlite3.Row)."""
     conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     return contextlib.closing(conn)

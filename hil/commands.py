@@ -1,4 +1,4 @@
-"""`edgetune hil …` and `edgetune bench fuzz` commands. Module top: stdlib + typer only."""
+"""`edgetune hil …`, `edgetune bench fuzz` and `edgetune export-docs` commands. Module top: stdlib + typer only."""
 from __future__ import annotations
 
 import json
@@ -78,3 +78,26 @@ def bench_fuzz(
             typer.echo(f"{name:10s} {r['cases']:7d} cases  {r['seconds']:6.1f} s  {r['status']}")
     if not rep["passed"]:
         raise typer.Exit(1)
+
+
+def export_docs(
+    store: Path = typer.Argument(..., help="The recorder's SQLite store ([recorder] path)."),
+    out: Path = typer.Argument(..., help="Directory for <uid>.jsonl (one run each) and <uid>_<key>.h5 (images)."),
+    session: int = typer.Option(None, help="Only this recorder session (default: every session)."),
+) -> None:
+    """Write the store's runs (tick sessions, scans, forge episodes) as Bluesky event-model documents
+    (docs/documents.md; needs the `docs` extra)."""
+    try:
+        from controller.documents import export
+        from controller.recorder import RecorderError
+    except ImportError as e:
+        typer.echo(f"edgetune export-docs: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        paths = export(store, out, session)
+    except (RecorderError, OSError) as e:
+        typer.echo(f"edgetune export-docs: {e}", err=True)
+        raise typer.Exit(2) from None
+    for path in paths:
+        typer.echo(str(path))
+    typer.echo(f"{len(paths)} runs written to {out}", err=True)

@@ -212,13 +212,19 @@ class HostLink:
             self._send(Pong(msg.nonce), env.key_id)
             return
         if isinstance(msg, SetGains):
-            gains, clamped = clamp_gains(msg.gains, self.cfg.envelope)
-            self.counters["gains_clamped"] += int(clamped)
-            self.mailbox.post(SetGains(gains))
+            gains, clamped = self.post_gains(msg.gains)
             self._send(Ack(env.seq, gains, clamped), env.key_id)
             return
         self.mailbox.post(msg)  # SetTarget and later commands: applied at the tick boundary
         self._send(Ack(env.seq), env.key_id)
+
+    def post_gains(self, gains: Gains) -> tuple[Gains, bool]:
+        """Clamp requested gains into the envelope and post them for the tick boundary: the one path for every
+        host-set gain (the host link's SetGains, the EPICS Gains-SP). Returns (gains posted, whether clamped)."""
+        out, clamped = clamp_gains(gains, self.cfg.envelope)
+        self.counters["gains_clamped"] += int(clamped)
+        self.mailbox.post(SetGains(out))
+        return out, clamped
 
     async def watch_forever(self) -> None:
         """Link-loss watchdog, replay-state persistence, kernel drop count (a supervised task)."""

@@ -270,6 +270,8 @@ class AcquisitionSession(SessionMode):
         self.gate = mode.gate
         self.scans_dir = Path(host.cfg.recorder.path).parent / "scans"
         self.scans = 0
+        self.outcome = "idle"  # how the last scan ended: "done", "aborted" or "failed" (EPICS ScanState-RB)
+        self.last_summary: dict[str, Any] = {}  # the last scan's reply ({"error": …} when it failed)
         self._scan_lock = asyncio.Lock()  # held from a scan request to its reply
 
     @property
@@ -322,9 +324,14 @@ class AcquisitionSession(SessionMode):
                    "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
                    "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
                               "naks": driver.stats.naks, "lost_replies": driver.stats.lost_replies}}
-        self.host.record("scan", {**summary, "timings": res.timings})
+        self.host.record("scan", {**summary, "timings": res.timings}, images=self.images(res))
         log.info("scan %d: stopped by %s after %.2f s", self.scans, res.stopped_by, res.total_s)
         return summary
+
+    def images(self, res: Any) -> dict[str, np.ndarray]:
+        """The scan's images for the live documents (controller/documents.py), which the recorder does not keep:
+        the final reconstruction; an application adds its detector's per-step images."""
+        return {} if res.reconstruction is None else {"reconstruction": res.reconstruction}
 
     def _save(self, res: AcquisitionResult) -> str | None:
         if res.reconstruction is None:
@@ -357,7 +364,10 @@ class AcquisitionSession(SessionMode):
                 detail = str(e) or type(e).__name__  # a bare timeout says nothing else
                 log.warning("scan failed: %s", detail, exc_info=not str(e))
                 self.host.record("scan", {"error": detail})
+                self.outcome, self.last_summary = "failed", {"error": detail}
                 return {"accepted": False, "reason": "device_error", "detail": detail}
+            self.outcome = "aborted" if summary["stopped_by"] == "aborted" else "done"
+            self.last_summary = summary
             return {"accepted": True, "reason": "scanned", **summary}
 
     async def _abort_op(self, header: PushHeader) -> dict[str, Any]:

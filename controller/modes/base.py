@@ -40,7 +40,8 @@ class ModeHost(Protocol):
     slot: PolicySlot | None
     held: bool
 
-    def record(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None) -> None: ...
+    def record(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None,
+               images: dict[str, Any] | None = None) -> None: ...
 
     def background(self, coro: Any, what: str) -> None: ...
 

@@ -51,6 +51,18 @@ def bench_loop(
                    f"  max {r['max_us']:8.1f} µs  overruns {r['overruns']}")
 
 
+def bench_epics(
+    rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
+    seconds: float = typer.Option(4.0, "--seconds", help="Duration of each run's tick (and of its floor) [s]."),
+    runs: int = typer.Option(5, "--runs", help="Runs with the PV server and a monitoring client, and as many without."),
+) -> None:
+    """The daemon's tick with its EPICS PV server and a client monitoring every PV at full rate vs. without,
+    alternating runs; one JSON object (p99_ratio: median p99 with / without)."""
+    from hil.bench.epics import bench
+
+    typer.echo(json.dumps(bench(rate, seconds, runs)))
+
+
 def bench_swap(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     swaps: int = typer.Option(100, "--swaps", help="Models pushed and swapped in."),

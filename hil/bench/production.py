@@ -90,8 +90,8 @@ def bench_config(workdir: Path, rate_hz: float, port: str, **loop: Any) -> dict[
 
 
 @contextlib.asynccontextmanager
-async def production_daemon(workdir: Path, rate_hz: float, *, mode: str = "stabilize", policy: dict[str, Any] | None = None
-                            ) -> AsyncIterator[tuple[Daemon, Callable[[Tick], None]]]:
+async def production_daemon(workdir: Path, rate_hz: float, *, mode: str = "stabilize", policy: dict[str, Any] | None = None,
+                            epics: dict[str, Any] | None = None) -> AsyncIterator[tuple[Daemon, Callable[[Tick], None]]]:
     """A `Daemon` built from a bench config with `SimDriver` as its driver, its recorder open and its host link
     bound and up (a host pinged it, so telemetry is sealed and sent to that host's address as in production). Yields (daemon, tick):
     ``tick`` delivers the due frames and runs `Daemon.tick`."""
@@ -100,6 +100,8 @@ async def production_daemon(workdir: Path, rate_hz: float, *, mode: str = "stabi
         cfg_dict = bench_config(workdir, rate_hz, os.ttyname(slave), mode=mode)
         if policy:
             cfg_dict["policy"].update(policy)
+        if epics:
+            cfg_dict["epics"] = epics  # the PV server is built, not started (hil/bench/epics.py starts it)
         daemon = Daemon(parse_config(cfg_dict, "bench"))
         driver = SimDriver(daemon._on_frame)
         daemon.driver = driver  # type: ignore[assignment]  # the driver interface, served in process

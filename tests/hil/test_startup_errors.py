@@ -54,6 +54,8 @@ CASES: dict[str, tuple[Setup, str]] = {
                                       "is a regular file"),
     "device port is a directory": (lambda d, c, s: {"device": {"port": str(d)}}, "is a directory"),
     "device port is /dev/null": (lambda d, c, s: {"device": {"port": "/dev/null"}}, "not a tty"),
+    "EPICS host not on this machine": (lambda d, c, s: {"epics": {"enabled": True, "host": "192.0.2.1", "port": 45064}},
+                                       "EPICS server on 192.0.2.1:45064"),
 }
 
 

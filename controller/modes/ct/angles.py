@@ -16,6 +16,10 @@ encoder angle each projection was measured at. The loop itself (move → in posi
 loop → decide, abort, the stage's safety gate) is the shared one (controller/modes/acquisition.py); this module
 fills in its hooks.
 
+`AngleTrajectory` holds what the decisions read and the reconstruction is made of (the acquired mask, the
+golden-ratio fallback, the system matrix, SIRT); the Bluesky adapter (hil/bluesky/agent.py) shares it, so a
+policy run in a Bluesky plan sees the same x̂ and picks the same angles as this mode.
+
 The policy's contract (named inputs x̂ and the acquired mask, outputs angle_logits and stop_logit) is
 controller/modes/ct/spec.py; the policy runtime (`AnglePolicy`, its slot validator and opener) is
 controller/policy/runtime.py. A policy artifact (model.onnx + manifest.json,
@@ -63,6 +67,45 @@ class ScanResult(AcquisitionResult):
         return np.stack(self.projections) if self.projections else np.zeros((0, 0), np.float32)
 
 
+class AngleTrajectory:
+    """One scan's angles so far: the acquired grid mask (the policy's second input), the golden-ratio fallback and
+    the reconstruction x̂ from the projections at their measured angles (warm-started SIRT)."""
+
+    def __init__(self, config: AnglesConfig) -> None:
+        self.cfg = config
+        self.grid = tomo.angle_grid(config.n_angles)
+        self.golden = tomo.golden_ratio_angles(4 * config.n_angles)  # fallback sequence (its first M: the fixed scan)
+        self.acquired = np.zeros(config.n_angles, bool)
+        self.blocks: list[sp.csr_matrix] = []
+
+    def reset(self) -> None:
+        self.acquired[:] = False
+        self.blocks = []
+
+    def empty(self) -> np.ndarray:
+        return np.zeros((self.cfg.size, self.cfg.size), np.float32)  # x̂_1 = 0
+
+    def angle(self, decision: tuple[int, bool] | None) -> tuple[float, bool]:
+        """The policy's (grid index, stop) as (angle, stop); without a decision the next golden-ratio angle not yet
+        acquired."""
+        if decision is not None:
+            idx, stop = decision
+            return float(self.grid[idx]), stop
+        n = self.cfg.n_angles
+        return float(next(a for a in self.golden if not self.acquired[tomo.to_grid_index(a, n)])), False
+
+    def add(self, target_deg: float, measured_deg: float) -> None:
+        """A projection acquired for `target_deg` (grid) at the encoder's `measured_deg`."""
+        self.acquired[tomo.to_grid_index(target_deg, self.cfg.n_angles)] = True
+        self.blocks.append(tomo.system_matrix(self.cfg.size, [measured_deg]))
+
+    def reconstruction(self, sinogram: np.ndarray, previous: np.ndarray,
+                       blocks: list[sp.csr_matrix] | None = None) -> np.ndarray:
+        """SIRT on the projections so far (`blocks`: a snapshot of ``self.blocks`` taken with the sinogram)."""
+        w = sp.vstack(self.blocks if blocks is None else blocks, format="csr")
+        return tomo.sirt(w, sinogram, self.cfg.sirt_iterations, x0=previous if self.cfg.warm_start else None)
+
+
 class AnglesMode(AcquisitionLoop[ScanResult]):
     """Drives a CT device (SerialDriver with messages=protocol.CT) with the shared acquisition loop
     (controller/modes/acquisition.py): decide = the angle policy (or golden ratio), update = SIRT. Takes over
@@ -77,14 +120,11 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
         self.driver, self.cfg, self.policy = driver, config, policy
         self.max_steps = config.max_angles
         self.result = ScanResult()  # the scan in progress (or the last one)
-        self.grid = tomo.angle_grid(config.n_angles)
-        self.golden = tomo.golden_ratio_angles(4 * config.n_angles)  # fallback sequence (its first M: the fixed scan)
+        self.trajectory = AngleTrajectory(config)
         # the stage's safety gate: every MoveTo target passes it (the daemon's faults command_clamped/_non_finite)
         self.gate = StageGate(config.min_deg, config.max_deg, config.max_step_deg, config.max_rate_deg_s)
         driver.on_frame = self._on_data
         self._projection: asyncio.Future[ct.Projection] | None = None
-        self._acquired = np.zeros(config.n_angles, bool)
-        self._blocks: list[sp.csr_matrix] = []
         self._policy: AnglePolicy | None = None  # this step's
         self._version: str | None = None  # the version that chose this step's angle (None: golden ratio)
         self.unexpected_data = 0  # data messages that arrived with no acquisition waiting
@@ -101,8 +141,7 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
     # --- the acquisition loop's hooks ------------------------------------------------------------
 
     def new_result(self) -> ScanResult:
-        self._acquired[:] = False
-        self._blocks = []
+        self.trajectory.reset()
         if self.policy is not None:  # a recurrent policy starts each scan from its initial state
             self.policy.reset()
         return ScanResult()
@@ -111,7 +150,7 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
         await self.home()
 
     def new_reconstruction(self) -> np.ndarray:
-        return np.zeros((self.cfg.size, self.cfg.size), np.float32)  # x̂_1 = 0
+        return self.trajectory.empty()
 
     def begin_step(self) -> bool:
         self._policy = self.policy  # a swap (the daemon's slot) takes effect at the next decision
@@ -121,32 +160,27 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
         policy, decision = self._policy, None
         if policy is not None:
             t = time.perf_counter()
-            decision = await self._decide(policy, reconstruction, self._acquired)
+            decision = await self._decide(policy, reconstruction, self.trajectory.acquired)
             res.timings["policy"].append(time.perf_counter() - t)
             if decision is None:
                 res.policy_faults += 1
         self._version = policy.version if policy is not None and decision is not None else None
-        if decision is not None:
-            idx, stop = decision
-            return float(self.grid[idx]), stop
-        # no policy, or its decision failed: the next golden-ratio angle not yet acquired
-        n = self.cfg.n_angles
-        return float(next(a for a in self.golden if not self._acquired[tomo.to_grid_index(a, n)])), False
+        return self.trajectory.angle(decision)  # no policy, or its decision failed: the next golden-ratio angle
 
     def record(self, res: ScanResult, target: float, measurement: ct.Projection) -> None:
         cfg = self.cfg
         data = np.asarray(measurement.data, np.float32)
         if data.shape != (cfg.size,):
             raise ValueError(f"detector sent {data.size} bins, the mode reconstructs {cfg.size}")
-        self._acquired[tomo.to_grid_index(target, cfg.n_angles)] = True
+        self.trajectory.add(target, measurement.angle_deg)
         res.angles_deg.append(target)
         res.policy_versions.append(self._version)
         res.measured_deg.append(measurement.angle_deg)
         res.projections.append(data)
-        self._blocks.append(tomo.system_matrix(cfg.size, [measurement.angle_deg]))
 
     def update(self, res: ScanResult, reconstruction: np.ndarray) -> Callable[[], np.ndarray]:
-        return partial(self._reconstruct, self._blocks.copy(), res.sinogram, reconstruction, res.timings["sirt"])
+        return partial(self._reconstruct, self.trajectory.blocks.copy(), res.sinogram, reconstruction,
+                       res.timings["sirt"])
 
     def stop_reason(self, stopped: bool) -> str:
         return "policy" if stopped else "max_angles"
@@ -174,8 +208,7 @@ class AnglesMode(AcquisitionLoop[ScanResult]):
                      timings: list[float]) -> np.ndarray:
         """SIRT on all projections so far (worker thread)."""
         t = time.perf_counter()
-        w = sp.vstack(blocks, format="csr")
-        x = tomo.sirt(w, sinogram, self.cfg.sirt_iterations, x0=previous if self.cfg.warm_start else None)
+        x = self.trajectory.reconstruction(sinogram, previous, blocks)
         timings.append(time.perf_counter() - t)
         return x
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
+import numpy as np
+
 from controller.config import EdgeConfig
 from controller.link.push_wire import SampleSpec
 from controller.modes.acquisition import AcquisitionSession
@@ -48,6 +50,9 @@ class AnglesSession(AcquisitionSession):
                 "policy_versions": res.policy_versions,
                 "stage": {"angle_deg": stage.angle_deg, "moving": stage.moving, "at_min": stage.at_min,
                           "at_max": stage.at_max}}
+
+    def images(self, res: ScanResult) -> dict[str, np.ndarray]:
+        return {**super().images(res), "projection": res.sinogram}  # (angles, N): one projection per step
 
     def progress(self) -> tuple[str, int]:
         return "angles_acquired", len(self.mode.result.angles_deg)

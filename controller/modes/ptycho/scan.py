@@ -76,6 +76,7 @@ class ScanResult(AcquisitionResult):
 
     positions: list[tuple[int, int]] = field(default_factory=list)  # acquired (row, col), in acquisition order
     readback_A: list[tuple[float, float]] = field(default_factory=list)  # the stage's (x, y) during each frame
+    frames: list[np.ndarray] = field(default_factory=list)  # each position's diffraction pattern (counts, uint32)
     subsequences: list[dict[str, Any]] = field(default_factory=list)  # per sub-sequence: source, positions, paths
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "order", "move", "acquire", "recon")})
@@ -174,7 +175,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._plan = [tuple(map(int, p)) for p in planned[order]]
         self._last = planned / (self.optics.grid - 1)
         res.subsequences.append({"source": source, "policy": policy.version if source == "policy" else None,
-                                 "positions": planned.tolist(), "order": self._plan, "paths": paths})
+                                 "positions": planned.tolist(), "order": list(self._plan), "paths": paths})
 
     def _plan_path(self, points: np.ndarray | None, size: int, step: int,
                    here: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -207,6 +208,7 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._visited[pos] = True
         res.positions.append(pos)
         res.readback_A.append((measurement.x_A, measurement.y_A))
+        res.frames.append(data)
         self._indices.append(recon.window_indices(np.array([pos]), o.object_px, o.window)[0])
         self._amplitudes.append(recon.amplitudes(data.astype(np.float64), measurement.dose))
 

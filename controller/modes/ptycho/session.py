@@ -16,6 +16,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
+import numpy as np
+
 from controller.config import EdgeConfig
 from controller.link.push_wire import SampleSpec
 from controller.modes.acquisition import AcquisitionSession
@@ -46,6 +48,10 @@ class PtychoSession(AcquisitionSession):
                 "paths": totals, "reacquired": res.reacquired,
                 "gate": {"clamped": self.gate.clamped, "non_finite": self.gate.non_finite},
                 "stage": {"x_A": stage.x_A, "y_A": stage.y_A, "moving": stage.moving}}
+
+    def images(self, res: ScanResult) -> dict[str, np.ndarray]:
+        frames = {"diffraction": np.stack(res.frames)} if res.frames else {}  # (positions, window, window) counts
+        return {**super().images(res), **frames}
 
     def progress(self) -> tuple[str, int]:
         return "positions_acquired", len(self.mode.result.positions)

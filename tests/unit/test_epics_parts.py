@@ -1,0 +1,64 @@
+"""The EPICS server's parts without a network: the [epics] section, the settle semantics of the tick's snapshot,
+the scan summary's size limit, and the start-up error without caproto (controller/epics)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+
+import pytest
+
+from controller.config import ConfigError, parse_config
+from controller.epics import epics_server
+from controller.epics.snapshot import LoopSnapshot
+from controller.lifecycle import StartupError
+
+
+def test_epics_section_defaults_and_refusals() -> None:
+    e = parse_config({}).epics
+    assert not e.enabled and e.host == "127.0.0.1" and e.prefix == "EDGE" and not e.writes and e.rate_hz <= 50
+    for bad, key in (({"writes": True}, "write_hosts"), ({"rate_hz": 51}, "rate_hz"), ({"prefix": "EDGE:"}, "prefix"),
+                     ({"settle_ticks": 0}, "settle_ticks"), ({"max_connections": 0}, "max_connections")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config({"epics": bad})
+    assert parse_config({"epics": {"writes": True, "write_hosts": ["ws1"]}}).epics.write_hosts == ("ws1",)
+
+
+async def test_settled_after_n_ticks_within_tolerance_restarting_on_a_new_target() -> None:
+    s = LoopSnapshot(tolerance_px=1.0, ticks=3)
+    woken = asyncio.ensure_future(s.next_tick())
+    await asyncio.sleep(0)
+    for i, x in enumerate((5.0, 0.5, 0.4)):
+        s.update(i, x, 0.0, 0.0, 0.0, held=False)
+    await asyncio.wait_for(woken, 1.0)  # the first update woke the waiter
+    assert not s.settled and s.error == pytest.approx(0.4)
+    s.update(3, 0.3, 0.0, 0.0, 0.0, held=False)
+    assert s.settled
+    s.update(4, 0.3, 0.0, 0.5, 0.0, held=False)  # a new target: counted again from this tick
+    assert s.within == 1 and not s.settled
+    s.update(5, math.nan, 0.0, 0.5, 0.0, held=False)  # a lost spot never counts
+    assert s.within == 0 and math.isnan(s.error)
+    for i in range(6, 10):
+        s.update(i, 0.5, 0.0, 0.5, 0.0, held=True)  # nor does a held loop
+    assert s.within == 0
+
+
+def test_scan_summary_fits_the_waveform() -> None:
+    pytest.importorskip("caproto")
+    from controller.epics.server import compact_summary
+
+    small = {"scan": 1, "stopped_by": "policy", "angles_deg": [1.0, 2.0]}
+    assert json.loads(compact_summary(small)) == small
+    big = {"scan": 2, "stopped_by": "max_steps", "angles_deg": [0.123456789] * 500, "stage": {"moving": False}}
+    out = json.loads(compact_summary(big))
+    assert out == {"scan": 2, "stopped_by": "max_steps", "angles_deg": "<500 items>", "stage": {"moving": False}}
+    huge = {"scan": 3, "stopped_by": "policy", "detail": {"k": "x" * 5000}}
+    assert json.loads(compact_summary(huge)) == {"scan": 3, "stopped_by": "policy"}
+
+
+def test_without_caproto_enabling_epics_is_a_startup_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "caproto", None)  # `import caproto` fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "controller.epics.server", raising=False)
+    with pytest.raises(StartupError, match=r"caproto is not installed \(pip install 'edgetune\[epics\]'\)"):
+        epics_server(None)  # type: ignore[arg-type]
