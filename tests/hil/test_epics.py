@@ -18,6 +18,9 @@ pytest.importorskip("caproto")
 from caproto import CaprotoTimeoutError  # noqa: E402
 from caproto.threading.client import Context  # noqa: E402
 
+from controller.config import EdgeConfig  # noqa: E402
+from controller.link.auth import Gains  # noqa: E402
+from controller.link.edge_udp import clamp_gains  # noqa: E402
 from hil.stand import SimulatedStand, free_udp_port  # noqa: E402
 
 pytestmark = pytest.mark.hil
@@ -142,9 +145,13 @@ def test_mems_pvs_read_and_set_points_settle_clamp_and_time_out(tmp_path, monkey
         assert put(ctx, "TargetY-SP", [math.nan], stand) == "ECA_PUTFAIL"  # the host link's validation
         assert logged(stand, "finite number") and put(ctx, "TargetY-SP", [0.0], stand) == "ECA_NORMAL"
 
-        # gains outside the host link's envelope are clamped into it (kp ≤ 60, kd ≤ 0.5), applied at a tick
-        assert put(ctx, "Gains-SP", [100.0, 500.0, 0.0, -3.0, 800.0, 3.0], stand) == "ECA_NORMAL"
-        clamped = [60.0, 500.0, 0.0, 0.0, 800.0, 0.5]
+        # gains outside the host link's envelope are clamped by the host link's own clamp_gains (the gain set's
+        # I_max(P) and the box: kp ≤ 60, kd ≤ 0.5), applied at a tick
+        asked = [100.0, 500.0, 0.0, -3.0, 800.0, 3.0]
+        assert put(ctx, "Gains-SP", asked, stand) == "ECA_NORMAL"
+        expected, _ = clamp_gains(Gains.from_rows([asked[:3], asked[3:]]), EdgeConfig().hostlink.envelope)
+        clamped = pytest.approx([v for row in expected.rows() for v in row])
+        assert clamped != asked
         assert list(value(ctx, "Gains-SP", stand)) == clamped and list(value(ctx, "Gains-RB", stand)) == clamped
 
         # a connection that opens no channel is closed after handshake_timeout_s, never answered
