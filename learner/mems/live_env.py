@@ -14,7 +14,8 @@ Targets jump by ±100 px (eq. 6) through SetTarget, as on the paper's stand.
 The first reset checks the stand: telemetry for every tick (the daemon's ``[hostlink] telemetry_decimation``
 must be 1) at the frame rate the observations assume (``[loop] rate_hz``), else ``StandMismatch``. A
 command without a reply, or no telemetry for ``link_timeout_s``, raises ``LinkLost`` (training saves a
-checkpoint and stops: learner/mems/live_train.py). Gains the daemon does not run (an active rl-pid policy
+checkpoint and stops: learner/mems/live_train.py), and so does a socket error; an edge that speaks another protocol
+version raises ``StandMismatch``. Gains the daemon does not run (an active rl-pid policy
 sets its own) for ``FOREIGN_GAINS_STEPS`` decisions in a row raise ``StandMismatch``.
 
 The penalty of eq. 2 for a reward far worse than the baseline's uses a reference measured with the
@@ -30,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from controller.link.host_udp import HostClient
-from controller.link.auth import Gains
+from controller.link.auth import Gains, VersionMismatch
 from learner.mems.env import FEATURES, OBS_SCALE, MemsTuningConfig, action_bounds, baseline_action, gains_from_action
 
 
@@ -62,10 +63,14 @@ class MemsLiveEnv(gym.Env):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-env", daemon=True)
         self._thread.start()
-        self.client: HostClient = self._run(client_factory())
-        self._rows: list[tuple[float, ...]] = []
-        self._ticks: list[tuple[int, int]] = []  # per row: the edge's tick index and time [ns]
-        self._gains: list[tuple[tuple[float, ...], ...]] = []  # per row: the gains the daemon ran
+        try:
+            self.client: HostClient = self._link(client_factory(), "cannot open the host link")
+        except BaseException:
+            self._stop_loop()
+            raise
+        # per telemetry row: (row, (the edge's tick index, its time [ns]), the gains the daemon ran); appended and
+        # taken on the env's loop only (_take), so rows, ticks and gains never get out of step
+        self._buf: list[tuple[tuple[float, ...], tuple[int, int], tuple[tuple[float, ...], ...]]] = []
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
         self.target = np.zeros(2)
         self.history = np.zeros((cfg.k, len(FEATURES)))
@@ -76,35 +81,45 @@ class MemsLiveEnv(gym.Env):
     def _run(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def _command(self, coro):
-        """A command's Ack; LinkLost when the edge does not answer."""
+    def _link(self, coro, what: str):
+        """Run a host-link coroutine on the env's loop: an edge of another protocol version is a StandMismatch,
+        no answer (HostClient's TimeoutError after its retries, or the loop's own deadline) or a socket error a
+        LinkLost — both end training with a checkpoint."""
         try:
             return self._run(coro)
-        except TimeoutError as e:  # HostClient's after its retries (or the loop's own deadline)
-            raise LinkLost(f"the stand at {self.client.edge_addr[0]}:{self.client.edge_addr[1]} does not answer: {e}") from None
+        except VersionMismatch as e:  # a ConnectionError (OSError): before it
+            raise StandMismatch(str(e)) from None
+        except (TimeoutError, OSError) as e:
+            raise LinkLost(f"{what}: {type(e).__name__}: {e}") from None
+
+    def _command(self, coro):
+        """A command's Ack (see _link)."""
+        return self._link(coro, f"the stand at {self.client.edge_addr[0]}:{self.client.edge_addr[1]} does not answer")
 
     async def _read(self) -> None:
         async for t in self.client.telemetry():
-            self._rows.append((t.x_px, t.y_px, t.cmd_x_v, t.cmd_y_v, t.target_x_px, t.target_y_px))
-            self._ticks.append((t.tick, t.t_ns))
-            self._gains.append(t.gains.rows())
+            self._buf.append(((t.x_px, t.y_px, t.cmd_x_v, t.cmd_y_v, t.target_x_px, t.target_y_px), (t.tick, t.t_ns),
+                              t.gains.rows()))
+
+    async def _take(self) -> list:
+        """The rows received since the last take (on the env's loop, between two of the reader's appends)."""
+        batch, self._buf = self._buf, []
+        return batch
 
     def _interval(self, action: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """Apply gains, run one decision period in real time (longer while no telemetry comes, up to
         ``link_timeout_s``); (rows (n, 6), Δt [periods], the daemon's last gains, whether the edge clamped)."""
         ack = self._command(self.client.set_gains(Gains.from_rows(gains_from_action(action)[0])))
-        self._rows.clear()
-        self._ticks.clear()
-        self._gains.clear()
+        self._run(self._take())  # rows of the previous gains
         t0 = time.monotonic()
         time.sleep(self.period_s)
-        while not self._rows:
+        while not self._buf:  # only _take empties it
             if time.monotonic() - t0 > self.link_timeout_s:
                 raise LinkLost(f"no telemetry from the stand for {self.link_timeout_s:g} s")
             time.sleep(self.period_s / 4)
-        n = len(self._rows)  # the reader appends on its own thread: take a consistent prefix
-        rows = np.array(self._rows[:n], dtype=np.float64).reshape(-1, len(FEATURES))
-        ticks, gains = np.array(self._ticks[:n], dtype=np.int64), np.array(self._gains[n - 1], dtype=np.float64)
+        batch = self._run(self._take())
+        rows = np.array([b[0] for b in batch], dtype=np.float64).reshape(-1, len(FEATURES))
+        ticks, gains = np.array([b[1] for b in batch], dtype=np.int64), np.array(batch[-1][2], dtype=np.float64)
         if not self.checked:
             self._check_rates(ticks)
         elapsed_s = (ticks[-1, 1] - ticks[0, 1]) * 1e-9 + 1.0 / self.frame_rate_hz
@@ -167,6 +182,13 @@ class MemsLiveEnv(gym.Env):
 
     def close(self) -> None:
         self._reader.cancel()
-        self._run(self.client.close())
+        try:
+            self._run(self.client.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=2)
+        if not self._thread.is_alive():
+            self._loop.close()

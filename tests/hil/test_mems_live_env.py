@@ -1,12 +1,22 @@
-"""The live MEMS tuning environment (learner/mems/live_env.py) stepping a running daemon over the host link."""
+"""The live MEMS tuning environment (learner/mems/live_env.py) stepping a running daemon over the host link, and
+the link's failures (an edge that does not answer, one of another protocol version, a client that cannot open)
+as the errors training stops on with a checkpoint (LinkLost, StandMismatch)."""
 from __future__ import annotations
 
-import numpy as np
+import socket
+import threading
 
+import numpy as np
+import pytest
+
+from controller.link import auth
+from controller.link.auth import Keyring
 from controller.link.host_udp import HostClient
 from controller.modes.mems.pid import BASELINE_GAINS
 from learner.mems.env import MemsTuningConfig, baseline_action, gains_from_action
-from learner.mems.live_env import MemsLiveEnv
+from learner.mems.live_env import LinkLost, MemsLiveEnv, StandMismatch
+
+RING = Keyring({1: bytes(range(32))})
 
 
 async def test_live_env_steps_the_running_daemon(mems_stand):
@@ -34,3 +44,69 @@ async def test_live_env_steps_the_running_daemon(mems_stand):
         assert not np.allclose(info["gains"], BASELINE_GAINS) and env.observation_space.contains(obs)
     finally:
         await asyncio.to_thread(env.close)
+
+
+def env_threads() -> int:
+    return sum(t.name == "live-env" and t.is_alive() for t in threading.enumerate())
+
+
+class Edge:
+    """A UDP socket on 127.0.0.1 as the edge: silent, or answering every datagram with a version notice of
+    ``version``."""
+
+    def __init__(self, version: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.version, self.done = version, threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                _, peer = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if self.version is not None:
+                self.sock.sendto(auth.NOTICE.pack(auth.MAGIC, self.version), peer)
+
+    def env(self) -> MemsLiveEnv:
+        addr = self.sock.getsockname()
+
+        async def factory():
+            return await HostClient(addr, RING, key_id=1, timeout_s=0.1, retries=1).open()
+
+        return MemsLiveEnv(factory, MemsTuningConfig(), link_timeout_s=0.5)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("version, error, message", [
+    (None, LinkLost, "does not answer: TimeoutError: no reply"),
+    (auth.VERSION + 1, StandMismatch, f"this host speaks version {auth.VERSION}, the edge at .* speaks version {auth.VERSION + 1}"),
+])
+def test_an_edge_that_does_not_answer_or_speaks_another_version_stops_training(version, error, message):
+    edge = Edge(version)
+    try:
+        env = edge.env()
+        try:
+            with pytest.raises(error, match=message):
+                env.reset(seed=0)
+        finally:
+            env.close()
+    finally:
+        edge.close()
+    assert env_threads() == 0
+
+
+def test_a_client_that_cannot_open_is_link_lost_and_stops_the_envs_thread():
+    async def factory():  # as HostClient.open when the address does not resolve (socket.gaierror is an OSError)
+        raise OSError("unreachable")
+
+    with pytest.raises(LinkLost, match="cannot open the host link: OSError: unreachable"):
+        MemsLiveEnv(factory, MemsTuningConfig())
+    assert env_threads() == 0
