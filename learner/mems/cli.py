@@ -130,7 +130,9 @@ def _train_live(out: Path, cfg, to: str, key_file: Path, key_id: Optional[int], 
     except (LinkLost, StandMismatch, KeyboardInterrupt) as e:
         why = {LinkLost: "link lost: ", StandMismatch: "error: "}.get(type(e), "stopped (Ctrl-C)") + str(e)
         if (out / "checkpoint.pt").exists():
-            again = f"edgetune train mems --live --to {to} --key-file {key_file} --out {out} --steps {cfg.ddpg.total_steps} --resume"
+            again = (f"edgetune train mems --live --to {to} --key-file {key_file}"
+                     + ("" if key_id is None else f" --key-id {key_id}")
+                     + f" --out {out} --steps {cfg.ddpg.total_steps} --resume")
             typer.echo(f"{why}. {out / 'checkpoint.pt'} holds {checkpoint_step(out)} decisions; to go on: {again}", err=True)
         else:
             typer.echo(f"{why}. Nothing trained yet.", err=True)

@@ -5,12 +5,14 @@ checkpoints, a_test) on one live stand (learner/mems/live_env.py): a decision ev
 Δt from the edge's tick stamps in the semi-Markov TD target (eq. 3), the daemon's safety gate and its
 check of host-set gains (controller/link/edge_udp.py ``clamp_gains``) in force. ``--init RUN`` starts from a
 simulator-trained run (sim-to-real fine-tuning): its environment, gain set and plant (so the actor's outputs
-map to the same gains) and its networks, with a fresh replay buffer. A lost link (``LinkLost``), a stand
+map to the same gains) and its agent (actor, critic, their targets and optimisers), with a fresh replay buffer;
+its checkpoint is loaded with ``torch.load(weights_only=True)`` (tensors and plain data, no pickled code). A lost link (``LinkLost``), a stand
 that stops fitting (``StandMismatch``) or Ctrl-C saves the checkpoint and stops; ``--resume`` continues it.
 """
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +44,16 @@ def live_env(factory: Callable, cfg: MemsTuningConfig) -> gym.vector.VectorEnv:
     return gym.vector.SyncVectorEnv([lambda: env])
 
 
+def init_agent(run: Path) -> dict:
+    """The agent's state dicts in ``run``'s checkpoint, loaded without unpickling code (ValueError when it holds
+    more than tensors and plain data)."""
+    try:
+        return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["agent"]
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{run / 'checkpoint.pt'} holds more than tensors and plain data; not loaded: "
+                         f"{str(e).splitlines()[0]}") from None
+
+
 def init_config(run: Path, cfg: MemsTrainConfig | None = None) -> MemsTrainConfig:
     """The config a fine-tuning run starts from: ``run``'s environment (observation: k frames at its decision
     period), gain set and plant, and its DDPG settings. ValueError when ``run`` is no MEMS run or its
@@ -49,7 +61,7 @@ def init_config(run: Path, cfg: MemsTrainConfig | None = None) -> MemsTrainConfi
     if not (run / "config.json").exists() or not (run / "checkpoint.pt").exists():
         raise ValueError(f"{run} is not a `train mems` run (no config.json and checkpoint.pt)")
     init = load_run_config(run)
-    obs_dim = int(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["agent"]["actor"]["net.0.weight"].shape[1])
+    obs_dim = int(init_agent(run)["actor"]["net.0.weight"].shape[1])
     if obs_dim != init.env.k * len(FEATURES):
         raise ValueError(f"{run}: its actor takes {obs_dim} inputs, its config says k = {init.env.k} frames of "
                          f"{len(FEATURES)} features")
@@ -68,7 +80,7 @@ def train_live(out: Path, cfg: MemsTrainConfig, factory: Callable, *, resume: bo
     Raises LinkLost (checkpoint saved) or StandMismatch (the daemon is not set up for it)."""
     if cfg.num_envs != 1:
         raise ValueError("live training runs one stand: num_envs must be 1")
-    state = torch.load(init / "checkpoint.pt", map_location="cpu", weights_only=False)["agent"] if init and not resume else None
+    state = init_agent(init) if init and not resume else None
     env = live_env(factory, cfg.env)
     try:
         return train_run(out, cfg, env, resume, init=state, stop_on=STOP_ON, extra=extra, where="the live stand")

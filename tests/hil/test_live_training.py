@@ -38,7 +38,9 @@ async def test_fine_tune_checkpoint_link_lost_and_resume(mems_stand, sim_run, tm
     await mems_stand.client.close()  # one sender per key id (docs/hostlink.md)
     mems_stand.client = None
     out = tmp_path / "live"
-    run = asyncio.create_task(asyncio.to_thread(live, mems_stand, out, "--steps", "400", "--init", str(sim_run)))
+    key_id = str(mems_stand.keyring.newest)
+    run = asyncio.create_task(asyncio.to_thread(live, mems_stand, out, "--steps", "400", "--init", str(sim_run),
+                                                "--key-id", key_id))
     async with asyncio.timeout(40):  # a checkpoint every 40 decisions (every 10 %)
         while not (out / "checkpoint.pt").exists():
             await asyncio.sleep(0.1)
@@ -47,12 +49,13 @@ async def test_fine_tune_checkpoint_link_lost_and_resume(mems_stand, sim_run, tm
     assert result.exit_code == 3, result.output
     done = checkpoint_step(out)
     assert 40 <= done < 400
-    assert "link lost" in result.output and f"holds {done} decisions" in result.output and "--resume" in result.output
+    assert "link lost" in result.output and f"holds {done} decisions" in result.output
+    assert f"--key-id {key_id} --out {out} --steps 400 --resume" in result.output  # the command to go on, as started
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["live"]["init"] == str(sim_run) and cfg["gain_set"] == "box" and cfg["num_envs"] == 1
     # fine-tuned: the init run's networks, moved by updates (no random warm-up with --init)
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    init = torch.load(sim_run / "checkpoint.pt", weights_only=False)["agent"]["actor"]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    init = torch.load(sim_run / "checkpoint.pt", weights_only=True)["agent"]["actor"]
     assert ckpt["updates"] > 0 and ckpt["buffer"]["size"] == done
     assert ckpt["agent"]["actor"]["net.0.weight"].shape == init["net.0.weight"].shape
     assert not torch.equal(ckpt["agent"]["actor"]["net.0.weight"], init["net.0.weight"])

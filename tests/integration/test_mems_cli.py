@@ -235,3 +235,23 @@ def test_init_must_be_a_mems_run_that_fits(run_dir, tmp_path):
     assert res.exit_code == 2 and "is not a `train mems` run" in res.output, res.output
     res = runner.invoke(app, [*live, "--out", str(tmp_path / "b"), "--init", str(run_dir), "--gain-set", "box"])
     assert res.exit_code == 2 and "fine-tuning keeps its map" in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+def test_init_loads_tensors_and_plain_data_only(run_dir, tmp_path):
+    """--init reads the run's checkpoint with torch.load(weights_only=True) (the run above loaded that way): one
+    that holds a pickled object is refused, the object never built."""
+    import fractions
+
+    import torch
+
+    from controller.link.auth import write_keyfile
+
+    write_keyfile(tmp_path / "keys")
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "extra": fractions.Fraction(1, 3)}, run / "checkpoint.pt")
+    res = runner.invoke(app, ["train", "mems", "--live", "--to", "127.0.0.1:9", "--key-file", str(tmp_path / "keys"),
+                              "--steps", "10", "--out", str(tmp_path / "out"), "--init", str(run)])
+    assert res.exit_code == 2, res.output
+    assert "holds more than tensors and plain data" in " ".join(res.output.replace("│", " ").split()), res.output
