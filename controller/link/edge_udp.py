@@ -110,7 +110,10 @@ class HostLink:
         self._sock: socket.socket | None = None
 
     async def start(self) -> None:
-        """Load the replay state and bind (a corrupt state file raises ValueError; a bind error OSError)."""
+        """Load the gain set's table and the replay state, and bind (a missing or bad table or a corrupt state
+        file raises ValueError; a bind error OSError)."""
+        if self.cfg.envelope.gain_set != "box":
+            gain_sets.table(self.cfg.envelope.gain_set)  # read once: never first on the receive path
         self.guard.load(self.cfg.state_file)
         family, _, _, _, addr = socket.getaddrinfo(self.cfg.host, self.cfg.port, type=socket.SOCK_DGRAM)[0]
         self._sock = socket.socket(family, socket.SOCK_DGRAM)

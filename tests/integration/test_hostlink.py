@@ -208,3 +208,18 @@ async def test_kernel_drops_are_counted(tmp_path, ring):
     finally:
         await lk.close()
     assert lk.kernel_drops() is None  # closed
+
+
+async def test_a_bad_gain_set_table_stops_the_link_at_start(tmp_path, ring, monkeypatch):
+    """The configured set's table is read when the link starts, not on the first SetGains: a bad one is a
+    start-up error and nothing is bound."""
+    monkeypatch.setattr(gain_sets, "TABLE_FILE", tmp_path / "missing.json")
+    gain_sets.table.cache_clear()
+    try:
+        lk = HostLink(HostLinkConfig(port=0, key_file=tmp_path / "keys", state_file=tmp_path / "state.json"), ring, BASELINE)
+        with pytest.raises(ValueError, match="cannot read gain set 'wide'"):
+            await lk.start()
+        assert lk._sock is None
+    finally:
+        monkeypatch.undo()
+        gain_sets.table.cache_clear()

@@ -1,48 +1,16 @@
-"""The edge's gain-set tables (controller/modes/mems/gain_sets.py) against the learner's computation, and
-host-set gains clamped into them (controller/link/edge_udp.py ``clamp_gains``)."""
+"""Host-set gains clamped into the edge's gain-set tables (controller/link/edge_udp.py ``clamp_gains``,
+controller/modes/mems/gain_sets.py), and a bad table refused; edge only (no torch): the tables against the
+learner's computation are in test_edge_gain_sets_learner.py."""
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from controller.config import GainEnvelope, HostLinkConfig
 from controller.link.auth import AxisGains, Gains
 from controller.link.edge_udp import clamp_gains
 from controller.modes.mems import gain_sets
-from learner.mems.edge_gain_sets import EDGE_SETS, edge_table
-from learner.mems.env import MemsTuningConfig
-from learner.mems.robust_gains import gain_set_map
-
-CFG = MemsTuningConfig()
-STORED = json.loads(gain_sets.TABLE_FILE.read_text())
-
-
-@pytest.mark.slow
-def test_the_table_file_is_the_learners_computation():
-    """Regenerated in full (both sets, both axes: ~15 s): the file cannot drift from the learner."""
-    assert json.loads(json.dumps(edge_table())) == STORED
-
-
-def test_the_robust_table_is_the_learners_map():
-    """The short version: the learner's map for the robust set (computed once per process) holds the stored table."""
-    m = gain_set_map("robust", CFG.p_bounds, CFG.i_bounds)
-    assert m.knots.double().tolist() == STORED["sets"]["robust"]["knots"]
-    assert m.integral_limit(m.knots.T).T.double().tolist() == STORED["sets"]["robust"]["i_max"]
-    assert STORED["p_bounds"] == list(CFG.p_bounds) and STORED["i_bounds"] == list(CFG.i_bounds)
-
-
-@pytest.mark.parametrize("name", EDGE_SETS)
-def test_the_edge_interpolation_is_the_learners_map(name):
-    """numpy's np.interp on the table = the learner's ReLU sum (the exported graphs' map), inside and beyond the knots."""
-    knots, _ = gain_sets.table(name)
-    p = np.random.default_rng(0).uniform(1.0, 45.0, (200, 2))
-    edge = np.array([[gain_sets.limit(name, a, row[a])[2] for a in range(2)] for row in p])
-    learner = gain_set_map(name, CFG.p_bounds, CFG.i_bounds).integral_limit(
-        torch.as_tensor(np.clip(p, knots[:, 0], knots[:, -1]), dtype=torch.float32)).double().numpy()
-    np.testing.assert_allclose(edge, learner, rtol=1e-5)
 
 
 def envelope(name: str) -> GainEnvelope:
@@ -88,3 +56,33 @@ def test_an_unknown_gain_set_is_a_config_error():
 
     with pytest.raises(ValidationError, match="gain_set"):
         GainEnvelope(gain_set="tight")
+
+
+@pytest.fixture
+def table_file(tmp_path, monkeypatch):
+    """A table file of the test's own; the cached tables are dropped before and after."""
+    path = tmp_path / "gain_sets.json"
+    monkeypatch.setattr(gain_sets, "TABLE_FILE", path)
+    gain_sets.table.cache_clear()
+    yield path
+    gain_sets.table.cache_clear()
+
+
+def test_a_missing_or_bad_table_is_a_clear_error(table_file):
+    with pytest.raises(ValueError, match="cannot read gain set 'wide'"):  # missing
+        gain_sets.table("wide")
+    table_file.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read gain set 'wide'"):
+        gain_sets.table("wide")
+    good = {"knots": [[1.0, 2.0], [1.0, 2.0]], "i_max": [[5.0, 6.0], [5.0, 6.0]]}
+    table_file.write_text(json.dumps({"sets": {"wide": good}}))
+    with pytest.raises(ValueError, match="no gain set 'robust'"):
+        gain_sets.table("robust")
+    for bad in ({"knots": [[1.0, 2.0]], "i_max": [[5.0, 6.0]]},  # one axis
+                {"knots": [[2.0, 1.0], [1.0, 2.0]], "i_max": good["i_max"]},  # falling knots
+                {"knots": good["knots"], "i_max": [[5.0, float("nan")], [5.0, 6.0]]}):
+        table_file.write_text(json.dumps({"sets": {"wide": bad}}))
+        with pytest.raises(ValueError, match="is not a table"):
+            gain_sets.table("wide")
+    table_file.write_text(json.dumps({"sets": {"wide": good}}))
+    assert gain_sets.limit("wide", 1, 1.5) == (1.0, 2.0, 5.5)

@@ -14,6 +14,9 @@ the set host-set gains must lie in (controller/link/edge_udp.py ``clamp_gains``)
   baseline's I a little (x: 600 → 567 V/(px·s)).
 
 D is not in the tables (they hold it at the baseline's): it stays within the envelope only.
+
+The host link loads and checks the configured set when it starts (controller/link/edge_udp.py
+``HostLink.start``): a missing or bad table stops the daemon at start-up, never a SetGains on the receive path.
 """
 from __future__ import annotations
 
@@ -30,11 +33,20 @@ GainSetName = Literal["robust", "wide", "box"]
 
 @cache
 def table(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(knots, i_max), each (2, K) [axis][knot], of a set in the table file (read once per process)."""
-    sets = json.loads(TABLE_FILE.read_text())["sets"]
-    if name not in sets:
-        raise ValueError(f"no gain set {name!r} in {TABLE_FILE} (it holds {', '.join(sets)})")
-    return np.array(sets[name]["knots"], np.float64), np.array(sets[name]["i_max"], np.float64)
+    """(knots, i_max), each (2, K) [axis][knot], of a set in the table file (read once per process); ValueError
+    when the file is missing or unreadable, or the set is not in it or not a table (K ≥ 2 finite knots, rising)."""
+    try:
+        sets = json.loads(TABLE_FILE.read_text())["sets"]
+        knots, i_max = np.array(sets[name]["knots"], np.float64), np.array(sets[name]["i_max"], np.float64)
+    except KeyError:
+        raise ValueError(f"no gain set {name!r} in {TABLE_FILE}") from None
+    except (OSError, TypeError, ValueError) as e:
+        raise ValueError(f"cannot read gain set {name!r} from {TABLE_FILE}: {e}") from None
+    if (knots.ndim != 2 or knots.shape[0] != 2 or knots.shape[1] < 2 or i_max.shape != knots.shape
+            or not np.isfinite(knots).all() or not np.isfinite(i_max).all() or (np.diff(knots) <= 0).any()):
+        raise ValueError(f"gain set {name!r} in {TABLE_FILE} is not a table of (2, K ≥ 2) finite knots (rising) "
+                         f"and I_max: shapes {knots.shape} and {i_max.shape}")
+    return knots, i_max
 
 
 def limit(name: str, axis: int, p: float) -> tuple[float, float, float]:
