@@ -14,7 +14,9 @@ A *run* (a RunStart … RunStop with its streams) is
 Each run is a JSON-lines file ``<start uid>.jsonl`` of ``[name, doc]`` pairs (the layout suitcase-jsonl writes and
 databroker/Tiled ingest), its images ``<start uid>_<key>.h5`` beside it. Documents are composed with event_model's
 own composers (valid by construction). Run uids are derived from the session (its start time, pid and id) and the
-run's place in it, so a run emitted live and exported later has the same uid.
+run's number, which the recorder puts into the run's event (``details["run"]``, counting the events it accepted), so a
+run emitted live and exported later has the same uid, whatever either side dropped (a stalled writer, a batch the
+store could not write). A store from before that number: the runs counted in the store.
 
 Times: the recorder stamps ticks and events on the monotonic clock; the daemon's "session" event (wall time and
 monotonic time together, at start-up) converts them to the UNIX epoch. A store from before that event: the
@@ -24,9 +26,13 @@ acquire times of steps 0 … k (forge episode steps: at the episode's end).
 
 `export` writes every run of a recorder store (`edgetune export-docs`); `DocumentStream` emits them live from the
 daemon (``[recorder] documents = "DIR"``) in a process of its own, fed from the recorder's writer thread (tick rows
-as each batch commits) and from the loop when a scan or episode ends: nothing here runs on the tick path, nor holds
-the daemon's GIL (a thread of the daemon's did: at 1 kHz its p99 lateness went from 0.7 to 1.8–3.5 ms). Needs the
-optional extra ``docs`` (event-model, h5py); the edge install does not.
+as each batch commits) and from the loop when a scan or episode ends. Nothing of it runs on the tick path, and the
+composing, validating and writing run in that process (a thread of the daemon's doing them: at 1 kHz its p99
+lateness went from 0.7 to 1.8–3.5 ms). What stays in the daemon: the queue's feeder thread pickles each item into
+the pipe, holding the daemon's GIL meanwhile (a batch of 256 tick rows: about 0.13 ms; a scan's images: a copy of
+their bytes). The queue is bounded in items and in image bytes (``MAX_PENDING_BYTES``): a writer that falls behind
+(a slow SD card) makes it drop and count, never grow. Needs the optional extra ``docs`` (event-model, h5py); the
+edge install does not.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ import queue
 import shutil
 import sqlite3
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +58,8 @@ try:
     import event_model as em
     import h5py
 except ImportError as e:  # the optional extra
-    raise ImportError(f"event-model documents need the optional extra `docs` (pip install 'edgetune[docs]'): {e}") \
-        from e
+    raise ImportError(f"event-model documents need the optional extra `docs` (pip install -e '.[docs]' in a "
+                      f"checkout): {e}") from e
 
 from controller.recorder import RUN_EVENTS, TICK_COLUMNS, RecorderError, reader
 
@@ -64,6 +71,7 @@ PAGE_ROWS = 1000  # tick rows per event_page (export)
 LIVE_PAGE_ROWS = 16  # live: pages of a committed batch (a reader following the file sees them sooner)
 IMAGE_SPEC = "AD_HDF5"  # the area-detector HDF5 layout: databroker's and Tiled's handlers read it
 IMAGE_DATASET = "/entry/data/data"
+MAX_PENDING_BYTES = 64 << 20  # live: image bytes queued for the documents process at most (DocumentStream)
 INTEGER_KEYS = frozenset({"seq", "idx", "t_mono_ns", "lateness_ns", "flags"})  # of a tick run; the others: REAL
 # the six per-tick mode columns (recorder.TICK_COLUMNS kp_x … kd_y) by mode: the forge keeps θ̂ there
 MODE_COLUMNS = {"forge": tuple(f"theta_hat_{i}" for i in range(6))}
@@ -332,8 +340,9 @@ def _export(conn: sqlite3.Connection, store: Path, tmp: Path, root: Path, only: 
         counts: dict[str, int] = {}
         for ev in conn.execute("SELECT t_ns, kind, details FROM events WHERE session=? AND kind IN (%s) ORDER BY id"
                                % ",".join("?" * len(RUN_EVENTS)), (s.id, *sorted(RUN_EVENTS))).fetchall():
-            n = counts[ev["kind"]] = counts.get(ev["kind"], 0) + 1
+            counted = counts[ev["kind"]] = counts.get(ev["kind"], 0) + 1
             details = json.loads(ev["details"])
+            n = details.get("run", counted)  # the recorder's number (module doc)
             docs = run_docs(s, ev["kind"], n, details, ev["t_ns"], _saved_reconstruction(details, store), tmp, root)
             write_jsonl(tmp / f"{docs[0][1]['uid']}.jsonl", docs)
 
@@ -342,34 +351,48 @@ def _export(conn: sqlite3.Connection, store: Path, tmp: Path, root: Path, only: 
 
 class DocumentStream:
     """The daemon's live emission (module doc) into ``directory``: a process of its own (spawned; it ends with the
-    daemon) behind a bounded queue, so that composing and encoding never hold the daemon's GIL, which the tick loop
-    needs. ``ticks`` (from the recorder's writer thread) and ``run`` (from the loop) only enqueue; a full queue
-    drops and counts (``dropped``), what cannot be written is logged and counted (``failed``): the daemon goes on."""
+    daemon) behind a queue bounded in items (``max_pending``) and in image bytes (``max_bytes``), so that composing,
+    validating and writing never hold the daemon's GIL, which the tick loop needs. ``ticks`` (from the recorder's
+    writer thread) and ``run`` (from the loop) only enqueue; what does not fit drops and counts (``dropped``), what
+    cannot be written is logged and counted (``failed``): the daemon goes on."""
 
-    def __init__(self, directory: Path, session: Session, max_pending: int = 256) -> None:
+    def __init__(self, directory: Path, session: Session, max_pending: int = 256,
+                 max_bytes: int = MAX_PENDING_BYTES) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.dir, self.session = directory, session
+        self.dir, self.session, self.max_bytes = directory, session, max_bytes
         self.dropped = 0
+        self._lock = threading.Lock()  # two threads put: the recorder's writer and the loop
         self._failed = ctx.Value("q", 0)
+        self._pending = ctx.Value("q", 0)  # image bytes queued, not yet taken by the documents process
         self._queue = ctx.Queue(max_pending)
         self._process = ctx.Process(target=_write_documents, name="edgetune-documents", daemon=True,
-                                    args=(directory, session, self._queue, self._failed, os.getpid()))
+                                    args=(directory, session, self._queue, self._failed, self._pending, os.getpid()))
         self._process.start()
 
     @property
     def failed(self) -> int:
         return int(self._failed.value)
 
+    @property
+    def pending_bytes(self) -> int:
+        return int(self._pending.value)
+
     def ticks(self, rows: list[tuple]) -> None:
-        self._put(("ticks", rows))
+        self._put("ticks", rows)
 
     def run(self, kind: str, details: dict[str, Any], t_ns: int, images: dict[str, np.ndarray]) -> None:
-        self._put(("run", (kind, details, t_ns, images)))
+        """A scan or episode as the recorder recorded it (``details["run"]``: its number, module doc)."""
+        self._put("run", (kind, details, t_ns, images), sum(np.asarray(v).nbytes for v in images.values()))
 
-    def _put(self, item: tuple[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+    def _put(self, what: str, item: Any, nbytes: int = 0) -> None:
+        with self._lock, self._pending.get_lock():
+            if self._pending.value + nbytes <= self.max_bytes:
+                try:
+                    self._queue.put_nowait((what, item, nbytes))
+                    self._pending.value += nbytes
+                    return
+                except queue.Full:
+                    pass
             self.dropped += 1
             if self.dropped == 1:
                 log.error("documents: the writer falls behind; dropping (counted)")
@@ -377,7 +400,7 @@ class DocumentStream:
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is queued and the tick run's stop; wait at most ``timeout_s``, then end the process."""
         with contextlib.suppress(queue.Full):
-            self._queue.put(("close", None), timeout=timeout_s)
+            self._queue.put(("close", None, 0), timeout=timeout_s)
         self._process.join(timeout_s)
         if self._process.is_alive():
             log.error("documents: the writer did not finish within %g s; ending it", timeout_s)
@@ -387,14 +410,17 @@ class DocumentStream:
         self._queue.close()
 
 
-def _write_documents(directory: Path, session: Session, items: Any, failed: Any, parent: int) -> None:
+def _write_documents(directory: Path, session: Session, items: Any, failed: Any, pending: Any, parent: int) -> None:
     """The documents process: write what ``items`` brings until "close" (module doc)."""
     from controller.policy.slot import die_with_parent
 
     die_with_parent(parent)
     writer, what = _Writer(directory, session), ""
     while what != "close":
-        what, item = items.get()
+        what, item, nbytes = items.get()
+        if nbytes:  # out of the daemon's memory now
+            with pending.get_lock():
+                pending.value -= nbytes
         try:
             writer.write(what, item)
         except Exception as e:  # noqa: BLE001 — disk full, a summary that does not fit: counted, logged
@@ -410,7 +436,6 @@ class _Writer:
         self.dir, self.session = directory, session
         self.root = directory.resolve()
         self._ticks: TickRun | None = None
-        self._counts: dict[str, int] = {}
 
     def write(self, what: str, item: Any) -> None:
         if what == "close":
@@ -425,8 +450,7 @@ class _Writer:
                 self._append(self._ticks, self._ticks.page(item[i:i + LIVE_PAGE_ROWS]))
         else:
             kind, details, t_ns, images = item
-            n = self._counts[kind] = self._counts.get(kind, 0) + 1
-            self._write_run(kind, n, details, t_ns, images)
+            self._write_run(kind, details["run"], details, t_ns, images)
 
     def _append(self, run: TickRun, docs: list[Doc]) -> None:
         write_jsonl(self.dir / f"{run.run.start_doc['uid']}.jsonl", docs, "a")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -148,10 +148,10 @@ class EdgeDaemon:
         self.documents: Any = None  # controller.documents.DocumentStream, opened with the recorder
         if cfg.recorder.documents is not None:
             check_writable_dir(cfg.recorder.documents, "recorder documents directory", create=True)
-            try:
-                importlib.import_module("controller.documents")  # the optional extra, checked before anything starts
-            except ImportError as e:
-                raise StartupError(f"[recorder] documents: {e}") from None
+            # the optional extra, checked before anything starts (without importing it into the daemon's process)
+            if missing := [m for m in ("event_model", "h5py") if importlib.util.find_spec(m) is None]:
+                raise StartupError(f"[recorder] documents: event-model documents need the optional extra `docs` "
+                                   f"(pip install -e '.[docs]' in a checkout): no module {', '.join(missing)}")
         if slot is not None:
             check_writable_dir(cfg.policy.dir, "policy directory", create=True)
         if (problem := tty_problem(cfg.device.port)) is not None:
@@ -175,9 +175,14 @@ class EdgeDaemon:
         with ``images`` (arrays the recorder does not keep: controller/documents.py)."""
         if self.recorder is not None:
             t_ns = time.monotonic_ns()
-            self.recorder.record_event(kind, details, tick, t_ns=t_ns)
-            if self.documents is not None and kind in RUN_EVENTS:
-                self.documents.run(kind, details or {}, t_ns, images or {})
+            recorded = self.recorder.record_event(kind, details, tick, t_ns=t_ns)  # None: refused
+            if recorded is not None and self.documents is not None and kind in RUN_EVENTS:
+                self.documents.run(kind, recorded, t_ns, images or {})  # numbered by the recorder: the same uid
+
+    @property
+    def wants_images(self) -> bool:
+        """With live documents (ModeHost.wants_images)."""
+        return self.cfg.recorder.documents is not None
 
     def stop(self) -> None:
         self._stop.set()

@@ -161,6 +161,7 @@ class Recorder:
         self.pruned_sessions = 0
         self.writer_error: BaseException | None = None  # what ended the last writer thread that died
         self._events: deque[tuple[int, int | None, str, str]] = deque()  # details encoded
+        self._runs: dict[str, int] = {}  # RUN_EVENTS recorded, by kind
         self._wake = threading.Event()
         self._closing = False
         self._next_retention = 0.0  # monotonic time of the next retention check
@@ -168,7 +169,8 @@ class Recorder:
         self._pruned = False  # sessions deleted since the last vacuum
         self._alone_warned = False
         self.started_wall_ns = 0  # the session row's (open)
-        # called by the writer thread with each batch of tick rows it committed (documents.py); must not block
+        # called by the writer thread with the tick rows of each batch it committed, those SQLite refused left out
+        # (documents.py); must not block
         self.on_commit: Callable[[list[tuple]], None] | None = None
         self._writer = self._start_writer()
 
@@ -223,16 +225,24 @@ class Recorder:
         return True
 
     def record_event(self, kind: str, details: dict[str, Any] | None = None, tick: int | None = None,
-                     t_ns: int | None = None) -> None:
+                     t_ns: int | None = None) -> dict[str, Any] | None:
         """Queue an event (gain change, fault, link state, model swap...); details become JSON now: details that
-        cannot be encoded drop this event alone (counted, logged)."""
+        cannot be encoded drop this event alone (counted, logged; returns None). Returns the details as recorded:
+        a scan's or episode's (RUN_EVENTS) with ``run``, its number among this session's accepted ones of its kind
+        (what its documents' uid derives from, live and exported alike: documents.py)."""
+        details = dict(details or {})
+        if kind in RUN_EVENTS:
+            details["run"] = self._runs.get(kind, 0) + 1
         try:
-            encoded = json.dumps(details or {}, default=str)
+            encoded = json.dumps(details, default=str)
         except (TypeError, ValueError) as e:  # circular, keys json refuses
             self.events_bad += 1
             log.error("recorder: %s event refused, its details cannot be encoded: %s", kind, e)
-            return
+            return None
+        if kind in RUN_EVENTS:
+            self._runs[kind] = details["run"]
         self._events.append((time.monotonic_ns() if t_ns is None else t_ns, tick, kind, encoded))
+        return details
 
     # --- writer thread ------------------------------------------------------------------------
     def _start_writer(self) -> threading.Thread:
@@ -277,7 +287,7 @@ class Recorder:
         conn = self._conn
         try:
             conn.execute("BEGIN")
-            self._insert_ticks(conn, rows)
+            rows = self._insert_ticks(conn, rows)
             conn.executemany("INSERT INTO events (session, t_ns, tick, kind, details) VALUES (?, ?, ?, ?, ?)",
                              [(self.session, *e) for e in events])
             conn.execute("UPDATE sessions SET submitted=?, written=?, dropped=?, bad=?, write_failed=?, last_idx=?, "
@@ -308,23 +318,25 @@ class Recorder:
             self.record_event("recorder", {"alarm": False, "write_failed": self.write_failed,
                                            "events_failed": self.events_failed})
 
-    def _insert_ticks(self, conn: sqlite3.Connection, rows: list) -> None:
+    def _insert_ticks(self, conn: sqlite3.Connection, rows: list) -> list:
+        """Insert the batch's rows; returns those inserted (a row SQLite refuses is counted, logged and left out)."""
         conn.execute("SAVEPOINT batch")
         try:
             conn.executemany(_INSERT_TICK, rows)
             conn.execute("RELEASE batch")
-            return
+            return rows
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError):
             conn.execute("ROLLBACK TO batch")  # a bad value in the batch: find it row by row, keep the rest
             conn.execute("RELEASE batch")
-        for i, row in enumerate(rows):
+        inserted = []
+        for row in rows:
             try:
                 conn.execute(_INSERT_TICK, row)
+                inserted.append(row)
             except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as e:
                 self.bad += 1
                 log.error("recorder: tick row %s refused: %s", row[1:3], e)
-                rows[i] = None
-        rows[:] = [r for r in rows if r is not None]
+        return inserted
 
     # --- retention (writer thread) ------------------------------------------------------------
     @property

@@ -324,7 +324,8 @@ class AcquisitionSession(SessionMode):
                    "timings_s": {k: round(sum(v), 4) for k, v in res.timings.items()},
                    "device": {"busy_refused": stage.busy_refused, "cmd_rejected": status.cmd_rejected,
                               "naks": driver.stats.naks, "lost_replies": driver.stats.lost_replies}}
-        self.host.record("scan", {**summary, "timings": res.timings}, images=self.images(res))
+        self.host.record("scan", {**summary, "timings": res.timings},
+                         images=self.images(res) if self.host.wants_images else None)
         log.info("scan %d: stopped by %s after %.2f s", self.scans, res.stopped_by, res.total_s)
         return summary
 

@@ -46,6 +46,10 @@ class ModeHost(Protocol):
     def background(self, coro: Any, what: str) -> None: ...
 
     @property
+    def wants_images(self) -> bool:
+        """Whether a scan's images go anywhere (``record``'s ``images``): else a mode need not build nor keep them."""
+
+    @property
     def session(self) -> str: ...
 
 

@@ -11,7 +11,9 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -135,9 +137,9 @@ def test_documents_without_the_extra_refuse_to_start(tmp_path, monkeypatch) -> N
                         "recorder": {"path": str(tmp_path / "run.sqlite"), "documents": str(tmp_path / "docs")},
                         "policy": {"dir": str(tmp_path / "policies")}})
     with pytest.raises(StartupError, match=r"\[recorder\] documents: .*optional extra `docs` "
-                                           r"\(pip install 'edgetune\[docs\]'\)"):
+                                           r"\(pip install -e '\.\[docs\]' in a checkout\): no module event_model"):
         Daemon(cfg)
-    assert not (tmp_path / "run.sqlite").exists()
+    assert not (tmp_path / "run.sqlite").exists() and "controller.documents" not in sys.modules
 
 
 def test_the_runs_drive_bluesky_callbacks(tmp_path, capsys) -> None:
@@ -178,8 +180,60 @@ def test_the_live_stream_never_blocks_and_counts_what_it_cannot_write(tmp_path) 
     stream = documents.DocumentStream(tmp_path / "gone", session)
     (tmp_path / "gone").rmdir()
     stream.ticks(rows)
-    stream.run("scan", {"error": "x"}, time.monotonic_ns(), {})
+    stream.run("scan", {"error": "x", "run": 1}, time.monotonic_ns(), {})
     stream.ticks(rows)
     stream.close()
     assert stream.failed == 3 and stream.dropped == 0  # the tick run's start (twice: no pages without it), the scan
     assert stream._process.exitcode == 0
+
+
+def test_the_live_stream_bounds_the_image_bytes_it_holds(tmp_path) -> None:
+    """With the documents process stopped (a slow SD card), scans' images queue up to ``max_bytes`` in the daemon;
+    the next scan is dropped and counted (its images too), not held; once it runs again the queue empties."""
+    session = documents.Session(1, 1, time.time_ns(), 0, "angles")
+    image = np.zeros((300, 128), np.float64)  # 300 KiB
+    stream = documents.DocumentStream(tmp_path, session, max_bytes=1 << 20)
+    os.kill(stream._process.pid, signal.SIGSTOP)
+    try:
+        for n in range(1, 6):
+            stream.run("scan", {"scan": n, "run": n}, time.monotonic_ns(), {"reconstruction": image})
+        assert stream.dropped == 2 and stream.pending_bytes == 3 * image.nbytes
+    finally:
+        os.kill(stream._process.pid, signal.SIGCONT)
+    stream.close()
+    assert stream.pending_bytes == 0 and stream.failed == 0
+    assert sorted(runs(tmp_path)) == ["scan-1", "scan-2", "scan-3"]
+
+
+def test_a_run_dropped_live_or_refused_leaves_the_later_uids_alone(tmp_path) -> None:
+    """Live and exported, a run has one uid: a scan the live stream drops (over its image bytes) still takes its
+    number in the store, one the recorder refuses (details not JSON) takes none and is not sent live."""
+    from controller.lifecycle import EdgeDaemon
+
+    rec = Recorder.open(tmp_path / "run.sqlite", flush_ms=5.0)
+    wall, mono = time.time_ns(), time.monotonic_ns()
+    rec.record_event("session", {"wall_ns": wall, "mode": "angles"}, t_ns=mono)
+    (tmp_path / "live").mkdir()
+    stream = documents.DocumentStream(tmp_path / "live", documents.Session(rec.session, os.getpid(),
+                                                                           rec.started_wall_ns, wall - mono, "angles"),
+                                      max_bytes=1 << 20)
+    daemon = SimpleNamespace(recorder=rec, documents=stream)  # what EdgeDaemon.record uses
+    circular: dict = {}
+    circular["self"] = circular
+    small, big = {"reconstruction": np.zeros((8, 8))}, {"reconstruction": np.zeros((512, 512))}  # big: 2 MiB
+    for n, images in ((1, small), (2, big), (3, small), (None, small), (4, small)):
+        EdgeDaemon.record(daemon, "scan", {"scan": n, "stopped_by": "done"} if n else {"bad": circular},
+                          images=images)
+    rec.close()
+    stream.close()
+    assert (stream.dropped, stream.failed, rec.events_bad) == (1, 0, 1)
+    live, exported = runs(tmp_path / "live"), runs_of(tmp_path / "run.sqlite", tmp_path / "out")
+    assert sorted(live) == ["scan-1", "scan-3", "scan-4"] and sorted(exported) == ["scan-1", "scan-2", "scan-3", "scan-4"]
+    assert all(live[k].start_doc["uid"] == exported[k].start_doc["uid"] for k in live)
+    assert len({c.start_doc["uid"] for c in exported.values()}) == 4
+
+
+def runs_of(store_path: Path, out: Path) -> dict:
+    code, output = export(store_path, out)
+    assert code == 0, output
+    return runs(out)

@@ -66,12 +66,13 @@ async def test_policy_scan_matches_the_policy_in_process_and_orders_a_shorter_pa
     for s in res.subsequences:  # the acquisition order is the shortest of the three
         assert s["paths"]["ordered"]["move_s"] <= min(s["paths"]["policy"]["move_s"], s["paths"]["raster"]["move_s"])
     assert len(res.timings["policy"]) == 3 and len(res.timings["recon"]) == 4 and len(res.timings["move"]) == 40
+    assert res.frames == []  # kept only for the live documents (keep_frames)
 
 
 async def test_frames_lost_on_the_wire_are_acquired_again(stand, artifacts) -> None:
     emu, driver = stand
     cfg = PtychoConfig(**SMALL, exposure_us=20_000)  # 20 ms: the fault is queued while the detector exposes
-    mode = PtychoScan(driver, cfg, ScanPolicy.from_artifact(artifacts["1"], 100))
+    mode = PtychoScan(driver, cfg, ScanPolicy.from_artifact(artifacts["1"], 100), keep_frames=True)
     command, sent = driver.command, []
 
     async def faulty(msg, *args):
@@ -90,6 +91,7 @@ async def test_frames_lost_on_the_wire_are_acquired_again(stand, artifacts) -> N
     chosen, image = reference(ScanPolicy.from_artifact(artifacts["1"], 100), cfg)
     # both faults cost a frame each (a loaded host may lose one more to a late reply: counted the same way)
     assert res.reacquired >= 2 and len(sent) == 40 + res.reacquired and res.stopped_by == "max_steps"
+    assert len(res.frames) == 40 and res.frames[0].shape == (cfg.optics.window,) * 2  # one per position kept
     assert [s["positions"] for s in res.subsequences] == chosen
     np.testing.assert_allclose(res.reconstruction, image, rtol=0, atol=1e-9)
 

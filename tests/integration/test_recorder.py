@@ -60,14 +60,17 @@ def test_graceful_close_loses_nothing_and_numpy_scalars_bind(tmp_path: Path) -> 
 
 
 def test_bad_row_is_counted_not_fatal(tmp_path: Path) -> None:
+    """A row SQLite refuses is left out of its batch, and of what on_commit (the live documents) gets."""
     db = tmp_path / "rec.sqlite"
+    committed: list[tuple] = []
     with Recorder.open(db, batch_rows=16, flush_ms=10) as rec:
+        rec.on_commit = committed.extend
         _tick(rec, 0)
         rec.record_tick(1, 1, 0, object(), 0.0, 0.0, 0.0, 0.0, 0.0, GAINS, 0)  # type: ignore[arg-type]
         _tick(rec, 2)
         rec.flush()
         assert rec.bad == 1 and rec.written == 2
-    assert [r["idx"] for r in read_ticks(db)] == [0, 2]
+    assert [r["idx"] for r in read_ticks(db)] == [0, 2] == [r[2] for r in committed]
 
 
 def test_full_ring_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
@@ -96,10 +99,10 @@ def test_record_tick_never_waits_for_the_writer(tmp_path: Path) -> None:
         entered, release = threading.Event(), threading.Event()
         insert = rec._insert_ticks
 
-        def stuck(conn, rows) -> None:
+        def stuck(conn, rows) -> list:
             entered.set()
             assert release.wait(10.0)
-            insert(conn, rows)
+            return insert(conn, rows)
 
         rec._insert_ticks = stuck
         rec.record_tick(0, 0, 0, 0.1, 0.2, 0.0, 0.0, 0.3, 0.4, GAINS, 0)
@@ -301,6 +304,20 @@ def test_an_event_that_cannot_be_encoded_is_dropped_alone(tmp_path: Path) -> Non
         assert (rec.events_bad, rec.events_failed, rec.alarm, rec.written) == (2, 0, False, 10)
     assert [r["idx"] for r in read_ticks(db)] == list(range(10))
     assert [(e["kind"], e["details"]) for e in read_events(db)] == [("gain_change", {"axis": "x"})]
+
+
+def test_scans_and_episodes_are_numbered_among_the_accepted_ones(tmp_path: Path) -> None:
+    """A scan's or episode's event carries its number (``run``: the live documents' and the export's uid), counted
+    per kind among the events the recorder took: one refused takes no number."""
+    db = tmp_path / "rec.sqlite"
+    circular: dict = {}
+    circular["self"] = circular
+    with Recorder.open(db, flush_ms=5) as rec:
+        got = [rec.record_event("scan", {"scan": 1}), rec.record_event("scan", {"scan": 2, "bad": circular}),
+               rec.record_event("episode", {}), rec.record_event("scan", {"scan": 3}), rec.record_event("fault", {})]
+        rec.flush()
+    assert got == [{"scan": 1, "run": 1}, None, {"run": 1}, {"scan": 3, "run": 2}, {}]
+    assert [e["details"] for e in read_events(db)] == [d for d in got if d is not None]
 
 
 def test_close_gives_up_on_a_stuck_store_and_the_writer_ends_the_session_later(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ class ScanResult(AcquisitionResult):
 
     positions: list[tuple[int, int]] = field(default_factory=list)  # acquired (row, col), in acquisition order
     readback_A: list[tuple[float, float]] = field(default_factory=list)  # the stage's (x, y) during each frame
-    frames: list[np.ndarray] = field(default_factory=list)  # each position's diffraction pattern (counts, uint32)
+    frames: list[np.ndarray] = field(default_factory=list)  # each position's diffraction pattern (counts, uint32):
+    # kept only when the scan's images go somewhere (PtychoScan's keep_frames)
     subsequences: list[dict[str, Any]] = field(default_factory=list)  # per sub-sequence: source, positions, paths
     timings: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in
                                                                      ("policy", "order", "move", "acquire", "recon")})
@@ -85,14 +86,15 @@ class ScanResult(AcquisitionResult):
 
 class PtychoScan(AcquisitionLoop[ScanResult]):
     """Drives the ptychography instrument (SerialDriver with messages=protocol.PTYCHO) with the shared
-    acquisition loop (module doc). Takes over the driver's data hook to receive frames."""
+    acquisition loop (module doc). Takes over the driver's data hook to receive frames. ``keep_frames``: keep each
+    diffraction pattern in the result (for the live documents: the daemon's ``wants_images``)."""
 
     def __init__(self, driver: SerialDriver, config: PtychoConfig = PtychoConfig(),
-                 policy: ScanPolicy | None = None) -> None:
+                 policy: ScanPolicy | None = None, keep_frames: bool = False) -> None:
         if ptycho.Frame not in driver.messages:
             raise ValueError("the driver must decode protocol.PTYCHO messages")
         super().__init__()
-        self.driver, self.cfg, self.policy = driver, config, policy
+        self.driver, self.cfg, self.policy, self.keep_frames = driver, config, policy, keep_frames
         self.optics, self.model = config.optics, config.stage
         self.probe = probe(self.optics)
         self.max_steps = config.positions
@@ -208,7 +210,8 @@ class PtychoScan(AcquisitionLoop[ScanResult]):
         self._visited[pos] = True
         res.positions.append(pos)
         res.readback_A.append((measurement.x_A, measurement.y_A))
-        res.frames.append(data)
+        if self.keep_frames:
+            res.frames.append(data)
         self._indices.append(recon.window_indices(np.array([pos]), o.object_px, o.window)[0])
         self._amplitudes.append(recon.amplitudes(data.astype(np.float64), measurement.dose))
 

@@ -35,7 +35,7 @@ class PtychoSession(AcquisitionSession):
 
     def __init__(self, host: ModeHost) -> None:
         c = self.config = host.cfg.ptycho
-        super().__init__(host, PtychoScan(host.driver, c), poll_s=c.poll_s, abort_timeout_s=c.move_timeout_s,
+        super().__init__(host, PtychoScan(host.driver, c, keep_frames=host.wants_images), poll_s=c.poll_s, abort_timeout_s=c.move_timeout_s,
                          request_timeout_s=c.request_timeout_s)
 
     def sample_message(self, sample: SampleSpec) -> p.SetSample:
