@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from proc_util import running, still_running
@@ -38,7 +39,7 @@ def test_the_module_runs_with_its_arguments_and_ends_with_its_parent(tmp_path):
         for _ in range(200):  # the child has started the module (10 s)
             if out.exists() and out.read_text():
                 break
-            still_running([child], 0.05)
+            time.sleep(0.05)
         assert json.loads(out.read_text()) == ["__main__", ["a", "--b"]]
         parent.kill()
         parent.wait(10)
