@@ -261,7 +261,9 @@ def run_on_ray(job: Job, pts: list[dict[str, Any]], seeds: list[int], params: li
     trials = [{"point": p, "argv": option_argv(params, p), "tag": point_tag(p), "seed": s} for p in pts for s in seeds]
     started = not ray.is_initialized()
     if started:  # RAY_ADDRESS: that cluster's head (`ray start --head`); else a Ray of our own, even beside a head
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
+        # log_to_driver=False: the workers' output (Tune's checkpoint notes) would land in stdout, which is the result's
+        ray.init(log_to_driver=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
 
     class Log(tune.Callback):
         def on_trial_complete(self, trial, **info):
