@@ -35,13 +35,14 @@ test-ray: $(STAMP)
 	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,ray]'
 	$(BIN)/python -m pytest -q -m ray
 
-# The benchmarks quoted in docs/results.md (about 35 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
+# The benchmarks quoted in docs/results.md (about 37 minutes, 25 of them `bench ddpg` over 5 seeds a side); each prints one JSON object, kept in runs/bench/
 bench: $(STAMP)
 	$(BIN)/pip install --quiet $(if $(wildcard /opt/wheels),--find-links /opt/wheels) -e '.[learn,dev,bench,epics]'
 	mkdir -p runs/bench
 	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --json | tee runs/bench/loop_1khz.json
 	$(BIN)/edgetune bench loop --rate 120 --seconds 60 --json | tee runs/bench/loop_120hz.json
 	$(BIN)/edgetune bench swap --rate 1000 --swaps 100 --json | tee runs/bench/swap.json
+	$(BIN)/edgetune bench epics | tee runs/bench/epics.json
 	$(BIN)/edgetune bench loop --rate 1000 --seconds 10 --cpus 0 --json | tee runs/bench/loop_1khz_cpu0.json
 	$(BIN)/edgetune bench swap --rate 1000 --swaps 100 --cpus 0 --json | tee runs/bench/swap_cpu0.json
 	$(BIN)/edgetune bench policy --json | tee runs/bench/policy.json

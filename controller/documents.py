@@ -412,7 +412,7 @@ class DocumentStream:
 
 def _write_documents(directory: Path, session: Session, items: Any, failed: Any, pending: Any, parent: int) -> None:
     """The documents process: write what ``items`` brings until "close" (module doc)."""
-    from controller.policy.slot import die_with_parent
+    from controller.lifeline import die_with_parent
 
     die_with_parent(parent)
     writer, what = _Writer(directory, session), ""

@@ -69,6 +69,7 @@ bench_app.command("fuzz")(hil.commands.bench_fuzz)
 bench_app.command("swap")(hil.bench.cli.bench_swap)
 bench_app.command("loop")(hil.bench.cli.bench_loop)
 bench_app.command("epics")(hil.bench.cli.bench_epics)
+bench_app.command("trials", context_settings=hil.bench.cli.TRIALS_SETTINGS)(hil.bench.cli.bench_trials)
 bench_app.command("ddpg")(hil.bench.cli.bench_ddpg)
 bench_app.command("policy")(hil.bench.cli.bench_policy)
 

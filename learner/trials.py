@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -138,24 +137,23 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
     gets a copy of the run folder after each new trainer checkpoint and the final metrics. ``restored``: a Tune
     checkpoint's folder, copied into an empty run folder first. RuntimeError when the trainer fails."""
     seed, run = trial["seed"], run_dir(job, trial["tag"], trial["seed"])
-    cmd = [sys.executable, "-m", "hil.cli", "train", job.app, *job.argv, *trial["argv"],
-           "--seed", str(seed), "--out", str(run), "--resume"]
+    command = ["train", job.app, *job.argv, *trial["argv"], "--seed", str(seed), "--out", str(run), "--resume"]
+    cmd = [sys.executable, "-m", "controller.lifeline", str(os.getpid()), "hil.cli", *command]  # ends with this worker
     run.mkdir(parents=True, exist_ok=True)
     if restored is not None and not any(run.iterdir()):
         shutil.copytree(restored, run, dirs_exist_ok=True)
     marker, summary_file = run / "trial.json", run / "summary.json"
     mark = json.loads(marker.read_text()) if marker.exists() else {}
-    if mark.get("command") == cmd[3:] and "metrics" in mark:  # finished before
+    if mark.get("command") == command and "metrics" in mark:  # finished before
         report(mark["metrics"], None)
         return mark["metrics"]
-    if mark.get("command") == cmd[3:] and summary_file.exists() and summary_file.stat().st_mtime > marker.stat().st_mtime:
-        return _finish(job, trial, cmd, run, json.loads(summary_file.read_text()), report)  # the trainer had finished
-    marker.write_text(json.dumps({"command": cmd[3:], "point": trial["point"]}, indent=1) + "\n")
+    if mark.get("command") == command and summary_file.exists() and summary_file.stat().st_mtime > marker.stat().st_mtime:
+        return _finish(job, trial, command, run, json.loads(summary_file.read_text()), report)  # the trainer had finished
+    marker.write_text(json.dumps({"command": command, "point": trial["point"]}, indent=1) + "\n")
     threads = str(max(1, int(job.resources.get("cpu", 1))))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     with (run / "train.out").open("w") as out, (run / "train.log").open("a") as log:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=env, cwd=job.cwd if Path(job.cwd).is_dir() else run,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=env, cwd=job.cwd if Path(job.cwd).is_dir() else run)
         try:
             seen = _checkpoint_time(run)
             while True:
@@ -177,30 +175,22 @@ def run_trial(job: Job, trial: dict[str, Any], report: Callable[[dict, Optional[
                     proc.wait(timeout=30)
     if rc != 0:
         tail = (run / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"`{' '.join(cmd[3:])}` exited with {rc}; {run / 'train.log'} ends:\n" + "\n".join(tail))
+        raise RuntimeError(f"`{' '.join(command)}` exited with {rc}; {run / 'train.log'} ends:\n" + "\n".join(tail))
     lines = (run / "train.out").read_text().splitlines()
     summary = next((json.loads(line) for line in reversed(lines) if line.startswith("{")), {})  # the printed summary
     summary_file.write_text(json.dumps(summary, indent=1) + "\n")
-    return _finish(job, trial, cmd, run, summary, report)
+    return _finish(job, trial, command, run, summary, report)
 
 
-def _finish(job: Job, trial: dict, cmd: list[str], run: Path, summary: dict,
+def _finish(job: Job, trial: dict, command: list[str], run: Path, summary: dict,
             report: Callable[[dict, Optional[Path]], None]) -> dict:
     """A finished trainer's metrics into trial.json and the last report (with the run folder as Tune checkpoint)."""
     metrics = {**trial_metrics(run, summary, job.metric), "seed": trial["seed"], "finished": 1}
-    (run / "trial.json").write_text(json.dumps({"command": cmd[3:], "point": trial["point"], "metrics": metrics},
+    (run / "trial.json").write_text(json.dumps({"command": command, "point": trial["point"], "metrics": metrics},
                                                indent=1) + "\n")
     with _snapshot(run) as snap:
         report(metrics, snap)
     return metrics
-
-
-def _die_with_parent() -> None:
-    """The trainer gets SIGTERM when its trial's worker dies (Linux), so that no trainer outlives a cancelled sweep."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _checkpoint_time(run: Path) -> float:
@@ -271,7 +261,9 @@ def run_on_ray(job: Job, pts: list[dict[str, Any]], seeds: list[int], params: li
     trials = [{"point": p, "argv": option_argv(params, p), "tag": point_tag(p), "seed": s} for p in pts for s in seeds]
     started = not ray.is_initialized()
     if started:  # RAY_ADDRESS: that cluster's head (`ray start --head`); else a Ray of our own, even beside a head
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
+        # log_to_driver=False: the workers' output (Tune's checkpoint notes) would land in stdout, which is the result's
+        ray.init(log_to_driver=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"address": "local", "include_dashboard": False}))
 
     class Log(tune.Callback):
         def on_trial_complete(self, trial, **info):

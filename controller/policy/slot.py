@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import functools
 import json
 import logging
 import multiprocessing
 import os
-import signal
 import statistics
 import tempfile
 import threading
@@ -47,6 +45,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
 
+from controller.lifeline import die_with_parent
 from controller.policy.guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits, on_cpu_clock
 from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, parse_manifest
 from controller.policy.runtime import LoadedPolicy, PolicyRejected, check_graph_io, load_for_task, open_session
@@ -289,24 +288,6 @@ def lowest_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # 0: this thread
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel SIGKILL this process when its parent ends, however it ends (SIGKILL included):
-    prctl(PR_SET_PDEATHSIG). The signal comes when the parent's thread that started this process ends; the
-    daemon starts its validator from the loop's (main) thread. A parent already gone before the call (the
-    process was reparented) ends this process here."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    except (OSError, AttributeError) as e:  # AttributeError: no prctl (not Linux)
-        log.warning("this process will not end with its parent: %s", e)
-    if os.getppid() != parent_pid:
-        os._exit(0)
 
 
 VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (nice 19 on a loaded edge)

@@ -63,6 +63,23 @@ def bench_epics(
     typer.echo(json.dumps(bench(rate, seconds, runs)))
 
 
+TRIALS_SETTINGS = {"ignore_unknown_options": True}  # `bench trials`: the train command's options pass through
+
+
+def bench_trials(
+    app: str = typer.Argument(..., help="The trainer: `edgetune train APP`."),
+    seeds: int = typer.Argument(..., min=1, help="Training seeds 0 … SEEDS − 1."),
+    options: Optional[list[str]] = typer.Argument(None, help="The train command's options, e.g. --steps 3200."),
+) -> None:
+    """SEEDS training seeds of `edgetune train APP OPTIONS` one after another against the same seeds as Ray Tune
+    trials (`--train-seeds SEEDS`: an embedded Ray, or RAY_ADDRESS's cluster), wall time of each; one JSON object."""
+    from hil.bench.trials import bench_trials as bench
+    from learner.trials import require_ray
+
+    require_ray("`edgetune bench trials`")
+    typer.echo(json.dumps(bench(app, seeds, options or [])))
+
+
 def bench_swap(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     swaps: int = typer.Option(100, "--swaps", help="Models pushed and swapped in."),

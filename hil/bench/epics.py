@@ -37,10 +37,14 @@ def confined_env(port: int) -> dict[str, str]:
             "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1"}
 
 
-def monitor(names: list[str]) -> None:
-    """The client process: subscribe to every PV, print "ready", count updates until SIGTERM, print the count."""
+def monitor(parent: int, names: list[str]) -> None:
+    """The client process: subscribe to every PV, print "ready", count updates until SIGTERM, print the count.
+    It ends with ``parent`` (the benchmark), however that ends."""
     import threading
 
+    from controller.lifeline import die_with_parent
+
+    die_with_parent(parent)
     from caproto.threading.client import Context
 
     ctx = Context()
@@ -61,20 +65,26 @@ def monitor(names: list[str]) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("ready", flush=True)
-    stop.wait()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:  # (the kernel's signal comes when the parent's starting thread ends: a check too)
+            os._exit(1)
     print(count[0], flush=True)
     os._exit(0)  # a throwaway process: no orderly disconnect (its thread joins can take seconds on a loaded machine)
 
 
 async def _start_client(names: list[str], port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hil.bench.epics", *names, env=confined_env(port),
-                                                stdout=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hil.bench.epics", str(os.getpid()), *names,
+                                                env=confined_env(port), stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
-    async with asyncio.timeout(CLIENT_READY_S):
-        line = await proc.stdout.readline()
-    if line.strip() != b"ready":
+    try:
+        async with asyncio.timeout(CLIENT_READY_S):
+            line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the monitoring client did not start (got {line!r})")
+    except BaseException:  # a timeout, a cancel, a bad first line: the client goes
         proc.kill()
-        raise RuntimeError(f"the monitoring client did not start (got {line!r})")
+        await proc.wait()
+        raise
     return proc
 
 
@@ -146,4 +156,4 @@ def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0) -
 
 
 if __name__ == "__main__":
-    monitor(sys.argv[1:])
+    monitor(int(sys.argv[1]), sys.argv[2:])

@@ -1,11 +1,11 @@
-"""`edgetune bench trials`: N training seeds one after another (one thread each) against the same N as Ray Tune
-trials (`train … --train-seeds N`: an embedded Ray, or RAY_ADDRESS's cluster), wall time of each, in one run.
+"""`edgetune bench trials APP N [TRAIN OPTIONS …]`: N training seeds one after another (one thread each) against the
+same N as Ray Tune trials (`train … --train-seeds N`: an embedded Ray, or RAY_ADDRESS's cluster), wall time of each,
+in one run.
 
 The Ray side is timed as a user sees it: the `train … --train-seeds N` command, Ray's start and stop included.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -39,12 +39,3 @@ def bench_trials(app: str, seeds: int, options: list[str]) -> dict:
             "sequential_each_s": [round(t, 1) for t in each], "ray_s": round(ray_s, 1),
             "speedup": round(sequential / ray_s, 2), "loadavg_before": load0, "loadavg_after": load1}
 
-
-def main() -> None:
-    """python -m hil.bench.trials APP SEEDS [TRAIN OPTIONS …]: one JSON object."""
-    app, seeds, *options = sys.argv[1:]
-    print(json.dumps(bench_trials(app, int(seeds), options)))
-
-
-if __name__ == "__main__":
-    main()

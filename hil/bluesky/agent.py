@@ -119,7 +119,9 @@ class AngleAgent:
 class Projections:
     """The evaluation function (``evaluate``) over the runs a RunEngine emits (subscribe this object): each
     acquisition run's events give its suggestions' outcomes, in the run's acquisition order, with the detector's
-    ``<name>-projection`` and ``<name>-angle`` as ``projection`` and ``angle_deg``."""
+    ``<name>-projection`` and ``<name>-angle`` as ``projection`` and ``angle_deg``. Only the acquisition runs (a
+    start document with `blop_acquisition_order`) are kept, each until it is evaluated or ends unsuccessfully
+    (it is never evaluated then): other plans on the same RunEngine leave nothing here."""
 
     def __init__(self, detector: Any) -> None:
         self.keys = {"projection": f"{detector.name}-projection", "angle_deg": f"{detector.name}-angle"}
@@ -128,13 +130,19 @@ class Projections:
         self._run_of: dict[str, str] = {}  # descriptor uid -> run uid
 
     def __call__(self, name: str, doc: dict) -> None:
-        if name == "start":
-            self._order[doc["uid"]] = list(doc.get("blop_acquisition_order", []))
+        if name == "start" and "blop_acquisition_order" in doc:
+            self._order[doc["uid"]] = list(doc["blop_acquisition_order"])
             self._events[doc["uid"]] = []
-        elif name == "descriptor":
+        elif name == "descriptor" and doc["run_start"] in self._order:
             self._run_of[doc["uid"]] = doc["run_start"]
         elif name == "event" and doc["descriptor"] in self._run_of:
             self._events[self._run_of[doc["descriptor"]]].append(doc["data"])
+        elif name == "stop":  # every event of the run has come
+            run = doc["run_start"]
+            self._run_of = {d: r for d, r in self._run_of.items() if r != run}
+            if doc.get("exit_status") != "success":
+                self._order.pop(run, None)
+                self._events.pop(run, None)
 
     def evaluate(self, uid: str, suggestions: Sequence[Mapping]) -> Sequence[Mapping]:
         order, events = self._order.pop(uid, None), self._events.pop(uid, [])

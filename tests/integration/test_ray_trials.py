@@ -1,5 +1,6 @@
 """On an embedded Ray (the `ray` extra; `make test-ray`): `train mems --train-seeds 2` and a two-point sweep, each two
-Tune trials at once, their table in OUT; `--resume` restores the finished experiment without training again."""
+Tune trials at once, their table in OUT; `--resume` restores the finished experiment without training again. The
+sweep starts (and stops) its own Ray, as the command does for a user."""
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def test_train_seeds_runs_two_trials_and_resumes(tmp_path, embedded_ray):
     assert (out / "seed5" / "checkpoint.pt").stat().st_mtime_ns == stamp  # finished trials are not trained again
 
 
-def test_a_sweep_over_a_grid(tmp_path, embedded_ray):
+def test_a_sweep_over_a_grid_on_a_ray_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()  # the command starts its own Ray (address="local") and stops it
     config = tmp_path / "sweep.toml"
     config.write_text(f'command = "mems"\nout = "{tmp_path / "sweep"}"\nmetric = "a_test[0]"\nmode = "min"\n'
                       '[options]\nsteps = 32\nnum_envs = 4\ndevice = "cpu"\n'
@@ -50,6 +53,6 @@ def test_a_sweep_over_a_grid(tmp_path, embedded_ray):
     result = json.loads(r.output.strip().splitlines()[-1])
     assert sorted(p["point"]["gain_set"] for p in result["points"]) == ["robust", "wide"]
     best, other = (p["stats"]["a_test[0]"]["mean"] for p in result["points"])
-    assert best <= other
+    assert best <= other and not ray.is_initialized()
     assert (tmp_path / "sweep" / "gain_set=wide" / "seed0" / "trial.json").exists()
     assert (tmp_path / "sweep" / "trials.md").read_text().startswith("| gain_set | seeds | a_test[0] |")

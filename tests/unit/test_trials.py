@@ -99,6 +99,8 @@ def test_without_the_extra_a_clear_error(tmp_path, monkeypatch):
     path = _sweep_file(tmp_path, 'command = "bal"\nout = "x"\ntrain_seeds = 2')
     r = runner.invoke(app, ["sweep", str(path)])
     assert r.exit_code == 2 and "pip install 'edgetune[ray]'" in r.output
+    r = runner.invoke(app, ["bench", "trials", "mems", "2", "--steps", "32", "--device", "cpu"])  # train's options pass
+    assert r.exit_code == 2 and "`edgetune bench trials` needs Ray Tune" in r.output
     assert not (tmp_path / "run").exists()
 
 
