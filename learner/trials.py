@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-RAY_MISSING = "needs Ray Tune, an optional extra: pip install 'edgetune[ray]'"
+RAY_MISSING = "needs Ray Tune, an optional extra: pip install -e '.[ray]' in a checkout"
 CSV_ROWS = 20  # a FILE.csv:COLUMN metric is the mean of the log's last CSV_ROWS rows
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")  # the ray.tune search-space functions a sweep takes
 CONTROL = ("out", "seed", "resume")  # options every trial gets from the sweep itself

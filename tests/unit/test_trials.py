@@ -95,10 +95,10 @@ def test_without_the_extra_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray.tune", None)
     runner = CliRunner()
     r = runner.invoke(app, ["train", "mems", "--out", str(tmp_path / "run"), "--train-seeds", "2"])
-    assert r.exit_code == 2 and "pip install 'edgetune[ray]'" in r.output
+    assert r.exit_code == 2 and "pip install -e '.[ray]' in a checkout" in r.output
     path = _sweep_file(tmp_path, 'command = "bal"\nout = "x"\ntrain_seeds = 2')
     r = runner.invoke(app, ["sweep", str(path)])
-    assert r.exit_code == 2 and "pip install 'edgetune[ray]'" in r.output
+    assert r.exit_code == 2 and "pip install -e '.[ray]' in a checkout" in r.output
     r = runner.invoke(app, ["bench", "trials", "mems", "2", "--steps", "32", "--device", "cpu"])  # train's options pass
     assert r.exit_code == 2 and "`edgetune bench trials` needs Ray Tune" in r.output
     assert not (tmp_path / "run").exists()
