@@ -7,7 +7,8 @@ is the tick's.
 read-backs the daemon sends (("values", {attr: value})), forwards a set point's put, once caproto's access rules
 allowed it, as ("put", id, what, kwargs) and completes or fails the client's put-callback with the daemon's
 ("reply", id, error, result); its refusal counts go to the daemon once a second (("counts", {kind: n}, host)).
-It ends when the pipe closes, and with the daemon however that ends (``die_with_parent``).
+It runs at nice 19 (``lowest_priority``: on a small edge the tick's process gets the CPU first) and ends when
+the pipe closes, and with the daemon however that ends (``die_with_parent``).
 
 Channel Access has no authentication (threat model: docs/hostlink.md). ``BoundedContext``/``BoundedCircuit``
 bound what one peer can make the server do: connections (``max_connections``: more are closed at once, never
@@ -283,9 +284,10 @@ async def _follow(reader: asyncio.StreamReader, group: EdgePVGroup, bridge: Chil
 def main(section: dict[str, Any], kind: str, sock: socket.socket, parent: int) -> None:
     """The process's entry point (spawned by the daemon: controller/epics/server.py). ``section``: the validated
     [epics] section's fields (as ``EpicsConfig.model_dump()``: not importing the config's parser saves start-up)."""
-    from controller.policy.slot import die_with_parent
+    from controller.policy.slot import die_with_parent, lowest_priority
 
     die_with_parent(parent)
+    lowest_priority()  # nice 19, never a real-time class: the tick's process gets the CPU first
     cfg: EpicsConfig = types.SimpleNamespace(**section)  # type: ignore[assignment]
     _quiet_caproto(cfg)
     asyncio.run(serve(cfg, kind, sock))

@@ -271,6 +271,8 @@ class Publisher:
     def _loop_stats(self) -> dict[str, Any]:
         stats = getattr(self.d.scheduler, "stats", None)
         now = time.monotonic()
+        if stats is not None and stats.ticks == 0:
+            self._stats_t = now  # the first window starts with the loop, not with the daemon's start-up
         if stats is None or now - self._stats_t < STATS_S:
             return self._stats
         samples, _ = stats.lateness.since(self._seen_lateness)
@@ -361,9 +363,14 @@ class EpicsServer:
         reader, writer = await asyncio.open_connection(sock=ours)
         started = _Process(process, reader, writer)
         msg: tuple[Any, ...] | None = ("failed", f"not bound within {START_TIMEOUT_S:g} s")
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 msg = await receive(reader)
+        except TimeoutError:
+            pass
+        except BaseException:  # cancelled while it starts: it ends too
+            await asyncio.shield(started.stop())
+            raise
         if msg is None or msg[0] != "ready":
             code = await started.stop()
             raise OSError(msg[1] if msg is not None else f"the EPICS process ended while starting (exit code {code})")
