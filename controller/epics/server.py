@@ -355,7 +355,8 @@ class EpicsServer:
         t0 = time.monotonic()
         ours, theirs = socket.socketpair()
         process = multiprocessing.get_context("spawn").Process(
-            target=child_main, name="edgetune-epics", daemon=True, args=(self.cfg.model_dump(), self.kind, theirs, os.getpid()))
+            target=child_main, name="edgetune-epics", daemon=True,
+            args=(self.cfg.model_dump(), self.kind, theirs, os.getpid()))
         try:
             process.start()
         finally:
