@@ -16,7 +16,8 @@ from caproto import AccessRights, ChannelType
 from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyInteger
 
-MAX_SUMMARY = 4000  # ScanSummary-RB: characters (a CHAR waveform)
+from controller.epics import MAX_SUMMARY
+
 LINK, NO_YES = ("Down", "Up"), ("No", "Yes")
 SCAN_STATES = ("Idle", "Running", "Done", "Aborted", "Failed")
 

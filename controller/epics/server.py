@@ -1,26 +1,24 @@
-"""The daemon's Channel Access server: caproto's asyncio server on the daemon's event loop (docs/epics.md).
+"""The daemon side of its Channel Access PVs (docs/epics.md): caproto itself runs in a process of its own
+(controller/epics/child.py), so that its work never holds the GIL the tick loop needs.
 
-``EpicsServer(daemon)``: the PVs of the daemon's mode (controller/epics/pvs.py), ``start()`` checks the address,
-``serve_forever()`` (a supervised network task) runs the caproto ``Context`` with the ``Publisher`` as its startup
-hook. Nothing of caproto runs on the tick path: the tick writes a ``LoopSnapshot`` (controller/epics/snapshot.py)
-and the publisher posts from it, and from the daemon's state, at ≤ ``rate_hz`` with deadbands.
+``EpicsServer(daemon)``: ``start()`` spawns the process and returns once it has bound its ports (its failure: an
+OSError, the StartupError); ``serve_forever()`` (a supervised network task) runs the ``Publisher`` and answers
+the process's set-point requests until the process ends (an error: the supervisor restarts it, counted) or the
+task is cancelled (the process is ended). The process is a daemonic child that also dies with the daemon
+however that ends. Nothing of this runs on the tick path: the tick writes a ``LoopSnapshot``
+(controller/epics/snapshot.py) and the publisher sends what changed by more than its deadband, from it and from
+the daemon's state, at ≤ ``rate_hz`` right after a tick, as one small message on the pipe
+(controller/epics/pipe.py; a process that stops reading makes it drop updates, counted, never block).
 
 Set points (``DaemonBridge``) take the host link's path into the loop: a target is a ``SetTarget`` (the host
 link's validation: finite floats) and gains go through ``HostLink.post_gains`` (the envelope clamp), both posted
 into the host link's mailbox that the tick polls at its boundary; scans start and abort through the mode's push
 ops. A target put returns once the loop has settled there (``LoopSnapshot``) and fails after
 ``settle_timeout_s`` (or at once under an operator hold, or when a later target supersedes it); a gains put
-returns the gains in force (clamped) once a tick has applied them. Before a put completes the read-backs are
-posted, so a client reading right after the put-callback sees its effect.
-
-Channel Access has no authentication (threat model: docs/hostlink.md). ``BoundedContext``/``BoundedCircuit``
-bound what one peer can make the server do: connections (``max_connections``: more are closed at once, never
-answered), per connection the channels, subscriptions, queued requests and buffered request bytes (one more
-closes the connection), a connection that opens no channel within ``handshake_timeout_s`` is closed, and at most
-``max_pending_puts`` set-point puts are in flight. Writes are refused unless ``writes = true`` and the client's
-self-reported host name is in ``write_hosts``. Every refusal is counted (the daemon's fault metrics ``epics_*``)
-and logged as a rate-limited summary; caproto's own per-write traceback for a refused or failed put is filtered
-out (the bridge logs one line instead).
+returns the gains in force (clamped) once a tick has applied them; at most ``max_pending_puts`` are in flight.
+Before a put's reply the read-backs are sent, so a client reading right after the put-callback sees its effect.
+The process's refusal counts (module doc of child.py) come back once a second into the daemon's fault metrics
+``epics_*`` and a rate-limited log summary.
 """
 from __future__ import annotations
 
@@ -29,22 +27,18 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
+import socket
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-from caproto import (
-    AccessRights, CAStatus, CreateChanRequest, EventAddRequest, Forbidden, RemoteProtocolError, WriteNotifyRequest,
-)
-from caproto.asyncio.server import Context, VirtualCircuit
-from caproto.asyncio.utils import _TransportWrapper
-from caproto.server import common as caproto_common
-from caproto.server.common import DisconnectedCircuit
 
 from controller.config import EpicsConfig
-from controller.epics.pvs import MAX_SUMMARY, EdgePVGroup, LoopPVs, MemsPVs, ScanPVs
+from controller.epics import MAX_SUMMARY
+from controller.epics.pipe import backlog, child_main, receive, send
 from controller.epics.snapshot import LoopSnapshot
 from controller.link.auth import Gains, SetTarget
 from controller.link.push_wire import PushHeader
@@ -57,21 +51,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgetune.epics")
 REPORT_S = 10.0  # at most one log line per this about refusals
-START_TIMEOUT_S = 5.0  # the server must have bound its ports within this
-STATS_S = 1.0
-SPREAD_FRACTION = 0.15  # of a tick period: the publisher's posts in one go between two ticks  # tick rate and lateness p99 are computed over windows of this
+START_TIMEOUT_S = 30.0  # the process's start-up (imports: about a second, more on a loaded edge) and bind
+STOP_TIMEOUT_S = 5.0  # an ended process is reaped within this
+STATS_S = 1.0  # tick rate and lateness p99 are computed over windows of this
+MAX_BACKLOG = 64 * 1024  # bytes on the pipe the process has not taken: beyond, read-back updates are dropped
 MAX_STRING = 39  # DBR_STRING: 40 bytes with the terminating NUL
 SCAN_STATE = {"idle": "Idle", "done": "Done", "aborted": "Aborted", "failed": "Failed"}
-
-
-class _QuietCaproto(logging.Filter):
-    """Drop caproto's traceback for a put that raised (a refused write, a failed move: the bridge logs those), for
-    a beacon nobody receives (no CA repeater on the beacon port: ICMP port unreachable, every beacon period), and
-    its "High load. Batched" line per batch of monitor updates sent late (a busy loop or a slow client would fill
-    the log)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(("Invalid write request", "Failed to send beacon", "High load. Batched"))
+PUTS = ("move_target", "set_gains", "start_scan", "abort_scan")  # what the process may ask of DaemonBridge
 
 
 def compact_summary(summary: dict[str, Any], limit: int = MAX_SUMMARY) -> str:
@@ -95,7 +81,7 @@ def _json(value: Any) -> str:
 
 
 class DaemonBridge:
-    """The daemon side of the PVs (controller/epics/pvs.py ``Bridge``): access, and the set points' path."""
+    """The set points' path into the daemon (what the process's ``ChildBridge`` forwards) and the refusal counts."""
 
     def __init__(self, daemon: Daemon, cfg: EpicsConfig, snapshot: LoopSnapshot | None) -> None:
         self.d, self.cfg, self.snapshot = daemon, cfg, snapshot
@@ -105,28 +91,25 @@ class DaemonBridge:
         self._pending = 0
         self._target: tuple[float, float] | None = None  # the latest target put, while one is in flight
         self._target_seq = 0
-        self.publish: Callable[[], Awaitable[None]] | None = None  # the publisher's, set by EpicsServer
+        self.publish: Callable[[], None] | None = None  # the publisher's, set by EpicsServer
 
-    async def _published(self) -> None:
-        """Post the read-backs now, so a client reading right after a put's completion sees its effect."""
+    def _published(self) -> None:
+        """Send the read-backs now (before the put's reply), so a client reading right after a put's completion
+        sees its effect."""
         if self.publish is not None:
-            await self.publish()
+            self.publish()
 
-    # -- access -----------------------------------------------------------------------------------
+    # -- refusals ---------------------------------------------------------------------------------
 
-    def access(self, host: str | None) -> AccessRights:
-        if self.cfg.writes and host is not None and host in self.cfg.write_hosts:
-            return AccessRights.READ | AccessRights.WRITE
-        return AccessRights.READ
-
-    def refused(self, host: str | None, pv: str) -> None:
-        """A write the access rules refused (answered ECA_NOWTACCESS; a put without a callback: an error message)."""
-        self.counters["write_refused"] += 1
-        self._last_refused = repr(host)[:64]
-        self.refusals.add(f"write_refused:{pv}")
+    def child_counts(self, counts: dict[str, int], last_refused: str) -> None:
+        """The process's refusals since its last report (kinds, or ``write_refused:<pv>``)."""
+        for key, n in counts.items():
+            self.counters[key.split(":", 1)[0]] += n
+            self.refusals.add(key, n)
+        self._last_refused = last_refused or self._last_refused
 
     def refuse(self, kind: str) -> None:
-        """A connection closed or a request refused by the limits (BoundedContext/BoundedCircuit)."""
+        """A set-point put refused here (``put_busy``)."""
         self.counters[kind] += 1
         self.refusals.add(kind)
 
@@ -178,7 +161,7 @@ class DaemonBridge:
                         if seq != self._target_seq:
                             raise RuntimeError(f"superseded by a later target put ({self._target})")
                         if snap.tx == tx and snap.ty == ty and snap.settled:
-                            await self._published()
+                            self._published()
                             return tx if x is not None else ty
             except TimeoutError:
                 raise TimeoutError(f"not settled within {self.cfg.settle_timeout_s:g} s at ({tx:g}, {ty:g}) px "
@@ -203,7 +186,7 @@ class DaemonBridge:
                     await self.snapshot.next_tick()  # type: ignore[union-attr]
             except TimeoutError:
                 raise TimeoutError(f"no tick applied the gains within {self.cfg.apply_timeout_s:g} s") from None
-            await self._published()
+            self._published()
             return [float(g) for row in posted.rows() for g in row]
 
     def _session(self) -> AcquisitionSession:
@@ -215,65 +198,65 @@ class DaemonBridge:
         """One scan with the mode's configured defaults (the push op ``scan``); returns when it has ended."""
         with self._put("scan"):
             reply = await self._session().ops()["scan"](PushHeader(op="scan"))
-            await self._published()
+            self._published()
             if not reply["accepted"]:
                 raise RuntimeError(f"scan refused: {reply['reason']}: {reply.get('detail', '')}")
 
     async def abort_scan(self) -> None:
         with self._put("abort"):
             await self._session().ops()["abort"](PushHeader(op="abort"))
-            await self._published()
+            self._published()
 
 
 class Publisher:
-    """Posts the read-backs at ``rate_hz`` (caproto's startup hook), each only when it changed by more than its
-    deadband; tick rate, lateness p99 and overruns once per ``STATS_S``."""
+    """Sends the read-backs to the process at ``rate_hz``, right after a tick, each only when it changed by more
+    than its deadband; tick rate, lateness p99 and overruns once per ``STATS_S``."""
 
-    def __init__(self, group: EdgePVGroup, daemon: Daemon, cfg: EpicsConfig, snapshot: LoopSnapshot | None) -> None:
-        self.group, self.d, self.cfg, self.snapshot = group, daemon, cfg, snapshot
+    def __init__(self, daemon: Daemon, cfg: EpicsConfig, snapshot: LoopSnapshot | None, counters: Counter[str]) -> None:
+        self.d, self.cfg, self.snapshot, self.counters = daemon, cfg, snapshot, counters
         self.deadband = {"x": cfg.deadband_px, "y": cfg.deadband_px, "target_x": cfg.deadband_px,
                          "target_y": cfg.deadband_px, "error": cfg.deadband_px, "tick_rate": cfg.deadband_hz,
                          "lateness_p99": cfg.deadband_us}
         self.last: dict[str, Any] = {}
-        self.posts = 0
+        self.posts = 0  # values sent
+        self.writer: asyncio.StreamWriter | None = None  # the pipe to the process serving now
         self._stats: dict[str, Any] = {"tick_rate": 0.0, "lateness_p99": 0.0, "overruns": 0}
         self._seen_ticks, self._seen_lateness, self._stats_t = 0, 0, time.monotonic()
 
-    async def run(self, async_lib: Any = None) -> None:
-        mode, pvs = self.d.mode, self.group.attr_pvdb
-        if isinstance(mode, StabilizeMode):  # the set points start at what is in force (not 0)
-            await pvs["target_x_sp"].write(float(mode.target[0]), verify_value=False)
-            await pvs["target_y_sp"].write(float(mode.target[1]), verify_value=False)
-            await pvs["gains_sp"].write(mode.gains.ravel().tolist(), verify_value=False)
-        period = 1.0 / self.cfg.rate_hz
-        next_t = time.monotonic()
-        while True:
-            await self.publish(spread=True)
-            next_t = max(next_t + period, time.monotonic())  # no burst to catch up after a stall
-            await asyncio.sleep(next_t - time.monotonic())
-            if self.snapshot is not None:  # a tick mode: post right after a tick, between ticks (not one waking late)
-                await self._after_tick()
+    async def run(self, writer: asyncio.StreamWriter) -> None:
+        """Publish into a freshly started process (every value, then what changes) until cancelled."""
+        self.writer, self.last = writer, {}
+        try:
+            mode = self.d.mode
+            if isinstance(mode, StabilizeMode):  # the set points start at what is in force (not 0)
+                send(writer, ("values", {"target_x_sp": float(mode.target[0]), "target_y_sp": float(mode.target[1]),
+                                         "gains_sp": mode.gains.ravel().tolist()}))
+            period = 1.0 / self.cfg.rate_hz
+            next_t = time.monotonic()
+            while True:
+                self.publish()
+                next_t = max(next_t + period, time.monotonic())  # no burst to catch up after a stall
+                await asyncio.sleep(next_t - time.monotonic())
+                if self.snapshot is not None:  # a tick mode: send right after a tick, not on one waking late
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(period):
+                            await self.snapshot.next_tick()
+        finally:
+            self.writer = None
 
-    async def publish(self, spread: bool = False) -> None:
-        """Post what changed. ``spread`` (the periodic posts of a tick mode): when the posts so far took
-        ``SPREAD_FRACTION`` of a tick period, the rest wait for the next tick, so that no burst reaches the next
-        tick's deadline (a put's completion posts at once)."""
-        pvs, snap = self.group.attr_pvdb, self.snapshot
-        budget_s = SPREAD_FRACTION * self.d.scheduler.period_ns * 1e-9 if spread and snap is not None else math.inf
-        t0 = time.perf_counter()
-        for attr, value in [(a, v) for a, v in self.values().items() if self._changed(a, v)]:
-            if time.perf_counter() - t0 > budget_s:
-                await self._after_tick()
-                t0 = time.perf_counter()
-            self.last[attr] = value
-            await pvs[attr].write(value, verify_value=False)
-            self.posts += 1
-
-    async def _after_tick(self) -> None:
-        """Return right after the next tick (or after one publishing period without a tick)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0 / self.cfg.rate_hz):
-                await self.snapshot.next_tick()  # type: ignore[union-attr]
+    def publish(self) -> None:
+        """Send what changed (one message); nothing while no process serves, dropped (counted) while the process
+        has not taken what was sent before."""
+        if (writer := self.writer) is None or writer.is_closing():
+            return
+        if backlog(writer) > MAX_BACKLOG:
+            self.counters["publish_behind"] += 1
+            return
+        changed = {a: v for a, v in self.values().items() if self._changed(a, v)}
+        if changed:
+            self.last.update(changed)
+            send(writer, ("values", changed))
+            self.posts += len(changed)
 
     def _changed(self, attr: str, value: Any) -> bool:
         if attr not in self.last:
@@ -288,6 +271,8 @@ class Publisher:
     def _loop_stats(self) -> dict[str, Any]:
         stats = getattr(self.d.scheduler, "stats", None)
         now = time.monotonic()
+        if stats is not None and stats.ticks == 0:
+            self._stats_t = now  # the first window starts with the loop, not with the daemon's start-up
         if stats is None or now - self._stats_t < STATS_S:
             return self._stats
         samples, _ = stats.lateness.since(self._seen_lateness)
@@ -322,103 +307,22 @@ class Publisher:
                 "scan_summary": compact_summary(session.last_summary) if session.last_summary else ""}
 
 
-class BoundedCircuit(VirtualCircuit):
-    """A CA connection with per-connection limits (module doc)."""
+class _Process:
+    """A started Channel Access process and the daemon's end of its pipe."""
 
-    context: BoundedContext
+    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.process, self.reader, self.writer = process, reader, writer
 
-    def __init__(self, circuit: Any, client: Any, context: BoundedContext) -> None:
-        super().__init__(circuit, client, context)
-        self.command_queue = asyncio.Queue(context.cfg.max_queued_requests)  # full: caproto closes the circuit
-
-    async def run(self) -> None:
-        await super().run()
-        self.tasks.create(self._handshake_deadline())
-
-    async def _handshake_deadline(self) -> None:
-        await asyncio.sleep(self.context.cfg.handshake_timeout_s)
-        if not self.circuit.channels:
-            self.context.bridge.refuse("handshake_timeout")
-            self.client.close()  # the reader sees EOF: caproto's own disconnect path cleans up
-
-    async def recv(self) -> None:
-        await super().recv()
-        if len(self.circuit._data) > self.context.cfg.max_request_bytes:  # a partial request buffered (caproto 1.3)
-            self._refuse("request_too_large")
-
-    async def _command_queue_iteration(self, command: Any) -> Any:
-        cfg = self.context.cfg
-        if isinstance(command, CreateChanRequest) and len(self.circuit.channels) >= cfg.max_channels:
-            self._refuse("too_many_channels")
-        if isinstance(command, EventAddRequest) and sum(map(len, self.subscriptions.values())) >= cfg.max_subscriptions:
-            self._refuse("too_many_subscriptions")
-        if isinstance(command, WriteNotifyRequest):
-            try:
-                self.circuit.process_command(command)  # the protocol's state (caproto's path starts so too)
-            except RemoteProtocolError:
-                return await super()._command_queue_iteration(command)  # caproto's answer to a broken request
-            chan, db_entry = self._get_db_entry_from_command(command)
-            self.write_event.clear()  # as caproto's own write path: reads wait briefly for the write
-            await self._start_write_task(lambda: self._write_notify(command, chan, db_entry))
-            return None
-        return await super()._command_queue_iteration(command)
-
-    async def _write_notify(self, command: WriteNotifyRequest, chan: Any, db_entry: Any) -> None:
-        """A put with a callback. The reply is the put-callback's completion, with the status EPICS' own server
-        (rsrv) gives a failed one: ECA_NOWTACCESS when refused, ECA_PUTFAIL when the putter raised (the reason
-        is logged by the bridge). caproto 1.3 answers a failed one with an error message instead, which
-        caproto's own clients do not match to the put: their put-callback would never complete."""
-        status = CAStatus.ECA_NORMAL
-        try:
-            await db_entry.auth_write(self.client_hostname, self.client_username, command.data, command.data_type,
-                                      command.metadata, user_address=self.circuit.address)
-        except Forbidden:
-            status = CAStatus.ECA_NOWTACCESS
-        except Exception:  # noqa: BLE001 — the putter's failure is the put's (counted and logged by the bridge)
-            status = CAStatus.ECA_PUTFAIL
-        finally:
-            self.write_event.set()
-        await self.send(chan.write(ioid=command.ioid, status=status, data_count=db_entry.length))
-
-    def _refuse(self, kind: str) -> None:
-        self.context.bridge.refuse(kind)
-        self.client.close()
-        raise DisconnectedCircuit(kind)
-
-
-class BoundedContext(Context):
-    """caproto's asyncio server Context on one interface and port, with the connection cap (module doc)."""
-
-    CircuitClass = BoundedCircuit
-
-    def __init__(self, pvdb: dict[str, Any], cfg: EpicsConfig, bridge: DaemonBridge) -> None:
-        super().__init__(pvdb, [cfg.host])
-        self.cfg, self.bridge = cfg, bridge
-        self.ca_server_port = cfg.port  # caproto reads EPICS_CA_SERVER_PORT; the daemon's config decides
-
-    async def server_accept_loop(self, sock: Any) -> None:
-        """caproto 1.3's accept loop, except that it keeps its asyncio server and closes it when the context stops:
-        caproto's own returns at once and leaves the listening socket registered with the event loop after closing
-        it, so a later file descriptor with its number (a timer, a socket) would never wake the loop."""
-
-        def new_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            transport = _TransportWrapper(reader, writer)
-            self.server_tasks.create(self.tcp_handler(transport, transport.getpeername()))
-
-        server = await asyncio.start_server(new_client, sock=sock)
-        try:
-            await asyncio.Event().wait()  # until the context is cancelled
-        finally:
-            server.close()
-            for circuit in list(self.circuits):  # caproto cancels their tasks only: close their connections too
-                circuit.client.close()
-
-    async def tcp_handler(self, client: Any, addr: Any) -> None:
-        if len(self.circuits) >= self.cfg.max_connections:
-            self.bridge.refuse("connection_refused")
-            client.close()  # never answered
-            return
-        await super().tcp_handler(client, addr)
+    async def stop(self) -> int | None:
+        """End it (nothing there needs an orderly end) and reap it; its exit code (None: not reaped in time)."""
+        self.writer.close()
+        if self.process.exitcode is None:
+            self.process.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                while self.process.is_alive():  # waitpid(WNOHANG): reaps it
+                    await asyncio.sleep(0.01)
+        return self.process.exitcode
 
 
 class EpicsServer:
@@ -429,65 +333,96 @@ class EpicsServer:
         mode, mems = daemon.mode, isinstance(daemon.mode, StabilizeMode)
         self.snapshot = LoopSnapshot(cfg.settle_tolerance_px, cfg.settle_ticks) if mems else None
         self.bridge = DaemonBridge(daemon, cfg, self.snapshot)
-        group = MemsPVs if mems else ScanPVs if isinstance(mode, AcquisitionSession) else LoopPVs
-        self.group = group(cfg.prefix, self.bridge)
-        self.publisher = Publisher(self.group, daemon, cfg, self.snapshot)
-        self.bridge.publish = self.publisher.publish
-        self.context: BoundedContext | None = None
+        self.kind = "mems" if mems else "scan" if isinstance(mode, AcquisitionSession) else "loop"  # child.GROUPS
         self.counters = self.bridge.counters
-        self._task: asyncio.Task[None] | None = None  # the server started by start(), until serve_forever takes it
-
-    @property
-    def pvnames(self) -> list[str]:
-        return list(self.group.pvdb)
+        self.publisher = Publisher(daemon, cfg, self.snapshot, self.counters)
+        self.bridge.publish = self.publisher.publish
+        self.pvnames: list[str] = []  # once started
+        self._port: int | None = None
+        self._started: _Process | None = None  # the process start() started, until serve_forever takes it
 
     @property
     def address(self) -> tuple[str, int]:
         """(host, TCP port) once serving (the UDP search port is ``cfg.port``)."""
-        port = self.context.port if self.context is not None else None
-        return self.cfg.host, port or self.cfg.port
+        return self.cfg.host, self._port or self.cfg.port
 
     async def start(self) -> None:
-        """Start serving: return once the search and TCP ports are bound (an OSError names a bind failure: a
-        StartupError), so the daemon is "up" only when its PVs can be found. Beacons stay on ``host``; caproto's
-        logging is kept to warnings (its per-connection lines at INFO would let any peer fill the log)."""
-        cfg = self.cfg
-        if cfg.host != "0.0.0.0":  # caproto's beacons default to 255.255.255.255
-            os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", cfg.host)
-            os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
-        # caproto batches a connection's monitor updates for up to 10 ms after the last one queued; sent at once
-        # instead, the sends follow the publisher's burst between two ticks rather than landing on a later tick
-        caproto_common.HIGH_LOAD_TIMEOUT = 0.0  # caproto 1.3 reads this module global at each batch
-        caproto_log = logging.getLogger("caproto")
-        if caproto_log.level == logging.NOTSET:
-            caproto_log.setLevel(logging.WARNING)
-        for name in ("caproto.circ", "caproto.ctx"):
-            if not any(isinstance(f, _QuietCaproto) for f in logging.getLogger(name).filters):
-                logging.getLogger(name).addFilter(_QuietCaproto())
-        task = self._task = self._run()
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while not (self.context is not None and self.context.udp_socks):
-                if task.done():  # a bind error (caproto raises its own kinds): one line for the StartupError
-                    e = task.exception()
-                    raise OSError(f"{type(e).__name__}: {e}" if e is not None else "the server ended while starting")
-                await asyncio.sleep(0.01)
+        """Start the process: return once it has bound its search and TCP ports (an OSError names why not: a
+        StartupError), so the daemon is "up" only when its PVs can be found."""
+        self._started = await self._spawn()
 
-    def _run(self) -> asyncio.Task[None]:
-        self.context = BoundedContext(self.group.pvdb, self.cfg, self.bridge)
-        return asyncio.get_running_loop().create_task(self.context.run(startup_hook=self.publisher.run))
+    async def _spawn(self) -> _Process:
+        t0 = time.monotonic()
+        ours, theirs = socket.socketpair()
+        process = multiprocessing.get_context("spawn").Process(
+            target=child_main, name="edgetune-epics", daemon=True,
+            args=(self.cfg.model_dump(), self.kind, theirs, os.getpid()))
+        try:
+            process.start()
+        finally:
+            theirs.close()  # the process's end: its exit closes the pipe
+        reader, writer = await asyncio.open_connection(sock=ours)
+        started = _Process(process, reader, writer)
+        msg: tuple[Any, ...] | None = ("failed", f"not bound within {START_TIMEOUT_S:g} s")
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                msg = await receive(reader)
+        except TimeoutError:
+            pass
+        except BaseException:  # cancelled while it starts: it ends too
+            await asyncio.shield(started.stop())
+            raise
+        if msg is None or msg[0] != "ready":
+            code = await started.stop()
+            raise OSError(msg[1] if msg is not None else f"the EPICS process ended while starting (exit code {code})")
+        _, self._port, self.pvnames = msg
+        log.info("EPICS server process %d serving %d PVs on %s:%d (started in %.2f s)", process.pid,
+                 len(self.pvnames), *self.address, time.monotonic() - t0)
+        return started
 
     async def serve_forever(self) -> None:
-        """Run the caproto server and the publisher until cancelled (a supervised task: a restart serves anew)."""
-        task, self._task = self._task or self._run(), None
-        await task
+        """Publish and answer the process's requests until cancelled, or until it ends (then raise: the supervisor
+        starts a new one)."""
+        started, self._started = self._started, None
+        if started is None:
+            started = await self._spawn()
+        loop = asyncio.get_running_loop()
+        publishing = loop.create_task(self.publisher.run(started.writer))
+        puts: set[asyncio.Task[None]] = set()
+        try:
+            while (msg := await receive(started.reader)) is not None:
+                if msg[0] == "put":
+                    task = loop.create_task(self._put(started.writer, *msg[1:]))
+                    puts.add(task)
+                    task.add_done_callback(puts.discard)
+                elif msg[0] == "counts":
+                    self.bridge.child_counts(*msg[1:])
+        finally:
+            for task in (publishing, *puts):
+                task.cancel()
+            await asyncio.gather(publishing, *puts, return_exceptions=True)
+            code = await started.stop()
+        raise RuntimeError(f"the EPICS server process ended (exit code {code})")
+
+    async def _put(self, writer: asyncio.StreamWriter, put_id: int, what: str, kwargs: dict[str, Any]) -> None:
+        """One set point through the bridge; the reply: its result or why it failed (logged by the bridge)."""
+        error, result = None, None
+        try:
+            if what not in PUTS:
+                raise ValueError(f"no set point {what!r}")
+            result = await getattr(self.bridge, what)(**kwargs)
+        except Exception as e:  # noqa: BLE001 — the put's failure, answered
+            error = str(e) or type(e).__name__
+        if not writer.is_closing():
+            send(writer, ("reply", put_id, error, result))
 
     def each_second(self) -> None:
         """Housekeeping: report the refusals gathered since the last summary when its interval is over."""
         self.bridge.refusals.tick()
 
     async def close(self) -> None:
-        """After the supervised tasks: the server start() started, if serve_forever never took it over."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """After the supervised tasks: the process start() started, if serve_forever never took it over."""
+        if self._started is not None:
+            await self._started.stop()
+            self._started = None
         self.bridge.refusals.flush()

@@ -2,7 +2,7 @@
 every PV at full rate, against the same tick without them, in one run.
 
 with:    the production daemon of `bench loop` (hil/bench/production.py) with [epics] enabled: the tick writes the
-         snapshot, the caproto server runs on the same event loop publishing at 50 Hz with no deadband, and a
+         snapshot, the publisher sends to the caproto server's process at 50 Hz with no deadband, and a
          client in another process (caproto's threading client, as a beamline's monitoring host would be)
          subscribes to every PV;
 without: the same daemon with the snapshot off, no PV server and no client process.
@@ -116,7 +116,7 @@ def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0) -
         async with production_daemon(workdir, rate_hz, epics=epics) as (daemon, tick):
             server, snapshot = daemon.epics, daemon.snapshot
             assert server is not None
-            names = server.pvnames
+            names: list[str] = []
             out: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
             order = [v for i in range(runs) for v in (("with", "without") if i % 2 == 0 else ("without", "with"))]
             for variant in order:
@@ -127,6 +127,7 @@ def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0) -
                     continue
                 daemon.snapshot = snapshot
                 await server.start()
+                names = server.pvnames
                 serving = asyncio.get_running_loop().create_task(server.serve_forever())
                 client = await _start_client(names, port)
                 posts = server.publisher.posts

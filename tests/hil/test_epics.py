@@ -4,6 +4,8 @@ each daemon (set for the test only); every client call has a timeout."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 import socket
 import time
 import urllib.request
@@ -230,3 +232,31 @@ def test_ct_scan_started_and_aborted_by_pv(tmp_path, monkeypatch) -> None:
         assert 0.0 < value(ctx, "ScanProgress-RB", stand) < 1.0
         summary = bytes(get(ctx, "ScanSummary-RB", stand).data).rstrip(b"\0").decode()
         assert '"stopped_by":"aborted"' in summary
+
+
+def _ca_processes(daemon_pid: int) -> list[int]:
+    """The daemon's CA process (multiprocessing's spawned child; not its resource tracker)."""
+    children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    return [int(p) for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_ca_process_is_restarted_when_it_dies_and_ends_with_the_daemon(tmp_path, monkeypatch) -> None:
+    with epics_stand(tmp_path, monkeypatch, {"rate_hz": 50}) as (stand, _), client() as ctx:
+        assert value(ctx, "Mode-RB", stand) == b"stabilize"
+        (first,) = _ca_processes(stand.daemon.pid)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: faults(stand).get("task_restart:epics") == 1, 30.0, "the restart counted")
+        wait_for(lambda: len(_ca_processes(stand.daemon.pid)) == 1, UP_S, "a new CA process")
+        (second,) = _ca_processes(stand.daemon.pid)
+        assert second != first and value(ctx, "Mode-RB", stand) == b"stabilize"  # the client reconnects to it
+        assert value(ctx, "TickRate-RB", stand) > 100.0 and stand.daemon.poll() is None  # the loop ran on
+        stand.daemon.kill()  # however the daemon ends, its CA process ends with it
+        stand.daemon.wait(TIMEOUT)
+        wait_for(lambda: not _running(second), TIMEOUT, "the CA process gone")

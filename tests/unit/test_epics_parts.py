@@ -62,3 +62,23 @@ def test_without_caproto_enabling_epics_is_a_startup_error(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "controller.epics.server", raising=False)
     with pytest.raises(StartupError, match=r"caproto is not installed \(pip install 'edgetune\[epics\]'\)"):
         epics_server(None)  # type: ignore[arg-type]
+
+
+async def test_pipe_carries_messages_in_order_and_reports_the_other_end_closing() -> None:
+    """controller/epics/pipe.py over a real socket pair, as between the daemon and its CA process."""
+    import socket
+
+    from controller.epics.pipe import backlog, receive, send
+
+    a, b = socket.socketpair()
+    _, wa = await asyncio.open_connection(sock=a)
+    rb, wb = await asyncio.open_connection(sock=b)
+    send(wa, ("values", {"x": 1.5, "gains": [1.0] * 6, "mode": "stabilize"}))
+    send(wa, ("reply", 7, None, 4.0))
+    assert await asyncio.wait_for(receive(rb), 1.0) == ("values", {"x": 1.5, "gains": [1.0] * 6, "mode": "stabilize"})
+    assert await asyncio.wait_for(receive(rb), 1.0) == ("reply", 7, None, 4.0)
+    await wa.drain()
+    assert backlog(wa) == 0
+    wa.close()
+    assert await asyncio.wait_for(receive(rb), 1.0) is None  # the other end is gone
+    wb.close()
