@@ -60,7 +60,7 @@ def test_scan_summary_fits_the_waveform() -> None:
 def test_without_caproto_enabling_epics_is_a_startup_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "caproto", None)  # `import caproto` fails as if it were not installed
     monkeypatch.delitem(sys.modules, "controller.epics.server", raising=False)
-    with pytest.raises(StartupError, match=r"caproto is not installed \(pip install 'edgetune\[epics\]'\)"):
+    with pytest.raises(StartupError, match=r"caproto is not installed \(pip install -e '\.\[epics\]' in a checkout\)"):
         epics_server(None)  # type: ignore[arg-type]
 
 
