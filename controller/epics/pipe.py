@@ -1,21 +1,31 @@
 """The pipe between the daemon and its Channel Access process (controller/epics/server.py, child.py): a Unix
-socket pair read and written with asyncio streams on both sides, messages pickled behind a 4-byte length.
+socket pair read and written with asyncio streams on both sides, messages as JSON arrays behind a 4-byte length.
+JSON, not pickle: the child faces the network, so the daemon parses what it sends and never unpickles it.
 
 Writes never block the loop (asyncio buffers them); the daemon bounds that buffer (``backlog``) so that a child
 that stops reading cannot make it grow without end. Both ends are this program's own processes."""
 from __future__ import annotations
 
 import asyncio
-import pickle
+import json
 import struct
 from typing import Any
+
+import numpy as np
 
 LENGTH = struct.Struct("!I")
 MAX_MESSAGE = 1 << 20  # a scan summary is ≤ 4000 characters: far below
 
 
+def _plain(value: Any) -> Any:
+    """numpy values as JSON's own (a PV's array value, a gain)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} on the EPICS pipe")
+
+
 def send(writer: asyncio.StreamWriter, message: tuple[Any, ...]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = json.dumps(message, default=_plain).encode()
     writer.write(LENGTH.pack(len(data)) + data)
 
 
@@ -25,9 +35,12 @@ async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
         (n,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
         if n > MAX_MESSAGE:
             raise ValueError(f"a message of {n} bytes on the EPICS pipe")
-        return pickle.loads(await reader.readexactly(n))
+        message = json.loads(await reader.readexactly(n))
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
+    if not (isinstance(message, list) and message and isinstance(message[0], str)):
+        raise ValueError("a message on the EPICS pipe that is not [kind, ...]")
+    return tuple(message)
 
 
 def backlog(writer: asyncio.StreamWriter) -> int:

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from controller.config import ConfigError, parse_config
@@ -81,4 +82,24 @@ async def test_pipe_carries_messages_in_order_and_reports_the_other_end_closing(
     assert backlog(wa) == 0
     wa.close()
     assert await asyncio.wait_for(receive(rb), 1.0) is None  # the other end is gone
+    wb.close()
+
+
+async def test_pipe_parses_json_only_and_refuses_what_is_not_a_message() -> None:
+    """The daemon never unpickles what the network-facing CA process sends: JSON, checked for its shape."""
+    import pickle
+    import socket
+
+    from controller.epics.pipe import LENGTH, receive, send
+
+    a, b = socket.socketpair()
+    _, wa = await asyncio.open_connection(sock=a)
+    rb, wb = await asyncio.open_connection(sock=b)
+    send(wa, ("values", {"gains": np.arange(3.0)}))  # numpy values go as JSON lists
+    assert await asyncio.wait_for(receive(rb), 1.0) == ("values", {"gains": [0.0, 1.0, 2.0]})
+    for bad in (pickle.dumps(("put", 1)), b'{"kind": "put"}', b"[]"):
+        wa.write(LENGTH.pack(len(bad)) + bad)
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(receive(rb), 1.0)
+    wa.close()
     wb.close()
