@@ -202,6 +202,7 @@ class EpicsConfig(_Section):
     settle_ticks: int = Field(12, ge=1)  # ... for this many consecutive ticks
     settle_timeout_s: float = Field(5.0, gt=0)  # a target put not settled within this fails
     apply_timeout_s: float = Field(1.0, gt=0)  # a gains put not applied by a tick within this fails
+    nice: int = Field(0, ge=0, le=19)  # the CA process's niceness (never a real-time class; docs/epics.md)
 
     @model_validator(mode="after")
     def _write_hosts(self) -> EpicsConfig:

@@ -6,9 +6,10 @@ is the tick's.
 ("ready", TCP port, PV names) or ("failed", reason) over the pipe (controller/epics/pipe.py); then it writes the
 read-backs the daemon sends (("values", {attr: value})), forwards a set point's put, once caproto's access rules
 allowed it, as ("put", id, what, kwargs) and completes or fails the client's put-callback with the daemon's
-("reply", id, error, result); its refusal counts go to the daemon once a second (("counts", {kind: n}, host)).
-It runs at nice 19 (``lowest_priority``: on a small edge the tick's process gets the CPU first) and ends when
-the pipe closes, and with the daemon however that ends (``die_with_parent``).
+("reply", id, error, result, {attr: value}): the read-backs at the put's end are written first, so a client
+reading right after its put-callback sees the put's effect. Its refusal counts go to the daemon once a second
+(("counts", {kind: n}, host)). It runs in the normal scheduling class at ``nice`` ([epics], default 0) and ends
+when the pipe closes, and with the daemon however that ends (``die_with_parent``).
 
 Channel Access has no authentication (threat model: docs/hostlink.md). ``BoundedContext``/``BoundedCircuit``
 bound what one peer can make the server do: connections (``max_connections``: more are closed at once, never
@@ -273,21 +274,27 @@ async def serve(cfg: EpicsConfig, kind: str, sock: socket.socket) -> None:
 async def _follow(reader: asyncio.StreamReader, group: EdgePVGroup, bridge: ChildBridge) -> None:
     """Apply the daemon's messages until it closes the pipe."""
     pvs = group.attr_pvdb
+
+    async def write(values: dict[str, Any]) -> None:
+        for attr, value in values.items():
+            await pvs[attr].write(value, verify_value=False)
+
     while (msg := await receive(reader)) is not None:
         if msg[0] == "values":
-            for attr, value in msg[1].items():
-                await pvs[attr].write(value, verify_value=False)
+            await write(msg[1])
         elif msg[0] == "reply":
-            bridge.reply(*msg[1:])
+            put_id, error, result, readbacks = msg[1:]
+            await write(readbacks)
+            bridge.reply(put_id, error, result)
 
 
 def main(section: dict[str, Any], kind: str, sock: socket.socket, parent: int) -> None:
     """The process's entry point (spawned by the daemon: controller/epics/server.py). ``section``: the validated
     [epics] section's fields (as ``EpicsConfig.model_dump()``: not importing the config's parser saves start-up)."""
-    from controller.policy.slot import die_with_parent, lowest_priority
+    from controller.policy.slot import die_with_parent, off_loop_priority
 
     die_with_parent(parent)
-    lowest_priority()  # nice 19, never a real-time class: the tick's process gets the CPU first
     cfg: EpicsConfig = types.SimpleNamespace(**section)  # type: ignore[assignment]
+    off_loop_priority(cfg.nice)
     _quiet_caproto(cfg)
     asyncio.run(serve(cfg, kind, sock))

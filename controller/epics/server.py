@@ -16,7 +16,8 @@ into the host link's mailbox that the tick polls at its boundary; scans start an
 ops. A target put returns once the loop has settled there (``LoopSnapshot``) and fails after
 ``settle_timeout_s`` (or at once under an operator hold, or when a later target supersedes it); a gains put
 returns the gains in force (clamped) once a tick has applied them; at most ``max_pending_puts`` are in flight.
-Before a put's reply the read-backs are sent, so a client reading right after the put-callback sees its effect.
+A put's reply carries the read-backs at its end (the process writes them before it completes the put-callback),
+so a client reading right after the put-callback sees its effect.
 The process's refusal counts (module doc of child.py) come back once a second into the daemon's fault metrics
 ``epics_*`` and a rate-limited log summary.
 """
@@ -32,7 +33,7 @@ import os
 import socket
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -91,13 +92,6 @@ class DaemonBridge:
         self._pending = 0
         self._target: tuple[float, float] | None = None  # the latest target put, while one is in flight
         self._target_seq = 0
-        self.publish: Callable[[], None] | None = None  # the publisher's, set by EpicsServer
-
-    def _published(self) -> None:
-        """Send the read-backs now (before the put's reply), so a client reading right after a put's completion
-        sees its effect."""
-        if self.publish is not None:
-            self.publish()
 
     # -- refusals ---------------------------------------------------------------------------------
 
@@ -161,7 +155,6 @@ class DaemonBridge:
                         if seq != self._target_seq:
                             raise RuntimeError(f"superseded by a later target put ({self._target})")
                         if snap.tx == tx and snap.ty == ty and snap.settled:
-                            self._published()
                             return tx if x is not None else ty
             except TimeoutError:
                 raise TimeoutError(f"not settled within {self.cfg.settle_timeout_s:g} s at ({tx:g}, {ty:g}) px "
@@ -186,7 +179,6 @@ class DaemonBridge:
                     await self.snapshot.next_tick()  # type: ignore[union-attr]
             except TimeoutError:
                 raise TimeoutError(f"no tick applied the gains within {self.cfg.apply_timeout_s:g} s") from None
-            self._published()
             return [float(g) for row in posted.rows() for g in row]
 
     def _session(self) -> AcquisitionSession:
@@ -198,14 +190,12 @@ class DaemonBridge:
         """One scan with the mode's configured defaults (the push op ``scan``); returns when it has ended."""
         with self._put("scan"):
             reply = await self._session().ops()["scan"](PushHeader(op="scan"))
-            self._published()
             if not reply["accepted"]:
                 raise RuntimeError(f"scan refused: {reply['reason']}: {reply.get('detail', '')}")
 
     async def abort_scan(self) -> None:
         with self._put("abort"):
             await self._session().ops()["abort"](PushHeader(op="abort"))
-            self._published()
 
 
 class Publisher:
@@ -252,11 +242,15 @@ class Publisher:
         if backlog(writer) > MAX_BACKLOG:
             self.counters["publish_behind"] += 1
             return
-        changed = {a: v for a, v in self.values().items() if self._changed(a, v)}
-        if changed:
-            self.last.update(changed)
+        if changed := self.changed():
             send(writer, ("values", changed))
-            self.posts += len(changed)
+
+    def changed(self) -> dict[str, Any]:
+        """The values that changed since they were last sent, counted as sent (the caller sends them)."""
+        changed = {a: v for a, v in self.values().items() if self._changed(a, v)}
+        self.last.update(changed)
+        self.posts += len(changed)
+        return changed
 
     def _changed(self, attr: str, value: Any) -> bool:
         if attr not in self.last:
@@ -336,7 +330,6 @@ class EpicsServer:
         self.kind = "mems" if mems else "scan" if isinstance(mode, AcquisitionSession) else "loop"  # child.GROUPS
         self.counters = self.bridge.counters
         self.publisher = Publisher(daemon, cfg, self.snapshot, self.counters)
-        self.bridge.publish = self.publisher.publish
         self.pvnames: list[str] = []  # once started
         self._port: int | None = None
         self._started: _Process | None = None  # the process start() started, until serve_forever takes it
@@ -405,7 +398,8 @@ class EpicsServer:
         raise RuntimeError(f"the EPICS server process ended (exit code {code})")
 
     async def _put(self, writer: asyncio.StreamWriter, put_id: int, what: str, kwargs: dict[str, Any]) -> None:
-        """One set point through the bridge; the reply: its result or why it failed (logged by the bridge)."""
+        """One set point through the bridge; the reply: its result or why it failed (logged by the bridge), and the
+        read-backs as the put ends."""
         error, result = None, None
         try:
             if what not in PUTS:
@@ -414,7 +408,7 @@ class EpicsServer:
         except Exception as e:  # noqa: BLE001 — the put's failure, answered
             error = str(e) or type(e).__name__
         if not writer.is_closing():
-            send(writer, ("reply", put_id, error, result))
+            send(writer, ("reply", put_id, error, result, self.publisher.changed()))
 
     def each_second(self) -> None:
         """Housekeeping: report the refusals gathered since the last summary when its interval is over."""

@@ -1,6 +1,6 @@
 """The policy slot: validated ONNX policies, swapped only at tick boundaries (ARCHITECTURE "Policy swap").
 
-Off the tick path, in a validator process (spawned, nice 19): manifest (controller.policy.manifest) and
+Off the tick path, in a validator process (spawned, nice 10: ``VALIDATOR_NICE``): manifest (controller.policy.manifest) and
 sha256 → task and shapes against the mode's `PolicySpec` → onnxruntime session (one intra-op thread,
 sequential, so it never competes with the loop) → the graph's I/O names and shapes → probes on fixed
 inputs: finite, inside the manifest's action bounds, median inference time under the budget. A process,
@@ -282,15 +282,24 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def lowest_priority() -> None:
-    """Worker thread / validator process initializer: the normal scheduling class (not a real-time one
-    inherited from a loop run under chrt or --rt) at nice 19, so off-loop work yields the CPU to the loop."""
+    """Initializer of the worker thread in the loop's own process: off-loop work at nice 19 (``off_loop_priority``)."""
+    off_loop_priority(19)
+
+
+def off_loop_priority(nice: int) -> None:
+    """The calling thread in the normal scheduling class (not a real-time one inherited from a loop run under
+    chrt or --rt) at ``nice``, so off-loop work never preempts the loop."""
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no sched_* outside Linux
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # 0: this thread
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per-thread niceness
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # Linux: per-thread niceness
 
 
-VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (nice 19 on a loaded edge)
+VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (slow on a loaded edge)
+# The validator process's niceness. Not 19: there, two CPU-bound processes at nice 0 on a 2-core edge starved a
+# validation past validate_timeout_s (pushes refused as too_slow); at 10 it finished. A process of its own: it
+# shares no GIL with the tick.
+VALIDATOR_NICE = 10
 
 
 def _validator_ready() -> None:
@@ -301,7 +310,7 @@ def _validator_ready() -> None:
 def _validator_init(parent_pid: int) -> None:
     """The validator process's initializer."""
     die_with_parent(parent_pid)
-    lowest_priority()
+    off_loop_priority(VALIDATOR_NICE)
 
 
 @dataclass
@@ -360,8 +369,8 @@ class PolicySlot:
 
     async def in_validator(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` (picklable, module level) in the validator process; a crash there is a corrupt model.
-        `validate_timeout_s` counts from a started validator: a fresh process's start-up and imports (slow at
-        nice 19 on a loaded edge) have their own deadline, `VALIDATOR_START_S`."""
+        `validate_timeout_s` counts from a started validator: a fresh process's start-up and imports (slow on a
+        loaded edge) have their own deadline, `VALIDATOR_START_S`."""
         loop, call = asyncio.get_running_loop(), functools.partial(fn, *args)
         pool = await self._started_validator()
         try:

@@ -55,12 +55,13 @@ def bench_epics(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     seconds: float = typer.Option(4.0, "--seconds", help="Duration of each run's tick (and of its floor) [s]."),
     runs: int = typer.Option(5, "--runs", help="Runs with the PV server and a monitoring client, and as many without."),
+    nice: int = typer.Option(0, "--nice", min=0, max=19, help="The CA process's niceness ([epics] nice)."),
 ) -> None:
     """The daemon's tick with its EPICS PV server and a client monitoring every PV at full rate vs. without,
     alternating runs; one JSON object (p99_ratio: median p99 with / without)."""
     from hil.bench.epics import bench
 
-    typer.echo(json.dumps(bench(rate, seconds, runs)))
+    typer.echo(json.dumps(bench(rate, seconds, runs, nice=nice)))
 
 
 TRIALS_SETTINGS = {"ignore_unknown_options": True}  # `bench trials`: the train command's options pass through

@@ -103,14 +103,14 @@ async def _stop_client(proc: asyncio.subprocess.Process) -> int:
     return int(line)
 
 
-def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0) -> dict[str, Any]:
+def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0, nice: int = 0) -> dict[str, Any]:
     if not (rate_hz > 0 and seconds > 0 and runs > 0 and chunk_s > 0):
         raise ValueError("rate, seconds, runs and chunk must be positive")
     from hil.stand import free_udp_port
 
     port = free_udp_port()
     epics = {"enabled": True, "port": port, "prefix": PREFIX, "rate_hz": 50.0, "deadband_px": 0.0,
-             "deadband_us": 0.0, "deadband_hz": 0.0}
+             "deadband_us": 0.0, "deadband_hz": 0.0, "nice": nice}
 
     async def run(workdir: Path) -> dict[str, Any]:
         async with production_daemon(workdir, rate_hz, epics=epics) as (daemon, tick):
@@ -144,7 +144,7 @@ def bench(rate_hz: float, seconds: float, runs: int = 5, chunk_s: float = 2.0) -
                 out[variant].append(report)
         p99 = {k: statistics.median(r["ours"]["p99_us"] for r in v) for k, v in out.items()}
         floor = {k: statistics.median(r["floor"]["p99_us"] for r in v) for k, v in out.items()}
-        return {"rate_hz": rate_hz, "seconds": seconds, "runs": runs, "pvs": len(names),
+        return {"rate_hz": rate_hz, "seconds": seconds, "runs": runs, "nice": nice, "pvs": len(names),
                 "median_p99_us": p99, "median_floor_p99_us": floor,
                 "p99_ratio": round(p99["with"] / p99["without"], 3),
                 "updates_per_s": statistics.median(r["updates_per_s"] for r in out["with"]),

@@ -156,7 +156,7 @@ async def test_adaptive_scan_on_the_emulator_matches_the_policy_in_process(artif
 
 async def test_a_push_during_a_scan_applies_at_the_scans_next_decision(artifacts, tmp_path) -> None:
     """Version 1 chose the first angles, version 2 the rest. The emulator runs at twice real time (a scan takes
-    seconds), so that the push, validated at nice 19, lands mid-scan even on a loaded machine."""
+    seconds), so that the push, validated in a process at nice 10, lands mid-scan even on a loaded machine."""
     stand, client, console = start_angles_stand(tmp_path, speed=2.0)
     try:
         await wait_ready(stand, console)

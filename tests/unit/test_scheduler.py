@@ -4,15 +4,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import multiprocessing
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from controller.latency import LatencyRing, summarize_ns
-from controller.policy.slot import lowest_priority
+from controller.policy.slot import VALIDATOR_NICE, _validator_init, lowest_priority
 from controller.scheduler import FrameTrigger, LoopTimer, Scheduler, Tick, TimerfdTimer, realtime, timerfd_available
 
 
@@ -193,3 +194,11 @@ def test_off_loop_workers_run_in_the_normal_class_at_nice_19() -> None:
     with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
         assert worker.submit(_sched).result() == (os.SCHED_OTHER, 0)
         assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
+
+
+def test_the_validator_process_runs_in_the_normal_class_at_its_own_niceness() -> None:
+    """Nice 10, not 19 (VALIDATOR_NICE): at 19 other CPU-bound work on the edge starved validations."""
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _validator_init, (os.getpid(),)) as validator:
+        assert validator.submit(os.sched_getscheduler, 0).result(timeout=60) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
+        nice = validator.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60)
+    assert nice == max(VALIDATOR_NICE, os.getpriority(os.PRIO_PROCESS, 0))  # a nicer parent: never less nice
