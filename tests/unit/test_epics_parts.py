@@ -1,5 +1,6 @@
 """The EPICS server's parts without a network: the [epics] section, the settle semantics of the tick's snapshot,
-the scan summary's size limit, and the start-up error without caproto (controller/epics)."""
+the scan summary's size limit, the start-up error without caproto, the pipe between the processes and the order
+in which the CA process applies a put's reply (controller/epics)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from controller.config import ConfigError, parse_config
+from controller.config import ConfigError, EpicsConfig, parse_config
 from controller.epics import epics_server
 from controller.epics.snapshot import LoopSnapshot
 from controller.lifecycle import StartupError
@@ -75,9 +76,9 @@ async def test_pipe_carries_messages_in_order_and_reports_the_other_end_closing(
     _, wa = await asyncio.open_connection(sock=a)
     rb, wb = await asyncio.open_connection(sock=b)
     send(wa, ("values", {"x": 1.5, "gains": [1.0] * 6, "mode": "stabilize"}))
-    send(wa, ("reply", 7, None, 4.0))
+    send(wa, ("reply", 7, None, 4.0, {"target_x": 4.0}))
     assert await asyncio.wait_for(receive(rb), 1.0) == ("values", {"x": 1.5, "gains": [1.0] * 6, "mode": "stabilize"})
-    assert await asyncio.wait_for(receive(rb), 1.0) == ("reply", 7, None, 4.0)
+    assert await asyncio.wait_for(receive(rb), 1.0) == ("reply", 7, None, 4.0, {"target_x": 4.0})
     await wa.drain()
     assert backlog(wa) == 0
     wa.close()
@@ -103,3 +104,36 @@ async def test_pipe_parses_json_only_and_refuses_what_is_not_a_message() -> None
             await asyncio.wait_for(receive(rb), 1.0)
     wa.close()
     wb.close()
+
+
+async def test_a_puts_reply_writes_its_read_backs_before_the_put_callback_completes() -> None:
+    """controller/epics/child.py: the daemon's reply carries the read-backs as the put ends; the CA process writes
+    them into the PVs before it completes the put, so a client reading right after its put-callback sees them."""
+    import socket
+
+    pytest.importorskip("caproto")
+    from controller.epics.child import ChildBridge, _follow
+    from controller.epics.pipe import receive, send
+    from controller.epics.pvs import MemsPVs
+
+    daemon_end, child_end = socket.socketpair()
+    dr, dw = await asyncio.open_connection(sock=daemon_end)
+    cr, cw = await asyncio.open_connection(sock=child_end)
+    bridge = ChildBridge(EpicsConfig(), cw)
+    group = MemsPVs("T", bridge)
+    pvs = group.attr_pvdb
+    at_completion: list[tuple[float, str]] = []
+    complete = bridge.reply
+    bridge.reply = lambda *a: (at_completion.append((pvs["target_x"].value, pvs["settled"].value)), complete(*a))
+    following = asyncio.get_running_loop().create_task(_follow(cr, group, bridge))
+    try:
+        put = asyncio.get_running_loop().create_task(bridge.move_target(x=4.0))
+        kind, put_id, what, kwargs = await asyncio.wait_for(receive(dr), 2.0)
+        assert (kind, what, kwargs) == ("put", "move_target", {"x": 4.0, "y": None})
+        send(dw, ("reply", put_id, None, 4.0, {"target_x": 4.0, "settled": "Yes"}))
+        assert await asyncio.wait_for(put, 2.0) == 4.0
+        assert at_completion == [(4.0, "Yes")]
+    finally:
+        following.cancel()
+        cw.close()
+        dw.close()
