@@ -183,14 +183,19 @@ results-scatter: $(STAMP)
 	$(SCATTER_EVAL) --dataset blobs $(SCATTER_BOTH) $(SCATTER_OTHERS) \
 	  > $(SCATTER_RESULTS)/report-private.json 2> $(SCATTER_RESULTS)/report-private.log
 
+# A peer library's own venv, as the recipe of its `VENV/.installed`: $(call peer-venv,PIP ARGUMENTS)
+define peer-venv
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install --quiet --upgrade pip
+	$(@D)/bin/pip install --quiet $(1)
+	touch $@
+endef
+
 # abTEM's reference for the MoS₂ sample (docs/ptycho.md "Sample"): its own venv (abTEM 1.0.x from PyPI), then the
 # committed script writes tests/data/ptycho_abtem.npz, which tests/unit/test_ptycho_sample.py compares ours to.
 ABTEM_VENV := .venv-abtem
 $(ABTEM_VENV)/.installed:
-	$(PYTHON) -m venv $(ABTEM_VENV)
-	$(ABTEM_VENV)/bin/pip install --quiet --upgrade pip
-	$(ABTEM_VENV)/bin/pip install --quiet 'abtem>=1.0,<1.1'
-	touch $@
+	$(call peer-venv,'abtem==1.0.*')
 
 abtem-reference: $(ABTEM_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(ABTEM_VENV)/bin/python -m firmware_sim.ptycho.abtem_reference tests/data/ptycho_abtem.npz
@@ -203,20 +208,15 @@ clean:
 PTYCHI_VENV := .venv-ptychi
 ptychi-env: $(PTYCHI_VENV)/.installed
 $(PTYCHI_VENV)/.installed:
-	$(PYTHON) -m venv $(PTYCHI_VENV)
-	$(PTYCHI_VENV)/bin/pip install --quiet --upgrade pip
-	$(PTYCHI_VENV)/bin/pip install --quiet 'ptychi==2.2.0'
-	touch $@
+	$(call peer-venv,'ptychi==2.2.0')
 
 # deepinv, the peer of `edgetune bench scatter` (hil/bench/scatter.py runs hil/bench/deepinv_peer.py in this venv's
-# python as a subprocess); with PyPI's own torch, which deepinv requires
+# python as a subprocess); with PyPI's own torch, which deepinv requires, and scipy for its Green's function (an
+# optional dependency of deepinv)
 DEEPINV_VENV := .venv-deepinv
 deepinv-env: $(DEEPINV_VENV)/.installed
 $(DEEPINV_VENV)/.installed:
-	$(PYTHON) -m venv $(DEEPINV_VENV)
-	$(DEEPINV_VENV)/bin/pip install --quiet --upgrade pip
-	$(DEEPINV_VENV)/bin/pip install --quiet 'deepinv==0.5.0' scipy  # its Green's function needs scipy (an optional dependency)
-	touch $@
+	$(call peer-venv,'deepinv==0.5.0' scipy)
 
 # databroker 2 on an in-process Tiled, for the slow check that our Bluesky documents load into a user's catalog
 # unchanged (tests/hil/test_documents_hil.py runs tests/databroker_load.py in this venv's python): its own venv,
@@ -224,10 +224,7 @@ $(DEEPINV_VENV)/.installed:
 DATABROKER_VENV := .venv-databroker
 databroker-env: $(DATABROKER_VENV)/.installed
 $(DATABROKER_VENV)/.installed:
-	$(PYTHON) -m venv $(DATABROKER_VENV)
-	$(DATABROKER_VENV)/bin/pip install --quiet --upgrade pip
-	$(DATABROKER_VENV)/bin/pip install --quiet 'databroker[all]==2.0.2'
-	touch $@
+	$(call peer-venv,'databroker[all]==2.0.2')
 
 test-databroker: $(STAMP) databroker-env
 	$(BIN)/python -m pytest -q -m slow tests/hil/test_documents_hil.py -k databroker
