@@ -333,8 +333,8 @@ def train(
     checkpoint/checkpoint_every: save the agent, replay buffer and step counter every that many
     transitions (and at the end). resume: continue from such a checkpoint (the env is reset).
     init: an agent's state dict to start from (fine-tuning; a fresh buffer and step counter).
-    stop_on: exceptions of the env's step that end training (a live stand's link lost): the checkpoint
-    is saved with the transitions so far, then the exception propagates.
+    stop_on: exceptions that end training (a live stand's link lost, Ctrl-C): the checkpoint is saved
+    with the transitions so far, then the exception propagates.
     """
     if checkpoint_every and checkpoint is None:
         raise ValueError("checkpoint_every needs a checkpoint path")
@@ -366,37 +366,37 @@ def train(
     )
     since_update = 0
     next_ckpt = step + checkpoint_every if checkpoint_every else None
-    while step < cfg.total_steps:
-        if step < cfg.learning_starts:
-            a = rng.uniform(-1.0, 1.0, shape)
-        else:
-            a = np.clip(agent.act(stepper.obs) + noise(step / cfg.total_steps), -1.0, 1.0)
-        try:
+    try:
+        while step < cfg.total_steps:
+            if step < cfg.learning_starts:
+                a = rng.uniform(-1.0, 1.0, shape)
+            else:
+                a = np.clip(agent.act(stepper.obs) + noise(step / cfg.total_steps), -1.0, 1.0)
             (o, a_, r, o2, term, dt), finished, ended = stepper.step(a)
-        except stop_on:
-            if checkpoint is not None:
+            if ended.any():
+                noise.reset(ended)
+            if len(r):
+                buf.add(agent.normalize(torch.as_tensor(o, device=agent.device)), a_, r, agent.normalize(torch.as_tensor(o2, device=agent.device)), term, dt)
+            step += len(r)
+            since_update += len(r)
+            burst = bool(finished) if cfg.train_freq == "episode" else since_update >= cfg.train_freq
+            if burst and step > cfg.learning_starts and buf.size >= cfg.batch_size:
+                n = since_update if cfg.gradient_steps < 0 else cfg.gradient_steps
+                for _ in range(n):
+                    agent.update(*buf.sample(cfg.batch_size))
+                updates += n
+                since_update = 0
+            elif burst and step <= cfg.learning_starts:
+                since_update = 0  # warm-up transitions do not pile up into the first burst
+            if callback is not None and callback(TrainEvent(step, finished, agent, updates)) is False:
+                break
+            if next_ckpt is not None and step >= next_ckpt:
                 save()
-            raise
-        if ended.any():
-            noise.reset(ended)
-        if len(r):
-            buf.add(agent.normalize(torch.as_tensor(o, device=agent.device)), a_, r, agent.normalize(torch.as_tensor(o2, device=agent.device)), term, dt)
-        step += len(r)
-        since_update += len(r)
-        burst = bool(finished) if cfg.train_freq == "episode" else since_update >= cfg.train_freq
-        if burst and step > cfg.learning_starts and buf.size >= cfg.batch_size:
-            n = since_update if cfg.gradient_steps < 0 else cfg.gradient_steps
-            for _ in range(n):
-                agent.update(*buf.sample(cfg.batch_size))
-            updates += n
-            since_update = 0
-        elif burst and step <= cfg.learning_starts:
-            since_update = 0  # warm-up transitions do not pile up into the first burst
-        if callback is not None and callback(TrainEvent(step, finished, agent, updates)) is False:
-            break
-        if next_ckpt is not None and step >= next_ckpt:
+                next_ckpt += checkpoint_every
+    except stop_on:  # anywhere in the loop (Ctrl-C lands in an update as often as in the env's step)
+        if checkpoint is not None:
             save()
-            next_ckpt += checkpoint_every
+        raise
     if checkpoint is not None:
         save()
     return agent

@@ -133,3 +133,19 @@ def test_callback_false_stops_training():
     seen = []
     train(gym.make("Pendulum-v1"), cfg, callback=lambda e: seen.append(e.step) or e.step < 50)
     assert seen[-1] == 50
+
+
+def test_a_stop_outside_the_envs_step_still_saves_the_checkpoint(tmp_path):
+    """stop_on (a lost link, Ctrl-C) anywhere in the loop, here in the callback after an update: the checkpoint
+    holds the transitions so far, then the exception propagates."""
+    cfg = DDPGConfig(total_steps=10_000, learning_starts=40, batch_size=16, hidden=(16,), seed=0, device="cpu")
+
+    def interrupt(event):
+        if event.updates >= 5:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(gym.make("Pendulum-v1"), cfg, callback=interrupt, checkpoint=ckpt, stop_on=(KeyboardInterrupt,))
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["step"] == 45 and saved["updates"] == 5 and saved["buffer"]["size"] == 45
