@@ -46,7 +46,6 @@ import queue
 import shutil
 import sqlite3
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,9 +358,8 @@ class DocumentStream:
     def __init__(self, directory: Path, session: Session, max_pending: int = 256,
                  max_bytes: int = MAX_PENDING_BYTES) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.dir, self.session, self.max_bytes = directory, session, max_bytes
+        self.max_bytes = max_bytes
         self.dropped = 0
-        self._lock = threading.Lock()  # two threads put: the recorder's writer and the loop
         self._failed = ctx.Value("q", 0)
         self._pending = ctx.Value("q", 0)  # image bytes queued, not yet taken by the documents process
         self._queue = ctx.Queue(max_pending)
@@ -385,7 +383,7 @@ class DocumentStream:
         self._put("run", (kind, details, t_ns, images), sum(np.asarray(v).nbytes for v in images.values()))
 
     def _put(self, what: str, item: Any, nbytes: int = 0) -> None:
-        with self._lock, self._pending.get_lock():
+        with self._pending.get_lock():  # two threads put (the recorder's writer, the loop): the lock serializes them
             if self._pending.value + nbytes <= self.max_bytes:
                 try:
                     self._queue.put_nowait((what, item, nbytes))
@@ -406,7 +404,12 @@ class DocumentStream:
             log.error("documents: the writer did not finish within %g s; ending it", timeout_s)
             self._process.kill()
             self._process.join(timeout_s)
-            self._queue.cancel_join_thread()  # what it did not take stays unwritten
+        elif self._process.exitcode != 0:
+            log.error("documents: the writer had ended (exit code %s); what was queued is not written",
+                      self._process.exitcode)
+        # after a clean "close" the process took everything; else what it did not take stays unwritten and the
+        # queue's feeder thread must not hold this process's exit waiting for a reader that is gone
+        self._queue.cancel_join_thread()
         self._queue.close()
 
 

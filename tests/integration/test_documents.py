@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -237,3 +238,24 @@ def runs_of(store_path: Path, out: Path) -> dict:
     code, output = export(store_path, out)
     assert code == 0, output
     return runs(out)
+
+
+def test_a_documents_process_that_died_does_not_hold_the_daemons_exit(tmp_path: Path) -> None:
+    """Killed (out of memory, a crash): what is queued after it is lost, and neither close() nor the interpreter's
+    exit waits for the queue's feeder thread (it would, for a reader that is gone)."""
+    script = f"""
+import os, signal, time
+from pathlib import Path
+from controller import documents
+stream = documents.DocumentStream(Path({str(tmp_path)!r}), documents.Session(1, 1, time.time_ns(), 0, "stabilize"))
+os.kill(stream._process.pid, signal.SIGKILL)
+stream._process.join(10)
+rows = [(1, i, i, time.monotonic_ns(), 0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.5, 20.0, 0.0, 0.5, 20.0, 0.0, 0) for i in range(256)]
+for _ in range(200):
+    stream.ticks(rows)
+stream.close(timeout_s=2.0)
+print("closed")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "closed", done.stderr[-2000:]
