@@ -291,7 +291,7 @@ async def _follow(reader: asyncio.StreamReader, group: EdgePVGroup, bridge: Chil
 def main(section: dict[str, Any], kind: str, sock: socket.socket, parent: int) -> None:
     """The process's entry point (spawned by the daemon: controller/epics/server.py). ``section``: the validated
     [epics] section's fields (as ``EpicsConfig.model_dump()``: not importing the config's parser saves start-up)."""
-    from controller.policy.slot import die_with_parent, off_loop_priority
+    from controller.lifeline import die_with_parent, off_loop_priority
 
     die_with_parent(parent)
     cfg: EpicsConfig = types.SimpleNamespace(**section)  # type: ignore[assignment]

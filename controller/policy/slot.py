@@ -24,7 +24,6 @@ restart does not bring it back).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import json
@@ -33,7 +32,6 @@ import multiprocessing
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -45,7 +43,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
 
-from controller.lifeline import die_with_parent
+from controller.lifeline import die_with_parent, off_loop_priority
 from controller.policy.guard import Failure, FailureWindow, InferenceWatchdog, RuntimeLimits, on_cpu_clock
 from controller.policy.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, ManifestError, parse_manifest
 from controller.policy.runtime import LoadedPolicy, PolicyRejected, check_graph_io, load_for_task, open_session
@@ -284,15 +282,6 @@ def _fsync_dir(directory: Path) -> None:
 def lowest_priority() -> None:
     """Initializer of the worker thread in the loop's own process: off-loop work at nice 19 (``off_loop_priority``)."""
     off_loop_priority(19)
-
-
-def off_loop_priority(nice: int) -> None:
-    """The calling thread in the normal scheduling class (not a real-time one inherited from a loop run under
-    chrt or --rt) at ``nice``, so off-loop work never preempts the loop."""
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no sched_* outside Linux
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # 0: this thread
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # Linux: per-thread niceness
 
 
 VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (slow on a loaded edge)
