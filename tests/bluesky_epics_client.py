@@ -2,8 +2,8 @@
 EPICS environment (address list, server port) once, when its context is made, so each test gets a fresh process
 with its own. ``python tests/bluesky_epics_client.py PREFIX`` runs Bluesky plans with `EdgeMems` against the
 daemon and prints one JSON object of what it saw; ``... PREFIX scan`` the same with `EdgeScanner` on a daemon in
-angles mode. Reads follow a move by 0.1 s: the daemon publishes read-backs
-at `[epics] rate_hz` (20 Hz here), the put-callback completes on its own settle check."""
+angles mode. Reads follow a move by 0.1 s: the put's read-backs are in the PVs when its put-callback completes,
+but a staged device reads its monitors, whose update caproto may send just after that completion."""
 from __future__ import annotations
 
 import json

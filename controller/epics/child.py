@@ -75,7 +75,7 @@ class ChildBridge:
 
     def refused(self, host: str | None, pv: str) -> None:
         """A write the access rules refused (answered ECA_NOWTACCESS; a put without a callback: an error message)."""
-        self.counts["write_refused"] += 1
+        self.counts[f"write_refused:{pv}"] += 1
         self.last_refused = repr(host)[:64]
 
     def refuse(self, kind: str) -> None:

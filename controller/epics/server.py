@@ -92,6 +92,7 @@ class DaemonBridge:
         self._pending = 0
         self._target: tuple[float, float] | None = None  # the latest target put, while one is in flight
         self._target_seq = 0
+        self._scan: asyncio.Future[dict[str, Any]] | None = None  # the latest scan a put started (held while it runs)
 
     # -- refusals ---------------------------------------------------------------------------------
 
@@ -187,9 +188,11 @@ class DaemonBridge:
         return self.d.mode
 
     async def start_scan(self) -> None:
-        """One scan with the mode's configured defaults (the push op ``scan``); returns when it has ended."""
+        """One scan with the mode's configured defaults (the push op ``scan``); returns when it has ended. The scan
+        runs on when the put is cancelled (the CA process died): it ends, and records itself, as any scan."""
         with self._put("scan"):
-            reply = await self._session().ops()["scan"](PushHeader(op="scan"))
+            self._scan = asyncio.ensure_future(self._session().ops()["scan"](PushHeader(op="scan")))
+            reply = await asyncio.shield(self._scan)
             if not reply["accepted"]:
                 raise RuntimeError(f"scan refused: {reply['reason']}: {reply.get('detail', '')}")
 

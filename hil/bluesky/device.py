@@ -35,7 +35,7 @@ from ophyd_async.epics.core import CaSignalBackend, EpicsOptions, epics_signal_r
 
 SETTLE_TIMEOUT_S = 30.0  # a set point's put waits this long for the callback (the daemon's settle timeout: shorter)
 SCAN_TIMEOUT_S = 600.0  # a scan's put (trigger, complete) waits this long
-READBACK_S = 5.0  # the read-backs follow a put-callback within 1/rate_hz; this long at most
+READBACK_S = 5.0  # a monitored read-back may arrive just after its put-callback; this long at most
 
 
 class Link(StrictEnum):
@@ -136,9 +136,9 @@ class EdgeScanner(EdgeLoop, Triggerable, Flyable, Stoppable):
         super().__init__(prefix, name)
 
     async def _run(self) -> None:
-        """One scan: the start put (completes when the scan ends), then its end state must be Done. The daemon
-        publishes the read-backs after the put-callback: wait for this scan's summary (each names its scan) and an
-        end state."""
+        """One scan: the start put (completes when the scan ends), then its end state must be Done. The read-backs
+        are in the PVs when the put completes, but a monitored value may arrive just after: wait for this scan's
+        summary (each names its scan) and an end state."""
         before = await self.summary.get_value()
         await self.start.set(1)
         await wait_for_value(self.summary, lambda s: s != before, timeout=READBACK_S)
