@@ -36,7 +36,7 @@ async def _bench(sim_run: Path, out: Path, finetune: int, scratch: int, scratch_
         assert stand.keyring is not None
         factory = connect(stand.edge_addr, stand.keyring, stand.keyring.newest)
         ft = init_config(sim_run)
-        ft.ddpg = dataclasses.replace(ft.ddpg, total_steps=finetune, learning_starts=0, seed=seed, device="cpu")
+        ft.ddpg = dataclasses.replace(ft.ddpg, total_steps=finetune, seed=seed, device="cpu")
         sc = MemsTrainConfig(num_envs=1, gain_set=ft.gain_set)
         sc.ddpg = dataclasses.replace(sc.ddpg, total_steps=scratch, learning_starts=scratch_warmup, seed=seed, device="cpu")
         runs = {"finetuned": out / "finetuned", **({"scratch": out / "scratch"} if scratch else {})}

@@ -80,7 +80,7 @@ def train_mems(
         if given("gain_set") and gain_set != cfg.gain_set:
             raise typer.BadParameter(f"{init} was trained with --gain-set {cfg.gain_set}: fine-tuning keeps its map "
                                      "from the actor's output to gains", param_hint="--gain-set")
-        cfg.ddpg.seed, cfg.ddpg.learning_starts = seed, 0
+        cfg.ddpg.seed = seed
     else:
         cfg = MemsTrainConfig(MemsTuningConfig(disturbance=disturbance), num_envs=1 if live else num_envs,
                               gain_set=cast(GainSet, gain_set))

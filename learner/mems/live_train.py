@@ -54,10 +54,11 @@ def init_agent(run: Path) -> dict:
                          f"{str(e).splitlines()[0]}") from None
 
 
-def init_config(run: Path, cfg: MemsTrainConfig | None = None) -> MemsTrainConfig:
+def init_config(run: Path) -> MemsTrainConfig:
     """The config a fine-tuning run starts from: ``run``'s environment (observation: k frames at its decision
-    period), gain set and plant, and its DDPG settings. ValueError when ``run`` is no MEMS run or its
-    checkpoint does not fit its config (or ``cfg``'s gain set, observation or networks, when given)."""
+    period), gain set and plant, and its DDPG settings, on one stand without simulated disturbance and learning
+    from the first decision (no random warm-up). ValueError when ``run`` is no MEMS run or its checkpoint does not
+    fit its config."""
     if not (run / "config.json").exists() or not (run / "checkpoint.pt").exists():
         raise ValueError(f"{run} is not a `train mems` run (no config.json and checkpoint.pt)")
     init = load_run_config(run)
@@ -65,13 +66,8 @@ def init_config(run: Path, cfg: MemsTrainConfig | None = None) -> MemsTrainConfi
     if obs_dim != init.env.k * len(FEATURES):
         raise ValueError(f"{run}: its actor takes {obs_dim} inputs, its config says k = {init.env.k} frames of "
                          f"{len(FEATURES)} features")
-    if cfg is not None:
-        mine = (cfg.gain_set, cfg.env.k, cfg.env.nominal_frames, cfg.env.p_bounds, cfg.env.i_bounds, cfg.ddpg.hidden)
-        theirs = (init.gain_set, init.env.k, init.env.nominal_frames, init.env.p_bounds, init.env.i_bounds, init.ddpg.hidden)
-        if mine != theirs:
-            raise ValueError(f"{run} was trained with (gain set, k, frames per decision, P bounds, I bounds, hidden) = "
-                             f"{theirs}, this run has {mine}: the policy cannot continue in it")
-    return dataclasses.replace(init, num_envs=1, env=dataclasses.replace(init.env, disturbance="none"))
+    return dataclasses.replace(init, num_envs=1, env=dataclasses.replace(init.env, disturbance="none"),
+                               ddpg=dataclasses.replace(init.ddpg, learning_starts=0))
 
 
 def train_live(out: Path, cfg: MemsTrainConfig, factory: Callable, *, resume: bool = False, init: Path | None = None,
@@ -88,23 +84,22 @@ def train_live(out: Path, cfg: MemsTrainConfig, factory: Callable, *, resume: bo
         env.close()
 
 
-def evaluate_live(run: Path | None, factory: Callable, decisions: int, seed: int, cfg: MemsTuningConfig | None = None) -> dict:
+def evaluate_live(run: Path | None, factory: Callable, decisions: int, seed: int) -> dict:
     """Mean |error| [px] over ``decisions`` decisions on the live stand with ``run``'s actor (deterministic, no
     learning), or with the baseline gains when ``run`` is None; the targets jump as in training, seeded."""
+    cfg = MemsTuningConfig()
     if run is not None:
         tcfg = load_run_config(run)
         agent, gmap, cfg = load_agent(run, tcfg), gain_map(tcfg), tcfg.env
-    env = MemsLiveEnv(factory, dataclasses.replace(cfg or MemsTuningConfig(), decisions_per_episode=decisions))
+    env = MemsLiveEnv(factory, dataclasses.replace(cfg, decisions_per_episode=decisions))
     try:
         obs, _ = env.reset(seed=seed)
-        errors, gains, clamped = [], [], 0
+        errors = []
         for _ in range(decisions):
             action = gmap.gains(agent.act(obs[None]))[0] if run is not None else baseline_action()
             obs, _, _, _, info = env.step(action)
             errors.append(info["mean_error_px"])
-            gains.append(action)
-            clamped += info["clamped"]
     finally:
         env.close()
-    return {"mean_error_px": float(np.mean(errors)), "gains": np.mean(gains, axis=0).tolist(), "clamped": clamped}
+    return {"mean_error_px": float(np.mean(errors))}
 

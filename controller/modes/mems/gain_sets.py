@@ -23,12 +23,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 TABLE_FILE = Path(__file__).with_name("gain_sets.json")
-GainSetName = Literal["robust", "wide", "box"]
 
 
 @cache
