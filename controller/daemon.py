@@ -138,7 +138,7 @@ class Daemon(EdgeDaemon):
         self.recorder.record_tick(tick.index, tick.t_ns, tick.lateness_ns, x, y, tx, ty, cx, cy,
                                   gains.ravel().tolist(), FLAG_STALE * stale | FLAG_HELD * self.held)
         if self.snapshot is not None:
-            self.snapshot.update(tick.index, x, y, tx, ty, self.held)
+            self.snapshot.update(x, y, tx, ty, self.held)
         if self.hostlink.wants_telemetry(tick.index):
             self.hostlink.send_telemetry(Telemetry(tick.index, tick.t_ns, x, y, tx, ty, cx, cy, Gains.from_rows(gains)))
 

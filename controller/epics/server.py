@@ -41,6 +41,7 @@ from controller.config import EpicsConfig
 from controller.epics import MAX_SUMMARY
 from controller.epics.pipe import backlog, child_main, receive, send
 from controller.epics.snapshot import LoopSnapshot
+from controller.latency import summarize_ns
 from controller.link.auth import Gains, SetTarget
 from controller.link.push_wire import PushHeader
 from controller.modes.acquisition import AcquisitionSession
@@ -168,7 +169,7 @@ class DaemonBridge:
     async def set_gains(self, values: Any) -> list[float]:
         """Clamp into the host link's envelope, post, and return the gains in force once a tick applied them."""
         with self._put("gains"):
-            self._tick_mode()
+            _, snap = self._tick_mode()
             v = np.asarray(values, dtype=np.float64).ravel()
             if v.shape != (6,):
                 raise ValueError(f"Gains-SP takes 6 values (kp_x, ki_x, kd_x, kp_y, ki_y, kd_y), got {v.size}")
@@ -177,7 +178,7 @@ class DaemonBridge:
                 self.counters["gains_clamped"] += 1
             try:
                 async with asyncio.timeout(self.cfg.apply_timeout_s):
-                    await self.snapshot.next_tick()  # type: ignore[union-attr]
+                    await snap.next_tick()
             except TimeoutError:
                 raise TimeoutError(f"no tick applied the gains within {self.cfg.apply_timeout_s:g} s") from None
             return [float(g) for row in posted.rows() for g in row]
@@ -275,7 +276,7 @@ class Publisher:
         samples, _ = stats.lateness.since(self._seen_lateness)
         self._seen_lateness = stats.lateness.count
         self._stats = {"tick_rate": (stats.ticks - self._seen_ticks) / (now - self._stats_t),
-                       "lateness_p99": float(np.percentile(samples, 99.0)) / 1e3 if samples.size else 0.0,
+                       "lateness_p99": summarize_ns(samples)["p99_us"],
                        "overruns": stats.overruns}
         self._seen_ticks, self._stats_t = stats.ticks, now
         return self._stats
@@ -355,9 +356,12 @@ class EpicsServer:
             args=(self.cfg.model_dump(), self.kind, theirs, os.getpid()))
         try:
             process.start()
+            reader, writer = await asyncio.open_connection(sock=ours)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()  # the process's end: its exit closes the pipe
-        reader, writer = await asyncio.open_connection(sock=ours)
         started = _Process(process, reader, writer)
         msg: tuple[Any, ...] | None = ("failed", f"not bound within {START_TIMEOUT_S:g} s")
         try:
@@ -377,13 +381,14 @@ class EpicsServer:
         return started
 
     async def serve_forever(self) -> None:
-        """Publish and answer the process's requests until cancelled, or until it ends (then raise: the supervisor
-        starts a new one)."""
+        """Publish and answer the process's requests until cancelled, or until the process or the publisher ends
+        (then raise: the supervisor starts a new process)."""
         started, self._started = self._started, None
         if started is None:
             started = await self._spawn()
         loop = asyncio.get_running_loop()
         publishing = loop.create_task(self.publisher.run(started.writer))
+        publishing.add_done_callback(lambda _: started.writer.close())  # a failed publisher ends this serving
         puts: set[asyncio.Task[None]] = set()
         try:
             while (msg := await receive(started.reader)) is not None:
@@ -398,6 +403,8 @@ class EpicsServer:
                 task.cancel()
             await asyncio.gather(publishing, *puts, return_exceptions=True)
             code = await started.stop()
+        if not publishing.cancelled() and (failed := publishing.exception()) is not None:
+            raise RuntimeError(f"the EPICS publisher failed: {failed!r}") from failed
         raise RuntimeError(f"the EPICS server process ended (exit code {code})")
 
     async def _put(self, writer: asyncio.StreamWriter, put_id: int, what: str, kwargs: dict[str, Any]) -> None:

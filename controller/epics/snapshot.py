@@ -15,7 +15,6 @@ import math
 class LoopSnapshot:
     def __init__(self, tolerance_px: float, ticks: int) -> None:
         self.tolerance_px, self.ticks = tolerance_px, ticks
-        self.index = -1  # the latest tick's index
         self.x = self.y = self.tx = self.ty = self.error = math.nan
         self.within = 0  # consecutive ticks within the tolerance at the current target
         self._waiters: list[asyncio.Future[None]] = []
@@ -24,13 +23,13 @@ class LoopSnapshot:
     def settled(self) -> bool:
         return self.within >= self.ticks
 
-    def update(self, index: int, x: float, y: float, tx: float, ty: float, held: bool) -> None:
+    def update(self, x: float, y: float, tx: float, ty: float, held: bool) -> None:
         """The tick's reading (NaN: lost) and the target in force after its host commands."""
         if tx != self.tx or ty != self.ty:
             self.within = 0
         err = math.hypot(x - tx, y - ty)
         self.within = self.within + 1 if err < self.tolerance_px and not held else 0
-        self.index, self.x, self.y, self.tx, self.ty, self.error = index, x, y, tx, ty, err
+        self.x, self.y, self.tx, self.ty, self.error = x, y, tx, ty, err
         if self._waiters:
             for w in self._waiters:
                 if not w.done():

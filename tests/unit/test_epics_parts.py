@@ -31,18 +31,18 @@ async def test_settled_after_n_ticks_within_tolerance_restarting_on_a_new_target
     s = LoopSnapshot(tolerance_px=1.0, ticks=3)
     woken = asyncio.ensure_future(s.next_tick())
     await asyncio.sleep(0)
-    for i, x in enumerate((5.0, 0.5, 0.4)):
-        s.update(i, x, 0.0, 0.0, 0.0, held=False)
+    for x in (5.0, 0.5, 0.4):
+        s.update(x, 0.0, 0.0, 0.0, held=False)
     await asyncio.wait_for(woken, 1.0)  # the first update woke the waiter
     assert not s.settled and s.error == pytest.approx(0.4)
-    s.update(3, 0.3, 0.0, 0.0, 0.0, held=False)
+    s.update(0.3, 0.0, 0.0, 0.0, held=False)
     assert s.settled
-    s.update(4, 0.3, 0.0, 0.5, 0.0, held=False)  # a new target: counted again from this tick
+    s.update(0.3, 0.0, 0.5, 0.0, held=False)  # a new target: counted again from this tick
     assert s.within == 1 and not s.settled
-    s.update(5, math.nan, 0.0, 0.5, 0.0, held=False)  # a lost spot never counts
+    s.update(math.nan, 0.0, 0.5, 0.0, held=False)  # a lost spot never counts
     assert s.within == 0 and math.isnan(s.error)
-    for i in range(6, 10):
-        s.update(i, 0.5, 0.0, 0.5, 0.0, held=True)  # nor does a held loop
+    for _ in range(4):
+        s.update(0.5, 0.0, 0.5, 0.0, held=True)  # nor does a held loop
     assert s.within == 0
 
 
