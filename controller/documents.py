@@ -24,8 +24,9 @@ session's wall start minus its first record's monotonic time (off by the start-u
 Scan steps have no time stamps of their own: step k is placed at the scan's start plus the recorded move and
 acquire times of steps 0 … k (forge episode steps: at the episode's end).
 
-`export` writes every run of a recorder store (`edgetune export-docs`); `DocumentStream` emits them live from the
-daemon (``[recorder] documents = "DIR"``) in a process of its own, fed from the recorder's writer thread (tick rows
+`export` writes every run of a recorder store (`edgetune export-docs`); `DocumentStream`
+(controller/document_stream.py, light to import: the daemon's side) emits them live from the daemon
+(``[recorder] documents = "DIR"``) through `write_documents` in a process of its own, fed from the recorder's writer thread (tick rows
 as each batch commits) and from the loop when a scan or episode ends. Nothing of it runs on the tick path, and the
 composing, validating and writing run in that process (a thread of the daemon's doing them: at 1 kHz its p99
 lateness went from 0.7 to 1.8–3.5 ms). What stays in the daemon: the queue's feeder thread pickles each item into
@@ -36,18 +37,13 @@ edge install does not.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import multiprocessing
 import os
-import queue
 import shutil
 import sqlite3
 import tempfile
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -60,45 +56,22 @@ except ImportError as e:  # the optional extra
     raise ImportError(f"event-model documents need the optional extra `docs` (pip install -e '.[docs]' in a "
                       f"checkout): {e}") from e
 
+from controller.document_stream import Session
 from controller.recorder import RUN_EVENTS, TICK_COLUMNS, RecorderError, reader
 
 log = logging.getLogger(__name__)
 
 Doc = tuple[str, dict[str, Any]]
-NAMESPACE = uuid.UUID("6b3c1f9e-2f1d-4a57-9a43-5d0c2b8e7a11")  # run uids: uuid5 of the session and the run
 PAGE_ROWS = 1000  # tick rows per event_page (export)
 LIVE_PAGE_ROWS = 16  # live: pages of a committed batch (a reader following the file sees them sooner)
 IMAGE_SPEC = "AD_HDF5"  # the area-detector HDF5 layout: databroker's and Tiled's handlers read it
 IMAGE_DATASET = "/entry/data/data"
-MAX_PENDING_BYTES = 64 << 20  # live: image bytes queued for the documents process at most (DocumentStream)
 INTEGER_KEYS = frozenset({"seq", "idx", "t_mono_ns", "lateness_ns", "flags"})  # of a tick run; the others: REAL
 # the six per-tick mode columns (recorder.TICK_COLUMNS kp_x … kd_y) by mode: the forge keeps θ̂ there
 MODE_COLUMNS = {"forge": tuple(f"theta_hat_{i}" for i in range(6))}
 UNITS = {"x": "px", "y": "px", "target_x": "px", "target_y": "px", "cmd_x": "V", "cmd_y": "V", "kp_x": "V/px",
          "ki_x": "V/(px s)", "kd_x": "V s/px", "kp_y": "V/px", "ki_y": "V/(px s)", "kd_y": "V s/px",
          "t_mono_ns": "ns", "lateness_ns": "ns", "angle_deg": "deg", "measured_deg": "deg"}
-
-
-@dataclass(frozen=True)
-class Session:
-    """One recorder session: what run uids and event times derive from."""
-
-    id: int
-    pid: int
-    started_wall_ns: int
-    offset_ns: int  # wall clock − monotonic clock
-    mode: str | None = None
-
-    def wall(self, t_ns: int) -> float:
-        return (t_ns + self.offset_ns) / 1e9
-
-    def uid(self, *run: object) -> str:
-        return str(uuid.uuid5(NAMESPACE, ":".join(map(str, (self.started_wall_ns, self.pid, self.id, *run)))))
-
-    def metadata(self, kind: str) -> dict[str, Any]:
-        """What every run's start carries (``plan_type``: Bluesky's callbacks, e.g. LiveTable, expect one)."""
-        return {"plan_type": "edgetune", "edgetune": {"session": self.id, "pid": self.pid, "mode": self.mode,
-                                                      "run": kind}}
 
 
 def _key(value: Any, units: str | None = None) -> dict[str, Any]:
@@ -346,75 +319,9 @@ def _export(conn: sqlite3.Connection, store: Path, tmp: Path, root: Path, only: 
             write_jsonl(tmp / f"{docs[0][1]['uid']}.jsonl", docs)
 
 
-# --- live ---------------------------------------------------------------------------------------------------
-
-class DocumentStream:
-    """The daemon's live emission (module doc) into ``directory``: a process of its own (spawned; it ends with the
-    daemon) behind a queue bounded in items (``max_pending``) and in image bytes (``max_bytes``), so that composing,
-    validating and writing never hold the daemon's GIL, which the tick loop needs. ``ticks`` (from the recorder's
-    writer thread) and ``run`` (from the loop) only enqueue; what does not fit drops and counts (``dropped``), what
-    cannot be written is logged and counted (``failed``): the daemon goes on."""
-
-    def __init__(self, directory: Path, session: Session, max_pending: int = 256,
-                 max_bytes: int = MAX_PENDING_BYTES) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.max_bytes = max_bytes
-        self.dropped = 0
-        self._failed = ctx.Value("q", 0)
-        self._pending = ctx.Value("q", 0)  # image bytes queued, not yet taken by the documents process
-        self._queue = ctx.Queue(max_pending)
-        self._process = ctx.Process(target=_write_documents, name="edgetune-documents", daemon=True,
-                                    args=(directory, session, self._queue, self._failed, self._pending, os.getpid()))
-        self._process.start()
-
-    @property
-    def failed(self) -> int:
-        return int(self._failed.value)
-
-    @property
-    def pending_bytes(self) -> int:
-        return int(self._pending.value)
-
-    def ticks(self, rows: list[tuple]) -> None:
-        self._put("ticks", rows)
-
-    def run(self, kind: str, details: dict[str, Any], t_ns: int, images: dict[str, np.ndarray]) -> None:
-        """A scan or episode as the recorder recorded it (``details["run"]``: its number, module doc)."""
-        self._put("run", (kind, details, t_ns, images), sum(np.asarray(v).nbytes for v in images.values()))
-
-    def _put(self, what: str, item: Any, nbytes: int = 0) -> None:
-        with self._pending.get_lock():  # two threads put (the recorder's writer, the loop): the lock serializes them
-            if self._pending.value + nbytes <= self.max_bytes:
-                try:
-                    self._queue.put_nowait((what, item, nbytes))
-                    self._pending.value += nbytes
-                    return
-                except queue.Full:
-                    pass
-            self.dropped += 1
-            if self.dropped == 1:
-                log.error("documents: the writer falls behind; dropping (counted)")
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued and the tick run's stop; wait at most ``timeout_s``, then end the process."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(("close", None, 0), timeout=timeout_s)
-        self._process.join(timeout_s)
-        if self._process.is_alive():
-            log.error("documents: the writer did not finish within %g s; ending it", timeout_s)
-            self._process.kill()
-            self._process.join(timeout_s)
-        elif self._process.exitcode != 0:
-            log.error("documents: the writer had ended (exit code %s); what was queued is not written",
-                      self._process.exitcode)
-        # after a clean "close" the process took everything; else what it did not take stays unwritten and the
-        # queue's feeder thread must not hold this process's exit waiting for a reader that is gone
-        self._queue.cancel_join_thread()
-        self._queue.close()
-
-
-def _write_documents(directory: Path, session: Session, items: Any, failed: Any, pending: Any, parent: int) -> None:
-    """The documents process: write what ``items`` brings until "close" (module doc)."""
+def write_documents(directory: Path, session: Session, items: Any, failed: Any, pending: Any, parent: int) -> None:
+    """The documents process (controller/document_stream.py starts it): write what ``items`` brings until "close"
+    (module doc)."""
     from controller.lifeline import die_with_parent
 
     die_with_parent(parent)

@@ -145,7 +145,7 @@ class EdgeDaemon:
         with starting("host-link key file"):
             self.keyring: Keyring = load_keyring(cfg.hostlink.key_file)  # refuses a world-readable key file
         check_writable_dir(cfg.recorder.path.parent, "recorder directory")
-        self.documents: Any = None  # controller.documents.DocumentStream, opened with the recorder
+        self.documents: Any = None  # controller.document_stream.DocumentStream, opened with the recorder
         if cfg.recorder.documents is not None:
             check_writable_dir(cfg.recorder.documents, "recorder documents directory", create=True)
             # the optional extra, checked before anything starts (without importing it into the daemon's process)
@@ -267,7 +267,7 @@ class EdgeDaemon:
         mono, wall = time.monotonic_ns(), time.time_ns()
         rec.record_event("session", {"wall_ns": wall, "mode": cfg.loop.mode}, t_ns=mono)
         if cfg.recorder.documents is not None:
-            from controller.documents import DocumentStream, Session
+            from controller.document_stream import DocumentStream, Session
 
             self.documents = DocumentStream(cfg.recorder.documents, Session(rec.session, os.getpid(), rec.started_wall_ns,
                                                                            wall - mono, cfg.loop.mode))

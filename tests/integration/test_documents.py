@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from controller import documents
+from controller import document_stream, documents
 from controller.config import parse_config
 from controller.link.auth import write_keyfile
 from controller.recorder import Recorder
@@ -161,10 +161,10 @@ def test_the_live_stream_never_blocks_and_counts_what_it_cannot_write(tmp_path) 
     """Its inputs only enqueue: with the documents process stopped (SIGSTOP: slow storage, a starved CPU) a full
     queue drops and counts instead of blocking the recorder's writer; once it runs again it writes what it took. A
     directory that is gone makes writes fail, counted, and the process goes on to the end."""
-    session = documents.Session(1, 1, time.time_ns(), 0, "stabilize")
+    session = document_stream.Session(1, 1, time.time_ns(), 0, "stabilize")
     rows = [(1, i, i, time.monotonic_ns(), 0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, *GAINS, 0) for i in range(10)]
     (tmp_path / "docs").mkdir()
-    stream = documents.DocumentStream(tmp_path / "docs", session, max_pending=2)
+    stream = document_stream.DocumentStream(tmp_path / "docs", session, max_pending=2)
     os.kill(stream._process.pid, signal.SIGSTOP)
     try:
         started = time.perf_counter()
@@ -178,7 +178,7 @@ def test_the_live_stream_never_blocks_and_counts_what_it_cannot_write(tmp_path) 
     assert ticks.events["primary"] == 20 and stream.failed == 0 and not stream._process.is_alive()
 
     (tmp_path / "gone").mkdir()
-    stream = documents.DocumentStream(tmp_path / "gone", session)
+    stream = document_stream.DocumentStream(tmp_path / "gone", session)
     (tmp_path / "gone").rmdir()
     stream.ticks(rows)
     stream.run("scan", {"error": "x", "run": 1}, time.monotonic_ns(), {})
@@ -191,9 +191,9 @@ def test_the_live_stream_never_blocks_and_counts_what_it_cannot_write(tmp_path) 
 def test_the_live_stream_bounds_the_image_bytes_it_holds(tmp_path) -> None:
     """With the documents process stopped (a slow SD card), scans' images queue up to ``max_bytes`` in the daemon;
     the next scan is dropped and counted (its images too), not held; once it runs again the queue empties."""
-    session = documents.Session(1, 1, time.time_ns(), 0, "angles")
+    session = document_stream.Session(1, 1, time.time_ns(), 0, "angles")
     image = np.zeros((300, 128), np.float64)  # 300 KiB
-    stream = documents.DocumentStream(tmp_path, session, max_bytes=1 << 20)
+    stream = document_stream.DocumentStream(tmp_path, session, max_bytes=1 << 20)
     os.kill(stream._process.pid, signal.SIGSTOP)
     try:
         for n in range(1, 6):
@@ -215,7 +215,7 @@ def test_a_run_dropped_live_or_refused_leaves_the_later_uids_alone(tmp_path) -> 
     wall, mono = time.time_ns(), time.monotonic_ns()
     rec.record_event("session", {"wall_ns": wall, "mode": "angles"}, t_ns=mono)
     (tmp_path / "live").mkdir()
-    stream = documents.DocumentStream(tmp_path / "live", documents.Session(rec.session, os.getpid(),
+    stream = document_stream.DocumentStream(tmp_path / "live", document_stream.Session(rec.session, os.getpid(),
                                                                            rec.started_wall_ns, wall - mono, "angles"),
                                       max_bytes=1 << 20)
     daemon = SimpleNamespace(recorder=rec, documents=stream)  # what EdgeDaemon.record uses
@@ -246,8 +246,8 @@ def test_a_documents_process_that_died_does_not_hold_the_daemons_exit(tmp_path: 
     script = f"""
 import os, signal, time
 from pathlib import Path
-from controller import documents
-stream = documents.DocumentStream(Path({str(tmp_path)!r}), documents.Session(1, 1, time.time_ns(), 0, "stabilize"))
+from controller import document_stream
+stream = document_stream.DocumentStream(Path({str(tmp_path)!r}), document_stream.Session(1, 1, time.time_ns(), 0, "stabilize"))
 os.kill(stream._process.pid, signal.SIGKILL)
 stream._process.join(10)
 rows = [(1, i, i, time.monotonic_ns(), 0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.5, 20.0, 0.0, 0.5, 20.0, 0.0, 0) for i in range(256)]
