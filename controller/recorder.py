@@ -230,9 +230,9 @@ class Recorder:
         cannot be encoded drop this event alone (counted, logged; returns None). Returns the details as recorded:
         a scan's or episode's (RUN_EVENTS) with ``run``, its number among this session's accepted ones of its kind
         (what its documents' uid derives from, live and exported alike: documents.py)."""
-        details = dict(details or {})
-        if kind in RUN_EVENTS:
-            details["run"] = self._runs.get(kind, 0) + 1
+        details = details or {}
+        if kind in RUN_EVENTS:  # a copy: the caller's dict is left as it was
+            details = {**details, "run": self._runs.get(kind, 0) + 1}
         try:
             encoded = json.dumps(details, default=str)
         except (TypeError, ValueError) as e:  # circular, keys json refuses
