@@ -280,7 +280,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def lowest_priority() -> None:
-    """Initializer of the worker thread in the loop's own process: off-loop work at nice 19 (``off_loop_priority``)."""
+    """Off-loop work that shares no GIL with the loop (a process) at nice 19 (``off_loop_priority``)."""
     off_loop_priority(19)
 
 
@@ -289,6 +289,10 @@ VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (sl
 # validation past validate_timeout_s (pushes refused as too_slow); at 10 it finished. A process of its own: it
 # shares no GIL with the tick.
 VALIDATOR_NICE = 10
+# The worker thread's niceness: the loop's own. It shares the loop's GIL, so at nice 19 other load kept it off the
+# CPU while it held the GIL and the loop waited for it (the soak beside two CPU-bound processes, one run each:
+# 43 725 ticks of 60 000 at nice 19, 47 437 at 0). Never a real-time class.
+WORKER_NICE = 0
 
 
 def _validator_ready() -> None:
@@ -345,7 +349,8 @@ class PolicySlot:
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, "policy-worker", initializer=lowest_priority)
+            self._worker = ThreadPoolExecutor(1, "policy-worker",
+                                              initializer=functools.partial(off_loop_priority, WORKER_NICE))
         return await asyncio.get_running_loop().run_in_executor(self._worker, functools.partial(fn, *args))
 
     def start_validator(self) -> ProcessPoolExecutor:

@@ -102,7 +102,7 @@ async def test_push_swap_reject_rollback_while_the_loop_runs(rl_stand, tmp_path)
     assert after["edgetune_ticks_total"] - before["edgetune_ticks_total"] > 120  # the loop kept ticking
     assert after["edgetune_faults_total[push_refused:bad_signature]"] == 2
     # frame-paced by the emulator process: on a loaded machine both windows see some overruns; pushes
-    # (validation in a process at nice 10, opening in a nice-19 thread) must not add more than a few beyond the quiet rate
+    # (validation in a process at nice 10, opening in a worker thread) must not add more than a few beyond the quiet rate
     pushing_s = asyncio.get_running_loop().time() - t_before
     extra = after["edgetune_overruns_total"] - before["edgetune_overruns_total"] - quiet_rate * pushing_s
     assert extra <= 5, f"{extra:.0f} overruns beyond the quiet rate while pushing"

@@ -190,7 +190,7 @@ def test_realtime_is_for_the_loop_thread_and_threads_it_starts_leave_it() -> Non
         assert not fifo and _sched() == before
 
 
-def test_off_loop_workers_run_in_the_normal_class_at_nice_19() -> None:
+def test_lowest_priority_is_the_normal_class_at_nice_19() -> None:
     with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
         assert worker.submit(_sched).result() == (os.SCHED_OTHER, 0)
         assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
