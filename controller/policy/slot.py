@@ -289,9 +289,10 @@ VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (sl
 # validation past validate_timeout_s (pushes refused as too_slow); at 10 it finished. A process of its own: it
 # shares no GIL with the tick.
 VALIDATOR_NICE = 10
-# The worker thread's niceness: the loop's own. It shares the loop's GIL, so at nice 19 other load kept it off the
-# CPU while it held the GIL and the loop waited for it (the soak beside two CPU-bound processes, one run each:
-# 43 725 ticks of 60 000 at nice 19, 47 437 at 0). Never a real-time class.
+# The worker thread's niceness: the loop's own. It shares the loop's GIL: at a higher niceness, other load can keep
+# it off the CPU while it holds the GIL, and the loop waits for it (priority inversion). Not shown by measurement:
+# the soak beside two CPU-bound processes gave 43 725 ticks of 60 000 at nice 19, 47 437 and 42 406 at 0 (noise as
+# large as the difference). Never a real-time class.
 WORKER_NICE = 0
 
 
