@@ -47,12 +47,16 @@ def hil_soak(
     fault_every_s: float = typer.Option(3.0, help="Seconds between injected faults."),
     seed: int = typer.Option(0, help="Seed of the fault schedule and the network faults."),
     out: Path = typer.Option(Path("runs/soak"), help="Work directory (config, recorder, logs)."),
+    realtime: bool = typer.Option(False, "--rt", help="The loop under SCHED_FIFO, as [loop] realtime_priority "
+                                  "(needs CAP_SYS_NICE or RLIMIT_RTPRIO; normal priority where refused)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
 ) -> None:
     """The daemon at RATE with faults injected every few seconds; records_lost must be 0."""
+    from hil.bench.loop import RT_PRIORITY
     from hil.soak import soak
 
-    rep = soak(rate, minutes * 60.0, out, fault_every_s=fault_every_s, seed=seed)
+    rep = soak(rate, minutes * 60.0, out, fault_every_s=fault_every_s, seed=seed,
+               realtime_priority=RT_PRIORITY if realtime else 0)
     if json_out:
         typer.echo(json.dumps(rep))
     else:

@@ -28,7 +28,7 @@ import numpy as np
 from controller.config import parse_config
 from controller.daemon import Daemon
 from controller.link.auth import DROP_KINDS, Gains
-from controller.recorder import read_ticks
+from controller.recorder import read_events, read_ticks
 from controller.link.host_push import PushClient
 from hil.faults import model as faults_model
 from hil.faults.net import NetFaults, UdpProxy
@@ -204,9 +204,10 @@ async def _host(stand: SimulatedStand, stop: asyncio.Event) -> None:
             pass
 
 
-async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: float, seed: int) -> dict[str, Any]:
+async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: float, seed: int,
+                realtime_priority: int) -> dict[str, Any]:
     stand = SimulatedStand(workdir, seed=seed, serial_faults=True, config={
-        "loop": {"mode": "rl-pid", "pacing": "timer", "rate_hz": rate_hz},
+        "loop": {"mode": "rl-pid", "pacing": "timer", "rate_hz": rate_hz, "realtime_priority": realtime_priority},
         "hostlink": {"silence_timeout_s": SILENCE_S, "telemetry_decimation": 10},
         "device": {"reconnect_backoff_min_s": 0.05, "reconnect_backoff_max_s": 0.5},
         "metrics": {"enabled": False}})
@@ -245,11 +246,12 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
     if run.exception() is not None:
         raise RuntimeError("the daemon's loop stopped") from run.exception()
     ticks = read_ticks(stand.recorder_path)
+    sched = [e["details"]["sched"] for e in read_events(stand.recorder_path) if e["kind"] == "loop"]
     cmd = np.array([(r["cmd_x"], r["cmd_y"]) for r in ticks], dtype=np.float64).reshape(-1, 2)
     st = daemon.scheduler.stats
     expected = st.ticks
     return {
-        "rate_hz": rate_hz, "seconds": seconds, "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
+        "rate_hz": rate_hz, "seconds": seconds, "sched": sched[0] if sched else None, "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
         "overruns": st.overruns,
         "missed_periods": st.missed_periods,
         "faults_injected": dict(sorted(soak.injected.items())), "faults_handled": dict(sorted(soak.handled.items())),
@@ -262,8 +264,11 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
     }
 
 
-def soak(rate_hz: float, seconds: float, workdir: Path, *, fault_every_s: float = 3.0, seed: int = 0) -> dict[str, Any]:
+def soak(rate_hz: float, seconds: float, workdir: Path, *, fault_every_s: float = 3.0, seed: int = 0,
+         realtime_priority: int = 0) -> dict[str, Any]:
+    """realtime_priority: the daemon's [loop] realtime_priority (SCHED_FIFO where this user may; the report's
+    "sched" says which class the loop ran in)."""
     if not (rate_hz > 0 and seconds > 0 and fault_every_s > 0):
         raise ValueError(f"rate, duration and fault interval must be positive ({rate_hz}, {seconds}, {fault_every_s})")
     workdir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_soak(rate_hz, seconds, workdir, fault_every_s, seed))
+    return asyncio.run(_soak(rate_hz, seconds, workdir, fault_every_s, seed, realtime_priority))
