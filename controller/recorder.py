@@ -279,7 +279,7 @@ class Recorder:
 
     def _flush(self) -> None:
         head, tail, cap = self._head, self._tail, self._cap
-        events = [self._events.popleft() for _ in range(len(self._events))]
+        events = [self._events[i] for i in range(len(self._events))]  # left queued until settled: flush() waits
         if head == tail and not events:
             return
         a, b = tail % cap, (tail % cap) + (head - tail)
@@ -307,6 +307,9 @@ class Recorder:
                 self.alarm = True
                 log.error("recorder: cannot write (%s): dropping records (counted) until it can", e)
             return
+        finally:
+            for _ in events:
+                self._events.popleft()
         self.written += len(rows)
         self._tail = head
         if rows and self.on_commit is not None:

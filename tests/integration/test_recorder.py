@@ -92,19 +92,25 @@ def test_schema_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         Recorder.open(db)
 
 
+def _stall_writer(rec: Recorder) -> tuple[threading.Event, threading.Event]:
+    """The writer stops inside its next batch (`entered` is set) until `release` is set."""
+    entered, release = threading.Event(), threading.Event()
+    insert = rec._insert_ticks
+
+    def stuck(conn, rows) -> list:
+        entered.set()
+        assert release.wait(10.0)
+        return insert(conn, rows)
+
+    rec._insert_ticks = stuck
+    return entered, release
+
+
 def test_record_tick_never_waits_for_the_writer(tmp_path: Path) -> None:
     """With the writer stuck inside a SQLite batch, record_tick still stores every tick (no I/O, no lock on
     the tick path); they are committed once the writer goes on. Its cost is measured by `bench loop`."""
     with Recorder.open(tmp_path / "rec.sqlite", batch_rows=512, flush_ms=50) as rec:
-        entered, release = threading.Event(), threading.Event()
-        insert = rec._insert_ticks
-
-        def stuck(conn, rows) -> list:
-            entered.set()
-            assert release.wait(10.0)
-            return insert(conn, rows)
-
-        rec._insert_ticks = stuck
+        entered, release = _stall_writer(rec)
         rec.record_tick(0, 0, 0, 0.1, 0.2, 0.0, 0.0, 0.3, 0.4, GAINS, 0)
         assert entered.wait(5.0)
         n = 10_000  # below the ring's capacity
@@ -113,6 +119,19 @@ def test_record_tick_never_waits_for_the_writer(tmp_path: Path) -> None:
         release.set()
         rec.flush()
         assert rec.dropped == 0 and rec.written == n + 1
+
+
+def test_flush_waits_for_the_events_of_the_batch_in_flight(tmp_path: Path) -> None:
+    db = tmp_path / "rec.sqlite"
+    with Recorder.open(db, flush_ms=50) as rec:
+        entered, release = _stall_writer(rec)
+        rec.record_event("fault", {"what": "in flight"})
+        assert entered.wait(5.0)
+        with pytest.raises(TimeoutError):
+            rec.flush(timeout_s=0.2)  # the writer holds the event, uncommitted
+        release.set()
+        rec.flush()
+        assert [e["kind"] for e in read_events(db)] == ["fault"]
 
 
 CHILD = textwrap.dedent("""
@@ -175,7 +194,7 @@ def test_a_full_store_drops_and_counts_raises_the_alarm_and_recovers(tmp_path: P
         pages = rec._conn.execute("PRAGMA page_count").fetchone()[0]
         rec._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
         results = [_tick(rec, i) for i in range(100, 3100)]
-        rec.record_event("fault", {"what": "lost with its batch"})
+        rec.record_event("fault", {"what": "lost: no page for it", "pad": "x" * 20_000})  # whichever batch it is in
         rec.flush()
         assert all(results) and rec.alarm and rec.write_failed > 0 and rec.events_failed >= 1
         assert rec.dropped == 0 and rec.pending == 0  # nothing piles up in the ring
