@@ -279,7 +279,7 @@ class Recorder:
 
     def _flush(self) -> None:
         head, tail, cap = self._head, self._tail, self._cap
-        events = [self._events[i] for i in range(len(self._events))]  # left queued until settled: flush() waits
+        events = list(self._events)  # left queued until settled (flush() waits); the copy is one step under the GIL
         if head == tail and not events:
             return
         a, b = tail % cap, (tail % cap) + (head - tail)
@@ -418,7 +418,8 @@ class Recorder:
         deadline = time.monotonic() + timeout_s
         while self._tail < target or self._events:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"recorder: {self._head - self._tail} rows still pending")
+                raise TimeoutError(f"recorder: {self._head - self._tail} rows and {len(self._events)} events still "
+                                   "pending")
             self._wake.set()
             time.sleep(0.001)
 

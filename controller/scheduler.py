@@ -52,7 +52,11 @@ def realtime(priority: int) -> Iterator[bool]:
     try:
         yield True
     finally:
-        os.sched_setscheduler(0, *before)
+        policy, param = before
+        try:  # the flag kept: without CAP_SYS_NICE (RLIMIT_RTPRIO alone) the kernel refuses to clear it
+            os.sched_setscheduler(0, policy | os.SCHED_RESET_ON_FORK, param)
+        except OSError as e:
+            log.error("leaving real-time priority %d refused (%s): this thread stays SCHED_FIFO", priority, e)
 
 
 class Timer(Protocol):

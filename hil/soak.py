@@ -251,7 +251,8 @@ async def _soak(rate_hz: float, seconds: float, workdir: Path, fault_every_s: fl
     st = daemon.scheduler.stats
     expected = st.ticks
     return {
-        "rate_hz": rate_hz, "seconds": seconds, "sched": sched[0] if sched else None, "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
+        "rate_hz": rate_hz, "seconds": seconds, "sched": sched[0] if sched else None,
+        "ticks": st.ticks, "ticks_expected": round(rate_hz * seconds),
         "overruns": st.overruns,
         "missed_periods": st.missed_periods,
         "faults_injected": dict(sorted(soak.injected.items())), "faults_handled": dict(sorted(soak.handled.items())),

@@ -33,7 +33,7 @@ def bench_loop(
     rate: float = typer.Option(1000.0, "--rate", help="Tick rate [Hz]."),
     seconds: float = typer.Option(10.0, "--seconds", help="Duration of each of the two loops [s]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
-    realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    realtime: bool = typer.Option(False, "--rt", help="Run both loops under SCHED_FIFO (needs CAP_SYS_NICE or RLIMIT_RTPRIO)."),
     cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The daemon's own stabilize tick (against an in-process simulated stand) vs. a bare time.sleep loop
@@ -86,7 +86,7 @@ def bench_swap(
     swaps: int = typer.Option(100, "--swaps", help="Models pushed and swapped in."),
     chunks: int = typer.Option(20, "--chunks", help="Quiet/pushing phase pairs (0.5 s each)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object only."),
-    realtime: bool = typer.Option(False, "--rt", help="Run the loop thread under SCHED_FIFO (needs CAP_SYS_NICE)."),
+    realtime: bool = typer.Option(False, "--rt", help="Run the loop thread under SCHED_FIFO (needs CAP_SYS_NICE or RLIMIT_RTPRIO)."),
     cpus: Optional[str] = typer.Option(None, "--cpus", help=CPUS_HELP),
 ) -> None:
     """The rl-pid loop while models are pushed and swapped, against the same loop without pushes."""

@@ -1,7 +1,8 @@
-"""The CI soak (HIL issue §5): the daemon (rl-pid) at 1 kHz in process for 60 s, its loop under SCHED_FIFO
-where this user may (as a deployed daemon with [loop] realtime_priority), against the emulator process, a
-fault every ~2 s (every kind at least once), model pushes and rollbacks included; the tick count near
-rate × duration, and each host-link partition's fallback right for what the daemon runs then."""
+"""The CI soak (HIL issue §5): the daemon (rl-pid) at 1 kHz in process for 60 s with [loop] realtime_priority
+(its event loop, which also runs the host, the UDP proxy and the faults, under SCHED_FIFO where this user may),
+against the emulator process, a fault every ~2 s (every kind at least once), model pushes and rollbacks
+included; the tick count near rate × duration, and each host-link partition's fallback right for what the daemon
+runs then."""
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,7 @@ def test_one_minute_soak_loses_no_record_and_handles_every_fault(tmp_path):
         pass
     # seed 1: a partition before the first push, one after
     rep = soak(1000.0, 60.0, tmp_path, fault_every_s=2.0, seed=1, realtime_priority=RT_PRIORITY)
-    assert rep["sched"] == ("fifo" if allowed else "other")
+    assert rep["sched"] == ("fifo" if allowed else "other"), rep
     assert rep["ticks_expected"] == 60_000
     assert rep["ticks"] >= MIN_TICK_FRACTION * rep["ticks_expected"], rep
     assert rep["ticks"] + rep["missed_periods"] >= rep["ticks_expected"], rep  # every period ticked or counted missed

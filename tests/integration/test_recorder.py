@@ -198,6 +198,7 @@ def test_a_full_store_drops_and_counts_raises_the_alarm_and_recovers(tmp_path: P
         rec.flush()
         assert all(results) and rec.alarm and rec.write_failed > 0 and rec.events_failed >= 1
         assert rec.dropped == 0 and rec.pending == 0  # nothing piles up in the ring
+        events_failed = rec.events_failed  # 1, or 2 where a small batch fitted and its "recorder" event did not
         rec._conn.execute("PRAGMA max_page_count = 1073741823")  # room again
         for i in range(3100, 3200):
             _tick(rec, i)
@@ -211,7 +212,7 @@ def test_a_full_store_drops_and_counts_raises_the_alarm_and_recovers(tmp_path: P
     assert (s["write_failed"], s["ended_wall_ns"] > 0) == (failed, True)
     kinds = [e["kind"] for e in read_events(db)]
     assert "fault" not in kinds and kinds[-1] == "recorder"
-    assert read_events(db)[-1]["details"] == {"alarm": False, "write_failed": failed, "events_failed": 1}
+    assert read_events(db)[-1]["details"] == {"alarm": False, "write_failed": failed, "events_failed": events_failed}
 
 
 def _fill(db: Path, sessions: int, rows: int) -> None:

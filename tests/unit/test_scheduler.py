@@ -190,6 +190,24 @@ def test_realtime_is_for_the_loop_thread_and_threads_it_starts_leave_it() -> Non
         assert not fifo and _sched() == before
 
 
+def test_leaving_realtime_keeps_reset_on_fork_as_a_user_without_cap_sys_nice_must(monkeypatch) -> None:
+    """With RLIMIT_RTPRIO alone (the systemd unit's LimitRTPRIO) the kernel refuses to clear SCHED_RESET_ON_FORK
+    (EPERM): leaving must keep it. Simulated, as this rule needs a user who has no CAP_SYS_NICE."""
+    state = {"policy": os.SCHED_OTHER}
+
+    def setscheduler(pid: int, policy: int, param: os.sched_param) -> None:
+        if state["policy"] & os.SCHED_RESET_ON_FORK and not policy & os.SCHED_RESET_ON_FORK:
+            raise PermissionError(1, "Operation not permitted")
+        state["policy"] = policy
+
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: state["policy"])
+    monkeypatch.setattr(os, "sched_getparam", lambda pid: os.sched_param(0))
+    monkeypatch.setattr(os, "sched_setscheduler", setscheduler)
+    with realtime(20) as fifo:
+        assert fifo and state["policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+    assert state["policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
+
+
 def test_lowest_priority_is_the_normal_class_at_nice_19() -> None:
     with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
         assert worker.submit(_sched).result() == (os.SCHED_OTHER, 0)
