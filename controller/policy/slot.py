@@ -279,11 +279,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
-def lowest_priority() -> None:
-    """Off-loop work that shares no GIL with the loop (a process) at nice 19 (``off_loop_priority``)."""
-    off_loop_priority(19)
-
-
 VALIDATOR_START_S = 60.0  # a fresh validator process's start-up and imports (slow on a loaded edge)
 # The validator process's niceness. Not 19: there, two CPU-bound processes at nice 0 on a 2-core edge starved a
 # validation past validate_timeout_s (pushes refused as too_slow); at 10 it finished. A process of its own: it
@@ -348,7 +343,7 @@ class PolicySlot:
     _failure_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work (install, opening a model) in the slot's low-priority worker thread."""
+        """Run blocking work (install, opening a model) in the slot's worker thread (normal class, WORKER_NICE)."""
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, "policy-worker",
                                               initializer=functools.partial(off_loop_priority, WORKER_NICE))

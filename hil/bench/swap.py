@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from controller.daemon import Daemon
+from controller.lifeline import off_loop_priority
 from controller.link.auth import Keyring
-from controller.policy.slot import lowest_priority
 from controller.link.host_push import PushClient
 from controller.latency import LatencyRing
 from controller.scheduler import Scheduler, Tick, realtime
@@ -40,7 +40,7 @@ _pusher: PushClient | None = None  # the pusher process's client (its sequence n
 def _start_pusher(addr: tuple[str, int], key_id: int, key: bytes) -> None:
     """The pusher stands in for the host, another machine: at nice 19 it takes as little of the edge's CPU as it can."""
     global _pusher
-    lowest_priority()
+    off_loop_priority(19)
     _pusher = PushClient(addr, Keyring({key_id: key}), key_id)
 
 

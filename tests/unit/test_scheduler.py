@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import multiprocessing
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from controller.latency import LatencyRing, summarize_ns
-from controller.policy.slot import VALIDATOR_NICE, _validator_init, lowest_priority
+from controller.lifeline import off_loop_priority
+from controller.policy.slot import VALIDATOR_NICE, _validator_init
 from controller.scheduler import FrameTrigger, LoopTimer, Scheduler, Tick, TimerfdTimer, realtime, timerfd_available
 
 
@@ -208,8 +210,8 @@ def test_leaving_realtime_keeps_reset_on_fork_as_a_user_without_cap_sys_nice_mus
     assert state["policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
 
 
-def test_lowest_priority_is_the_normal_class_at_nice_19() -> None:
-    with ThreadPoolExecutor(1, initializer=lowest_priority) as worker:
+def test_off_loop_priority_is_the_normal_class_at_its_niceness() -> None:
+    with ThreadPoolExecutor(1, initializer=functools.partial(off_loop_priority, 19)) as worker:
         assert worker.submit(_sched).result() == (os.SCHED_OTHER, 0)
         assert os.getpriority(os.PRIO_PROCESS, worker.submit(threading.get_native_id).result()) == 19
 
